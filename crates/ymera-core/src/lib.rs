@@ -1,1 +1,25 @@
-//! Ymera core.
+//! The shared library of the Ymera platform.
+//!
+//! - [`envelope`]: the agent message envelope and its validation.
+//! - [`error`]: the one error type and its wire mapping.
+//! - [`resilience`]: circuit breakers and retries.
+//! - [`runtime`]: the service runtime (NATS Services API, health, metrics, shutdown).
+//! - [`config`]: configuration from the environment.
+//! - [`client`]: connecting to NATS and calling endpoints.
+//! - [`store`]: PostgreSQL (with migrations) and Redis.
+//! - [`telemetry`], [`metrics`], [`health`], [`limits`].
+
+pub mod client;
+pub mod config;
+pub mod envelope;
+pub mod error;
+pub mod health;
+pub mod http;
+pub mod limits;
+pub mod metrics;
+pub mod resilience;
+pub mod runtime;
+pub mod store;
+pub mod telemetry;
+
+pub use error::{Error, ErrorKind, Result};

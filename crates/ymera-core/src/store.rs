@@ -1,0 +1,91 @@
+//! PostgreSQL pool with the platform's migrations, and the optional Redis
+//! connection; both are probed by the health checks.
+
+use std::time::Duration;
+
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+
+use crate::error::Error;
+
+/// The platform's one ordered migration set (`migrations/`).
+pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations");
+
+/// How long a health probe of a dependency may take.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Errors connecting to stores.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// PostgreSQL could not be reached or refused the connection.
+    #[error("POSTGRES_URL: cannot connect to PostgreSQL: {0}")]
+    Postgres(#[source] sqlx::Error),
+    /// Migrations failed.
+    #[error("migrations failed: {0}")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+    /// Redis could not be reached.
+    #[error("REDIS_URL: cannot connect to Redis: {0}")]
+    Redis(#[source] redis::RedisError),
+}
+
+/// Connects a pool (up to `max_connections`), retrying for up to 30 s while
+/// the server starts.
+pub async fn connect_postgres(url: &str, max_connections: u32) -> Result<PgPool, StoreError> {
+    let options = PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(5));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match options.clone().connect(url).await {
+            Ok(pool) => return Ok(pool),
+            Err(err) if tokio::time::Instant::now() < deadline => {
+                tracing::warn!(error = %err, "PostgreSQL not reachable yet, retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(err) => return Err(StoreError::Postgres(err)),
+        }
+    }
+}
+
+/// Applies every pending migration (under sqlx's advisory lock, so replicas
+/// starting together apply each migration once).
+pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
+    MIGRATOR.run(pool).await.map_err(StoreError::Migrate)
+}
+
+/// Connects to Redis with a connection manager that reconnects by itself.
+pub async fn connect_redis(url: &str) -> Result<redis::aio::ConnectionManager, StoreError> {
+    let client = redis::Client::open(url).map_err(StoreError::Redis)?;
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(Some(Duration::from_secs(2)));
+    redis::aio::ConnectionManager::new_with_config(client, config)
+        .await
+        .map_err(StoreError::Redis)
+}
+
+/// `SELECT 1` within [`PROBE_TIMEOUT`].
+pub async fn probe_postgres(pool: &PgPool) -> Result<(), Error> {
+    match tokio::time::timeout(PROBE_TIMEOUT, sqlx::query("SELECT 1").execute(pool)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(err)) => {
+            tracing::warn!(error = %err, "PostgreSQL probe failed");
+            Err(Error::dependency_down("postgres"))
+        }
+        Err(_) => Err(Error::dependency_down("postgres")),
+    }
+}
+
+/// `PING` within [`PROBE_TIMEOUT`].
+pub async fn probe_redis(conn: &redis::aio::ConnectionManager) -> Result<(), Error> {
+    let mut conn = conn.clone();
+    let ping = redis::cmd("PING");
+    match tokio::time::timeout(PROBE_TIMEOUT, ping.query_async::<String>(&mut conn)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(err)) => {
+            tracing::warn!(error = %err, "Redis probe failed");
+            Err(Error::dependency_down("redis"))
+        }
+        Err(_) => Err(Error::dependency_down("redis")),
+    }
+}
