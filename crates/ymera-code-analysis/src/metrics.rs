@@ -1,0 +1,330 @@
+//! Per-function metrics with lizard 1.24.3's definitions: functions are found
+//! on the syntax tree; CCN, NLOC and token counts come from the token stream
+//! (see `tokens`), each token counted for the innermost function around it.
+
+use std::collections::BTreeSet;
+
+use tree_sitter::Node;
+
+use crate::language::Language;
+use crate::report::{FunctionMetrics, rank};
+use crate::syntax::{Syntax, ancestors, children, named_children};
+use crate::tokens::{Token, TokenKind, is_condition};
+
+/// A function found on the tree, before counting.
+#[derive(Debug, Clone)]
+pub(crate) struct FunctionSite<'t> {
+    pub node: Node<'t>,
+    pub name: String,
+    pub qualified_name: String,
+    /// Byte where lizard starts counting for this function.
+    pub start_byte: usize,
+    pub start_row: usize,
+    pub parameter_count: usize,
+}
+
+/// Metrics of one file: functions plus whole-file NLOC and tokens.
+pub(crate) struct FileMetrics<'t> {
+    pub functions: Vec<FunctionMetrics>,
+    pub sites: Vec<FunctionSite<'t>>,
+    pub nloc: usize,
+    pub token_count: usize,
+}
+
+pub(crate) fn is_function_kind(language: Language, kind: &str) -> bool {
+    match language {
+        Language::Python => kind == "function_definition",
+        Language::JavaScript => matches!(
+            kind,
+            "function_declaration"
+                | "function_expression"
+                | "function"
+                | "generator_function_declaration"
+                | "generator_function"
+                | "arrow_function"
+                | "method_definition"
+        ),
+        Language::Java => matches!(kind, "method_declaration" | "constructor_declaration" | "compact_constructor_declaration"),
+        Language::Go => matches!(kind, "function_declaration" | "method_declaration" | "func_literal"),
+        Language::Rust => kind == "function_item",
+    }
+}
+
+fn has_body(language: Language, node: Node<'_>) -> bool {
+    match language {
+        Language::Java | Language::Go | Language::Rust => node.child_by_field_name("body").is_some(),
+        _ => true,
+    }
+}
+
+/// Finds every function with a body, with names and parameter counts.
+pub(crate) fn function_sites<'t>(language: Language, syntax: &Syntax<'t>) -> Vec<FunctionSite<'t>> {
+    let mut sites = Vec::new();
+    let mut anonymous = 0usize;
+    for node in &syntax.nodes {
+        if !is_function_kind(language, node.kind()) || !has_body(language, *node) {
+            continue;
+        }
+        let name = function_name(language, syntax, *node).unwrap_or_else(|| {
+            let n = format!("anonymous__{anonymous}");
+            anonymous += 1;
+            if language == Language::Go { n } else { "(anonymous)".to_owned() }
+        });
+        let mut scope: Vec<String> = ancestors(*node).filter_map(|a| scope_name(language, syntax, a)).collect();
+        scope.reverse();
+        scope.push(name.clone());
+        let start = start_node(language, *node);
+        sites.push(FunctionSite {
+            node: *node,
+            qualified_name: scope.join("."),
+            name,
+            start_byte: start.start_byte(),
+            start_row: start.start_position().row,
+            parameter_count: parameter_count(language, syntax, *node),
+        });
+    }
+    sites
+}
+
+/// The token where lizard opens the function.
+fn start_node(language: Language, node: Node<'_>) -> Node<'_> {
+    let by_name = || node.child_by_field_name("name").unwrap_or(node);
+    match language {
+        Language::Python | Language::Java => by_name(),
+        Language::Rust => children(node).into_iter().find(|c| c.kind() == "fn").unwrap_or(node),
+        Language::JavaScript => {
+            if node.kind() == "method_definition" {
+                by_name()
+            } else {
+                node
+            }
+        }
+        Language::Go => node,
+    }
+}
+
+fn function_name(language: Language, syntax: &Syntax<'_>, node: Node<'_>) -> Option<String> {
+    if let Some(name) = node.child_by_field_name("name") {
+        return Some(syntax.text(name).to_owned());
+    }
+    let parent = node.parent()?;
+    let named = match (language, parent.kind()) {
+        (Language::JavaScript, "variable_declarator") => parent.child_by_field_name("name"),
+        (Language::JavaScript, "assignment_expression") => parent.child_by_field_name("left").map(|l| {
+            l.child_by_field_name("property").unwrap_or(l)
+        }),
+        (Language::JavaScript, "pair") => parent.child_by_field_name("key"),
+        (Language::JavaScript, "field_definition" | "public_field_definition") => parent.child_by_field_name("property"),
+        (Language::Go, "var_spec" | "short_var_declaration" | "assignment_statement") => None,
+        _ => None,
+    }?;
+    Some(syntax.text(named).to_owned())
+}
+
+/// The name an enclosing node contributes to a qualified name, if any.
+fn scope_name(language: Language, syntax: &Syntax<'_>, node: Node<'_>) -> Option<String> {
+    let kind = node.kind();
+    let named = |field: &str| node.child_by_field_name(field).map(|n| syntax.text(n).to_owned());
+    match language {
+        Language::Python => matches!(kind, "class_definition" | "function_definition").then(|| named("name")).flatten(),
+        Language::JavaScript => {
+            if matches!(kind, "class_declaration" | "class") || is_function_kind(language, kind) {
+                named("name").or_else(|| function_name(language, syntax, node))
+            } else {
+                None
+            }
+        }
+        Language::Java => matches!(
+            kind,
+            "class_declaration" | "interface_declaration" | "enum_declaration" | "record_declaration" | "method_declaration"
+                | "constructor_declaration"
+        )
+        .then(|| named("name"))
+        .flatten(),
+        Language::Go => None,
+        Language::Rust => match kind {
+            "impl_item" => node.child_by_field_name("type").map(|t| {
+                let text = syntax.text(t);
+                text.split('<').next().unwrap_or(text).to_owned()
+            }),
+            "trait_item" | "mod_item" | "function_item" => named("name"),
+            _ => None,
+        },
+    }
+}
+
+fn go_receiver_type(syntax: &Syntax<'_>, node: Node<'_>) -> Option<String> {
+    let receiver = node.child_by_field_name("receiver")?;
+    let decl = named_children(receiver).into_iter().find(|c| c.kind() == "parameter_declaration")?;
+    let ty = decl.child_by_field_name("type")?;
+    let text = syntax.text(ty).trim_start_matches('*');
+    Some(text.split('[').next().unwrap_or(text).to_owned())
+}
+
+fn parameter_count(language: Language, syntax: &Syntax<'_>, node: Node<'_>) -> usize {
+    let params = match language {
+        Language::JavaScript => node.child_by_field_name("parameters").or_else(|| node.child_by_field_name("parameter")),
+        _ => node.child_by_field_name("parameters"),
+    };
+    let Some(params) = params else { return 0 };
+    if params.kind() == "identifier" {
+        return 1;
+    }
+    let items = named_children(params).into_iter().filter(|c| {
+        !matches!(
+            c.kind(),
+            "comment" | "line_comment" | "block_comment" | "keyword_separator" | "positional_separator" | "attribute_item"
+        )
+    });
+    match language {
+        Language::Go => items
+            .map(|p| {
+                let mut cursor = p.walk();
+                p.children_by_field_name("name", &mut cursor).count().max(1)
+            })
+            .sum(),
+        _ => {
+            let _ = syntax;
+            items.count()
+        }
+    }
+}
+
+/// Extra decision points that are structural rather than single tokens:
+/// Rust match arms beyond the first and `let … else`.
+fn structural_conditions(language: Language, node: Node<'_>) -> usize {
+    match (language, node.kind()) {
+        (Language::Rust, "match_block") => {
+            named_children(node).iter().filter(|c| c.kind() == "match_arm").count().saturating_sub(1)
+        }
+        (Language::Rust, "let_declaration") => usize::from(node.child_by_field_name("alternative").is_some()),
+        _ => 0,
+    }
+}
+
+/// Python: triple-quoted strings standing as statements (docstrings and
+/// string "comments") are not code lines for lizard.
+fn excluded_from_nloc(language: Language, tokens: &[Token<'_>], index: usize) -> bool {
+    if language != Language::Python {
+        return false;
+    }
+    let Some(token) = tokens.get(index) else { return false };
+    if token.kind != TokenKind::Str {
+        return false;
+    }
+    let body = token.text.trim_start_matches(|c: char| c.is_ascii_alphabetic());
+    if !(body.starts_with("\"\"\"") || body.starts_with("'''")) || body.len() < 6 {
+        return false;
+    }
+    let previous = index.checked_sub(1).and_then(|i| tokens.get(i)).map(|t| t.text);
+    !matches!(
+        previous,
+        Some(
+            "=" | "+=" | "-=" | "*=" | "/=" | "%=" | "//=" | "**=" | "&=" | "|=" | "^=" | "<<=" | ">>=" | "(" | "return"
+                | "," | "[" | "+" | "-" | "*" | "/" | "//" | "%"
+        )
+    )
+}
+
+struct Accumulator {
+    lines: BTreeSet<usize>,
+    tokens: usize,
+    ccn: usize,
+    last_row: usize,
+}
+
+/// Computes per-function and whole-file metrics.
+pub(crate) fn measure<'t>(language: Language, syntax: &Syntax<'t>, tokens: &[Token<'_>]) -> FileMetrics<'t> {
+    let mut sites = function_sites(language, syntax);
+    if language == Language::Go {
+        for site in &mut sites {
+            if let Some(receiver) = go_receiver_type(syntax, site.node) {
+                site.qualified_name = format!("{receiver}.{}", site.name);
+            }
+        }
+    }
+    sites.sort_by_key(|s| (s.start_byte, std::cmp::Reverse(s.node.end_byte())));
+    let mut accs: Vec<Accumulator> = sites
+        .iter()
+        .map(|s| Accumulator { lines: BTreeSet::new(), tokens: 0, ccn: 1, last_row: s.start_row })
+        .collect();
+    let mut file_lines = BTreeSet::new();
+    let mut stack: Vec<usize> = Vec::new();
+    let mut next_site = 0usize;
+    let innermost_at = |byte: usize, stack: &mut Vec<usize>, next_site: &mut usize| -> Option<usize> {
+        while let Some(&top) = stack.last() {
+            if sites.get(top).is_some_and(|s| byte >= s.node.end_byte()) {
+                stack.pop();
+            } else {
+                break;
+            }
+        }
+        while let Some(site) = sites.get(*next_site) {
+            if site.start_byte > byte {
+                break;
+            }
+            if byte < site.node.end_byte() {
+                stack.push(*next_site);
+            }
+            *next_site += 1;
+        }
+        stack.last().copied()
+    };
+    for (index, token) in tokens.iter().enumerate() {
+        let owner = innermost_at(token.start_byte, &mut stack, &mut next_site);
+        let counted = !excluded_from_nloc(language, tokens, index);
+        if counted {
+            file_lines.extend(token.start_row..=token.end_row);
+        }
+        if let Some(acc) = owner.and_then(|o| accs.get_mut(o)) {
+            acc.tokens += 1;
+            if counted {
+                acc.lines.extend(token.start_row..=token.end_row);
+            }
+            if is_condition(language, token.text) && token.kind != TokenKind::Str {
+                acc.ccn += 1;
+            }
+        }
+        for &open in &stack {
+            if let Some(acc) = accs.get_mut(open) {
+                acc.last_row = acc.last_row.max(token.end_row);
+            }
+        }
+    }
+    // Structural decision points go to the innermost function around them.
+    let mut structural: Vec<(usize, usize)> = Vec::new();
+    for node in &syntax.nodes {
+        let extra = structural_conditions(language, *node);
+        if extra > 0 {
+            structural.push((node.start_byte(), extra));
+        }
+    }
+    let mut stack2 = Vec::new();
+    let mut next2 = 0usize;
+    for (byte, extra) in structural {
+        if let Some(acc) = innermost_at(byte, &mut stack2, &mut next2).and_then(|o| accs.get_mut(o)) {
+            acc.ccn += extra;
+        }
+    }
+    let functions = sites
+        .iter()
+        .zip(&accs)
+        .map(|(site, acc)| {
+            let start_line = site.start_row + 1;
+            let end_line = acc.last_row + 1;
+            FunctionMetrics {
+                name: site.name.clone(),
+                qualified_name: site.qualified_name.clone(),
+                start_line,
+                end_line,
+                nloc: acc.lines.len().max(1),
+                ccn: acc.ccn,
+                token_count: acc.tokens,
+                parameter_count: site.parameter_count,
+                length: end_line + 1 - start_line,
+                rank: rank(acc.ccn),
+            }
+        })
+        .collect();
+    FileMetrics { functions, sites, nloc: file_lines.len(), token_count: tokens.len() }
+}

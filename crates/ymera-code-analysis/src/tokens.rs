@@ -1,0 +1,167 @@
+//! The token stream that the metrics count, built from the syntax tree's leaves
+//! so that strings and comments are single opaque units (or dropped), and then
+//! re-split the way lizard 1.24.3 splits operator runs (so `||` of an empty Rust
+//! closure or `||=` in JavaScript count as lizard counts them).
+
+use crate::language::Language;
+use crate::syntax::Syntax;
+
+/// What a token is, as far as the metrics care.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TokenKind {
+    Word,
+    Punct,
+    Str,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Token<'s> {
+    pub text: &'s str,
+    pub kind: TokenKind,
+    pub start_byte: usize,
+    pub end_byte: usize,
+    pub start_row: usize,
+    pub end_row: usize,
+}
+
+pub(crate) fn is_comment_kind(kind: &str) -> bool {
+    matches!(kind, "comment" | "line_comment" | "block_comment" | "html_comment")
+}
+
+pub(crate) fn is_string_kind(language: Language, kind: &str) -> bool {
+    match language {
+        Language::Python => matches!(kind, "string"),
+        Language::JavaScript => matches!(kind, "string" | "template_string" | "regex"),
+        Language::Java => matches!(kind, "string_literal" | "character_literal" | "text_block"),
+        Language::Go => matches!(kind, "interpreted_string_literal" | "raw_string_literal" | "rune_literal"),
+        Language::Rust => matches!(kind, "string_literal" | "raw_string_literal" | "char_literal"),
+    }
+}
+
+/// The code tokens of a file in source order (no comments, strings whole).
+pub(crate) fn tokens<'s>(language: Language, syntax: &Syntax<'s>) -> Vec<Token<'s>> {
+    let mut raw: Vec<Token<'s>> = Vec::new();
+    let mut skip_end = 0usize;
+    for node in &syntax.nodes {
+        if node.start_byte() < skip_end {
+            continue;
+        }
+        let kind = node.kind();
+        if is_comment_kind(kind) {
+            skip_end = node.end_byte();
+            continue;
+        }
+        let is_string = is_string_kind(language, kind);
+        if !is_string && node.child_count() > 0 {
+            continue;
+        }
+        if is_string {
+            skip_end = node.end_byte();
+        }
+        if node.is_missing() || node.end_byte() <= node.start_byte() {
+            continue;
+        }
+        let text = syntax.text(*node);
+        if text.trim().is_empty() {
+            continue;
+        }
+        let kind = if is_string {
+            TokenKind::Str
+        } else if text.chars().any(|c| c.is_alphanumeric() || c == '_') {
+            TokenKind::Word
+        } else {
+            TokenKind::Punct
+        };
+        raw.push(Token {
+            text,
+            kind,
+            start_byte: node.start_byte(),
+            end_byte: node.end_byte(),
+            start_row: node.start_position().row,
+            end_row: node.end_position().row,
+        });
+    }
+    resplit_operator_runs(language, syntax.source, raw)
+}
+
+/// Joins adjacent punctuation leaves and splits the run again with lizard's
+/// combined-symbol table.
+fn resplit_operator_runs<'s>(language: Language, source: &'s str, raw: Vec<Token<'s>>) -> Vec<Token<'s>> {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        let Some(first) = raw.get(i) else { break };
+        if first.kind != TokenKind::Punct {
+            out.push(first.clone());
+            i += 1;
+            continue;
+        }
+        let start = first.start_byte;
+        let mut end = first.end_byte;
+        let mut j = i + 1;
+        while let Some(next) = raw.get(j) {
+            if next.kind == TokenKind::Punct && next.start_byte == end && next.start_row == first.start_row {
+                end = next.end_byte;
+                j += 1;
+            } else {
+                break;
+            }
+        }
+        let run = source.get(start..end).unwrap_or("");
+        let mut offset = 0;
+        while offset < run.len() {
+            let rest = run.get(offset..).unwrap_or("");
+            let len = symbol_len(language, rest).max(1);
+            let len = (offset + len..=run.len()).find(|e| run.is_char_boundary(*e)).unwrap_or(run.len()) - offset;
+            out.push(Token {
+                text: run.get(offset..offset + len).unwrap_or(""),
+                kind: TokenKind::Punct,
+                start_byte: start + offset,
+                end_byte: start + offset + len,
+                start_row: first.start_row,
+                end_row: first.start_row,
+            });
+            offset += len;
+        }
+        i = j;
+    }
+    out
+}
+
+const COMBINED: [&str; 26] = [
+    "<<=", ">>=", "||", "&&", "===", "!==", "==", "!=", "<=", ">=", "->", "=>", "++", "--", "+=", "-=", "+", "-",
+    "*", "/", "*=", "/=", "^=", "&=", "|=", "...",
+];
+
+/// Length of the symbol lizard's tokenizer takes at the start of `rest`.
+fn symbol_len(language: Language, rest: &str) -> usize {
+    let prefixes: &[&str] = match language {
+        Language::Python => &["//=", "//"],
+        Language::JavaScript => &["??", "?."],
+        _ => &[],
+    };
+    for p in prefixes {
+        if rest.starts_with(p) {
+            if *p == "?." && rest[2..].starts_with(|c: char| c.is_ascii_digit()) {
+                continue;
+            }
+            return p.len();
+        }
+    }
+    for p in [":=", "::", "**"].iter().chain(COMBINED.iter()) {
+        if rest.starts_with(p) {
+            return p.len();
+        }
+    }
+    rest.chars().next().map_or(1, char::len_utf8)
+}
+
+/// The tokens lizard counts as decision points, per language.
+pub(crate) fn is_condition(language: Language, text: &str) -> bool {
+    match language {
+        Language::Python => matches!(text, "if" | "elif" | "for" | "while" | "except" | "finally" | "and" | "or" | "case"),
+        Language::JavaScript => matches!(text, "if" | "for" | "while" | "catch" | "&&" | "||" | "??" | "case" | "?"),
+        Language::Java | Language::Go => matches!(text, "if" | "for" | "while" | "catch" | "&&" | "||" | "case" | "?"),
+        Language::Rust => matches!(text, "if" | "for" | "while" | "catch" | "where" | "&&" | "||" | "?"),
+    }
+}
