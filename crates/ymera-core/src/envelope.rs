@@ -190,13 +190,13 @@ impl Envelope {
             );
         }
         self.validate_metadata(&mut violations);
-        if let Some(expires) = self.expires_at {
-            if expires <= now {
-                violations.push(Violation::new(
-                    "/expires_at",
-                    format!("message expired at {}", expires.to_rfc3339()),
-                ));
-            }
+        if let Some(expires) = self.expires_at
+            && expires <= now
+        {
+            violations.push(Violation::new(
+                "/expires_at",
+                format!("message expired at {}", expires.to_rfc3339()),
+            ));
         }
         if contains_nul(&self.payload) {
             violations.push(Violation::new(

@@ -13,6 +13,7 @@ pub mod client;
 pub mod config;
 pub mod envelope;
 pub mod error;
+pub mod example;
 pub mod health;
 pub mod http;
 pub mod limits;

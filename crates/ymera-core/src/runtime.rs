@@ -17,7 +17,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_nats::service::ServiceExt;
@@ -348,11 +347,12 @@ impl ServiceBuilder {
     /// taking requests, finishes in-flight ones within the deadline, flushes
     /// NATS and telemetry, and returns.
     pub async fn serve(self, runtime: Runtime) -> Result<(), RuntimeError> {
+        let error_counts = Arc::new(ErrorCounts::default());
         let service = runtime
             .client
             .service_builder()
             .description(&self.description)
-            .stats_handler(stats_data_handler(&self.name))
+            .stats_handler(stats_data_handler(error_counts.clone()))
             .start(&self.name, &self.version)
             .await
             .map_err(|e| RuntimeError::Register(e.to_string()))?;
@@ -378,6 +378,7 @@ impl ServiceBuilder {
             timeout: self.request_timeout,
             in_flight: Arc::new(Semaphore::new(self.max_in_flight)),
             tracker: TaskTracker::new(),
+            error_counts,
         });
         let mut endpoints = self.endpoints;
         let health_probe = probe.clone();
@@ -435,6 +436,7 @@ struct RequestContext {
     timeout: Duration,
     in_flight: Arc<Semaphore>,
     tracker: TaskTracker,
+    error_counts: Arc<ErrorCounts>,
 }
 
 /// The Services API endpoint name for a subject: the part after the service
@@ -531,7 +533,7 @@ async fn handle_request(
         Err(err) => {
             metrics::counter!("ymera_request_errors_total", "service" => ctx.service.clone(), "endpoint" => endpoint.clone(), "code" => err.code().to_string())
                 .increment(1);
-            record_stats_error(&ctx.service, &endpoint, &err);
+            record_stats_error(&ctx.error_counts, &ctx.service, &endpoint, &err);
             span.in_scope(
                 || tracing::info!(code = err.code(), error = %err.message, "request failed"),
             );
@@ -564,19 +566,13 @@ async fn run_handler(
     }
 }
 
-type ErrorCounts = std::sync::Mutex<HashMap<(String, String), (Arc<AtomicU64>, String)>>;
+/// Error count and last error per endpoint name, for one service instance.
+type ErrorCounts = std::sync::Mutex<HashMap<String, (u64, String)>>;
 
-fn error_counts() -> &'static ErrorCounts {
-    static COUNTS: std::sync::OnceLock<ErrorCounts> = std::sync::OnceLock::new();
-    COUNTS.get_or_init(Default::default)
-}
-
-fn record_stats_error(service: &str, endpoint: &str, err: &Error) {
-    let mut counts = error_counts().lock().unwrap_or_else(|p| p.into_inner());
-    let entry = counts
-        .entry((service.to_owned(), endpoint_name(service, endpoint)))
-        .or_insert_with(|| (Arc::new(AtomicU64::new(0)), String::new()));
-    entry.0.fetch_add(1, Ordering::Relaxed);
+fn record_stats_error(counts: &ErrorCounts, service: &str, endpoint: &str, err: &Error) {
+    let mut counts = counts.lock().unwrap_or_else(|p| p.into_inner());
+    let entry = counts.entry(endpoint_name(service, endpoint)).or_default();
+    entry.0 += 1;
     entry.1 = format!("{} {}", err.code(), err.message);
 }
 
@@ -584,16 +580,13 @@ fn record_stats_error(service: &str, endpoint: &str, err: &Error) {
 /// which carries no body; ours carry the JSON error body, so the counts and
 /// last error are reported in each endpoint's `data` instead.
 fn stats_data_handler(
-    service: &str,
+    counts: Arc<ErrorCounts>,
 ) -> impl FnMut(String, async_nats::service::endpoint::Stats) -> serde_json::Value + Send + Sync + 'static
 {
-    let service = service.to_owned();
     move |endpoint: String, _stats| {
-        let counts = error_counts().lock().unwrap_or_else(|p| p.into_inner());
-        match counts.get(&(service.clone(), endpoint)) {
-            Some((n, last)) => {
-                serde_json::json!({"errors": n.load(Ordering::Relaxed), "last_error": last})
-            }
+        let counts = counts.lock().unwrap_or_else(|p| p.into_inner());
+        match counts.get(&endpoint) {
+            Some((n, last)) => serde_json::json!({"errors": n, "last_error": last}),
             None => serde_json::json!({"errors": 0}),
         }
     }

@@ -64,20 +64,18 @@ impl Telemetry {
             .with(otel_layer)
             .try_init()
             .is_ok();
-        if installed {
-            if let Some(p) = &provider {
-                opentelemetry::global::set_tracer_provider(p.clone());
-            }
+        if installed && let Some(p) = &provider {
+            opentelemetry::global::set_tracer_provider(p.clone());
         }
         Ok(Telemetry { provider })
     }
 
     /// Flushes and stops span export.
     pub fn shutdown(self) {
-        if let Some(provider) = self.provider {
-            if let Err(err) = provider.shutdown() {
-                tracing::warn!(error = %err, "flushing traces failed");
-            }
+        if let Some(provider) = self.provider
+            && let Err(err) = provider.shutdown()
+        {
+            tracing::warn!(error = %err, "flushing traces failed");
         }
     }
 }

@@ -208,10 +208,10 @@ where
             metrics::counter!("ymera_retry_attempts_total", "operation" => label.clone()).increment(1);
         })
         .await;
-    if result.is_ok() {
-        if let Some(budget) = budget {
-            budget.on_success();
-        }
+    if result.is_ok()
+        && let Some(budget) = budget
+    {
+        budget.on_success();
     }
     result
 }

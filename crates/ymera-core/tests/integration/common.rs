@@ -1,0 +1,63 @@
+//! Shared helpers: start real servers and the example service in-process.
+
+use std::time::Duration;
+
+use ymera_core::client::ServiceClient;
+use ymera_core::config::ServiceConfig;
+use ymera_core::runtime::Runtime;
+use ymera_testkit::{NatsOptions, NatsServer};
+
+/// A running example service and a client to reach it.
+pub struct ExampleService {
+    pub client: ServiceClient,
+    pub shutdown: tokio_util::sync::CancellationToken,
+    pub task: tokio::task::JoinHandle<Result<(), ymera_core::runtime::RuntimeError>>,
+}
+
+/// nats-server with an 8 MiB max_payload, so a 2 MiB request reaches the
+/// service and the service's own 1 MiB limit is what refuses it.
+pub fn nats() -> NatsServer {
+    NatsServer::start_with(NatsOptions {
+        max_payload: Some(8 * 1024 * 1024),
+        ..Default::default()
+    })
+    .expect("start nats-server")
+}
+
+pub fn config_for(nats: &NatsServer) -> ServiceConfig {
+    let mut config = ServiceConfig::default();
+    config.nats.url = nats.url();
+    config
+}
+
+pub async fn start_example(config: ServiceConfig) -> ExampleService {
+    let url = config.nats.url.clone();
+    let runtime = Runtime::start(ymera_core::example::NAME, config)
+        .await
+        .expect("runtime starts");
+    let shutdown = runtime.shutdown_token();
+    let task = tokio::spawn(ymera_core::example::service().serve(runtime));
+    let nats = async_nats::connect(url).await.expect("client connects");
+    let client = ServiceClient::new(nats).with_timeout(Duration::from_secs(5));
+    wait_until_serving(&client, "example.health").await;
+    ExampleService {
+        client,
+        shutdown,
+        task,
+    }
+}
+
+/// Polls `subject` until it answers (the service registers asynchronously).
+pub async fn wait_until_serving(client: &ServiceClient, subject: &str) {
+    for _ in 0..200 {
+        if client
+            .request_bytes(subject, bytes::Bytes::new())
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("{subject} never answered");
+}

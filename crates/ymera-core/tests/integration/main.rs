@@ -1,0 +1,7 @@
+//! ymera-core integration tests against real servers, compiled as one binary.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+mod runtime;
+mod schema;
+mod stores;
