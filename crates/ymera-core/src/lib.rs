@@ -18,6 +18,7 @@ pub mod health;
 pub mod http;
 pub mod limits;
 pub mod metrics;
+pub mod ratelimit;
 pub mod resilience;
 pub mod runtime;
 pub mod store;

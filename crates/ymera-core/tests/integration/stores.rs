@@ -54,3 +54,47 @@ async fn migrations_run_and_dependencies_show_in_health() {
     assert_eq!(health.checks["redis"].status, HealthStatus::Unhealthy);
     assert_eq!(health.status, HealthStatus::Degraded);
 }
+
+#[tokio::test]
+async fn two_replicas_share_one_rate_limit_through_redis() {
+    use std::time::Duration;
+    use ymera_core::ratelimit::{RateLimit, RateLimiter};
+    let redis = Redis::start().unwrap();
+    let a = RateLimiter::new(
+        "test:rl:",
+        Some(
+            ymera_core::store::connect_redis(&redis.url())
+                .await
+                .unwrap(),
+        ),
+    );
+    let b = RateLimiter::new(
+        "test:rl:",
+        Some(
+            ymera_core::store::connect_redis(&redis.url())
+                .await
+                .unwrap(),
+        ),
+    );
+    assert!(a.is_shared());
+    let limit = RateLimit::new(10, Duration::from_secs(60));
+    let mut allowed = 0;
+    for i in 0..40 {
+        let limiter = if i % 2 == 0 { &a } else { &b };
+        let decision = limiter.check("sender-1", limit, 1).await;
+        if decision.allowed {
+            allowed += 1;
+        } else {
+            assert!(decision.retry_after_ms > 0);
+            let err = decision.into_result().unwrap_err();
+            assert_eq!(err.kind, ymera_core::ErrorKind::RateLimited);
+            assert!(err.details["retry_after_ms"].as_u64().unwrap() > 0);
+        }
+    }
+    assert_eq!(
+        allowed, 10,
+        "both replicas together allow exactly the limit"
+    );
+    // Another key is unaffected.
+    assert!(b.check("sender-2", limit, 1).await.allowed);
+}
