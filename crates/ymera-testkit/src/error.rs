@@ -1,0 +1,109 @@
+//! The one error type of the testkit.
+
+use std::io;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything that can go wrong while finding, starting, stopping or using a test server.
+///
+/// Messages are written for the person reading a failed test: they say what was attempted
+/// and, for start failures, include the last lines of the server's log.
+#[derive(Debug, thiserror::Error)]
+pub enum TestkitError {
+    /// A server binary is not installed where the testkit looks for it.
+    #[error("{program} not found: run scripts/setup (or point {env_var} at it)")]
+    NotFound {
+        /// The program looked for, e.g. `nats-server`.
+        program: &'static str,
+        /// The environment variable that overrides the lookup.
+        env_var: &'static str,
+    },
+
+    /// An override variable names a path that does not exist.
+    #[error(
+        "{env_var}={path:?} does not exist: fix it, or unset it to use what scripts/setup installed"
+    )]
+    BadOverride {
+        /// The environment variable.
+        env_var: &'static str,
+        /// Its value.
+        path: PathBuf,
+    },
+
+    /// An I/O operation failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What the testkit was doing.
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// The server process exited before it became ready.
+    #[error("{server} exited while starting ({status}); last lines of {log:?}:\n{log_tail}")]
+    ExitedDuringStart {
+        /// Which server.
+        server: &'static str,
+        /// Its exit status.
+        status: String,
+        /// The log file that holds its stdout and stderr.
+        log: PathBuf,
+        /// The last lines of that log.
+        log_tail: String,
+    },
+
+    /// The server did not become ready in time (it has been killed).
+    #[error("{server} was not ready after {}s (killed it); last lines of {log:?}:\n{log_tail}", .timeout.as_secs())]
+    StartTimeout {
+        /// Which server.
+        server: &'static str,
+        /// How long the testkit waited.
+        timeout: Duration,
+        /// The log file that holds its stdout and stderr.
+        log: PathBuf,
+        /// The last lines of that log.
+        log_tail: String,
+    },
+
+    /// A helper command (initdb, createdb, …) failed.
+    #[error("`{command}` failed ({status}):\n{output}")]
+    CommandFailed {
+        /// The command line.
+        command: String,
+        /// Its exit status, or "timed out after …".
+        status: String,
+        /// The end of its output.
+        output: String,
+    },
+
+    /// PostgreSQL refuses to run as root and there is no `postgres` user to run it as.
+    #[error(
+        "running as root, but there is no `postgres` system user to run PostgreSQL as \
+         (PostgreSQL refuses to run as root): run scripts/setup, which installs postgresql-15"
+    )]
+    NoPostgresUser,
+
+    /// A directory must be traversable by the `postgres` user but is not.
+    #[error(
+        "{path:?} is not traversable by the `postgres` user, which runs PostgreSQL when the tests run as root: \
+         set TMPDIR to a world-traversable directory such as /tmp"
+    )]
+    NotTraversable {
+        /// The offending directory.
+        path: PathBuf,
+    },
+
+    /// No free TCP port could be found.
+    #[error("could not find a free TCP port on 127.0.0.1 after {attempts} attempts")]
+    NoFreePort {
+        /// How many ports were tried.
+        attempts: u32,
+    },
+}
+
+/// Builds a closure that wraps an [`io::Error`] with what was being done.
+pub(crate) fn io_context(context: impl Into<String>) -> impl FnOnce(io::Error) -> TestkitError {
+    let context = context.into();
+    move |source| TestkitError::Io { context, source }
+}

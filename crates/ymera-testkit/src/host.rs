@@ -1,0 +1,121 @@
+//! Facts about the machine: the current user, the `postgres` user, temporary directories
+//! and free ports.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::net::TcpListener;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use tempfile::TempDir;
+
+use crate::error::io_context;
+use crate::{Result, TestkitError};
+
+const TEMP_PREFIX: &str = "ymera-testkit-";
+
+/// True when the tests run as root (read from the owner of `/proc/self`, no `unsafe`).
+pub(crate) fn running_as_root() -> bool {
+    fs::metadata("/proc/self").is_ok_and(|meta| meta.uid() == 0)
+}
+
+/// The uid and gid of the `postgres` system user, from `/etc/passwd`.
+pub(crate) fn postgres_user_ids() -> Result<(u32, u32)> {
+    let passwd = fs::read_to_string("/etc/passwd").map_err(io_context("reading /etc/passwd"))?;
+    passwd
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split(':');
+            let name = fields.next()?;
+            let _password = fields.next()?;
+            let uid = fields.next()?.parse().ok()?;
+            let gid = fields.next()?.parse().ok()?;
+            (name == "postgres").then_some((uid, gid))
+        })
+        .next()
+        .ok_or(TestkitError::NoPostgresUser)
+}
+
+/// A fresh temporary directory for one server, named `ymera-testkit-<kind>-<pid>-XXXXXX`.
+///
+/// Also removes such directories left behind by test processes that no longer exist
+/// (killed before their `Drop` could run; their servers died with them).
+pub(crate) fn server_temp_dir(kind: &str) -> Result<TempDir> {
+    remove_stale_temp_dirs();
+    tempfile::Builder::new()
+        .prefix(&format!("{TEMP_PREFIX}{kind}-{}-", std::process::id()))
+        .tempdir()
+        .map_err(io_context(format!(
+            "creating a temporary directory for {kind} in {:?}",
+            std::env::temp_dir()
+        )))
+}
+
+fn remove_stale_temp_dirs() {
+    let Ok(entries) = fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.filter_map(|entry| entry.ok()) {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(TEMP_PREFIX)) else {
+            continue;
+        };
+        // rest = "<kind>-<pid>-<random>"
+        let owner_pid = rest
+            .split('-')
+            .nth(1)
+            .and_then(|pid| pid.parse::<u32>().ok());
+        if let Some(pid) = owner_pid
+            && !Path::new(&format!("/proc/{pid}")).exists()
+        {
+            crate::postgres::remove_crash_leftovers(&entry.path().join("data"));
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// Sets the permission bits of `path`.
+pub(crate) fn set_mode(path: &Path, mode: u32) -> Result<()> {
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .map_err(io_context(format!("chmod {mode:o} {path:?}")))
+}
+
+/// Fails unless every ancestor of `path` lets other users through (mode o+x), which the
+/// `postgres` user needs to reach its data directory.
+pub(crate) fn ensure_traversable_by_others(path: &Path) -> Result<()> {
+    for dir in path.ancestors() {
+        let meta = fs::metadata(dir).map_err(io_context(format!("reading {dir:?}")))?;
+        if meta.permissions().mode() & 0o001 == 0 {
+            return Err(TestkitError::NotTraversable {
+                path: PathBuf::from(dir),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago (bind to port 0, read it, release it).
+///
+/// Ports are never handed out twice in one process, so servers started concurrently do not
+/// collide with each other; a collision with another process is still possible, and the
+/// server types retry on fresh ports when their listener finds the address in use.
+pub fn free_port() -> Result<u16> {
+    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    const ATTEMPTS: u32 = 64;
+    for _ in 0..ATTEMPTS {
+        let listener = TcpListener::bind(("127.0.0.1", 0))
+            .map_err(io_context("binding 127.0.0.1:0 to find a free port"))?;
+        let port = listener
+            .local_addr()
+            .map_err(io_context("reading the address of a bound socket"))?
+            .port();
+        let mut handed_out = HANDED_OUT
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if handed_out.insert(port) {
+            return Ok(port);
+        }
+    }
+    Err(TestkitError::NoFreePort { attempts: ATTEMPTS })
+}

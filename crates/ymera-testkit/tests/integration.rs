@@ -1,0 +1,8 @@
+//! Integration tests of ymera-testkit against the real servers (run `scripts/setup` first).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+mod lifecycle;
+mod nats;
+mod postgres;
+mod redis;
