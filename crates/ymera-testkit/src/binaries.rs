@@ -94,7 +94,11 @@ pub(crate) fn setpriv_bin() -> Result<PathBuf> {
 }
 
 fn override_path(var: &'static str) -> Result<Option<PathBuf>> {
-    match env::var_os(var) {
+    check_override(var, env::var_os(var))
+}
+
+fn check_override(var: &'static str, value: Option<std::ffi::OsString>) -> Result<Option<PathBuf>> {
+    match value {
         Some(value) if !value.is_empty() => {
             let path = PathBuf::from(value);
             if path.exists() {
@@ -139,4 +143,50 @@ fn is_executable(path: &Path) -> bool {
 /// Resolves `..` in a path built from `CARGO_MANIFEST_DIR` so log lines and errors read well.
 fn normalize(path: PathBuf) -> PathBuf {
     fs::canonicalize(&path).unwrap_or(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unset_or_empty_override_falls_through() {
+        assert!(check_override(NATS_SERVER_ENV, None).unwrap().is_none());
+        assert!(
+            check_override(NATS_SERVER_ENV, Some("".into()))
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn an_override_naming_nothing_is_an_error_that_names_the_variable() {
+        let err = check_override(NATS_SERVER_ENV, Some("/no/such/nats-server".into())).unwrap_err();
+        let message = err.to_string();
+        assert!(
+            message.contains("YMERA_NATS_SERVER=\"/no/such/nats-server\" does not exist"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_missing_binary_says_to_run_setup() {
+        let err = TestkitError::NotFound {
+            program: "nats-server",
+            env_var: NATS_SERVER_ENV,
+        };
+        assert_eq!(
+            err.to_string(),
+            "nats-server not found: run scripts/setup (or point YMERA_NATS_SERVER at it)"
+        );
+    }
+
+    #[test]
+    fn the_workspace_root_holds_the_workspace_manifest() {
+        assert!(
+            workspace_root()
+                .join("crates/ymera-testkit/Cargo.toml")
+                .is_file()
+        );
+    }
 }

@@ -1,6 +1,7 @@
 //! Integration tests of ymera-testkit against the real servers (run `scripts/setup` first).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod binaries;
 mod common;
 mod lifecycle;
 mod nats;

@@ -26,6 +26,14 @@ fn servers_outlive_the_thread_that_started_them() {
 }
 
 #[test]
+fn handles_can_be_shared_between_threads_and_kept_in_statics() {
+    fn shareable<T: Send + Sync + 'static>() {}
+    shareable::<NatsServer>();
+    shareable::<Postgres>();
+    shareable::<Redis>();
+}
+
+#[test]
 fn free_ports_are_distinct() {
     let ports: Vec<u16> = (0..20).map(|_| free_port().unwrap()).collect();
     let mut unique = ports.clone();
