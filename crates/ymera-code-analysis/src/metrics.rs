@@ -38,7 +38,6 @@ pub(crate) fn is_function_kind(language: Language, kind: &str) -> bool {
             kind,
             "function_declaration"
                 | "function_expression"
-                | "function"
                 | "generator_function_declaration"
                 | "generator_function"
                 | "arrow_function"
@@ -276,12 +275,20 @@ pub(crate) fn measure<'t>(language: Language, syntax: &Syntax<'t>, tokens: &[Tok
         if counted {
             file_lines.extend(token.start_row..=token.end_row);
         }
+        // The opening token (`fn`, `func`, a name) also counts for the enclosing function.
+        if counted
+            && let Some(o) = owner
+            && sites.get(o).is_some_and(|s| s.start_byte == token.start_byte)
+            && let Some(parent) = stack.len().checked_sub(2).and_then(|i| stack.get(i)).and_then(|p| accs.get_mut(*p))
+        {
+            parent.lines.extend(token.start_row..=token.end_row);
+        }
         if let Some(acc) = owner.and_then(|o| accs.get_mut(o)) {
             acc.tokens += 1;
             if counted {
                 acc.lines.extend(token.start_row..=token.end_row);
             }
-            if is_condition(language, token.text) && token.kind != TokenKind::Str {
+            if is_condition(language, token.text) && token.kind != TokenKind::Str && !token.exempt {
                 acc.ccn += 1;
             }
         }

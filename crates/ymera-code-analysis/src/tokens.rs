@@ -22,6 +22,8 @@ pub(crate) struct Token<'s> {
     pub end_byte: usize,
     pub start_row: usize,
     pub end_row: usize,
+    /// A condition-looking token that lizard does not count here.
+    pub exempt: bool,
 }
 
 pub(crate) fn is_comment_kind(kind: &str) -> bool {
@@ -72,16 +74,55 @@ pub(crate) fn tokens<'s>(language: Language, syntax: &Syntax<'s>) -> Vec<Token<'
         } else {
             TokenKind::Punct
         };
+        // Java: the `?` of a wildcard (`List<?>`) is lizard's generic token.
+        let exempt = language == Language::Java && text == "?" && node.parent().is_some_and(|p| p.kind() == "wildcard");
         raw.push(Token {
             text,
             kind,
+            exempt,
             start_byte: node.start_byte(),
             end_byte: node.end_byte(),
             start_row: node.start_position().row,
             end_row: node.end_position().row,
         });
     }
-    resplit_operator_runs(language, syntax.source, raw)
+    let mut tokens = resplit_operator_runs(language, syntax.source, raw);
+    if language == Language::JavaScript {
+        exempt_binding_candidates(&mut tokens);
+    }
+    tokens
+}
+
+/// lizard reads `= (…)` and `: (…)` in JavaScript as a possible arrow-function
+/// parameter list: decisions inside, and a `?` right after the `)`, are not
+/// counted.
+fn exempt_binding_candidates(tokens: &mut [Token<'_>]) {
+    let mut i = 1;
+    while i < tokens.len() {
+        let opens = tokens.get(i).is_some_and(|t| t.text == "(")
+            && tokens.get(i - 1).is_some_and(|t| t.text == "=" || t.text == ":");
+        if !opens {
+            i += 1;
+            continue;
+        }
+        let mut depth = 0usize;
+        let mut j = i;
+        while let Some(t) = tokens.get_mut(j) {
+            match t.text {
+                "(" => depth += 1,
+                ")" => depth = depth.saturating_sub(1),
+                _ => t.exempt = true,
+            }
+            j += 1;
+            if depth == 0 {
+                break;
+            }
+        }
+        if let Some(t) = tokens.get_mut(j).filter(|t| t.text == "?") {
+            t.exempt = true;
+        }
+        i = j.max(i + 1);
+    }
 }
 
 /// Joins adjacent punctuation leaves and splits the run again with lizard's
@@ -108,6 +149,7 @@ fn resplit_operator_runs<'s>(language: Language, source: &'s str, raw: Vec<Token
             }
         }
         let run = source.get(start..end).unwrap_or("");
+        let exempt_at: Vec<usize> = raw.get(i..j).unwrap_or(&[]).iter().filter(|t| t.exempt).map(|t| t.start_byte).collect();
         let mut offset = 0;
         while offset < run.len() {
             let rest = run.get(offset..).unwrap_or("");
@@ -120,6 +162,7 @@ fn resplit_operator_runs<'s>(language: Language, source: &'s str, raw: Vec<Token
                 end_byte: start + offset + len,
                 start_row: first.start_row,
                 end_row: first.start_row,
+                exempt: exempt_at.contains(&(start + offset)),
             });
             offset += len;
         }
