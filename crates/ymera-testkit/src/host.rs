@@ -41,6 +41,42 @@ pub(crate) fn postgres_user_ids() -> Result<(u32, u32)> {
 ///
 /// Also removes such directories left behind by test processes that no longer exist
 /// (killed before their `Drop` could run; their servers died with them).
+/// Where a server keeps its files: a temporary directory removed on drop, or a
+/// directory the caller chose, which is kept (the local stack's `.ymera/`).
+pub(crate) enum ServerDir {
+    Temp(TempDir),
+    Kept(PathBuf),
+}
+
+impl ServerDir {
+    pub(crate) fn path(&self) -> &Path {
+        match self {
+            ServerDir::Temp(dir) => dir.path(),
+            ServerDir::Kept(path) => path,
+        }
+    }
+}
+
+/// The caller's directory (created if missing) or a fresh temporary one.
+pub(crate) fn server_dir(kind: &str, kept: Option<&Path>) -> Result<ServerDir> {
+    match kept {
+        Some(path) => {
+            fs::create_dir_all(path).map_err(io_context(format!("creating {path:?}")))?;
+            let path = fs::canonicalize(path).map_err(io_context(format!("resolving {path:?}")))?;
+            Ok(ServerDir::Kept(path))
+        }
+        None => server_temp_dir(kind).map(ServerDir::Temp),
+    }
+}
+
+/// A fixed port if one was asked for, else a free one.
+pub(crate) fn chosen_port(fixed: Option<u16>) -> Result<u16> {
+    match fixed {
+        Some(port) => Ok(port),
+        None => free_port(),
+    }
+}
+
 pub(crate) fn server_temp_dir(kind: &str) -> Result<TempDir> {
     remove_stale_temp_dirs();
     tempfile::Builder::new()

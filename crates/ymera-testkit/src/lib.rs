@@ -84,8 +84,8 @@ pub use binaries::{
 pub use error::TestkitError;
 pub use host::free_port;
 pub use nats::{NatsOptions, NatsServer};
-pub use postgres::Postgres;
-pub use redis::Redis;
+pub use postgres::{Postgres, PostgresOptions};
+pub use redis::{Redis, RedisOptions};
 
 /// The result of every testkit operation.
 pub type Result<T> = std::result::Result<T, TestkitError>;

@@ -5,12 +5,10 @@ use std::fs;
 use std::path::{Component, Path, PathBuf};
 use std::process::Command;
 
-use tempfile::TempDir;
-
 use crate::Result;
 use crate::binaries::nats_server_bin;
 use crate::error::io_context;
-use crate::host::{free_port, server_temp_dir};
+use crate::host::{ServerDir, chosen_port, server_dir};
 use crate::probe::{http_ok, nats_info};
 use crate::process::{
     LaunchFailure, RunAs, ServerProcess, launch, retry_on_address_in_use, supervised_command,
@@ -30,6 +28,13 @@ pub struct NatsOptions {
     /// More nats-server command-line arguments, appended last (e.g. `["-DV"]` for protocol
     /// traces in the log).
     pub extra_args: Vec<String>,
+    /// Keep the server's files (JetStream store, log) in this directory instead of a
+    /// temporary one; it is not removed on drop. For the local stack.
+    pub dir: Option<PathBuf>,
+    /// A fixed client port instead of a free one.
+    pub port: Option<u16>,
+    /// A fixed monitoring port instead of a free one.
+    pub monitor_port: Option<u16>,
 }
 
 impl Default for NatsOptions {
@@ -39,6 +44,9 @@ impl Default for NatsOptions {
             max_payload: None,
             jetstream: true,
             extra_args: Vec::new(),
+            dir: None,
+            port: None,
+            monitor_port: None,
         }
     }
 }
@@ -49,7 +57,7 @@ pub struct NatsServer {
     // Field order matters: the process goes before its directory is removed.
     process: ServerProcess,
     command: NatsCommand,
-    _dir: TempDir,
+    _dir: ServerDir,
 }
 
 /// Everything needed to start the same server again.
@@ -74,9 +82,9 @@ impl NatsServer {
     /// sends `INFO`. Retries on fresh ports if a port was taken meanwhile.
     pub fn start_with(options: NatsOptions) -> Result<Self> {
         let bin = nats_server_bin()?;
-        let dir = server_temp_dir("nats")?;
+        let dir = server_dir("nats", options.dir.as_deref())?;
         let store_dir = dir.path().join("store");
-        fs::create_dir(&store_dir).map_err(io_context(format!("creating {store_dir:?}")))?;
+        fs::create_dir_all(&store_dir).map_err(io_context(format!("creating {store_dir:?}")))?;
         let config_file = effective_config(dir.path(), &options)?;
         let log_path = dir.path().join("nats-server.log");
 
@@ -85,8 +93,8 @@ impl NatsServer {
                 bin: bin.clone(),
                 config_file: config_file.clone(),
                 options: options.clone(),
-                port: free_port()?,
-                monitor_port: free_port()?,
+                port: chosen_port(options.port)?,
+                monitor_port: chosen_port(options.monitor_port)?,
                 store_dir: store_dir.clone(),
                 log_path: log_path.clone(),
             };

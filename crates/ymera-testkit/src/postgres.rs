@@ -7,14 +7,12 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tempfile::TempDir;
-
 use crate::Result;
 use crate::binaries::postgres_bin_dir;
 use crate::error::io_context;
 use crate::host::{
-    ensure_traversable_by_others, free_port, postgres_user_ids, running_as_root, server_temp_dir,
-    set_mode,
+    ServerDir, chosen_port, ensure_traversable_by_others, postgres_user_ids, running_as_root,
+    server_dir, set_mode,
 };
 use crate::process::{
     KILL_TIMEOUT, LaunchFailure, RunAs, ServerProcess, children_of, launch, pid_alive,
@@ -24,6 +22,15 @@ use crate::process::{
 const INITDB_TIMEOUT: Duration = Duration::from_secs(120);
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where a [`Postgres`] runs: by default a temporary directory and a free port.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PostgresOptions {
+    /// Keep the cluster here instead of a temporary directory (not removed on drop).
+    pub dir: Option<PathBuf>,
+    /// A fixed port instead of a free one.
+    pub port: Option<u16>,
+}
 
 /// A PostgreSQL cluster of its own: `initdb` into a temporary directory (trust
 /// authentication, `fsync=off`: committed data survives `kill`, just not a machine crash),
@@ -42,24 +49,32 @@ pub struct Postgres {
     socket_dir: PathBuf,
     log_path: PathBuf,
     databases_created: AtomicU64,
-    dir: TempDir,
+    dir: ServerDir,
 }
 
 impl Postgres {
     /// Creates a cluster, starts it and waits until `pg_isready` says it accepts connections.
     pub fn start() -> Result<Self> {
+        Self::start_with(PostgresOptions::default())
+    }
+
+    /// Like [`Postgres::start`], placed as `options` say. A kept directory that already
+    /// holds a cluster (from an earlier run) is started without `initdb`.
+    pub fn start_with(options: PostgresOptions) -> Result<Self> {
         let bin_dir = postgres_bin_dir()?;
         let run_as = if running_as_root() {
             RunAs::Postgres
         } else {
             RunAs::CurrentUser
         };
-        let dir = server_temp_dir("postgres")?;
+        let dir = server_dir("postgres", options.dir.as_deref())?;
         let data_dir = dir.path().join("data");
         let socket_dir = dir.path().join("socket");
         let log_path = dir.path().join("postgres.log");
-        prepare_directories(dir.path(), &data_dir, &socket_dir, run_as)?;
-        initdb(&bin_dir, &data_dir, run_as, dir.path())?;
+        if !data_dir.join("PG_VERSION").is_file() {
+            prepare_directories(dir.path(), &data_dir, &socket_dir, run_as)?;
+            initdb(&bin_dir, &data_dir, run_as, dir.path())?;
+        }
 
         let launcher = Launcher {
             bin_dir: &bin_dir,
@@ -70,7 +85,7 @@ impl Postgres {
             work_dir: dir.path(),
         };
         let (process, port) = retry_on_address_in_use(|| {
-            let port = free_port()?;
+            let port = chosen_port(options.port)?;
             Ok((launcher.launch(port)?, port))
         })?;
         Ok(Self {

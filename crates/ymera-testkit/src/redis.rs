@@ -3,15 +3,22 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use tempfile::TempDir;
-
 use crate::Result;
 use crate::binaries::redis_server_bin;
-use crate::host::{free_port, server_temp_dir};
+use crate::host::{ServerDir, chosen_port, server_dir};
 use crate::probe::redis_pong;
 use crate::process::{
     LaunchFailure, RunAs, ServerProcess, launch, retry_on_address_in_use, supervised_command,
 };
+
+/// Where a [`Redis`] runs: by default a temporary directory and a free port.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RedisOptions {
+    /// Keep the server's files here instead of a temporary directory (not removed on drop).
+    pub dir: Option<PathBuf>,
+    /// A fixed port instead of a free one.
+    pub port: Option<u16>,
+}
 
 /// A redis-server on 127.0.0.1 and a free port, without persistence (`--save ""
 /// --appendonly no`): a restart starts empty. Killed and cleaned up on drop.
@@ -21,17 +28,22 @@ pub struct Redis {
     bin: PathBuf,
     port: u16,
     log_path: PathBuf,
-    dir: TempDir,
+    dir: ServerDir,
 }
 
 impl Redis {
     /// Starts a server and waits until it answers `PING` with `PONG`.
     pub fn start() -> Result<Self> {
+        Self::start_with(RedisOptions::default())
+    }
+
+    /// Starts a server placed as `options` say (directory, port).
+    pub fn start_with(options: RedisOptions) -> Result<Self> {
         let bin = redis_server_bin()?;
-        let dir = server_temp_dir("redis")?;
+        let dir = server_dir("redis", options.dir.as_deref())?;
         let log_path = dir.path().join("redis-server.log");
         let (process, port) = retry_on_address_in_use(|| {
-            let port = free_port()?;
+            let port = chosen_port(options.port)?;
             Ok((launch_redis(&bin, port, dir.path(), &log_path)?, port))
         })?;
         Ok(Self {

@@ -5,5 +5,6 @@ mod binaries;
 mod common;
 mod lifecycle;
 mod nats;
+mod placement;
 mod postgres;
 mod redis;

@@ -82,6 +82,7 @@ fn options_apply_a_config_file_max_payload_and_no_jetstream() {
         max_payload: Some(2 * 1024 * 1024),
         jetstream: false,
         extra_args: vec!["--logtime=false".to_owned()],
+        ..Default::default()
     })
     .unwrap();
 
