@@ -381,14 +381,21 @@ impl ServiceBuilder {
             error_counts,
         });
         let mut endpoints = self.endpoints;
-        let health_probe = probe.clone();
-        endpoints.push(EndpointSpec {
-            subject: format!("{}.health", self.name),
-            handler: Arc::new(move |_req: ServiceRequest| {
-                let probe = health_probe.clone();
-                async move { Reply::json(&probe.report().await) }
-            }),
-        });
+        // `<name>.health` reaches any instance (queue group); `<name>.health.<id>`
+        // reaches this one, so `ymera health` can ask every instance.
+        for subject in [
+            format!("{}.health", self.name),
+            format!("{}.health.{instance_id}", self.name),
+        ] {
+            let health_probe = probe.clone();
+            endpoints.push(EndpointSpec {
+                subject,
+                handler: Arc::new(move |_req: ServiceRequest| {
+                    let probe = health_probe.clone();
+                    async move { Reply::json(&probe.report().await) }
+                }),
+            });
+        }
         let mut loops = Vec::new();
         for spec in endpoints {
             let endpoint = service

@@ -41,18 +41,24 @@ async fn answers_services_api_and_health() {
     }
     let info: Info =
         serde_json::from_slice(&discover(&client, "$SRV.INFO.example").await[0].payload).unwrap();
-    let mut subjects: Vec<&str> = info.endpoints.iter().map(|e| e.subject.as_str()).collect();
+    let mut subjects: Vec<String> = info.endpoints.iter().map(|e| e.subject.clone()).collect();
     subjects.sort();
-    assert_eq!(
-        subjects,
-        [
-            "example.echo",
-            "example.fail",
-            "example.health",
-            "example.panic",
-            "example.slow"
-        ]
-    );
+    let instance_health = format!("example.health.{}", info.id);
+    let expected = [
+        "example.echo",
+        "example.fail",
+        "example.health",
+        &instance_health,
+        "example.panic",
+        "example.slow",
+    ];
+    assert_eq!(subjects, expected);
+    let by_instance: HealthReport = svc
+        .client
+        .request(&instance_health, &json!({}))
+        .await
+        .unwrap();
+    assert_eq!(by_instance.instance_id, info.id);
     assert!(info.endpoints.iter().all(|e| e.queue_group == "q"));
 
     let _ = svc
