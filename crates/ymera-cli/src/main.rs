@@ -1,1 +1,81 @@
-fn main() {}
+//! `ymera`: client commands, the local stack (`ymera up`) and benchmarks.
+
+mod bench;
+mod cmd_comm;
+mod cmd_config;
+mod cmd_draft;
+mod cmd_security;
+mod context;
+mod discovery;
+mod stack;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::context::{Context, GlobalArgs};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ymera",
+    version,
+    about = "Ymera: cooperating agent microservices over NATS"
+)]
+struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Discover services ($SRV.PING) and show each instance's health.
+    Health(discovery::HealthArgs),
+    /// Show the NATS Services API INFO and STATS of every instance.
+    Services(discovery::ServicesArgs),
+    /// Apply the platform's PostgreSQL migrations.
+    Migrate(stack::MigrateArgs),
+    /// Start the local stack: nats-server, PostgreSQL, Redis and every service.
+    Up(stack::UpArgs),
+    /// Stop a local stack started with `ymera up --detach`.
+    Down(stack::DownArgs),
+    /// Benchmarks (latency histograms and throughput beside a raw baseline).
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+    /// Configuration commands.
+    #[command(subcommand)]
+    Config(cmd_config::ConfigCommand),
+    /// Drafting commands.
+    #[command(subcommand)]
+    Draft(cmd_draft::DraftCommand),
+    #[command(flatten)]
+    Comm(cmd_comm::CommCommand),
+    #[command(flatten)]
+    Security(cmd_security::SecurityCommand),
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let ctx = Context { args: cli.global };
+    let result = match cli.command {
+        Command::Health(args) => discovery::health(args, &ctx).await,
+        Command::Services(args) => discovery::services(args, &ctx).await,
+        Command::Migrate(args) => stack::migrate(args).await,
+        Command::Up(args) => stack::up(args).await,
+        Command::Down(args) => stack::down(args).await,
+        Command::Bench(cmd) => bench::run(cmd, &ctx).await,
+        Command::Config(cmd) => cmd_config::run(cmd, &ctx).await,
+        Command::Draft(cmd) => cmd_draft::run(cmd, &ctx).await,
+        Command::Comm(cmd) => cmd_comm::run(cmd, &ctx).await,
+        Command::Security(cmd) => cmd_security::run(cmd, &ctx).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("ymera: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
