@@ -1,0 +1,14 @@
+//! The one integration-test binary of ymera-code-analysis (DESIGN §7).
+
+#[path = "integration/common.rs"]
+mod common;
+#[path = "integration/limits.rs"]
+mod limits;
+#[path = "integration/metrics.rs"]
+mod metrics;
+#[path = "integration/reports.rs"]
+mod reports;
+#[path = "integration/robustness.rs"]
+mod robustness;
+#[path = "integration/rules.rs"]
+mod rules;

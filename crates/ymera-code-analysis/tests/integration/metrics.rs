@@ -1,0 +1,101 @@
+//! Per-function metrics against values lizard 1.24.3 printed for the same
+//! fixtures (`lizard tests/fixtures/metrics/*`).
+
+use ymera_code_analysis::{Language, analyze_source};
+
+use crate::common::fixture;
+
+/// (qualified name, start, end, nloc, ccn, parameters) as lizard reports them.
+type Expected = (&'static str, usize, usize, usize, usize, usize);
+
+fn check(file: &str, language: Language, expected: &[Expected]) {
+    let report = analyze_source(file, Some(language), &fixture(&format!("metrics/{file}"))).expect("analyses");
+    let mut got: Vec<(String, usize, usize, usize, usize, usize)> = report
+        .functions
+        .iter()
+        .map(|f| (f.qualified_name.clone(), f.start_line, f.end_line, f.nloc, f.ccn, f.parameter_count))
+        .collect();
+    let mut want: Vec<(String, usize, usize, usize, usize, usize)> =
+        expected.iter().map(|e| (e.0.to_owned(), e.1, e.2, e.3, e.4, e.5)).collect();
+    want.sort_by_key(|e| e.1);
+    got.sort_by_key(|e| e.1);
+    assert_eq!(got, want, "{file}");
+}
+
+#[test]
+fn python_matches_lizard() {
+    check(
+        "sample.py",
+        Language::Python,
+        &[
+            ("Service.handle", 5, 18, 13, 10, 5),
+            ("Service.outer", 20, 25, 3, 2, 2),
+            ("Service.outer.inner", 21, 24, 4, 2, 1),
+            ("matcher", 28, 33, 6, 3, 1),
+        ],
+    );
+}
+
+#[test]
+fn javascript_matches_lizard() {
+    check(
+        "sample.js",
+        Language::JavaScript,
+        &[("classify", 1, 16, 16, 8, 2), ("handler", 18, 24, 7, 3, 1), ("Widget.render", 27, 32, 6, 2, 3)],
+    );
+}
+
+#[test]
+fn java_matches_lizard() {
+    check("Sample.java", Language::Java, &[("Sample.score", 4, 18, 15, 6, 2), ("Sample.name", 20, 29, 10, 3, 1)]);
+}
+
+#[test]
+fn go_matches_lizard() {
+    check(
+        "sample.go",
+        Language::Go,
+        &[("Server.Handle", 7, 23, 17, 8, 3), ("Count", 25, 36, 8, 2, 1), ("anonymous__0", 27, 31, 5, 2, 1)],
+    );
+}
+
+#[test]
+fn rust_matches_lizard() {
+    check(
+        "sample.rs",
+        Language::Rust,
+        &[
+            ("Store.get", 8, 20, 13, 8, 3),
+            ("Store.count", 22, 30, 9, 3, 1),
+            ("helper", 33, 39, 5, 2, 1),
+            ("helper.nested", 35, 37, 3, 2, 1),
+        ],
+    );
+}
+
+#[test]
+fn file_and_request_totals() {
+    let report = analyze_source("sample.py", None, &fixture("metrics/sample.py")).expect("analyses");
+    assert_eq!(report.nloc, 27, "lizard's file NLOC");
+    assert_eq!(report.summary.function_count, 4);
+    assert_eq!(report.summary.total_ccn, 17);
+    assert_eq!(report.summary.max_ccn, 10);
+    assert!((report.summary.average_ccn - 4.25).abs() < 1e-9);
+    assert_eq!(report.summary.rank, 'B');
+}
+
+#[test]
+fn ranks_follow_radon() {
+    use ymera_code_analysis::rank;
+    let cases = [(1, 'A'), (5, 'A'), (6, 'B'), (10, 'B'), (11, 'C'), (20, 'C'), (21, 'D'), (30, 'D'), (31, 'E'), (40, 'E'), (41, 'F')];
+    for (ccn, want) in cases {
+        assert_eq!(rank(ccn), want, "ccn {ccn}");
+    }
+}
+
+#[test]
+fn conditions_in_strings_and_comments_do_not_count() {
+    let src = "def f(x):\n    s = \"if a and b or c\"  # if x and y\n    return s\n";
+    let report = analyze_source("a.py", None, src).expect("analyses");
+    assert_eq!(report.functions[0].ccn, 1);
+}
