@@ -4,9 +4,14 @@
 use ymera_code_analysis::{Language, Limits, analyze_file};
 
 fn main() {
-    let limits = Limits { max_file_bytes: usize::MAX, ..Limits::default() };
+    let limits = Limits {
+        max_file_bytes: usize::MAX,
+        ..Limits::default()
+    };
     for path in std::env::args().skip(1) {
-        let Some(language) = Language::from_path(&path) else { continue };
+        let Some(language) = Language::from_path(&path) else {
+            continue;
+        };
         let Ok(source) = std::fs::read(&path) else {
             eprintln!("cannot read {path}");
             continue;

@@ -11,7 +11,11 @@ pub enum AnalysisError {
     },
     /// One file is larger than the per-file limit (wire: 413).
     #[error("file {path:?} is {size} bytes, over the {limit}-byte limit per file")]
-    FileTooLarge { path: String, size: usize, limit: usize },
+    FileTooLarge {
+        path: String,
+        size: usize,
+        limit: usize,
+    },
     /// The request as a whole is larger than the per-request limit (wire: 413).
     #[error("request is {size} bytes, over the {limit}-byte limit per request")]
     RequestTooLarge { size: usize, limit: usize },
@@ -23,15 +27,22 @@ pub enum AnalysisError {
     EmptyRequest(String),
     /// The parser could not be set up (wire: 500).
     #[error("parser failure for {language}: {message}")]
-    Parser { language: &'static str, message: String },
+    Parser {
+        language: &'static str,
+        message: String,
+    },
 }
 
 impl AnalysisError {
     /// The error slug of DESIGN §4 this error maps to.
     pub fn code(&self) -> &'static str {
         match self {
-            AnalysisError::UnsupportedLanguage { .. } | AnalysisError::ParseTimeout { .. } => "validation_failed",
-            AnalysisError::FileTooLarge { .. } | AnalysisError::RequestTooLarge { .. } => "payload_too_large",
+            AnalysisError::UnsupportedLanguage { .. } | AnalysisError::ParseTimeout { .. } => {
+                "validation_failed"
+            }
+            AnalysisError::FileTooLarge { .. } | AnalysisError::RequestTooLarge { .. } => {
+                "payload_too_large"
+            }
             AnalysisError::EmptyRequest(_) => "invalid_request",
             AnalysisError::Parser { .. } => "internal",
         }

@@ -39,10 +39,14 @@ impl Language {
     /// (`py`, `python`, `js`, `javascript`, `java`, `go`, `golang`, `rust`, `rs`, …).
     pub fn from_name(name: &str) -> Option<Language> {
         let lower = name.trim().to_ascii_lowercase();
-        let tag = lower.split(|c: char| c.is_whitespace() || c == ',' || c == '{').next()?;
+        let tag = lower
+            .split(|c: char| c.is_whitespace() || c == ',' || c == '{')
+            .next()?;
         match tag {
             "py" | "python" | "python3" | "py3" => Some(Language::Python),
-            "js" | "javascript" | "node" | "nodejs" | "mjs" | "cjs" | "jsx" => Some(Language::JavaScript),
+            "js" | "javascript" | "node" | "nodejs" | "mjs" | "cjs" | "jsx" => {
+                Some(Language::JavaScript)
+            }
             "java" => Some(Language::Java),
             "go" | "golang" => Some(Language::Go),
             "rust" | "rs" => Some(Language::Rust),

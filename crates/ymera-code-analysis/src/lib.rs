@@ -35,8 +35,8 @@ pub use error::AnalysisError;
 pub use language::Language;
 pub use markdown::{CodeBlock, can_handle, extract_code_blocks};
 pub use report::{
-    Category, CategoryCounts, Confidence, FileReport, FileSummary, Finding, FunctionMetrics, Report, Severity,
-    SeverityCounts, Summary, rank,
+    Category, CategoryCounts, Confidence, FileReport, FileSummary, Finding, FunctionMetrics,
+    Report, Severity, SeverityCounts, Summary, rank,
 };
 pub use rules::{RuleInfo, rules};
 
@@ -57,7 +57,11 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_file_bytes: MAX_FILE_BYTES, max_request_bytes: MAX_REQUEST_BYTES, parse_timeout: DEFAULT_PARSE_TIMEOUT }
+        Limits {
+            max_file_bytes: MAX_FILE_BYTES,
+            max_request_bytes: MAX_REQUEST_BYTES,
+            parse_timeout: DEFAULT_PARSE_TIMEOUT,
+        }
     }
 }
 
@@ -85,7 +89,10 @@ pub struct AnalysisRequest {
 }
 
 fn unsupported(requested: &str) -> AnalysisError {
-    AnalysisError::UnsupportedLanguage { requested: requested.to_owned(), supported: Language::supported_names() }
+    AnalysisError::UnsupportedLanguage {
+        requested: requested.to_owned(),
+        supported: Language::supported_names(),
+    }
 }
 
 fn parse_language(name: &str) -> Result<Language, AnalysisError> {
@@ -98,34 +105,62 @@ pub fn analyze(request: &AnalysisRequest) -> Result<Report, AnalysisError> {
 }
 
 /// Analyses a request: every file, then every code block of the message.
-pub fn analyze_with_limits(request: &AnalysisRequest, limits: &Limits) -> Result<Report, AnalysisError> {
-    let size = request.files.iter().map(|f| f.content.len() + f.path.len()).sum::<usize>()
+pub fn analyze_with_limits(
+    request: &AnalysisRequest,
+    limits: &Limits,
+) -> Result<Report, AnalysisError> {
+    let size = request
+        .files
+        .iter()
+        .map(|f| f.content.len() + f.path.len())
+        .sum::<usize>()
         + request.message.as_ref().map_or(0, String::len);
     if size > limits.max_request_bytes {
-        return Err(AnalysisError::RequestTooLarge { size, limit: limits.max_request_bytes });
+        return Err(AnalysisError::RequestTooLarge {
+            size,
+            limit: limits.max_request_bytes,
+        });
     }
-    let default_language = request.language.as_deref().map(parse_language).transpose()?;
+    let default_language = request
+        .language
+        .as_deref()
+        .map(parse_language)
+        .transpose()?;
     let mut jobs: Vec<(String, Language, &str)> = Vec::new();
     for file in &request.files {
         let language = match file.language.as_deref() {
             Some(name) => parse_language(name)?,
-            None => Language::from_path(&file.path).or(default_language).ok_or_else(|| unsupported(&file.path))?,
+            None => Language::from_path(&file.path)
+                .or(default_language)
+                .ok_or_else(|| unsupported(&file.path))?,
         };
         jobs.push((file.path.clone(), language, file.content.as_str()));
     }
-    let blocks = request.message.as_deref().map(extract_code_blocks).unwrap_or_default();
+    let blocks = request
+        .message
+        .as_deref()
+        .map(extract_code_blocks)
+        .unwrap_or_default();
     {
         for (index, block) in blocks.iter().enumerate() {
             let language = match (&block.tag, block.language) {
                 (_, Some(language)) => language,
-                (None, None) => default_language.ok_or_else(|| unsupported("(untagged code block)"))?,
+                (None, None) => {
+                    default_language.ok_or_else(|| unsupported("(untagged code block)"))?
+                }
                 (Some(tag), None) => return Err(unsupported(tag)),
             };
-            jobs.push((format!("block-{}", index + 1), language, block.code.as_str()));
+            jobs.push((
+                format!("block-{}", index + 1),
+                language,
+                block.code.as_str(),
+            ));
         }
     }
     if jobs.is_empty() {
-        return Err(AnalysisError::EmptyRequest("no files and no fenced code blocks".to_owned()));
+        return Err(AnalysisError::EmptyRequest(
+            "no files and no fenced code blocks".to_owned(),
+        ));
     }
     let mut files = Vec::with_capacity(jobs.len());
     for (path, language, content) in jobs {
@@ -136,15 +171,30 @@ pub fn analyze_with_limits(request: &AnalysisRequest, limits: &Limits) -> Result
 
 /// Analyses one source text. The language is the given one, else the one the
 /// path's extension names.
-pub fn analyze_source(path: &str, language: Option<Language>, source: &str) -> Result<FileReport, AnalysisError> {
-    let language = language.or_else(|| Language::from_path(path)).ok_or_else(|| unsupported(path))?;
+pub fn analyze_source(
+    path: &str,
+    language: Option<Language>,
+    source: &str,
+) -> Result<FileReport, AnalysisError> {
+    let language = language
+        .or_else(|| Language::from_path(path))
+        .ok_or_else(|| unsupported(path))?;
     analyze_file(path, language, source, &Limits::default())
 }
 
 /// Analyses one source text under explicit limits.
-pub fn analyze_file(path: &str, language: Language, source: &str, limits: &Limits) -> Result<FileReport, AnalysisError> {
+pub fn analyze_file(
+    path: &str,
+    language: Language,
+    source: &str,
+    limits: &Limits,
+) -> Result<FileReport, AnalysisError> {
     if source.len() > limits.max_file_bytes {
-        return Err(AnalysisError::FileTooLarge { path: path.to_owned(), size: source.len(), limit: limits.max_file_bytes });
+        return Err(AnalysisError::FileTooLarge {
+            path: path.to_owned(),
+            size: source.len(),
+            limit: limits.max_file_bytes,
+        });
     }
     let tree = syntax::parse(language, path, source, limits.parse_timeout)?;
     let syntax = syntax::Syntax::new(&tree, source);

@@ -18,11 +18,14 @@ pub struct CodeBlock {
     pub line: usize,
 }
 
+/// A fence being read: its char, length, tag, opening line and body lines.
+type OpenFence<'m> = (char, usize, Option<String>, usize, Vec<&'m str>);
+
 /// Fenced code blocks (``` or ~~~) in a Markdown message, in order. An
 /// unclosed fence runs to the end of the message.
 pub fn extract_code_blocks(markdown: &str) -> Vec<CodeBlock> {
     let mut blocks = Vec::new();
-    let mut open: Option<(char, usize, Option<String>, usize, Vec<&str>)> = None;
+    let mut open: Option<OpenFence<'_>> = None;
     for (index, line) in markdown.lines().enumerate() {
         let trimmed = line.trim_start();
         let fence_char = trimmed.chars().next().filter(|c| *c == '`' || *c == '~');
@@ -31,12 +34,25 @@ pub fn extract_code_blocks(markdown: &str) -> Vec<CodeBlock> {
             None => {
                 if let (Some(c), true) = (fence_char, fence_len >= 3) {
                     let info = trimmed.get(fence_len..).unwrap_or("").trim();
-                    let tag = info.split_whitespace().next().map(|t| t.trim_matches('{').trim_matches('.').to_owned());
-                    open = Some((c, fence_len, tag.filter(|t| !t.is_empty()), index + 1, Vec::new()));
+                    let tag = info
+                        .split_whitespace()
+                        .next()
+                        .map(|t| t.trim_matches('{').trim_matches('.').to_owned());
+                    open = Some((
+                        c,
+                        fence_len,
+                        tag.filter(|t| !t.is_empty()),
+                        index + 1,
+                        Vec::new(),
+                    ));
                 }
             }
             Some((c, len, _, _, body)) => {
-                let closes = fence_char == Some(*c) && fence_len >= *len && trimmed.get(fence_len..).is_some_and(|r| r.trim().is_empty());
+                let closes = fence_char == Some(*c)
+                    && fence_len >= *len
+                    && trimmed
+                        .get(fence_len..)
+                        .is_some_and(|r| r.trim().is_empty());
                 if closes {
                     if let Some((_, _, tag, start, body)) = open.take() {
                         blocks.push(block(tag, start, &body));
@@ -57,14 +73,30 @@ fn block(tag: Option<String>, line: usize, body: &[&str]) -> CodeBlock {
     let language = tag.as_deref().and_then(Language::from_name);
     let mut code = body.join("\n");
     code.push('\n');
-    CodeBlock { tag, language, code, line }
+    CodeBlock {
+        tag,
+        language,
+        code,
+        line,
+    }
 }
 
 /// Whether a chat message asks for a code review (the seed's detection: a
 /// review-style keyword and some code).
 pub fn can_handle(message: &str) -> bool {
-    const KEYWORDS: [&str; 11] =
-        ["review", "analyze", "analyse", "check", "optimize", "optimise", "debug", "complexity", "audit", "lint", "refactor"];
+    const KEYWORDS: [&str; 11] = [
+        "review",
+        "analyze",
+        "analyse",
+        "check",
+        "optimize",
+        "optimise",
+        "debug",
+        "complexity",
+        "audit",
+        "lint",
+        "refactor",
+    ];
     const CODE_MARKERS: [&str; 6] = ["```", "~~~", "def ", "function ", "func ", "fn "];
     let lower = message.to_lowercase();
     KEYWORDS.iter().any(|k| lower.contains(k)) && CODE_MARKERS.iter().any(|m| message.contains(m))
@@ -107,17 +139,27 @@ pub(crate) fn render(report: &Report) -> String {
                 ));
             }
         }
-        for (category, title) in
-            [(Category::Security, "Security Issues"), (Category::Performance, "Performance Issues"), (Category::Smell, "Code Smells")]
-        {
-            let issues: Vec<_> = file.findings.iter().filter(|f| f.category == category).collect();
+        for (category, title) in [
+            (Category::Security, "Security Issues"),
+            (Category::Performance, "Performance Issues"),
+            (Category::Smell, "Code Smells"),
+        ] {
+            let issues: Vec<_> = file
+                .findings
+                .iter()
+                .filter(|f| f.category == category)
+                .collect();
             if issues.is_empty() {
                 continue;
             }
             out.push(String::new());
             out.push(format!("**{title}:**"));
             for issue in issues {
-                let cwe = issue.cwe.as_deref().map(|c| format!(", {c}")).unwrap_or_default();
+                let cwe = issue
+                    .cwe
+                    .as_deref()
+                    .map(|c| format!(", {c}"))
+                    .unwrap_or_default();
                 out.push(format!(
                     "- Line {}: `{}` — {} ({}, {}{})",
                     issue.line,

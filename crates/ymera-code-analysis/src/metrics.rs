@@ -43,15 +43,23 @@ pub(crate) fn is_function_kind(language: Language, kind: &str) -> bool {
                 | "arrow_function"
                 | "method_definition"
         ),
-        Language::Java => matches!(kind, "method_declaration" | "constructor_declaration" | "compact_constructor_declaration"),
-        Language::Go => matches!(kind, "function_declaration" | "method_declaration" | "func_literal"),
+        Language::Java => matches!(
+            kind,
+            "method_declaration" | "constructor_declaration" | "compact_constructor_declaration"
+        ),
+        Language::Go => matches!(
+            kind,
+            "function_declaration" | "method_declaration" | "func_literal"
+        ),
         Language::Rust => kind == "function_item",
     }
 }
 
 fn has_body(language: Language, node: Node<'_>) -> bool {
     match language {
-        Language::Java | Language::Go | Language::Rust => node.child_by_field_name("body").is_some(),
+        Language::Java | Language::Go | Language::Rust => {
+            node.child_by_field_name("body").is_some()
+        }
         _ => true,
     }
 }
@@ -67,9 +75,15 @@ pub(crate) fn function_sites<'t>(language: Language, syntax: &Syntax<'t>) -> Vec
         let name = function_name(language, syntax, *node).unwrap_or_else(|| {
             let n = format!("anonymous__{anonymous}");
             anonymous += 1;
-            if language == Language::Go { n } else { "(anonymous)".to_owned() }
+            if language == Language::Go {
+                n
+            } else {
+                "(anonymous)".to_owned()
+            }
         });
-        let mut scope: Vec<String> = ancestors(*node).filter_map(|a| scope_name(language, syntax, a)).collect();
+        let mut scope: Vec<String> = ancestors(*node)
+            .filter_map(|a| scope_name(language, syntax, a))
+            .collect();
         scope.reverse();
         scope.push(name.clone());
         let start = start_node(language, *node);
@@ -90,7 +104,10 @@ fn start_node(language: Language, node: Node<'_>) -> Node<'_> {
     let by_name = || node.child_by_field_name("name").unwrap_or(node);
     match language {
         Language::Python | Language::Java => by_name(),
-        Language::Rust => children(node).into_iter().find(|c| c.kind() == "fn").unwrap_or(node),
+        Language::Rust => children(node)
+            .into_iter()
+            .find(|c| c.kind() == "fn")
+            .unwrap_or(node),
         Language::JavaScript => {
             if node.kind() == "method_definition" {
                 by_name()
@@ -109,11 +126,13 @@ fn function_name(language: Language, syntax: &Syntax<'_>, node: Node<'_>) -> Opt
     let parent = node.parent()?;
     let named = match (language, parent.kind()) {
         (Language::JavaScript, "variable_declarator") => parent.child_by_field_name("name"),
-        (Language::JavaScript, "assignment_expression") => parent.child_by_field_name("left").map(|l| {
-            l.child_by_field_name("property").unwrap_or(l)
-        }),
+        (Language::JavaScript, "assignment_expression") => parent
+            .child_by_field_name("left")
+            .map(|l| l.child_by_field_name("property").unwrap_or(l)),
         (Language::JavaScript, "pair") => parent.child_by_field_name("key"),
-        (Language::JavaScript, "field_definition" | "public_field_definition") => parent.child_by_field_name("property"),
+        (Language::JavaScript, "field_definition" | "public_field_definition") => {
+            parent.child_by_field_name("property")
+        }
         (Language::Go, "var_spec" | "short_var_declaration" | "assignment_statement") => None,
         _ => None,
     }?;
@@ -123,9 +142,14 @@ fn function_name(language: Language, syntax: &Syntax<'_>, node: Node<'_>) -> Opt
 /// The name an enclosing node contributes to a qualified name, if any.
 fn scope_name(language: Language, syntax: &Syntax<'_>, node: Node<'_>) -> Option<String> {
     let kind = node.kind();
-    let named = |field: &str| node.child_by_field_name(field).map(|n| syntax.text(n).to_owned());
+    let named = |field: &str| {
+        node.child_by_field_name(field)
+            .map(|n| syntax.text(n).to_owned())
+    };
     match language {
-        Language::Python => matches!(kind, "class_definition" | "function_definition").then(|| named("name")).flatten(),
+        Language::Python => matches!(kind, "class_definition" | "function_definition")
+            .then(|| named("name"))
+            .flatten(),
         Language::JavaScript => {
             if matches!(kind, "class_declaration" | "class") || is_function_kind(language, kind) {
                 named("name").or_else(|| function_name(language, syntax, node))
@@ -135,7 +159,11 @@ fn scope_name(language: Language, syntax: &Syntax<'_>, node: Node<'_>) -> Option
         }
         Language::Java => matches!(
             kind,
-            "class_declaration" | "interface_declaration" | "enum_declaration" | "record_declaration" | "method_declaration"
+            "class_declaration"
+                | "interface_declaration"
+                | "enum_declaration"
+                | "record_declaration"
+                | "method_declaration"
                 | "constructor_declaration"
         )
         .then(|| named("name"))
@@ -154,7 +182,9 @@ fn scope_name(language: Language, syntax: &Syntax<'_>, node: Node<'_>) -> Option
 
 fn go_receiver_type(syntax: &Syntax<'_>, node: Node<'_>) -> Option<String> {
     let receiver = node.child_by_field_name("receiver")?;
-    let decl = named_children(receiver).into_iter().find(|c| c.kind() == "parameter_declaration")?;
+    let decl = named_children(receiver)
+        .into_iter()
+        .find(|c| c.kind() == "parameter_declaration")?;
     let ty = decl.child_by_field_name("type")?;
     let text = syntax.text(ty).trim_start_matches('*');
     Some(text.split('[').next().unwrap_or(text).to_owned())
@@ -162,7 +192,9 @@ fn go_receiver_type(syntax: &Syntax<'_>, node: Node<'_>) -> Option<String> {
 
 fn parameter_count(language: Language, syntax: &Syntax<'_>, node: Node<'_>) -> usize {
     let params = match language {
-        Language::JavaScript => node.child_by_field_name("parameters").or_else(|| node.child_by_field_name("parameter")),
+        Language::JavaScript => node
+            .child_by_field_name("parameters")
+            .or_else(|| node.child_by_field_name("parameter")),
         _ => node.child_by_field_name("parameters"),
     };
     let Some(params) = params else { return 0 };
@@ -172,7 +204,12 @@ fn parameter_count(language: Language, syntax: &Syntax<'_>, node: Node<'_>) -> u
     let items = named_children(params).into_iter().filter(|c| {
         !matches!(
             c.kind(),
-            "comment" | "line_comment" | "block_comment" | "keyword_separator" | "positional_separator" | "attribute_item"
+            "comment"
+                | "line_comment"
+                | "block_comment"
+                | "keyword_separator"
+                | "positional_separator"
+                | "attribute_item"
         )
     });
     match language {
@@ -193,10 +230,14 @@ fn parameter_count(language: Language, syntax: &Syntax<'_>, node: Node<'_>) -> u
 /// Rust match arms beyond the first and `let … else`.
 fn structural_conditions(language: Language, node: Node<'_>) -> usize {
     match (language, node.kind()) {
-        (Language::Rust, "match_block") => {
-            named_children(node).iter().filter(|c| c.kind() == "match_arm").count().saturating_sub(1)
+        (Language::Rust, "match_block") => named_children(node)
+            .iter()
+            .filter(|c| c.kind() == "match_arm")
+            .count()
+            .saturating_sub(1),
+        (Language::Rust, "let_declaration") => {
+            usize::from(node.child_by_field_name("alternative").is_some())
         }
-        (Language::Rust, "let_declaration") => usize::from(node.child_by_field_name("alternative").is_some()),
         _ => 0,
     }
 }
@@ -207,20 +248,47 @@ fn excluded_from_nloc(language: Language, tokens: &[Token<'_>], index: usize) ->
     if language != Language::Python {
         return false;
     }
-    let Some(token) = tokens.get(index) else { return false };
+    let Some(token) = tokens.get(index) else {
+        return false;
+    };
     if token.kind != TokenKind::Str {
         return false;
     }
-    let body = token.text.trim_start_matches(|c: char| c.is_ascii_alphabetic());
+    let body = token
+        .text
+        .trim_start_matches(|c: char| c.is_ascii_alphabetic());
     if !(body.starts_with("\"\"\"") || body.starts_with("'''")) || body.len() < 6 {
         return false;
     }
-    let previous = index.checked_sub(1).and_then(|i| tokens.get(i)).map(|t| t.text);
+    let previous = index
+        .checked_sub(1)
+        .and_then(|i| tokens.get(i))
+        .map(|t| t.text);
     !matches!(
         previous,
         Some(
-            "=" | "+=" | "-=" | "*=" | "/=" | "%=" | "//=" | "**=" | "&=" | "|=" | "^=" | "<<=" | ">>=" | "(" | "return"
-                | "," | "[" | "+" | "-" | "*" | "/" | "//" | "%"
+            "=" | "+="
+                | "-="
+                | "*="
+                | "/="
+                | "%="
+                | "//="
+                | "**="
+                | "&="
+                | "|="
+                | "^="
+                | "<<="
+                | ">>="
+                | "("
+                | "return"
+                | ","
+                | "["
+                | "+"
+                | "-"
+                | "*"
+                | "/"
+                | "//"
+                | "%"
         )
     )
 }
@@ -233,7 +301,11 @@ struct Accumulator {
 }
 
 /// Computes per-function and whole-file metrics.
-pub(crate) fn measure<'t>(language: Language, syntax: &Syntax<'t>, tokens: &[Token<'_>]) -> FileMetrics<'t> {
+pub(crate) fn measure<'t>(
+    language: Language,
+    syntax: &Syntax<'t>,
+    tokens: &[Token<'_>],
+) -> FileMetrics<'t> {
     let mut sites = function_sites(language, syntax);
     if language == Language::Go {
         for site in &mut sites {
@@ -245,30 +317,36 @@ pub(crate) fn measure<'t>(language: Language, syntax: &Syntax<'t>, tokens: &[Tok
     sites.sort_by_key(|s| (s.start_byte, std::cmp::Reverse(s.node.end_byte())));
     let mut accs: Vec<Accumulator> = sites
         .iter()
-        .map(|s| Accumulator { lines: BTreeSet::new(), tokens: 0, ccn: 1, last_row: s.start_row })
+        .map(|s| Accumulator {
+            lines: BTreeSet::new(),
+            tokens: 0,
+            ccn: 1,
+            last_row: s.start_row,
+        })
         .collect();
     let mut file_lines = BTreeSet::new();
     let mut stack: Vec<usize> = Vec::new();
     let mut next_site = 0usize;
-    let innermost_at = |byte: usize, stack: &mut Vec<usize>, next_site: &mut usize| -> Option<usize> {
-        while let Some(&top) = stack.last() {
-            if sites.get(top).is_some_and(|s| byte >= s.node.end_byte()) {
-                stack.pop();
-            } else {
-                break;
+    let innermost_at =
+        |byte: usize, stack: &mut Vec<usize>, next_site: &mut usize| -> Option<usize> {
+            while let Some(&top) = stack.last() {
+                if sites.get(top).is_some_and(|s| byte >= s.node.end_byte()) {
+                    stack.pop();
+                } else {
+                    break;
+                }
             }
-        }
-        while let Some(site) = sites.get(*next_site) {
-            if site.start_byte > byte {
-                break;
+            while let Some(site) = sites.get(*next_site) {
+                if site.start_byte > byte {
+                    break;
+                }
+                if byte < site.node.end_byte() {
+                    stack.push(*next_site);
+                }
+                *next_site += 1;
             }
-            if byte < site.node.end_byte() {
-                stack.push(*next_site);
-            }
-            *next_site += 1;
-        }
-        stack.last().copied()
-    };
+            stack.last().copied()
+        };
     for (index, token) in tokens.iter().enumerate() {
         let owner = innermost_at(token.start_byte, &mut stack, &mut next_site);
         let counted = !excluded_from_nloc(language, tokens, index);
@@ -278,8 +356,14 @@ pub(crate) fn measure<'t>(language: Language, syntax: &Syntax<'t>, tokens: &[Tok
         // The opening token (`fn`, `func`, a name) also counts for the enclosing function.
         if counted
             && let Some(o) = owner
-            && sites.get(o).is_some_and(|s| s.start_byte == token.start_byte)
-            && let Some(parent) = stack.len().checked_sub(2).and_then(|i| stack.get(i)).and_then(|p| accs.get_mut(*p))
+            && sites
+                .get(o)
+                .is_some_and(|s| s.start_byte == token.start_byte)
+            && let Some(parent) = stack
+                .len()
+                .checked_sub(2)
+                .and_then(|i| stack.get(i))
+                .and_then(|p| accs.get_mut(*p))
         {
             parent.lines.extend(token.start_row..=token.end_row);
         }
@@ -309,7 +393,8 @@ pub(crate) fn measure<'t>(language: Language, syntax: &Syntax<'t>, tokens: &[Tok
     let mut stack2 = Vec::new();
     let mut next2 = 0usize;
     for (byte, extra) in structural {
-        if let Some(acc) = innermost_at(byte, &mut stack2, &mut next2).and_then(|o| accs.get_mut(o)) {
+        if let Some(acc) = innermost_at(byte, &mut stack2, &mut next2).and_then(|o| accs.get_mut(o))
+        {
             acc.ccn += extra;
         }
     }
@@ -333,5 +418,10 @@ pub(crate) fn measure<'t>(language: Language, syntax: &Syntax<'t>, tokens: &[Tok
             }
         })
         .collect();
-    FileMetrics { functions, sites, nloc: file_lines.len(), token_count: tokens.len() }
+    FileMetrics {
+        functions,
+        sites,
+        nloc: file_lines.len(),
+        token_count: tokens.len(),
+    }
 }

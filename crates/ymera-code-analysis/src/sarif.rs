@@ -3,8 +3,9 @@
 use std::collections::BTreeMap;
 
 use serde_sarif::sarif::{
-    ArtifactLocation, Location, Message, MultiformatMessageString, PhysicalLocation, PropertyBag, Region,
-    ReportingConfiguration, ReportingDescriptor, Result as SarifResult, ResultLevel, Run, Sarif, Tool, ToolComponent,
+    ArtifactLocation, Location, Message, MultiformatMessageString, PhysicalLocation, PropertyBag,
+    Region, ReportingConfiguration, ReportingDescriptor, Result as SarifResult, ResultLevel, Run,
+    Sarif, Tool, ToolComponent,
 };
 
 use crate::report::{Report, Severity};
@@ -30,15 +31,38 @@ fn descriptor(rule: &RuleInfo) -> ReportingDescriptor {
         tags.push(format!("external/cwe/{}", cwe.to_ascii_lowercase()));
     }
     let mut extra = BTreeMap::new();
-    extra.insert("languages".to_owned(), serde_json::json!(rule.languages.iter().map(|l| l.name()).collect::<Vec<_>>()));
-    extra.insert("severity".to_owned(), serde_json::json!(rule.severity.name()));
+    extra.insert(
+        "languages".to_owned(),
+        serde_json::json!(rule.languages.iter().map(|l| l.name()).collect::<Vec<_>>()),
+    );
+    extra.insert(
+        "severity".to_owned(),
+        serde_json::json!(rule.severity.name()),
+    );
     ReportingDescriptor::builder()
         .id(rule.id)
         .name(rule.name)
-        .short_description(MultiformatMessageString::builder().text(rule.description).build())
-        .help(MultiformatMessageString::builder().text(rule.suggestion).build())
-        .default_configuration(ReportingConfiguration::builder().level(serde_json::json!(level(rule.severity))).build())
-        .properties(PropertyBag::builder().tags(tags).additional_properties(extra).build())
+        .short_description(
+            MultiformatMessageString::builder()
+                .text(rule.description)
+                .build(),
+        )
+        .help(
+            MultiformatMessageString::builder()
+                .text(rule.suggestion)
+                .build(),
+        )
+        .default_configuration(
+            ReportingConfiguration::builder()
+                .level(serde_json::json!(level(rule.severity)))
+                .build(),
+        )
+        .properties(
+            PropertyBag::builder()
+                .tags(tags)
+                .additional_properties(extra)
+                .build(),
+        )
         .build()
 }
 
@@ -56,7 +80,9 @@ pub(crate) fn render(report: &Report) -> serde_json::Value {
             let location = Location::builder()
                 .physical_location(
                     PhysicalLocation::builder()
-                        .artifact_location(ArtifactLocation::builder().uri(file.path.clone()).build())
+                        .artifact_location(
+                            ArtifactLocation::builder().uri(file.path.clone()).build(),
+                        )
                         .region(region)
                         .build(),
                 )
@@ -64,14 +90,21 @@ pub(crate) fn render(report: &Report) -> serde_json::Value {
             let mut extra = BTreeMap::new();
             extra.insert("category".to_owned(), serde_json::json!(finding.category));
             extra.insert("severity".to_owned(), serde_json::json!(finding.severity));
-            extra.insert("confidence".to_owned(), serde_json::json!(finding.confidence));
+            extra.insert(
+                "confidence".to_owned(),
+                serde_json::json!(finding.confidence),
+            );
             if let Some(cwe) = &finding.cwe {
                 extra.insert("cwe".to_owned(), serde_json::json!(cwe));
             }
             let mut builder_result = SarifResult::builder()
                 .rule_id(finding.rule_id.clone())
                 .level(level(finding.severity))
-                .message(Message::builder().text(format!("{} {}", finding.message, finding.suggestion)).build())
+                .message(
+                    Message::builder()
+                        .text(format!("{} {}", finding.message, finding.suggestion))
+                        .build(),
+                )
                 .locations(vec![location])
                 .properties(PropertyBag::builder().additional_properties(extra).build())
                 .build();
@@ -87,7 +120,14 @@ pub(crate) fn render(report: &Report) -> serde_json::Value {
         .information_uri("https://example.invalid/ymera")
         .rules(descriptors)
         .build();
-    let run = Run::builder().tool(Tool::builder().driver(driver).build()).results(results).build();
-    let log = Sarif::builder().schema(SCHEMA).version(serde_json::json!("2.1.0")).runs(vec![run]).build();
+    let run = Run::builder()
+        .tool(Tool::builder().driver(driver).build())
+        .results(results)
+        .build();
+    let log = Sarif::builder()
+        .schema(SCHEMA)
+        .version(serde_json::json!("2.1.0"))
+        .runs(vec![run])
+        .build();
     serde_json::to_value(&log).unwrap_or(serde_json::Value::Null)
 }

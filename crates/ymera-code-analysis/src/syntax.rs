@@ -11,11 +11,19 @@ use crate::error::AnalysisError;
 use crate::language::Language;
 
 /// Parses `source` as `language`, giving up after `limit`.
-pub(crate) fn parse(language: Language, path: &str, source: &str, limit: Duration) -> Result<Tree, AnalysisError> {
+pub(crate) fn parse(
+    language: Language,
+    path: &str,
+    source: &str,
+    limit: Duration,
+) -> Result<Tree, AnalysisError> {
     let mut parser = Parser::new();
     parser
         .set_language(&language.grammar())
-        .map_err(|e| AnalysisError::Parser { language: language.name(), message: e.to_string() })?;
+        .map_err(|e| AnalysisError::Parser {
+            language: language.name(),
+            message: e.to_string(),
+        })?;
     let started = Instant::now();
     let mut timed_out = false;
     let mut progress = |_: &tree_sitter::ParseState| {
@@ -27,7 +35,8 @@ pub(crate) fn parse(language: Language, path: &str, source: &str, limit: Duratio
         }
     };
     let bytes = source.as_bytes();
-    let mut input = |offset: usize, _: tree_sitter::Point| -> &[u8] { bytes.get(offset..).unwrap_or(&[]) };
+    let mut input =
+        |offset: usize, _: tree_sitter::Point| -> &[u8] { bytes.get(offset..).unwrap_or(&[]) };
     let options = tree_sitter::ParseOptions::new().progress_callback(&mut progress);
     let tree = parser.parse_with_options(&mut input, None, Some(options));
     match tree {
@@ -36,7 +45,10 @@ pub(crate) fn parse(language: Language, path: &str, source: &str, limit: Duratio
             path: path.to_owned(),
             limit_ms: u64::try_from(limit.as_millis()).unwrap_or(u64::MAX),
         }),
-        None => Err(AnalysisError::Parser { language: language.name(), message: "parser returned no tree".to_owned() }),
+        None => Err(AnalysisError::Parser {
+            language: language.name(),
+            message: "parser returned no tree".to_owned(),
+        }),
     }
 }
 

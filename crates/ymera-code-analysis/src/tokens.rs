@@ -27,7 +27,10 @@ pub(crate) struct Token<'s> {
 }
 
 pub(crate) fn is_comment_kind(kind: &str) -> bool {
-    matches!(kind, "comment" | "line_comment" | "block_comment" | "html_comment")
+    matches!(
+        kind,
+        "comment" | "line_comment" | "block_comment" | "html_comment"
+    )
 }
 
 pub(crate) fn is_string_kind(language: Language, kind: &str) -> bool {
@@ -35,8 +38,14 @@ pub(crate) fn is_string_kind(language: Language, kind: &str) -> bool {
         Language::Python => matches!(kind, "string"),
         Language::JavaScript => matches!(kind, "string" | "template_string" | "regex"),
         Language::Java => matches!(kind, "string_literal" | "character_literal" | "text_block"),
-        Language::Go => matches!(kind, "interpreted_string_literal" | "raw_string_literal" | "rune_literal"),
-        Language::Rust => matches!(kind, "string_literal" | "raw_string_literal" | "char_literal"),
+        Language::Go => matches!(
+            kind,
+            "interpreted_string_literal" | "raw_string_literal" | "rune_literal"
+        ),
+        Language::Rust => matches!(
+            kind,
+            "string_literal" | "raw_string_literal" | "char_literal"
+        ),
     }
 }
 
@@ -75,7 +84,9 @@ pub(crate) fn tokens<'s>(language: Language, syntax: &Syntax<'s>) -> Vec<Token<'
             TokenKind::Punct
         };
         // Java: the `?` of a wildcard (`List<?>`) is lizard's generic token.
-        let exempt = language == Language::Java && text == "?" && node.parent().is_some_and(|p| p.kind() == "wildcard");
+        let exempt = language == Language::Java
+            && text == "?"
+            && node.parent().is_some_and(|p| p.kind() == "wildcard");
         raw.push(Token {
             text,
             kind,
@@ -100,7 +111,9 @@ fn exempt_binding_candidates(tokens: &mut [Token<'_>]) {
     let mut i = 1;
     while i < tokens.len() {
         let opens = tokens.get(i).is_some_and(|t| t.text == "(")
-            && tokens.get(i - 1).is_some_and(|t| t.text == "=" || t.text == ":");
+            && tokens
+                .get(i - 1)
+                .is_some_and(|t| t.text == "=" || t.text == ":");
         if !opens {
             i += 1;
             continue;
@@ -127,7 +140,11 @@ fn exempt_binding_candidates(tokens: &mut [Token<'_>]) {
 
 /// Joins adjacent punctuation leaves and splits the run again with lizard's
 /// combined-symbol table.
-fn resplit_operator_runs<'s>(language: Language, source: &'s str, raw: Vec<Token<'s>>) -> Vec<Token<'s>> {
+fn resplit_operator_runs<'s>(
+    language: Language,
+    source: &'s str,
+    raw: Vec<Token<'s>>,
+) -> Vec<Token<'s>> {
     let mut out = Vec::with_capacity(raw.len());
     let mut i = 0;
     while i < raw.len() {
@@ -141,7 +158,10 @@ fn resplit_operator_runs<'s>(language: Language, source: &'s str, raw: Vec<Token
         let mut end = first.end_byte;
         let mut j = i + 1;
         while let Some(next) = raw.get(j) {
-            if next.kind == TokenKind::Punct && next.start_byte == end && next.start_row == first.start_row {
+            if next.kind == TokenKind::Punct
+                && next.start_byte == end
+                && next.start_row == first.start_row
+            {
                 end = next.end_byte;
                 j += 1;
             } else {
@@ -149,12 +169,21 @@ fn resplit_operator_runs<'s>(language: Language, source: &'s str, raw: Vec<Token
             }
         }
         let run = source.get(start..end).unwrap_or("");
-        let exempt_at: Vec<usize> = raw.get(i..j).unwrap_or(&[]).iter().filter(|t| t.exempt).map(|t| t.start_byte).collect();
+        let exempt_at: Vec<usize> = raw
+            .get(i..j)
+            .unwrap_or(&[])
+            .iter()
+            .filter(|t| t.exempt)
+            .map(|t| t.start_byte)
+            .collect();
         let mut offset = 0;
         while offset < run.len() {
             let rest = run.get(offset..).unwrap_or("");
             let len = symbol_len(language, rest).max(1);
-            let len = (offset + len..=run.len()).find(|e| run.is_char_boundary(*e)).unwrap_or(run.len()) - offset;
+            let len = (offset + len..=run.len())
+                .find(|e| run.is_char_boundary(*e))
+                .unwrap_or(run.len())
+                - offset;
             out.push(Token {
                 text: run.get(offset..offset + len).unwrap_or(""),
                 kind: TokenKind::Punct,
@@ -172,8 +201,8 @@ fn resplit_operator_runs<'s>(language: Language, source: &'s str, raw: Vec<Token
 }
 
 const COMBINED: [&str; 26] = [
-    "<<=", ">>=", "||", "&&", "===", "!==", "==", "!=", "<=", ">=", "->", "=>", "++", "--", "+=", "-=", "+", "-",
-    "*", "/", "*=", "/=", "^=", "&=", "|=", "...",
+    "<<=", ">>=", "||", "&&", "===", "!==", "==", "!=", "<=", ">=", "->", "=>", "++", "--", "+=",
+    "-=", "+", "-", "*", "/", "*=", "/=", "^=", "&=", "|=", "...",
 ];
 
 /// Length of the symbol lizard's tokenizer takes at the start of `rest`.
@@ -202,9 +231,21 @@ fn symbol_len(language: Language, rest: &str) -> usize {
 /// The tokens lizard counts as decision points, per language.
 pub(crate) fn is_condition(language: Language, text: &str) -> bool {
     match language {
-        Language::Python => matches!(text, "if" | "elif" | "for" | "while" | "except" | "finally" | "and" | "or" | "case"),
-        Language::JavaScript => matches!(text, "if" | "for" | "while" | "catch" | "&&" | "||" | "??" | "case" | "?"),
-        Language::Java | Language::Go => matches!(text, "if" | "for" | "while" | "catch" | "&&" | "||" | "case" | "?"),
-        Language::Rust => matches!(text, "if" | "for" | "while" | "catch" | "where" | "&&" | "||" | "?"),
+        Language::Python => matches!(
+            text,
+            "if" | "elif" | "for" | "while" | "except" | "finally" | "and" | "or" | "case"
+        ),
+        Language::JavaScript => matches!(
+            text,
+            "if" | "for" | "while" | "catch" | "&&" | "||" | "??" | "case" | "?"
+        ),
+        Language::Java | Language::Go => matches!(
+            text,
+            "if" | "for" | "while" | "catch" | "&&" | "||" | "case" | "?"
+        ),
+        Language::Rust => matches!(
+            text,
+            "if" | "for" | "while" | "catch" | "where" | "&&" | "||" | "?"
+        ),
     }
 }

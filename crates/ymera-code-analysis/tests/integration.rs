@@ -1,5 +1,7 @@
 //! The one integration-test binary of ymera-code-analysis (DESIGN §7).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
+
 #[path = "integration/common.rs"]
 mod common;
 #[path = "integration/limits.rs"]

@@ -26,8 +26,18 @@ pub(super) fn check_node(ctx: &mut Ctx<'_, '_>, node: Node<'_>) {
     if is_function_kind(ctx.language, kind) && is_empty_function(ctx, node) {
         ctx.hit("SMELL001", node.child_by_field_name("name").unwrap_or(node));
     }
-    if is_control_kind(ctx.language, kind) && !is_else_if(ctx.language, node) && nesting_depth(ctx.language, node) == MAX_NESTING + 1 {
-        ctx.hit_msg("SMELL008", node, format!("Control flow nested {} levels deep (more than {MAX_NESTING}).", MAX_NESTING + 1));
+    if is_control_kind(ctx.language, kind)
+        && !is_else_if(ctx.language, node)
+        && nesting_depth(ctx.language, node) == MAX_NESTING + 1
+    {
+        ctx.hit_msg(
+            "SMELL008",
+            node,
+            format!(
+                "Control flow nested {} levels deep (more than {MAX_NESTING}).",
+                MAX_NESTING + 1
+            ),
+        );
     }
 }
 
@@ -38,17 +48,30 @@ pub(super) fn check_functions(ctx: &mut Ctx<'_, '_>, metrics: &FileMetrics<'_>) 
             ctx.hit_msg(
                 "SMELL005",
                 at,
-                format!("`{}` has {} parameters (more than {MAX_PARAMETERS}).", f.qualified_name, f.parameter_count),
+                format!(
+                    "`{}` has {} parameters (more than {MAX_PARAMETERS}).",
+                    f.qualified_name, f.parameter_count
+                ),
             );
         }
         if f.nloc > MAX_NLOC {
-            ctx.hit_msg("SMELL006", at, format!("`{}` has {} lines of code (more than {MAX_NLOC}).", f.qualified_name, f.nloc));
+            ctx.hit_msg(
+                "SMELL006",
+                at,
+                format!(
+                    "`{}` has {} lines of code (more than {MAX_NLOC}).",
+                    f.qualified_name, f.nloc
+                ),
+            );
         }
         if f.ccn > MAX_CCN {
             ctx.hit_msg(
                 "SMELL007",
                 at,
-                format!("`{}` has cyclomatic complexity {} (rank {}; more than {MAX_CCN}).", f.qualified_name, f.ccn, f.rank),
+                format!(
+                    "`{}` has cyclomatic complexity {} (rank {}; more than {MAX_CCN}).",
+                    f.qualified_name, f.ccn, f.rank
+                ),
             );
         }
     }
@@ -58,29 +81,42 @@ fn has_word(text: &str, word: &str) -> bool {
     text.match_indices(word).any(|(at, _)| {
         let before = text.get(..at).and_then(|s| s.chars().next_back());
         let after = text.get(at + word.len()..).and_then(|s| s.chars().next());
-        !before.is_some_and(|c| c.is_alphanumeric() || c == '_') && !after.is_some_and(|c| c.is_alphanumeric() || c == '_')
+        !before.is_some_and(|c| c.is_alphanumeric() || c == '_')
+            && !after.is_some_and(|c| c.is_alphanumeric() || c == '_')
     })
 }
 
 fn is_empty_function(ctx: &Ctx<'_, '_>, node: Node<'_>) -> bool {
-    let Some(body) = node.child_by_field_name("body") else { return false };
-    let statements: Vec<Node<'_>> = named_children(body).into_iter().filter(|c| !is_comment_kind(c.kind())).collect();
+    let Some(body) = node.child_by_field_name("body") else {
+        return false;
+    };
+    let statements: Vec<Node<'_>> = named_children(body)
+        .into_iter()
+        .filter(|c| !is_comment_kind(c.kind()))
+        .collect();
     match ctx.language {
         Language::Python => {
             !statements.is_empty()
                 && statements.iter().any(|s| s.kind() == "pass_statement")
                 && statements.iter().all(|s| {
                     s.kind() == "pass_statement"
-                        || (s.kind() == "expression_statement" && named_children(*s).iter().all(|e| e.kind() == "string"))
+                        || (s.kind() == "expression_statement"
+                            && named_children(*s).iter().all(|e| e.kind() == "string"))
                 })
         }
         Language::JavaScript => {
-            matches!(node.kind(), "function_declaration" | "method_definition" | "generator_function_declaration")
-                && body.kind() == "statement_block"
+            matches!(
+                node.kind(),
+                "function_declaration" | "method_definition" | "generator_function_declaration"
+            ) && body.kind() == "statement_block"
                 && statements.is_empty()
-                && node.child_by_field_name("name").is_none_or(|n| ctx.text(n) != "constructor")
+                && node
+                    .child_by_field_name("name")
+                    .is_none_or(|n| ctx.text(n) != "constructor")
         }
-        Language::Java => node.kind() == "method_declaration" && body.kind() == "block" && statements.is_empty(),
+        Language::Java => {
+            node.kind() == "method_declaration" && body.kind() == "block" && statements.is_empty()
+        }
         Language::Go => node.kind() != "func_literal" && statements.is_empty(),
         Language::Rust => statements.is_empty(),
     }
@@ -89,11 +125,25 @@ fn is_empty_function(ctx: &Ctx<'_, '_>, node: Node<'_>) -> bool {
 fn is_control_kind(language: Language, kind: &str) -> bool {
     match language {
         Language::Python => {
-            matches!(kind, "if_statement" | "for_statement" | "while_statement" | "try_statement" | "with_statement" | "match_statement")
+            matches!(
+                kind,
+                "if_statement"
+                    | "for_statement"
+                    | "while_statement"
+                    | "try_statement"
+                    | "with_statement"
+                    | "match_statement"
+            )
         }
         Language::JavaScript => matches!(
             kind,
-            "if_statement" | "for_statement" | "for_in_statement" | "while_statement" | "do_statement" | "try_statement" | "switch_statement"
+            "if_statement"
+                | "for_statement"
+                | "for_in_statement"
+                | "while_statement"
+                | "do_statement"
+                | "try_statement"
+                | "switch_statement"
         ),
         Language::Java => matches!(
             kind,
@@ -108,10 +158,21 @@ fn is_control_kind(language: Language, kind: &str) -> bool {
         ),
         Language::Go => matches!(
             kind,
-            "if_statement" | "for_statement" | "expression_switch_statement" | "type_switch_statement" | "select_statement"
+            "if_statement"
+                | "for_statement"
+                | "expression_switch_statement"
+                | "type_switch_statement"
+                | "select_statement"
         ),
         Language::Rust => {
-            matches!(kind, "if_expression" | "for_expression" | "while_expression" | "loop_expression" | "match_expression")
+            matches!(
+                kind,
+                "if_expression"
+                    | "for_expression"
+                    | "while_expression"
+                    | "loop_expression"
+                    | "match_expression"
+            )
         }
     }
 }
@@ -123,7 +184,10 @@ fn is_if_kind(kind: &str) -> bool {
 /// `else if` continues a chain; it does not nest.
 fn is_else_if(language: Language, node: Node<'_>) -> bool {
     let _ = language;
-    is_if_kind(node.kind()) && node.parent().is_some_and(|p| p.kind() == "else_clause" || is_if_kind(p.kind()))
+    is_if_kind(node.kind())
+        && node
+            .parent()
+            .is_some_and(|p| p.kind() == "else_clause" || is_if_kind(p.kind()))
 }
 
 fn nesting_depth(language: Language, node: Node<'_>) -> usize {

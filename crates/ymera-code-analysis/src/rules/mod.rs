@@ -85,10 +85,19 @@ impl<'t> Ctx<'_, 't> {
 pub(crate) fn is_loop_kind(language: Language, kind: &str) -> bool {
     match language {
         Language::Python => matches!(kind, "for_statement" | "while_statement"),
-        Language::JavaScript => matches!(kind, "for_statement" | "for_in_statement" | "while_statement" | "do_statement"),
-        Language::Java => matches!(kind, "for_statement" | "enhanced_for_statement" | "while_statement" | "do_statement"),
+        Language::JavaScript => matches!(
+            kind,
+            "for_statement" | "for_in_statement" | "while_statement" | "do_statement"
+        ),
+        Language::Java => matches!(
+            kind,
+            "for_statement" | "enhanced_for_statement" | "while_statement" | "do_statement"
+        ),
         Language::Go => kind == "for_statement",
-        Language::Rust => matches!(kind, "for_expression" | "while_expression" | "loop_expression"),
+        Language::Rust => matches!(
+            kind,
+            "for_expression" | "while_expression" | "loop_expression"
+        ),
     }
 }
 
@@ -96,16 +105,30 @@ pub(crate) fn is_loop_kind(language: Language, kind: &str) -> bool {
 pub(crate) fn names_secret(name: &str) -> bool {
     let lower = name.to_ascii_lowercase();
     let last = lower.rsplit(['.', '-']).next().unwrap_or(&lower);
-    ["password", "passwd", "passphrase", "pwd", "secret", "token", "apikey", "api_key", "private_key", "access_key"]
-        .iter()
-        .any(|k| last.contains(k))
+    [
+        "password",
+        "passwd",
+        "passphrase",
+        "pwd",
+        "secret",
+        "token",
+        "apikey",
+        "api_key",
+        "private_key",
+        "access_key",
+    ]
+    .iter()
+    .any(|k| last.contains(k))
         || last == "pass"
 }
 
 /// Whether a string's content reads like an SQL statement.
 pub(crate) fn looks_like_sql(text: &str) -> bool {
     let lower = text.to_ascii_lowercase();
-    let words: Vec<&str> = lower.split(|c: char| !c.is_ascii_alphanumeric() && c != '*').filter(|w| !w.is_empty()).collect();
+    let words: Vec<&str> = lower
+        .split(|c: char| !c.is_ascii_alphanumeric() && c != '*')
+        .filter(|w| !w.is_empty())
+        .collect();
     let has = |w: &str| words.contains(&w);
     let first = words.first().copied().unwrap_or("");
     (matches!(first, "select" | "with") && has("from"))
@@ -129,7 +152,11 @@ fn suppressions(syntax: &Syntax<'_>) -> BTreeMap<usize, BTreeSet<String>> {
             let Some(close) = after.find(']') else { break };
             let ids = after.get(..close).unwrap_or("");
             let row = node.start_position().row;
-            map.entry(row).or_default().extend(ids.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()));
+            map.entry(row).or_default().extend(
+                ids.split(',')
+                    .map(|s| s.trim().to_owned())
+                    .filter(|s| !s.is_empty()),
+            );
             rest = after.get(close..).unwrap_or("");
         }
     }
@@ -137,12 +164,25 @@ fn suppressions(syntax: &Syntax<'_>) -> BTreeMap<usize, BTreeSet<String>> {
 }
 
 fn utf16_column(source: &str, line_start: usize, byte: usize) -> usize {
-    source.get(line_start..byte).map_or(byte.saturating_sub(line_start), |s| s.encode_utf16().count()) + 1
+    source
+        .get(line_start..byte)
+        .map_or(byte.saturating_sub(line_start), |s| {
+            s.encode_utf16().count()
+        })
+        + 1
 }
 
 /// Runs every rule of the language over a parsed file.
-pub(crate) fn check(language: Language, syntax: &Syntax<'_>, metrics: &FileMetrics<'_>) -> Vec<Finding> {
-    let mut ctx = Ctx { language, syntax, hits: Vec::new() };
+pub(crate) fn check(
+    language: Language,
+    syntax: &Syntax<'_>,
+    metrics: &FileMetrics<'_>,
+) -> Vec<Finding> {
+    let mut ctx = Ctx {
+        language,
+        syntax,
+        hits: Vec::new(),
+    };
     for node in &syntax.nodes {
         match language {
             Language::Python => python::check(&mut ctx, *node),
@@ -165,10 +205,15 @@ pub(crate) fn check(language: Language, syntax: &Syntax<'_>, metrics: &FileMetri
         if !seen.insert((hit.rule, hit.start_byte)) {
             continue;
         }
-        if ignored.get(&hit.row).is_some_and(|ids| ids.contains(hit.rule) || ids.contains("*")) {
+        if ignored
+            .get(&hit.row)
+            .is_some_and(|ids| ids.contains(hit.rule) || ids.contains("*"))
+        {
             continue;
         }
-        let Some(info) = catalogue::rule(hit.rule) else { continue };
+        let Some(info) = catalogue::rule(hit.rule) else {
+            continue;
+        };
         let line_start = hit.start_byte.saturating_sub(hit.column_byte);
         findings.push(Finding {
             rule_id: info.id.to_owned(),
@@ -181,7 +226,10 @@ pub(crate) fn check(language: Language, syntax: &Syntax<'_>, metrics: &FileMetri
             line: hit.row + 1,
             column: utf16_column(source, line_start, hit.start_byte),
             end_line: hit.end_row + 1,
-            snippet: lines.get(hit.row).map(|l| l.trim().chars().take(200).collect()).unwrap_or_default(),
+            snippet: lines
+                .get(hit.row)
+                .map(|l| l.trim().chars().take(200).collect())
+                .unwrap_or_default(),
         });
     }
     findings

@@ -5,7 +5,9 @@ use tree_sitter::Node;
 use super::{Ctx, looks_like_sql, names_secret};
 use crate::syntax::{ancestors, descendants, named_children};
 
-const REQUESTS_METHODS: [&str; 8] = ["get", "post", "put", "patch", "delete", "head", "options", "request"];
+const REQUESTS_METHODS: [&str; 8] = [
+    "get", "post", "put", "patch", "delete", "head", "options", "request",
+];
 
 pub(super) fn check(ctx: &mut Ctx<'_, '_>, node: Node<'_>) {
     match node.kind() {
@@ -16,21 +18,30 @@ pub(super) fn check(ctx: &mut Ctx<'_, '_>, node: Node<'_>) {
         "for_statement" => check_range_len(ctx, node),
         "augmented_assignment" => check_concat_in_loop(ctx, node),
         "except_clause" => check_except(ctx, node),
-        "import_from_statement" => {
-            if named_children(node).iter().any(|c| c.kind() == "wildcard_import") {
-                ctx.hit("SMELL004", node);
-            }
+        "import_from_statement"
+            if named_children(node)
+                .iter()
+                .any(|c| c.kind() == "wildcard_import") =>
+        {
+            ctx.hit("SMELL004", node);
         }
         _ => {}
     }
 }
 
 fn keyword_args<'t>(ctx: &Ctx<'_, 't>, call: Node<'t>) -> Vec<(&'t str, Node<'t>)> {
-    let Some(args) = call.child_by_field_name("arguments") else { return Vec::new() };
+    let Some(args) = call.child_by_field_name("arguments") else {
+        return Vec::new();
+    };
     named_children(args)
         .into_iter()
         .filter(|a| a.kind() == "keyword_argument")
-        .filter_map(|a| Some((ctx.text(a.child_by_field_name("name")?), a.child_by_field_name("value")?)))
+        .filter_map(|a| {
+            Some((
+                ctx.text(a.child_by_field_name("name")?),
+                a.child_by_field_name("value")?,
+            ))
+        })
         .collect()
 }
 
@@ -39,7 +50,12 @@ fn positional_args(call: Node<'_>) -> Vec<Node<'_>> {
         .map(|args| {
             named_children(args)
                 .into_iter()
-                .filter(|a| !matches!(a.kind(), "keyword_argument" | "comment" | "list_splat" | "dictionary_splat"))
+                .filter(|a| {
+                    !matches!(
+                        a.kind(),
+                        "keyword_argument" | "comment" | "list_splat" | "dictionary_splat"
+                    )
+                })
                 .collect()
         })
         .unwrap_or_default()
@@ -48,13 +64,20 @@ fn positional_args(call: Node<'_>) -> Vec<Node<'_>> {
 fn string_value<'t>(ctx: &Ctx<'_, 't>, node: Node<'_>) -> Option<&'t str> {
     (node.kind() == "string").then(|| {
         let text = ctx.text(node);
-        text.trim_start_matches(|c: char| c.is_ascii_alphabetic()).trim_matches(|c| c == '"' || c == '\'')
+        text.trim_start_matches(|c: char| c.is_ascii_alphabetic())
+            .trim_matches(|c| c == '"' || c == '\'')
     })
 }
 
 fn check_call(ctx: &mut Ctx<'_, '_>, call: Node<'_>) {
-    let Some(function) = call.child_by_field_name("function") else { return };
-    let name: String = ctx.text(function).chars().filter(|c| !c.is_whitespace()).collect();
+    let Some(function) = call.child_by_field_name("function") else {
+        return;
+    };
+    let name: String = ctx
+        .text(function)
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
     let kwargs = keyword_args(ctx, call);
     let texts: Vec<(&str, &str)> = kwargs.iter().map(|(k, v)| (*k, ctx.text(*v))).collect();
     let kw = |key: &str| texts.iter().find(|(k, _)| *k == key).map(|(_, v)| *v);
@@ -62,27 +85,43 @@ fn check_call(ctx: &mut Ctx<'_, '_>, call: Node<'_>) {
     match name.as_str() {
         "exec" => ctx.hit("B102", call),
         "eval" => ctx.hit("B307", call),
-        "os.system" | "os.popen" | "os.popen2" | "os.popen3" | "os.popen4" | "commands.getoutput" | "commands.getstatusoutput" => {
-            ctx.hit("B605", call)
-        }
-        "pickle.load" | "pickle.loads" | "pickle.Unpickler" | "cPickle.load" | "cPickle.loads" | "dill.load" | "dill.loads" => {
-            ctx.hit("B301", call)
-        }
+        "os.system"
+        | "os.popen"
+        | "os.popen2"
+        | "os.popen3"
+        | "os.popen4"
+        | "commands.getoutput"
+        | "commands.getstatusoutput" => ctx.hit("B605", call),
+        "pickle.load" | "pickle.loads" | "pickle.Unpickler" | "cPickle.load" | "cPickle.loads"
+        | "dill.load" | "dill.loads" => ctx.hit("B301", call),
         "hashlib.md5" | "hashlib.sha1" | "hashlib.new" => {
             let weak = if name == "hashlib.new" {
                 positional_args(call)
                     .first()
                     .and_then(|a| string_value(ctx, *a))
-                    .is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "md5" | "sha1" | "md4" | "md2"))
+                    .is_some_and(|v| {
+                        matches!(
+                            v.to_ascii_lowercase().as_str(),
+                            "md5" | "sha1" | "md4" | "md2"
+                        )
+                    })
             } else {
                 true
             };
             if weak && kw("usedforsecurity") != Some("False") {
-                ctx.hit_msg("B324", call, format!("Use of weak hash {name}() for security."));
+                ctx.hit_msg(
+                    "B324",
+                    call,
+                    format!("Use of weak hash {name}() for security."),
+                );
             }
         }
         "yaml.load" | "yaml.load_all" => {
-            let loader = kw("Loader").map(str::to_owned).or_else(|| positional_args(call).get(1).map(|a| ctx.text(*a).to_owned()));
+            let loader = kw("Loader").map(str::to_owned).or_else(|| {
+                positional_args(call)
+                    .get(1)
+                    .map(|a| ctx.text(*a).to_owned())
+            });
             if !loader.is_some_and(|l| l.contains("SafeLoader") || l.contains("BaseLoader")) {
                 ctx.hit("B506", call);
             }
@@ -92,7 +131,10 @@ fn check_call(ctx: &mut Ctx<'_, '_>, call: Node<'_>) {
     if name.starts_with("subprocess.") && kw("shell") == Some("True") {
         ctx.hit("B602", call);
     }
-    let is_requests = name.strip_prefix("requests.").or_else(|| name.strip_prefix("httpx.")).is_some_and(|m| REQUESTS_METHODS.contains(&m));
+    let is_requests = name
+        .strip_prefix("requests.")
+        .or_else(|| name.strip_prefix("httpx."))
+        .is_some_and(|m| REQUESTS_METHODS.contains(&m));
     if is_requests {
         if kw("verify") == Some("False") {
             ctx.hit("B501", call);
@@ -106,7 +148,11 @@ fn check_call(ctx: &mut Ctx<'_, '_>, call: Node<'_>) {
     }
     for (key, value) in &kwargs {
         if names_secret(key) && string_value(ctx, *value).is_some_and(|v| !v.is_empty()) {
-            ctx.hit_msg("B106", *value, format!("Possible hardcoded password passed as argument {key}."));
+            ctx.hit_msg(
+                "B106",
+                *value,
+                format!("Possible hardcoded password passed as argument {key}."),
+            );
         }
     }
     if matches!(name.as_str(), "re.compile" | "regex.compile") && ctx.in_loop(call) {
@@ -123,12 +169,24 @@ fn check_call(ctx: &mut Ctx<'_, '_>, call: Node<'_>) {
 }
 
 fn check_assignment(ctx: &mut Ctx<'_, '_>, node: Node<'_>) {
-    let (Some(left), Some(right)) = (node.child_by_field_name("left"), node.child_by_field_name("right")) else { return };
+    let (Some(left), Some(right)) = (
+        node.child_by_field_name("left"),
+        node.child_by_field_name("right"),
+    ) else {
+        return;
+    };
     if matches!(left.kind(), "identifier" | "attribute")
         && names_secret(ctx.text(left))
         && string_value(ctx, right).is_some_and(|v| !v.is_empty())
     {
-        ctx.hit_msg("B105", right, format!("Possible hardcoded password assigned to {}.", ctx.text(left)));
+        ctx.hit_msg(
+            "B105",
+            right,
+            format!(
+                "Possible hardcoded password assigned to {}.",
+                ctx.text(left)
+            ),
+        );
     }
     // s = s + "..." inside a loop
     if right.kind() == "binary_operator" && ctx.in_loop(node) {
@@ -149,7 +207,9 @@ fn builds_string(ctx: &Ctx<'_, '_>, node: Node<'_>) -> bool {
     node.kind() == "string"
         || descendants(node).iter().any(|d| {
             d.kind() == "string"
-                || (d.kind() == "call" && d.child_by_field_name("function").is_some_and(|f| matches!(ctx.text(f), "str" | "repr" | "format")))
+                || (d.kind() == "call"
+                    && d.child_by_field_name("function")
+                        .is_some_and(|f| matches!(ctx.text(f), "str" | "repr" | "format")))
         })
 }
 
@@ -164,7 +224,14 @@ fn check_comparison(ctx: &mut Ctx<'_, '_>, node: Node<'_>) {
             && names_secret(ctx.text(name))
             && string_value(ctx, value).is_some_and(|v| !v.is_empty())
         {
-            ctx.hit_msg("B105", value, format!("Possible hardcoded password compared with {}.", ctx.text(name)));
+            ctx.hit_msg(
+                "B105",
+                value,
+                format!(
+                    "Possible hardcoded password compared with {}.",
+                    ctx.text(name)
+                ),
+            );
         }
     }
 }
@@ -174,16 +241,20 @@ fn check_sql_building(ctx: &mut Ctx<'_, '_>, node: Node<'_>) {
     let building = match node.kind() {
         "binary_operator" => {
             let op = node.child_by_field_name("operator").map(|o| ctx.text(o));
-            matches!(op, Some("+" | "%")) && node.parent().is_none_or(|p| p.kind() != "binary_operator")
+            matches!(op, Some("+" | "%"))
+                && node.parent().is_none_or(|p| p.kind() != "binary_operator")
         }
         // f-string with interpolation
-        "string" => named_children(node).iter().any(|c| c.kind() == "interpolation"),
+        "string" => named_children(node)
+            .iter()
+            .any(|c| c.kind() == "interpolation"),
         _ => false,
     };
     let format_call = node.kind() == "string"
         && node.parent().is_some_and(|p| {
             p.kind() == "attribute"
-                && p.child_by_field_name("attribute").is_some_and(|a| ctx.text(a) == "format")
+                && p.child_by_field_name("attribute")
+                    .is_some_and(|a| ctx.text(a) == "format")
                 && p.parent().is_some_and(|c| c.kind() == "call")
         });
     if !building && !format_call {
@@ -192,7 +263,10 @@ fn check_sql_building(ctx: &mut Ctx<'_, '_>, node: Node<'_>) {
     let strings: Vec<Node<'_>> = if node.kind() == "string" {
         vec![node]
     } else {
-        descendants(node).into_iter().filter(|d| d.kind() == "string").collect()
+        descendants(node)
+            .into_iter()
+            .filter(|d| d.kind() == "string")
+            .collect()
     };
     let sql = strings.iter().any(|s| {
         let content: String = named_children(*s)
@@ -203,20 +277,31 @@ fn check_sql_building(ctx: &mut Ctx<'_, '_>, node: Node<'_>) {
             .join(" ");
         looks_like_sql(&content)
     });
-    if sql && !ancestors(node).any(|a| a.kind() == "binary_operator" && node.kind() == "string" && !format_call) {
+    if sql
+        && !ancestors(node)
+            .any(|a| a.kind() == "binary_operator" && node.kind() == "string" && !format_call)
+    {
         ctx.hit("B608", node);
     }
 }
 
 fn check_range_len(ctx: &mut Ctx<'_, '_>, node: Node<'_>) {
-    let Some(right) = node.child_by_field_name("right") else { return };
-    if right.kind() != "call" || right.child_by_field_name("function").is_none_or(|f| ctx.text(f) != "range") {
+    let Some(right) = node.child_by_field_name("right") else {
+        return;
+    };
+    if right.kind() != "call"
+        || right
+            .child_by_field_name("function")
+            .is_none_or(|f| ctx.text(f) != "range")
+    {
         return;
     }
     let args = positional_args(right);
     if args.len() == 1
         && args[0].kind() == "call"
-        && args[0].child_by_field_name("function").is_some_and(|f| ctx.text(f) == "len")
+        && args[0]
+            .child_by_field_name("function")
+            .is_some_and(|f| ctx.text(f) == "len")
     {
         ctx.hit("PERF001", right);
     }
@@ -226,7 +311,9 @@ fn check_concat_in_loop(ctx: &mut Ctx<'_, '_>, node: Node<'_>) {
     let op = node.child_by_field_name("operator").map(|o| ctx.text(o));
     if op == Some("+=")
         && ctx.in_loop(node)
-        && node.child_by_field_name("right").is_some_and(|r| builds_string(ctx, r))
+        && node
+            .child_by_field_name("right")
+            .is_some_and(|r| builds_string(ctx, r))
     {
         ctx.hit("PERF002", node);
     }
@@ -235,13 +322,22 @@ fn check_concat_in_loop(ctx: &mut Ctx<'_, '_>, node: Node<'_>) {
 fn check_except(ctx: &mut Ctx<'_, '_>, node: Node<'_>) {
     let children = named_children(node);
     let body = children.iter().find(|c| c.kind() == "block");
-    let has_type = children.iter().any(|c| c.kind() != "block" && c.kind() != "comment");
+    let has_type = children
+        .iter()
+        .any(|c| c.kind() != "block" && c.kind() != "comment");
     if !has_type {
         ctx.hit("SMELL002", node);
     }
     if let Some(body) = body {
-        let statements: Vec<Node<'_>> = named_children(*body).into_iter().filter(|c| c.kind() != "comment").collect();
-        if !statements.is_empty() && statements.iter().all(|s| matches!(s.kind(), "pass_statement")) {
+        let statements: Vec<Node<'_>> = named_children(*body)
+            .into_iter()
+            .filter(|c| c.kind() != "comment")
+            .collect();
+        if !statements.is_empty()
+            && statements
+                .iter()
+                .all(|s| matches!(s.kind(), "pass_statement"))
+        {
             ctx.hit("SMELL003", node);
         }
     }

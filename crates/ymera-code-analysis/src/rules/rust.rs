@@ -12,7 +12,11 @@ pub(super) fn check(ctx: &mut Ctx<'_, '_>, node: Node<'_>) {
         "use_declaration" => {
             let wildcard = descendants(node).iter().any(|d| d.kind() == "use_wildcard");
             let text = ctx.text(node);
-            if wildcard && !text.contains("super::*") && !text.contains("prelude::*") && !in_test_context(ctx, node) {
+            if wildcard
+                && !text.contains("super::*")
+                && !text.contains("prelude::*")
+                && !in_test_context(ctx, node)
+            {
                 ctx.hit("SMELL004", node);
             }
         }
@@ -21,17 +25,27 @@ pub(super) fn check(ctx: &mut Ctx<'_, '_>, node: Node<'_>) {
 }
 
 fn check_call(ctx: &mut Ctx<'_, '_>, call: Node<'_>) {
-    let Some(function) = call.child_by_field_name("function") else { return };
+    let Some(function) = call.child_by_field_name("function") else {
+        return;
+    };
     if function.kind() == "field_expression" {
         if let Some(field) = function.child_by_field_name("field") {
             let method = ctx.text(field);
             if (method == "unwrap" || method == "expect") && !in_test_context(ctx, call) {
-                ctx.hit_msg("RS003", field, format!(".{method}() panics on error outside tests."));
+                ctx.hit_msg(
+                    "RS003",
+                    field,
+                    format!(".{method}() panics on error outside tests."),
+                );
             }
         }
         return;
     }
-    let name: String = ctx.text(function).chars().filter(|c| !c.is_whitespace()).collect();
+    let name: String = ctx
+        .text(function)
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
     if name.ends_with("Command::new") && is_shell_command(ctx, call) {
         ctx.hit("RS002", call);
     }
@@ -44,27 +58,44 @@ fn check_call(ctx: &mut Ctx<'_, '_>, call: Node<'_>) {
 }
 
 fn string_content<'t>(ctx: &Ctx<'_, 't>, node: Node<'_>) -> Option<&'t str> {
-    matches!(node.kind(), "string_literal" | "raw_string_literal").then(|| ctx.text(node).trim_matches(|c| c == '"' || c == 'r' || c == '#'))
+    matches!(node.kind(), "string_literal" | "raw_string_literal").then(|| {
+        ctx.text(node)
+            .trim_matches(|c| c == '"' || c == 'r' || c == '#')
+    })
 }
 
 /// `Command::new("sh")` whose builder chain passes `"-c"`.
 fn is_shell_command(ctx: &Ctx<'_, '_>, call: Node<'_>) -> bool {
     let program = call
         .child_by_field_name("arguments")
-        .and_then(|a| descendants(a).into_iter().find(|d| d.kind() == "string_literal"))
+        .and_then(|a| {
+            descendants(a)
+                .into_iter()
+                .find(|d| d.kind() == "string_literal")
+        })
         .and_then(|s| string_content(ctx, s));
-    if !program.is_some_and(|p| matches!(p, "sh" | "bash" | "/bin/sh" | "/bin/bash" | "zsh" | "cmd" | "cmd.exe")) {
+    if !program.is_some_and(|p| {
+        matches!(
+            p,
+            "sh" | "bash" | "/bin/sh" | "/bin/bash" | "zsh" | "cmd" | "cmd.exe"
+        )
+    }) {
         return false;
     }
     let mut top = call;
     while let Some(parent) = top.parent() {
-        if matches!(parent.kind(), "call_expression" | "field_expression" | "arguments") {
+        if matches!(
+            parent.kind(),
+            "call_expression" | "field_expression" | "arguments"
+        ) {
             top = parent;
         } else {
             break;
         }
     }
-    descendants(top).iter().any(|d| string_content(ctx, *d).is_some_and(|s| s == "-c" || s.eq_ignore_ascii_case("/c")))
+    descendants(top)
+        .iter()
+        .any(|d| string_content(ctx, *d).is_some_and(|s| s == "-c" || s.eq_ignore_ascii_case("/c")))
 }
 
 fn in_async(node: Node<'_>) -> bool {
@@ -72,9 +103,10 @@ fn in_async(node: Node<'_>) -> bool {
         match a.kind() {
             "async_block" => return true,
             "function_item" => {
-                return children(a)
-                    .iter()
-                    .any(|c| c.kind() == "function_modifiers" && children(*c).iter().any(|m| m.kind() == "async"));
+                return children(a).iter().any(|c| {
+                    c.kind() == "function_modifiers"
+                        && children(*c).iter().any(|m| m.kind() == "async")
+                });
             }
             "closure_expression" => {}
             _ => {}
@@ -103,5 +135,6 @@ fn has_test_attribute(ctx: &Ctx<'_, '_>, item: Node<'_>) -> bool {
 
 /// Inside a `#[test]` function or a `#[cfg(test)]` module.
 fn in_test_context(ctx: &Ctx<'_, '_>, node: Node<'_>) -> bool {
-    ancestors(node).any(|a| matches!(a.kind(), "function_item" | "mod_item") && has_test_attribute(ctx, a))
+    ancestors(node)
+        .any(|a| matches!(a.kind(), "function_item" | "mod_item") && has_test_attribute(ctx, a))
 }

@@ -9,14 +9,26 @@ use crate::common::fixture;
 type Expected = (&'static str, usize, usize, usize, usize, usize);
 
 fn check(file: &str, language: Language, expected: &[Expected]) {
-    let report = analyze_source(file, Some(language), &fixture(&format!("metrics/{file}"))).expect("analyses");
+    let report = analyze_source(file, Some(language), &fixture(&format!("metrics/{file}")))
+        .expect("analyses");
     let mut got: Vec<(String, usize, usize, usize, usize, usize)> = report
         .functions
         .iter()
-        .map(|f| (f.qualified_name.clone(), f.start_line, f.end_line, f.nloc, f.ccn, f.parameter_count))
+        .map(|f| {
+            (
+                f.qualified_name.clone(),
+                f.start_line,
+                f.end_line,
+                f.nloc,
+                f.ccn,
+                f.parameter_count,
+            )
+        })
         .collect();
-    let mut want: Vec<(String, usize, usize, usize, usize, usize)> =
-        expected.iter().map(|e| (e.0.to_owned(), e.1, e.2, e.3, e.4, e.5)).collect();
+    let mut want: Vec<(String, usize, usize, usize, usize, usize)> = expected
+        .iter()
+        .map(|e| (e.0.to_owned(), e.1, e.2, e.3, e.4, e.5))
+        .collect();
     want.sort_by_key(|e| e.1);
     got.sort_by_key(|e| e.1);
     assert_eq!(got, want, "{file}");
@@ -41,13 +53,24 @@ fn javascript_matches_lizard() {
     check(
         "sample.js",
         Language::JavaScript,
-        &[("classify", 1, 16, 16, 8, 2), ("handler", 18, 24, 7, 3, 1), ("Widget.render", 27, 32, 6, 2, 3)],
+        &[
+            ("classify", 1, 16, 16, 8, 2),
+            ("handler", 18, 24, 7, 3, 1),
+            ("Widget.render", 27, 32, 6, 2, 3),
+        ],
     );
 }
 
 #[test]
 fn java_matches_lizard() {
-    check("Sample.java", Language::Java, &[("Sample.score", 4, 18, 15, 6, 2), ("Sample.name", 20, 29, 10, 3, 1)]);
+    check(
+        "Sample.java",
+        Language::Java,
+        &[
+            ("Sample.score", 4, 18, 15, 6, 2),
+            ("Sample.name", 20, 29, 10, 3, 1),
+        ],
+    );
 }
 
 #[test]
@@ -55,7 +78,11 @@ fn go_matches_lizard() {
     check(
         "sample.go",
         Language::Go,
-        &[("Server.Handle", 7, 23, 17, 8, 3), ("Count", 25, 36, 8, 2, 1), ("anonymous__0", 27, 31, 5, 2, 1)],
+        &[
+            ("Server.Handle", 7, 23, 17, 8, 3),
+            ("Count", 25, 36, 8, 2, 1),
+            ("anonymous__0", 27, 31, 5, 2, 1),
+        ],
     );
 }
 
@@ -75,7 +102,8 @@ fn rust_matches_lizard() {
 
 #[test]
 fn file_and_request_totals() {
-    let report = analyze_source("sample.py", None, &fixture("metrics/sample.py")).expect("analyses");
+    let report =
+        analyze_source("sample.py", None, &fixture("metrics/sample.py")).expect("analyses");
     assert_eq!(report.nloc, 27, "lizard's file NLOC");
     assert_eq!(report.summary.function_count, 4);
     assert_eq!(report.summary.total_ccn, 17);
@@ -87,7 +115,19 @@ fn file_and_request_totals() {
 #[test]
 fn ranks_follow_radon() {
     use ymera_code_analysis::rank;
-    let cases = [(1, 'A'), (5, 'A'), (6, 'B'), (10, 'B'), (11, 'C'), (20, 'C'), (21, 'D'), (30, 'D'), (31, 'E'), (40, 'E'), (41, 'F')];
+    let cases = [
+        (1, 'A'),
+        (5, 'A'),
+        (6, 'B'),
+        (10, 'B'),
+        (11, 'C'),
+        (20, 'C'),
+        (21, 'D'),
+        (30, 'D'),
+        (31, 'E'),
+        (40, 'E'),
+        (41, 'F'),
+    ];
     for (ccn, want) in cases {
         assert_eq!(rank(ccn), want, "ccn {ccn}");
     }

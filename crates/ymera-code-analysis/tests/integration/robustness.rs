@@ -21,11 +21,18 @@ impl Rng {
     }
 }
 
-const ALPHABET: &[u8] = b"(){}[]<>;:,.'\"`#/\\*+-=!?&|^%$@ \t\n\rabcdefifelsefordefclassfnfuncmatchcase0123456789_";
+const ALPHABET: &[u8] =
+    b"(){}[]<>;:,.'\"`#/\\*+-=!?&|^%$@ \t\n\rabcdefifelsefordefclassfnfuncmatchcase0123456789_";
 
 fn random_text(rng: &mut Rng, len: usize) -> String {
     let bytes: Vec<u8> = (0..len)
-        .map(|_| if rng.below(4) == 0 { rng.next() as u8 } else { ALPHABET[rng.below(ALPHABET.len())] })
+        .map(|_| {
+            if rng.below(4) == 0 {
+                rng.next() as u8
+            } else {
+                ALPHABET[rng.below(ALPHABET.len())]
+            }
+        })
         .collect();
     String::from_utf8_lossy(&bytes).into_owned()
 }
@@ -66,7 +73,10 @@ fn fixture_for(language: Language) -> String {
 
 fn exercise(language: Language, source: &str) {
     // Generous clock: the machine may be loaded; a timeout would be an Err anyway.
-    let limits = Limits { parse_timeout: std::time::Duration::from_secs(120), ..Limits::default() };
+    let limits = Limits {
+        parse_timeout: std::time::Duration::from_secs(120),
+        ..Limits::default()
+    };
     let report = analyze_file("input", language, source, &limits);
     if let Ok(report) = report {
         for f in &report.functions {

@@ -31,25 +31,53 @@ fn samples() -> Vec<(Language, &'static str, String)> {
     vec![
         s(Py, "B102", "exec(code)\n"),
         s(Py, "B307", "eval(expr)\n"),
-        s(Py, "B602", "import subprocess\nsubprocess.run(cmd, shell=True)\n"),
+        s(
+            Py,
+            "B602",
+            "import subprocess\nsubprocess.run(cmd, shell=True)\n",
+        ),
         s(Py, "B605", "import os\nos.system(cmd)\n"),
         s(Py, "B105", "password = 'hunter2'\n"),
-        s(Py, "B105", "def login(username, password):\n    if password == 'admin123':\n        return True\n    return False\n"),
+        s(
+            Py,
+            "B105",
+            "def login(username, password):\n    if password == 'admin123':\n        return True\n    return False\n",
+        ),
         s(Py, "B106", "connect(user='a', password='hunter2')\n"),
         s(Py, "B301", "import pickle\npickle.loads(data)\n"),
         s(Py, "B324", "import hashlib\nhashlib.md5(data)\n"),
         s(Py, "B506", "import yaml\nyaml.load(text)\n"),
-        s(Py, "B608", "query = 'SELECT * FROM users WHERE id = ' + user_id\n"),
+        s(
+            Py,
+            "B608",
+            "query = 'SELECT * FROM users WHERE id = ' + user_id\n",
+        ),
         s(Py, "B501", "requests.get(url, verify=False, timeout=5)\n"),
         s(Py, "B113", "requests.get(url)\n"),
         s(Py, "B201", "app.run(debug=True)\n"),
-        s(Py, "PERF001", "for i in range(len(items)):\n    print(items[i])\n"),
-        s(Py, "PERF002", "def process_data(data):\n    result = ''\n    for i in range(len(data)):\n        result = result + str(data[i]) + ','\n    return result\n"),
-        s(Py, "PERF003", "for line in lines:\n    re.compile(r'a+').match(line)\n"),
+        s(
+            Py,
+            "PERF001",
+            "for i in range(len(items)):\n    print(items[i])\n",
+        ),
+        s(
+            Py,
+            "PERF002",
+            "def process_data(data):\n    result = ''\n    for i in range(len(data)):\n        result = result + str(data[i]) + ','\n    return result\n",
+        ),
+        s(
+            Py,
+            "PERF003",
+            "for line in lines:\n    re.compile(r'a+').match(line)\n",
+        ),
         s(Py, "PERF004", "async def f():\n    time.sleep(1)\n"),
         s(Py, "SMELL001", "def f():\n    pass\n"),
         s(Py, "SMELL002", "try:\n    go()\nexcept:\n    log()\n"),
-        s(Py, "SMELL003", "try:\n    go()\nexcept ValueError:\n    pass\n"),
+        s(
+            Py,
+            "SMELL003",
+            "try:\n    go()\nexcept ValueError:\n    pass\n",
+        ),
         s(Py, "SMELL004", "from os import *\n"),
         s(Py, "SMELL005", "def f(a, b, c, d, e, g):\n    return a\n"),
         (Py, "SMELL006", long_python_function()),
@@ -59,44 +87,128 @@ fn samples() -> Vec<(Language, &'static str, String)> {
         s(Js, "JS001", "eval(code);\n"),
         s(Js, "JS002", "const f = new Function('a', body);\n"),
         s(Js, "JS003", "el.innerHTML = html;\n"),
-        s(Js, "JS004", "const cp = require('child_process');\ncp.exec('ls ' + dir);\n"),
+        s(
+            Js,
+            "JS004",
+            "const cp = require('child_process');\ncp.exec('ls ' + dir);\n",
+        ),
         s(Js, "JS005", "const apiKey = 'sk-1234567890';\n"),
         s(Js, "PERF002", "for (const x of xs) {\n  s += 'a' + x;\n}\n"),
-        s(Js, "PERF003", "for (const x of xs) {\n  new RegExp('a+').test(x);\n}\n"),
+        s(
+            Js,
+            "PERF003",
+            "for (const x of xs) {\n  new RegExp('a+').test(x);\n}\n",
+        ),
         s(Js, "SMELL001", "function f() {}\n"),
         s(Js, "SMELL003", "try {\n  go();\n} catch (e) {}\n"),
         s(Js, "SMELL009", "let x = 1; // FIXME later\n"),
-        s(Java, "JAVA001", "class A { void f(String c) throws Exception { Runtime.getRuntime().exec(c); } }\n"),
-        s(Java, "JAVA002", "class A { void f(java.sql.Statement s, String id) throws Exception { s.executeQuery(\"SELECT * FROM t WHERE id=\" + id); } }\n"),
-        s(Java, "JAVA003", "class A { void f() throws Exception { java.security.MessageDigest.getInstance(\"MD5\"); } }\n"),
-        s(Java, "JAVA004", "class A { Object f(java.io.InputStream in) throws Exception { return new ObjectInputStream(in).readObject(); } }\n"),
-        s(Java, "PERF002", "class A { String f(String[] xs) { String s = \"\"; for (String x : xs) { s += x + \",\"; } return s; } }\n"),
-        s(Java, "PERF003", "class A { void f(String[] xs) { for (String x : xs) { java.util.regex.Pattern.compile(\"a+\"); } } }\n"),
+        s(
+            Java,
+            "JAVA001",
+            "class A { void f(String c) throws Exception { Runtime.getRuntime().exec(c); } }\n",
+        ),
+        s(
+            Java,
+            "JAVA002",
+            "class A { void f(java.sql.Statement s, String id) throws Exception { s.executeQuery(\"SELECT * FROM t WHERE id=\" + id); } }\n",
+        ),
+        s(
+            Java,
+            "JAVA003",
+            "class A { void f() throws Exception { java.security.MessageDigest.getInstance(\"MD5\"); } }\n",
+        ),
+        s(
+            Java,
+            "JAVA004",
+            "class A { Object f(java.io.InputStream in) throws Exception { return new ObjectInputStream(in).readObject(); } }\n",
+        ),
+        s(
+            Java,
+            "PERF002",
+            "class A { String f(String[] xs) { String s = \"\"; for (String x : xs) { s += x + \",\"; } return s; } }\n",
+        ),
+        s(
+            Java,
+            "PERF003",
+            "class A { void f(String[] xs) { for (String x : xs) { java.util.regex.Pattern.compile(\"a+\"); } } }\n",
+        ),
         s(Java, "SMELL001", "class A { void f() {} }\n"),
-        s(Java, "SMELL003", "class A { void f() { try { g(); } catch (Exception e) { } } }\n"),
+        s(
+            Java,
+            "SMELL003",
+            "class A { void f() { try { g(); } catch (Exception e) { } } }\n",
+        ),
         s(Java, "SMELL004", "import java.util.*;\nclass A {}\n"),
-        s(Go, "GO001", "package p\nimport \"os/exec\"\nfunc f(c string) { exec.Command(\"sh\", \"-c\", c).Run() }\n"),
-        s(Go, "GO002", "package p\nimport \"fmt\"\nfunc f(id string) string { return fmt.Sprintf(\"SELECT * FROM t WHERE id = %s\", id) }\n"),
-        s(Go, "GO003", "package p\nimport \"crypto/md5\"\nfunc f(b []byte) { md5.Sum(b) }\n"),
-        s(Go, "GO004", "package p\nimport \"crypto/tls\"\nvar c = &tls.Config{InsecureSkipVerify: true}\n"),
-        s(Go, "PERF002", "package p\nfunc f(xs []string) string {\n\ts := \"\"\n\tfor _, x := range xs {\n\t\ts += x + \",\"\n\t}\n\treturn s\n}\n"),
-        s(Go, "PERF003", "package p\nimport \"regexp\"\nfunc f(xs []string) {\n\tfor _, x := range xs {\n\t\tregexp.MustCompile(\"a+\").MatchString(x)\n\t}\n}\n"),
+        s(
+            Go,
+            "GO001",
+            "package p\nimport \"os/exec\"\nfunc f(c string) { exec.Command(\"sh\", \"-c\", c).Run() }\n",
+        ),
+        s(
+            Go,
+            "GO002",
+            "package p\nimport \"fmt\"\nfunc f(id string) string { return fmt.Sprintf(\"SELECT * FROM t WHERE id = %s\", id) }\n",
+        ),
+        s(
+            Go,
+            "GO003",
+            "package p\nimport \"crypto/md5\"\nfunc f(b []byte) { md5.Sum(b) }\n",
+        ),
+        s(
+            Go,
+            "GO004",
+            "package p\nimport \"crypto/tls\"\nvar c = &tls.Config{InsecureSkipVerify: true}\n",
+        ),
+        s(
+            Go,
+            "PERF002",
+            "package p\nfunc f(xs []string) string {\n\ts := \"\"\n\tfor _, x := range xs {\n\t\ts += x + \",\"\n\t}\n\treturn s\n}\n",
+        ),
+        s(
+            Go,
+            "PERF003",
+            "package p\nimport \"regexp\"\nfunc f(xs []string) {\n\tfor _, x := range xs {\n\t\tregexp.MustCompile(\"a+\").MatchString(x)\n\t}\n}\n",
+        ),
         s(Go, "SMELL001", "package p\nfunc f() {}\n"),
-        s(Go, "SMELL004", "package p\nimport . \"fmt\"\nfunc f() { Println() }\n"),
+        s(
+            Go,
+            "SMELL004",
+            "package p\nimport . \"fmt\"\nfunc f() { Println() }\n",
+        ),
         s(Rs, "RS001", "fn f(p: *const u8) -> u8 { unsafe { *p } }\n"),
-        s(Rs, "RS002", "use std::process::Command;\nfn f(c: &str) { Command::new(\"sh\").arg(\"-c\").arg(c).status().ok(); }\n"),
+        s(
+            Rs,
+            "RS002",
+            "use std::process::Command;\nfn f(c: &str) { Command::new(\"sh\").arg(\"-c\").arg(c).status().ok(); }\n",
+        ),
         s(Rs, "RS003", "fn f(x: Option<u8>) -> u8 { x.unwrap() }\n"),
-        s(Rs, "PERF003", "fn f(xs: &[&str]) { for x in xs { regex::Regex::new(\"a+\").ok(); } }\n"),
-        s(Rs, "PERF004", "async fn f() { std::thread::sleep(std::time::Duration::from_secs(1)); }\n"),
+        s(
+            Rs,
+            "PERF003",
+            "fn f(xs: &[&str]) { for x in xs { regex::Regex::new(\"a+\").ok(); } }\n",
+        ),
+        s(
+            Rs,
+            "PERF004",
+            "async fn f() { std::thread::sleep(std::time::Duration::from_secs(1)); }\n",
+        ),
         s(Rs, "SMELL001", "fn f() {}\n"),
-        s(Rs, "SMELL004", "use std::collections::*;\nfn f() -> u8 { 1 }\n"),
+        s(
+            Rs,
+            "SMELL004",
+            "use std::collections::*;\nfn f() -> u8 { 1 }\n",
+        ),
     ]
 }
 
 /// The same text as a string literal and as comments, in the language.
 fn inert(language: Language, code: &str, with_comments: bool) -> String {
     let literal = serde_json::to_string(code).expect("json string");
-    let comment = |prefix: &str| code.lines().map(|l| format!("{prefix} {l}\n")).collect::<String>();
+    let comment = |prefix: &str| {
+        code.lines()
+            .map(|l| format!("{prefix} {l}\n"))
+            .collect::<String>()
+    };
     let comments = if with_comments {
         match language {
             Language::Python => comment("#"),
@@ -108,7 +220,9 @@ fn inert(language: Language, code: &str, with_comments: bool) -> String {
     match language {
         Language::Python => format!("snippet_text = {literal}\n{comments}"),
         Language::JavaScript => format!("const snippetText = {literal};\n{comments}"),
-        Language::Java => format!("class Holder {{\n    String snippetText = {literal};\n{comments}}}\n"),
+        Language::Java => {
+            format!("class Holder {{\n    String snippetText = {literal};\n{comments}}}\n")
+        }
         Language::Go => format!("package p\n\nvar snippetText = {literal}\n{comments}"),
         Language::Rust => format!("const SNIPPET_TEXT: &str = {literal};\n{comments}"),
     }
@@ -118,8 +232,16 @@ fn inert(language: Language, code: &str, with_comments: bool) -> String {
 fn every_rule_fires_on_its_positive_sample() {
     for (language, id, code) in samples() {
         let report = analyze(language, &code);
-        assert!(rule_ids(&report).iter().any(|r| r == id), "{id} ({language}) did not fire on:\n{code}\ngot {:?}", rule_ids(&report));
-        let finding = report.findings.iter().find(|f| f.rule_id == id).expect("found");
+        assert!(
+            rule_ids(&report).iter().any(|r| r == id),
+            "{id} ({language}) did not fire on:\n{code}\ngot {:?}",
+            rule_ids(&report)
+        );
+        let finding = report
+            .findings
+            .iter()
+            .find(|f| f.rule_id == id)
+            .expect("found");
         assert!(finding.line >= 1 && finding.column >= 1);
         assert!(!finding.message.is_empty() && !finding.suggestion.is_empty());
     }
@@ -131,7 +253,11 @@ fn no_rule_fires_inside_strings_or_comments() {
         // The TODO rule is about comments: only the string form must stay quiet.
         let text = inert(language, &code, id != "SMELL009");
         let report = analyze(language, &text);
-        assert!(report.findings.is_empty(), "{id} ({language}) fired on inert text:\n{text}\ngot {:?}", rule_ids(&report));
+        assert!(
+            report.findings.is_empty(),
+            "{id} ({language}) fired on inert text:\n{text}\ngot {:?}",
+            rule_ids(&report)
+        );
     }
 }
 
@@ -139,9 +265,17 @@ fn no_rule_fires_inside_strings_or_comments() {
 fn every_catalogued_rule_has_a_sample() {
     let sampled: Vec<&str> = samples().iter().map(|s| s.1).collect();
     for rule in rules() {
-        assert!(sampled.contains(&rule.id), "rule {} has no positive sample", rule.id);
+        assert!(
+            sampled.contains(&rule.id),
+            "rule {} has no positive sample",
+            rule.id
+        );
     }
-    assert!(rules().len() >= 30, "at least 30 rules, got {}", rules().len());
+    assert!(
+        rules().len() >= 30,
+        "at least 30 rules, got {}",
+        rules().len()
+    );
 }
 
 #[test]
@@ -151,7 +285,10 @@ fn catalogue_ids_are_unique_and_python_security_uses_bandit_ids() {
     let before = ids.len();
     ids.dedup();
     assert_eq!(before, ids.len());
-    for id in ["B102", "B307", "B602", "B605", "B105", "B106", "B301", "B324", "B506", "B608", "B501", "B113", "B201"] {
+    for id in [
+        "B102", "B307", "B602", "B605", "B105", "B106", "B301", "B324", "B506", "B608", "B501",
+        "B113", "B201",
+    ] {
         assert!(ids.contains(&id), "{id}");
     }
 }
@@ -164,7 +301,10 @@ fn ignore_comment_suppresses_only_the_named_rule() {
     assert_eq!(rule_ids(&report), vec!["B307"]);
     let report = analyze(Js, "eval(code); // ymera: ignore[JS001]\n");
     assert!(rule_ids(&report).is_empty());
-    let report = analyze(Rs, "fn f(x: Option<u8>) -> u8 { x.unwrap() } // ymera: ignore[RS003]\n");
+    let report = analyze(
+        Rs,
+        "fn f(x: Option<u8>) -> u8 { x.unwrap() } // ymera: ignore[RS003]\n",
+    );
     assert!(rule_ids(&report).is_empty());
 }
 
@@ -178,21 +318,44 @@ fn rust_unwrap_is_fine_in_tests() {
 fn safe_variants_stay_quiet() {
     let quiet = [
         (Py, "import yaml\nyaml.load(text, Loader=yaml.SafeLoader)\n"),
-        (Py, "import hashlib\nhashlib.sha256(data)\nhashlib.md5(data, usedforsecurity=False)\n"),
+        (
+            Py,
+            "import hashlib\nhashlib.sha256(data)\nhashlib.md5(data, usedforsecurity=False)\n",
+        ),
         (Py, "requests.get(url, timeout=5)\n"),
-        (Py, "cursor.execute('SELECT * FROM users WHERE id = %s', (user_id,))\n"),
-        (Go, "package p\nimport \"os/exec\"\nfunc f() { exec.Command(\"ls\", \"-l\").Run() }\n"),
-        (Java, "class A { void f() throws Exception { java.security.MessageDigest.getInstance(\"SHA-256\"); } }\n"),
+        (
+            Py,
+            "cursor.execute('SELECT * FROM users WHERE id = %s', (user_id,))\n",
+        ),
+        (
+            Go,
+            "package p\nimport \"os/exec\"\nfunc f() { exec.Command(\"ls\", \"-l\").Run() }\n",
+        ),
+        (
+            Java,
+            "class A { void f() throws Exception { java.security.MessageDigest.getInstance(\"SHA-256\"); } }\n",
+        ),
     ];
     for (language, code) in quiet {
-        assert!(rule_ids(&analyze(language, code)).is_empty(), "{code}: {:?}", rule_ids(&analyze(language, code)));
+        assert!(
+            rule_ids(&analyze(language, code)).is_empty(),
+            "{code}: {:?}",
+            rule_ids(&analyze(language, code))
+        );
     }
 }
 
 #[test]
 fn findings_carry_cwe_and_positions() {
-    let report = analyze(Py, "import os\n\ndef run(cmd):\n    return os.system(cmd)\n");
-    let finding = report.findings.iter().find(|f| f.rule_id == "B605").expect("B605");
+    let report = analyze(
+        Py,
+        "import os\n\ndef run(cmd):\n    return os.system(cmd)\n",
+    );
+    let finding = report
+        .findings
+        .iter()
+        .find(|f| f.rule_id == "B605")
+        .expect("B605");
     assert_eq!(finding.cwe.as_deref(), Some("CWE-78"));
     assert_eq!((finding.line, finding.column), (4, 12));
 }
