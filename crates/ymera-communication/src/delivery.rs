@@ -1,0 +1,463 @@
+//! Delivery: one durable pull consumer and one worker task per recipient.
+//!
+//! Each worker pulls its recipient's copies in small batches and delivers
+//! them concurrently (up to `COMM_DELIVERY_CONCURRENCY`) as NATS requests to
+//! `agent.<recipient>.inbox`. Recipients never wait for each other: a slow or
+//! failing recipient only occupies its own worker.
+//!
+//! A failed attempt counts on the recipient's circuit breaker and is retried
+//! by a NAK with a full-jitter delay; the last failed attempt moves the copy
+//! to `YMERA_DLQ`. While the circuit is open the worker pulls nothing, and
+//! copies already pulled are NAKed until the circuit's probe time without
+//! spending an attempt (state `deferred`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::AckKind;
+use async_nats::jetstream::consumer::PullConsumer;
+use async_nats::jetstream::message::PublishMessage as Publish;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use rand::Rng;
+use serde_json::json;
+use tokio::sync::Semaphore;
+use ymera_core::Error;
+use ymera_core::envelope::Envelope;
+use ymera_core::error::{ERROR_CODE_HEADER, ERROR_HEADER};
+
+use crate::journal::{self, DeliveryState, DeliveryUpdate};
+use crate::streams::{
+    self, ACCEPTED_AT_HEADER, ATTEMPTS_HEADER, LAST_ERROR_HEADER, MESSAGES_STREAM, RECIPIENT_HEADER,
+};
+use crate::{Communication, MAX_RECIPIENTS_TRACKED};
+
+/// Most copies pulled in one batch.
+const MAX_PULL: usize = 64;
+/// How long one pull waits for copies.
+const PULL_EXPIRES: Duration = Duration::from_secs(1);
+/// How often known consumers are re-listed and backlogs polled.
+const MAINTENANCE_EVERY: Duration = Duration::from_secs(2);
+/// Longest error text stored and published.
+const MAX_ERROR_CHARS: usize = 500;
+
+/// Starts the consumer and worker of `recipient` unless this instance has one.
+pub async fn ensure_worker(comm: &Arc<Communication>, recipient: &str) -> Result<(), Error> {
+    {
+        let workers = comm.workers.lock().unwrap_or_else(|p| p.into_inner());
+        if workers.contains_key(recipient) {
+            return Ok(());
+        }
+        if workers.len() >= MAX_RECIPIENTS_TRACKED {
+            return Err(Error::new(
+                ymera_core::error::ErrorKind::Unavailable,
+                "this instance delivers to the most recipients it can track",
+            )
+            .with_detail("reason", "too_many_recipients"));
+        }
+    }
+    let stream = comm
+        .js
+        .get_stream_no_info(MESSAGES_STREAM)
+        .await
+        .map_err(|_| Error::dependency_down("jetstream"))?;
+    let consumer: PullConsumer = stream
+        .create_consumer(streams::consumer_config(recipient, &comm.settings))
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, recipient, "cannot create the delivery consumer");
+            Error::dependency_down("jetstream")
+        })?;
+    let fresh = {
+        let mut workers = comm.workers.lock().unwrap_or_else(|p| p.into_inner());
+        workers.insert(recipient.to_owned(), ()).is_none()
+    };
+    if fresh {
+        tokio::spawn(worker(comm.clone(), recipient.to_owned(), consumer));
+    }
+    Ok(())
+}
+
+/// Starts workers for every recipient that has a consumer (after a restart,
+/// or copies sent through another instance).
+pub async fn discover_recipients(comm: &Arc<Communication>) {
+    let Ok(stream) = comm.js.get_stream_no_info(MESSAGES_STREAM).await else {
+        return;
+    };
+    let mut names = stream.consumer_names();
+    let mut found = Vec::new();
+    while let Some(name) = names.next().await {
+        match name {
+            Ok(name) => {
+                if let Some(recipient) = streams::recipient_of_consumer(&name) {
+                    found.push(recipient.to_owned());
+                }
+            }
+            Err(err) => {
+                tracing::debug!(error = %err, "listing consumers failed");
+                break;
+            }
+        }
+        if found.len() >= MAX_RECIPIENTS_TRACKED {
+            break;
+        }
+    }
+    for recipient in found {
+        if let Err(err) = ensure_worker(comm, &recipient).await {
+            tracing::debug!(error = %err, recipient, "cannot start a worker");
+        }
+    }
+}
+
+/// Re-lists consumers and polls each recipient's backlog.
+pub async fn maintenance_loop(comm: Arc<Communication>) {
+    loop {
+        tokio::select! {
+            _ = comm.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(MAINTENANCE_EVERY) => {}
+        }
+        discover_recipients(&comm).await;
+        for (recipient, backlog) in poll_backlogs(&comm).await {
+            metrics::gauge!("ymera_comm_backlog", "recipient" => recipient.clone()).set(backlog as f64);
+            let mut map = comm.backlog.lock().unwrap_or_else(|p| p.into_inner());
+            map.insert(recipient, backlog);
+        }
+    }
+}
+
+/// Undelivered copies per recipient this instance knows (pending + in flight).
+pub async fn poll_backlogs(comm: &Communication) -> Vec<(String, u64)> {
+    let recipients: Vec<String> = {
+        let workers = comm.workers.lock().unwrap_or_else(|p| p.into_inner());
+        workers.keys().cloned().collect()
+    };
+    let Ok(stream) = comm.js.get_stream_no_info(MESSAGES_STREAM).await else {
+        return Vec::new();
+    };
+    let mut out = Vec::with_capacity(recipients.len());
+    for recipient in recipients {
+        if let Ok(info) = stream.consumer_info(streams::consumer_name(&recipient)).await {
+            let backlog = info.num_pending + info.num_ack_pending as u64;
+            out.push((recipient, backlog));
+        }
+    }
+    out
+}
+
+async fn worker(comm: Arc<Communication>, recipient: String, consumer: PullConsumer) {
+    let limit = Arc::new(Semaphore::new(comm.settings.delivery_concurrency));
+    let breaker = comm.breakers.get(&recipient);
+    tracing::debug!(recipient, "delivery worker started");
+    loop {
+        if comm.shutdown.is_cancelled() {
+            break;
+        }
+        let wait = breaker.retry_after();
+        if !wait.is_zero() {
+            // Open circuit: leave the copies in JetStream until the probe.
+            tokio::select! {
+                _ = comm.shutdown.cancelled() => break,
+                _ = tokio::time::sleep(wait.min(Duration::from_secs(1))) => {}
+            }
+            continue;
+        }
+        let free = limit.available_permits();
+        if free == 0 {
+            tokio::select! {
+                _ = comm.shutdown.cancelled() => break,
+                permit = limit.acquire() => drop(permit),
+            }
+            continue;
+        }
+        let batch = consumer
+            .batch()
+            .max_messages(free.min(MAX_PULL))
+            .expires(PULL_EXPIRES)
+            .messages()
+            .await;
+        let mut batch = match batch {
+            Ok(batch) => batch,
+            Err(err) => {
+                tracing::debug!(error = %err, recipient, "pull failed; retrying");
+                tokio::select! {
+                    _ = comm.shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                }
+                continue;
+            }
+        };
+        loop {
+            let next = tokio::select! {
+                _ = comm.shutdown.cancelled() => None,
+                next = batch.next() => next,
+            };
+            let Some(message) = next else { break };
+            let message = match message {
+                Ok(message) => message,
+                Err(err) => {
+                    tracing::debug!(error = %err, recipient, "pull ended with an error");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    break;
+                }
+            };
+            let Ok(permit) = limit.clone().acquire_owned().await else {
+                break;
+            };
+            let (comm2, recipient2) = (comm.clone(), recipient.clone());
+            comm.tracker.spawn(async move {
+                handle_copy(&comm2, &recipient2, message).await;
+                drop(permit);
+            });
+        }
+    }
+    tracing::debug!(recipient, "delivery worker stopped");
+}
+
+/// What to do with a copy once it was tried.
+enum Outcome {
+    Ack,
+    Nak(Duration),
+}
+
+async fn handle_copy(comm: &Arc<Communication>, recipient: &str, message: async_nats::jetstream::Message) {
+    let outcome = match decide(comm, recipient, &message).await {
+        Ok(outcome) => outcome,
+        Err(err) => {
+            // The journal could not store the new state: try again later;
+            // delivery is at least once.
+            tracing::warn!(error = %err, recipient, "copy not settled; will be redelivered");
+            Outcome::Nak(Duration::from_secs(1))
+        }
+    };
+    let result = match outcome {
+        Outcome::Ack => message.ack().await,
+        Outcome::Nak(delay) => message.ack_with(AckKind::Nak(Some(delay))).await,
+    };
+    if let Err(err) = result {
+        tracing::debug!(error = %err, recipient, "ack failed; JetStream will redeliver");
+    }
+}
+
+async fn decide(
+    comm: &Arc<Communication>,
+    recipient: &str,
+    message: &async_nats::jetstream::Message,
+) -> Result<Outcome, Error> {
+    let envelope: Envelope = match serde_json::from_slice(&message.payload) {
+        Ok(envelope) => envelope,
+        Err(err) => {
+            tracing::error!(error = %err, recipient, "undecodable copy in YMERA_MESSAGES; dropping it");
+            return Ok(Outcome::Ack);
+        }
+    };
+    let envelope = Arc::new(envelope);
+    let accepted_at = accepted_at(message).unwrap_or(envelope.created_at);
+    let redelivered = message.info().map(|i| i.delivered > 1).unwrap_or(true);
+    let mut attempts = comm.cached_attempts(envelope.id, recipient);
+    if attempts.is_none() && redelivered {
+        match journal::copy_state(comm.journal.pool(), envelope.id, recipient).await {
+            Ok(Some((state, _))) if state.is_final() => return Ok(Outcome::Ack),
+            Ok(Some((_, n))) => attempts = Some(n),
+            Ok(None) => {}
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot read a copy's attempts");
+                return Err(Error::dependency_down("postgres"));
+            }
+        }
+    }
+    let attempts = attempts.unwrap_or(0);
+    let update = |state, attempts, attempted_at, error: Option<String>, latency_ms| DeliveryUpdate {
+        envelope: envelope.clone(),
+        recipient: recipient.to_owned(),
+        state,
+        attempts,
+        attempted_at,
+        error,
+        latency_ms,
+        accepted_at,
+    };
+    if envelope.is_expired_at(Utc::now()) {
+        comm.journal
+            .delivery(update(DeliveryState::Expired, attempts, None, None, None))
+            .await?;
+        comm.stats.expired();
+        comm.cache_attempts(envelope.id, recipient, None);
+        return Ok(Outcome::Ack);
+    }
+    if attempts >= comm.settings.max_attempts {
+        let error = "attempts exhausted".to_owned();
+        return dead_letter(comm, recipient, &envelope, message, attempts, error, accepted_at).await;
+    }
+    let breaker = comm.breakers.get(recipient);
+    let permit = match breaker.try_acquire() {
+        Ok(permit) => permit,
+        Err(open) => {
+            let jitter = Duration::from_millis(rand::rng().random_range(0..500));
+            let delay = open.retry_after.max(Duration::from_millis(200)) + jitter;
+            comm.journal
+                .delivery(update(DeliveryState::Deferred, attempts, None, None, None))
+                .await?;
+            return Ok(Outcome::Nak(delay));
+        }
+    };
+    let attempt = attempts + 1;
+    let attempted_at = Utc::now();
+    match call_inbox(comm, recipient, &message.payload, attempt, &envelope).await {
+        Ok(()) => {
+            permit.success();
+            let latency = (Utc::now() - accepted_at).to_std().unwrap_or_default();
+            let latency_ms = latency.as_secs_f64() * 1000.0;
+            comm.journal
+                .delivery(update(DeliveryState::Delivered, attempt, Some(attempted_at), None, Some(latency_ms)))
+                .await?;
+            comm.stats.delivered(latency);
+            comm.cache_attempts(envelope.id, recipient, None);
+            publish_event(
+                comm,
+                "events.communication.delivered",
+                json!({"id": envelope.id, "recipient": recipient, "sender": envelope.sender,
+                       "attempts": attempt, "latency_ms": latency_ms, "at": Utc::now()}),
+            )
+            .await;
+            Ok(Outcome::Ack)
+        }
+        Err(error) => {
+            permit.failure();
+            comm.stats.failed();
+            if attempt >= comm.settings.max_attempts {
+                return dead_letter(comm, recipient, &envelope, message, attempt, error, accepted_at).await;
+            }
+            let delay = comm.settings.retry_policy().delay(attempt - 1, &mut rand::rng());
+            comm.journal
+                .delivery(update(DeliveryState::Retrying, attempt, Some(attempted_at), Some(error.clone()), None))
+                .await?;
+            comm.cache_attempts(envelope.id, recipient, Some(attempt));
+            publish_event(
+                comm,
+                "events.communication.failed",
+                json!({"id": envelope.id, "recipient": recipient, "attempt": attempt, "error": error,
+                       "retry_in_ms": delay.as_millis() as u64, "at": Utc::now()}),
+            )
+            .await;
+            Ok(Outcome::Nak(delay))
+        }
+    }
+}
+
+fn accepted_at(message: &async_nats::jetstream::Message) -> Option<DateTime<Utc>> {
+    let value = message.headers.as_ref()?.get(ACCEPTED_AT_HEADER)?;
+    DateTime::parse_from_rfc3339(value.as_str())
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// One attempt: a request to the inbox; any reply without an error header
+/// acknowledges the copy.
+async fn call_inbox(
+    comm: &Communication,
+    recipient: &str,
+    body: &Bytes,
+    attempt: u32,
+    envelope: &Envelope,
+) -> Result<(), String> {
+    let mut headers = HeaderMap::new();
+    headers.insert("Ymera-Message-Id", envelope.id.to_string().as_str());
+    headers.insert(ATTEMPTS_HEADER, attempt.to_string().as_str());
+    let request = async_nats::Request::new()
+        .payload(body.clone())
+        .headers(headers)
+        .timeout(Some(comm.settings.inbox_timeout));
+    let reply = comm
+        .client
+        .send_request(format!("agent.{recipient}.inbox"), request)
+        .await
+        .map_err(|e| {
+            use async_nats::RequestErrorKind;
+            match e.kind() {
+                RequestErrorKind::NoResponders => format!("no agent answers on agent.{recipient}.inbox"),
+                RequestErrorKind::TimedOut => format!(
+                    "agent.{recipient}.inbox did not answer within {} ms",
+                    comm.settings.inbox_timeout.as_millis()
+                ),
+                _ => format!("request to agent.{recipient}.inbox failed: {e}"),
+            }
+        })?;
+    if let Some(headers) = &reply.headers {
+        let message = headers.get(ERROR_HEADER).map(|v| v.as_str().to_owned());
+        let code = headers.get(ERROR_CODE_HEADER).map(|v| v.as_str().to_owned());
+        if message.is_some() || code.is_some() {
+            let text = format!(
+                "recipient rejected the message: {} {}",
+                code.unwrap_or_default(),
+                message.unwrap_or_default()
+            );
+            return Err(truncate(&text));
+        }
+    }
+    if let Some(status) = reply.status
+        && status.as_u16() >= 400
+    {
+        return Err(format!("agent.{recipient}.inbox answered with status {status}"));
+    }
+    Ok(())
+}
+
+async fn dead_letter(
+    comm: &Arc<Communication>,
+    recipient: &str,
+    envelope: &Arc<Envelope>,
+    message: &async_nats::jetstream::Message,
+    attempts: u32,
+    error: String,
+    accepted_at: DateTime<Utc>,
+) -> Result<Outcome, Error> {
+    let seq = message.info().map(|i| i.stream_sequence).unwrap_or(0);
+    let publish = Publish::build()
+        .payload(message.payload.clone())
+        .message_id(format!("{}.{recipient}.{seq}", envelope.id))
+        .header(RECIPIENT_HEADER, recipient)
+        .header(ATTEMPTS_HEADER, attempts.to_string().as_str())
+        .header(LAST_ERROR_HEADER, truncate(&error).replace(['\r', '\n'], " ").as_str())
+        .header(ACCEPTED_AT_HEADER, accepted_at.to_rfc3339().as_str());
+    let ack = comm
+        .js
+        .send_publish(streams::dlq_subject(recipient), publish)
+        .await
+        .map_err(|_| Error::dependency_down("jetstream"))?;
+    ack.await.map_err(|_| Error::dependency_down("jetstream"))?;
+    comm.journal
+        .delivery(DeliveryUpdate {
+            envelope: envelope.clone(),
+            recipient: recipient.to_owned(),
+            state: DeliveryState::DeadLettered,
+            attempts,
+            attempted_at: None,
+            error: Some(truncate(&error)),
+            latency_ms: None,
+            accepted_at,
+        })
+        .await?;
+    comm.stats.dead_lettered();
+    comm.cache_attempts(envelope.id, recipient, None);
+    publish_event(
+        comm,
+        "events.communication.dead_lettered",
+        json!({"id": envelope.id, "recipient": recipient, "sender": envelope.sender,
+               "attempts": attempts, "last_error": truncate(&error), "at": Utc::now()}),
+    )
+    .await;
+    Ok(Outcome::Ack)
+}
+
+async fn publish_event(comm: &Communication, subject: &'static str, body: serde_json::Value) {
+    let Ok(bytes) = serde_json::to_vec(&body) else { return };
+    if let Err(err) = comm.client.publish(subject, Bytes::from(bytes)).await {
+        tracing::debug!(error = %err, subject, "event not published");
+    }
+}
+
+fn truncate(text: &str) -> String {
+    text.chars().take(MAX_ERROR_CHARS).collect()
+}

@@ -1,0 +1,218 @@
+//! The communication agent: reliable message routing between agents.
+//!
+//! An agent hands an envelope to `communication.send`; the agent stores one
+//! copy per recipient in the JetStream stream `YMERA_MESSAGES` and answers
+//! only after JetStream acknowledged every copy. Durable pull consumers (one
+//! per recipient, see [`delivery`]) then deliver each copy as a NATS request
+//! to `agent.<recipient>.inbox`, retrying with full-jitter backoff behind a
+//! per-recipient circuit breaker, and dead-letter it to `YMERA_DLQ` after the
+//! last attempt. Every state change is written to PostgreSQL ([`journal`]).
+//!
+//! Invariants:
+//! - a send is answered `accepted` only after JetStream stored every copy;
+//! - a copy is acknowledged to JetStream only after its final state is stored;
+//! - a final state (delivered, dead_lettered, expired) is never overwritten;
+//! - the communication agent never depends on another service's crate.
+
+pub mod api;
+pub mod delivery;
+pub mod journal;
+pub mod send;
+pub mod settings;
+pub mod stats;
+pub mod streams;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::jetstream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use uuid::Uuid;
+use ymera_core::config::ServiceConfig;
+use ymera_core::ratelimit::RateLimiter;
+use ymera_core::resilience::{BreakerRegistry, SystemClock};
+use ymera_core::runtime::{Runtime, RuntimeError, ServiceBuilder};
+
+use crate::journal::Journal;
+use crate::settings::CommSettings;
+use crate::stats::Stats;
+
+/// The micro-service name.
+pub const NAME: &str = "communication";
+/// Most recipients this instance runs delivery workers for.
+pub const MAX_RECIPIENTS_TRACKED: usize = 10_000;
+/// Most attempt counts cached in memory (the journal has the rest).
+const MAX_CACHED_ATTEMPTS: usize = 100_000;
+
+/// Runs the communication agent until shutdown.
+pub async fn run(config: ServiceConfig) -> Result<(), RuntimeError> {
+    let settings = CommSettings::from_env().map_err(|e| RuntimeError::Config {
+        variable: e.variable,
+        reason: e.reason,
+    })?;
+    let runtime = Runtime::start(NAME, config).await?;
+    let comm = Communication::start(&runtime, settings).await?;
+    service(comm).serve(runtime).await
+}
+
+/// The service with its endpoints.
+pub fn service(comm: Arc<Communication>) -> ServiceBuilder {
+    api::endpoints(
+        ServiceBuilder::new(
+            NAME,
+            env!("CARGO_PKG_VERSION"),
+            "Reliable message routing between agents",
+        ),
+        comm,
+    )
+}
+
+/// Shared state of one communication agent instance.
+pub struct Communication {
+    settings: CommSettings,
+    client: async_nats::Client,
+    js: jetstream::Context,
+    journal: Journal,
+    limiter: RateLimiter,
+    breakers: BreakerRegistry,
+    stats: Stats,
+    workers: Mutex<HashMap<String, ()>>,
+    attempts: Mutex<HashMap<(Uuid, String), u32>>,
+    backlog: Mutex<HashMap<String, u64>>,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+}
+
+impl std::fmt::Debug for Communication {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Communication")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Communication {
+    /// Sets up the streams, the journal writer, delivery workers for every
+    /// known recipient and the background jobs. Needs PostgreSQL.
+    pub async fn start(
+        runtime: &Runtime,
+        settings: CommSettings,
+    ) -> Result<Arc<Communication>, RuntimeError> {
+        let pool = runtime.postgres().cloned().ok_or(RuntimeError::Config {
+            variable: "POSTGRES_URL",
+            reason: "the communication agent needs PostgreSQL".into(),
+        })?;
+        let client = runtime.client().clone();
+        let js = jetstream::new(client.clone());
+        let mut last_error = String::new();
+        let mut ready = false;
+        for attempt in 0..20u32 {
+            match streams::ensure_streams(&js, &settings).await {
+                Ok(()) => {
+                    ready = true;
+                    break;
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, attempt, "JetStream not ready");
+                    last_error = err;
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+            }
+        }
+        if !ready {
+            return Err(RuntimeError::Register(format!("JetStream: {last_error}")));
+        }
+        metrics::gauge!("ymera_comm_backlog_capacity").set(f64::from(settings.backlog_limit));
+        let comm = Arc::new(Communication {
+            limiter: RateLimiter::new("ymera:rl:comm:", runtime.redis().cloned()),
+            breakers: BreakerRegistry::new("communication", settings.breaker(), Arc::new(SystemClock)),
+            settings,
+            client,
+            js,
+            journal: Journal::start(pool),
+            stats: Stats::default(),
+            workers: Mutex::new(HashMap::new()),
+            attempts: Mutex::new(HashMap::new()),
+            backlog: Mutex::new(HashMap::new()),
+            tracker: TaskTracker::new(),
+            shutdown: runtime.shutdown_token(),
+        });
+        delivery::discover_recipients(&comm).await;
+        tokio::spawn(delivery::maintenance_loop(comm.clone()));
+        tokio::spawn(retention_loop(comm.clone()));
+        Ok(comm)
+    }
+
+    /// The tunables.
+    pub fn settings(&self) -> &CommSettings {
+        &self.settings
+    }
+
+    /// The journal (PostgreSQL).
+    pub fn journal(&self) -> &Journal {
+        &self.journal
+    }
+
+    /// The counters of this instance.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The per-recipient circuit breakers.
+    pub fn breakers(&self) -> &BreakerRegistry {
+        &self.breakers
+    }
+
+    /// Waits until every delivery in flight has finished (after shutdown).
+    pub async fn wait_idle(&self) {
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+
+    fn cached_attempts(&self, id: Uuid, recipient: &str) -> Option<u32> {
+        let map = self.attempts.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(&(id, recipient.to_owned())).copied()
+    }
+
+    fn cache_attempts(&self, id: Uuid, recipient: &str, attempts: Option<u32>) {
+        let mut map = self.attempts.lock().unwrap_or_else(|p| p.into_inner());
+        match attempts {
+            Some(n) => {
+                if map.len() >= MAX_CACHED_ATTEMPTS {
+                    map.clear();
+                }
+                map.insert((id, recipient.to_owned()), n);
+            }
+            None => {
+                map.remove(&(id, recipient.to_owned()));
+            }
+        }
+    }
+
+    fn known_backlog(&self, recipient: &str) -> u64 {
+        let map = self.backlog.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(recipient).copied().unwrap_or(0)
+    }
+}
+
+async fn retention_loop(comm: Arc<Communication>) {
+    let mut tick = tokio::time::interval(comm.settings.retention_interval);
+    loop {
+        tokio::select! {
+            _ = comm.shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        loop {
+            match journal::archive_older_than(comm.journal.pool(), comm.settings.retention, 5000).await {
+                Ok(0) => break,
+                Ok(n) => tracing::info!(archived = n, "moved old message history to the archive"),
+                Err(err) => {
+                    tracing::warn!(error = %err, "retention job failed");
+                    break;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! `communication.send`: validate, rate-limit, store one copy per recipient
+//! in JetStream, record, answer.
+
+use std::sync::Arc;
+
+use async_nats::jetstream::message::PublishMessage as Publish;
+use bytes::Bytes;
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+use ymera_core::Error;
+use ymera_core::envelope::Envelope;
+use ymera_core::error::ErrorKind;
+
+use crate::Communication;
+use crate::streams::{ACCEPTED_AT_HEADER, message_subject};
+
+/// The answer to a send.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SendReply {
+    /// The message id (assigned when the envelope had none).
+    pub id: Uuid,
+    /// Always `accepted`.
+    pub status: String,
+    /// The recipients a copy was stored for.
+    pub recipients: Vec<String>,
+    /// True when every copy was a resend of a known id inside the duplicate
+    /// window: nothing new will be delivered.
+    #[serde(default)]
+    pub duplicate: bool,
+}
+
+/// Handles one send of a parsed envelope.
+pub async fn send(comm: &Arc<Communication>, envelope: Envelope) -> Result<SendReply, Error> {
+    envelope.validate()?;
+    let decision = comm
+        .limiter
+        .check(&envelope.sender, comm.settings.rate(), 1)
+        .await;
+    if let Err(err) = decision.into_result() {
+        comm.stats.rate_limited();
+        return Err(err);
+    }
+    check_backlog(comm, &envelope)?;
+    for recipient in &envelope.recipients {
+        crate::delivery::ensure_worker(comm, recipient).await?;
+    }
+    let accepted_at = Utc::now();
+    let body = Bytes::from(serde_json::to_vec(&envelope).map_err(Error::internal)?);
+    let mut acks = Vec::with_capacity(envelope.recipients.len());
+    for recipient in &envelope.recipients {
+        let publish = Publish::build()
+            .payload(body.clone())
+            .message_id(format!("{}.{recipient}", envelope.id))
+            .header(ACCEPTED_AT_HEADER, accepted_at.to_rfc3339().as_str());
+        let ack = comm
+            .js
+            .send_publish(message_subject(recipient), publish)
+            .await
+            .map_err(|e| store_error(recipient, &e.to_string()))?;
+        acks.push((recipient, ack));
+    }
+    let mut duplicates = 0;
+    for (recipient, ack) in acks {
+        let ack = ack
+            .await
+            .map_err(|e| store_error(recipient, &e.to_string()))?;
+        if ack.duplicate {
+            duplicates += 1;
+        }
+    }
+    let duplicate = duplicates == envelope.recipients.len();
+    let envelope = Arc::new(envelope);
+    comm.journal.record(envelope.clone(), accepted_at).await?;
+    if duplicate {
+        comm.stats.deduplicated();
+    } else {
+        comm.stats.sent();
+    }
+    Ok(SendReply {
+        id: envelope.id,
+        status: "accepted".into(),
+        recipients: envelope.recipients.clone(),
+        duplicate,
+    })
+}
+
+/// 503 before anything is stored when a recipient's backlog is known full.
+fn check_backlog(comm: &Communication, envelope: &Envelope) -> Result<(), Error> {
+    let limit = u64::from(comm.settings.backlog_limit);
+    for recipient in &envelope.recipients {
+        let backlog = comm.known_backlog(recipient);
+        if backlog >= limit {
+            return Err(backlog_full(recipient, limit));
+        }
+    }
+    Ok(())
+}
+
+fn backlog_full(recipient: &str, limit: u64) -> Error {
+    Error::new(
+        ErrorKind::Unavailable,
+        format!("recipient {recipient} has {limit} undelivered messages, the most allowed; retry later"),
+    )
+    .with_detail("reason", "backlog_full")
+    .with_detail("recipient", recipient)
+    .with_detail("limit", limit)
+}
+
+fn store_error(recipient: &str, message: &str) -> Error {
+    if message.contains("maximum messages per subject") {
+        return Error::new(
+            ErrorKind::Unavailable,
+            format!("recipient {recipient} has the most undelivered messages allowed; retry later"),
+        )
+        .with_detail("reason", "backlog_full")
+        .with_detail("recipient", recipient);
+    }
+    tracing::warn!(error = %message, recipient, "JetStream did not store a copy");
+    Error::dependency_down("jetstream")
+}

@@ -1,0 +1,176 @@
+//! Tunables of the communication agent, read from the environment.
+//!
+//! Every variable is optional; a malformed value stops the process at start
+//! with one line naming it (exit 64), like the shared settings.
+
+use std::time::Duration;
+
+use ymera_core::config::ConfigError;
+use ymera_core::ratelimit::RateLimit;
+use ymera_core::resilience::{BreakerConfig, RetryPolicy};
+
+/// Tunables of routing and delivery.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommSettings {
+    /// Sends allowed per sender per `rate_period` (`COMM_RATE_LIMIT`, default 100).
+    pub rate_limit: u32,
+    /// The rate-limit period (`COMM_RATE_PERIOD_MS`, default 1000).
+    pub rate_period: Duration,
+    /// Delivery attempts per copy before it is dead-lettered (`COMM_MAX_ATTEMPTS`, default 5).
+    pub max_attempts: u32,
+    /// Base of the full-jitter backoff between attempts (`COMM_RETRY_BASE_MS`, default 200).
+    pub retry_base: Duration,
+    /// Cap of one backoff delay (`COMM_RETRY_CAP_MS`, default 30000).
+    pub retry_cap: Duration,
+    /// Undelivered copies allowed per recipient (`COMM_BACKLOG_LIMIT`, default 10000).
+    pub backlog_limit: u32,
+    /// How long a recipient has to answer one inbox request (`COMM_INBOX_TIMEOUT_MS`, default 5000).
+    pub inbox_timeout: Duration,
+    /// JetStream duplicate window for resends of one id (`COMM_DUPLICATE_WINDOW_S`, default 120).
+    pub duplicate_window: Duration,
+    /// Failures in a row that open a recipient's circuit (`COMM_BREAKER_FAILURES`, default 5).
+    pub breaker_failures: u32,
+    /// How long an open circuit stays open before a probe (`COMM_BREAKER_OPEN_MS`, default 30000).
+    pub breaker_open: Duration,
+    /// Copies of one recipient delivered concurrently (`COMM_DELIVERY_CONCURRENCY`, default 32).
+    pub delivery_concurrency: usize,
+    /// History older than this is moved to `message_history_archive` (`COMM_RETENTION_DAYS`, default 30).
+    pub retention: Duration,
+    /// How often the retention job runs (`COMM_RETENTION_INTERVAL_S`, default 3600).
+    pub retention_interval: Duration,
+}
+
+impl Default for CommSettings {
+    fn default() -> Self {
+        CommSettings {
+            rate_limit: 100,
+            rate_period: Duration::from_secs(1),
+            max_attempts: 5,
+            retry_base: Duration::from_millis(200),
+            retry_cap: Duration::from_secs(30),
+            backlog_limit: 10_000,
+            inbox_timeout: Duration::from_secs(5),
+            duplicate_window: Duration::from_secs(120),
+            breaker_failures: 5,
+            breaker_open: Duration::from_secs(30),
+            delivery_concurrency: 32,
+            retention: Duration::from_secs(30 * 86_400),
+            retention_interval: Duration::from_secs(3600),
+        }
+    }
+}
+
+impl CommSettings {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads settings through `lookup`; empty values count as unset.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        let d = CommSettings::default();
+        let num = |name: &'static str, default: u64, min: u64, max: u64| -> Result<u64, ConfigError> {
+            match get(name) {
+                None => Ok(default),
+                Some(text) => match text.trim().parse::<u64>() {
+                    Ok(v) if (min..=max).contains(&v) => Ok(v),
+                    _ => Err(ConfigError {
+                        variable: name,
+                        reason: format!("{text:?} is not a whole number between {min} and {max}"),
+                    }),
+                },
+            }
+        };
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        Ok(CommSettings {
+            rate_limit: u32::try_from(num("COMM_RATE_LIMIT", u64::from(d.rate_limit), 1, 1_000_000)?)
+                .unwrap_or(u32::MAX),
+            rate_period: Duration::from_millis(num("COMM_RATE_PERIOD_MS", ms(d.rate_period), 1, 86_400_000)?),
+            max_attempts: u32::try_from(num("COMM_MAX_ATTEMPTS", u64::from(d.max_attempts), 1, 100)?)
+                .unwrap_or(u32::MAX),
+            retry_base: Duration::from_millis(num("COMM_RETRY_BASE_MS", ms(d.retry_base), 1, 600_000)?),
+            retry_cap: Duration::from_millis(num("COMM_RETRY_CAP_MS", ms(d.retry_cap), 1, 3_600_000)?),
+            backlog_limit: u32::try_from(num("COMM_BACKLOG_LIMIT", u64::from(d.backlog_limit), 1, 10_000_000)?)
+                .unwrap_or(u32::MAX),
+            inbox_timeout: Duration::from_millis(num("COMM_INBOX_TIMEOUT_MS", ms(d.inbox_timeout), 10, 600_000)?),
+            duplicate_window: Duration::from_secs(num(
+                "COMM_DUPLICATE_WINDOW_S",
+                d.duplicate_window.as_secs(),
+                1,
+                7 * 86_400,
+            )?),
+            breaker_failures: u32::try_from(num("COMM_BREAKER_FAILURES", u64::from(d.breaker_failures), 1, 1000)?)
+                .unwrap_or(u32::MAX),
+            breaker_open: Duration::from_millis(num("COMM_BREAKER_OPEN_MS", ms(d.breaker_open), 1, 3_600_000)?),
+            delivery_concurrency: usize::try_from(num(
+                "COMM_DELIVERY_CONCURRENCY",
+                d.delivery_concurrency as u64,
+                1,
+                1024,
+            )?)
+            .unwrap_or(1),
+            retention: Duration::from_secs(
+                num("COMM_RETENTION_DAYS", d.retention.as_secs() / 86_400, 1, 36_500)? * 86_400,
+            ),
+            retention_interval: Duration::from_secs(num(
+                "COMM_RETENTION_INTERVAL_S",
+                d.retention_interval.as_secs(),
+                1,
+                86_400,
+            )?),
+        })
+    }
+
+    /// The per-sender rate limit.
+    pub fn rate(&self) -> RateLimit {
+        RateLimit::new(self.rate_limit, self.rate_period)
+    }
+
+    /// The retry policy between delivery attempts (full jitter).
+    pub fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            base: self.retry_base,
+            cap: self.retry_cap,
+            max_attempts: self.max_attempts,
+            max_elapsed: None,
+            seed: None,
+        }
+    }
+
+    /// The per-recipient circuit breaker settings.
+    pub fn breaker(&self) -> BreakerConfig {
+        BreakerConfig {
+            consecutive_failures: self.breaker_failures,
+            open_duration: self.breaker_open,
+            ..BreakerConfig::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn defaults_and_overrides() {
+        let empty = CommSettings::from_lookup(|_| None).unwrap();
+        assert_eq!(empty, CommSettings::default());
+        let vars: HashMap<&str, &str> =
+            [("COMM_MAX_ATTEMPTS", "3"), ("COMM_BACKLOG_LIMIT", "50")].into();
+        let s = CommSettings::from_lookup(|k| vars.get(k).map(|v| (*v).to_owned())).unwrap();
+        assert_eq!(s.max_attempts, 3);
+        assert_eq!(s.backlog_limit, 50);
+    }
+
+    #[test]
+    fn malformed_values_name_the_variable() {
+        let err = CommSettings::from_lookup(|k| (k == "COMM_RATE_LIMIT").then(|| "lots".into()))
+            .unwrap_err();
+        assert_eq!(err.variable, "COMM_RATE_LIMIT");
+        let err = CommSettings::from_lookup(|k| (k == "COMM_MAX_ATTEMPTS").then(|| "0".into()))
+            .unwrap_err();
+        assert_eq!(err.variable, "COMM_MAX_ATTEMPTS");
+    }
+}

@@ -1,0 +1,130 @@
+//! Acceptance: every accepted message reaches its recipient and ends
+//! `delivered` while, in turn, the recipient, nats-server (kill -9) and the
+//! communication agent itself (runtime dropped) go down mid-run.
+//!
+//! Scaled down from the 10,000 messages to `MESSAGES` per scenario
+//! so the crate's tests stay within a few minutes on a 2-core machine.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use ymera_core::client::ServiceClient;
+
+use crate::common::{
+    Agent, Recipient, client, config, database, envelope, eventually, fast_settings, nats, pool,
+    send_until_accepted, states,
+};
+
+/// Messages per scenario (3 scenarios: 1,800 in all).
+const MESSAGES: usize = 600;
+/// Concurrent senders.
+const SENDERS: usize = 8;
+
+async fn send_many(
+    client: ServiceClient,
+    recipient: &'static str,
+    progress: Arc<AtomicUsize>,
+) -> HashSet<String> {
+    let mut tasks = Vec::new();
+    for s in 0..SENDERS {
+        let (client, progress) = (client.clone(), progress.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for i in 0..MESSAGES / SENDERS {
+                let env = envelope(&format!("sender-{s}"), &[recipient], &format!("m{s}-{i}"));
+                ids.push(send_until_accepted(&client, &env).await);
+                progress.fetch_add(1, Ordering::Relaxed);
+            }
+            ids
+        }));
+    }
+    let mut all = HashSet::new();
+    for task in tasks {
+        all.extend(task.await.unwrap());
+    }
+    all
+}
+
+async fn wait_progress(progress: &AtomicUsize, at_least: usize) {
+    eventually(120, "senders progress", || async {
+        progress.load(Ordering::Relaxed) >= at_least
+    })
+    .await;
+}
+
+async fn assert_all_delivered(recipient: &Recipient, name: &str, db: &str, accepted: &HashSet<String>) {
+    assert_eq!(accepted.len(), MESSAGES);
+    eventually(120, "every accepted id received", || async {
+        recipient.distinct().is_superset(accepted)
+    })
+    .await;
+    assert_eq!(&recipient.distinct(), accepted, "received ids = accepted ids");
+    let pool = pool(db).await;
+    eventually(120, "every copy recorded delivered", || async {
+        states(&pool, name).await.get("delivered").copied() == Some(MESSAGES as i64)
+    })
+    .await;
+    let states = states(&pool, name).await;
+    assert_eq!(states.len(), 1, "only delivered copies: {states:?}");
+    let statuses: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM message_history WHERE status = 'delivered' AND recipients @> jsonb_build_array($1::text)",
+    )
+    .bind(name)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(statuses, MESSAGES as i64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recipient_outage_loses_nothing() {
+    let nats = nats();
+    let db = database();
+    let _agent = Agent::start(config(&nats, &db), fast_settings()).await;
+    let client = client(&nats.url()).await;
+    let mut recipient = Recipient::start(&nats.url(), "outage-recipient", false).await;
+    let progress = Arc::new(AtomicUsize::new(0));
+    let sender = tokio::spawn(send_many(client, "outage-recipient", progress.clone()));
+    wait_progress(&progress, MESSAGES / 3).await;
+    recipient.down().await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    recipient.up().await;
+    let accepted = sender.await.unwrap();
+    assert_all_delivered(&recipient, "outage-recipient", &db, &accepted).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_server_crash_loses_nothing() {
+    let mut nats = nats();
+    let db = database();
+    let _agent = Agent::start(config(&nats, &db), fast_settings()).await;
+    let client = client(&nats.url()).await;
+    let recipient = Recipient::start(&nats.url(), "crash-nats", false).await;
+    let progress = Arc::new(AtomicUsize::new(0));
+    let sender = tokio::spawn(send_many(client, "crash-nats", progress.clone()));
+    wait_progress(&progress, MESSAGES / 3).await;
+    nats.kill().unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    nats.restart().unwrap();
+    let accepted = sender.await.unwrap();
+    assert_all_delivered(&recipient, "crash-nats", &db, &accepted).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_crash_loses_nothing() {
+    let nats = nats();
+    let db = database();
+    let agent = Agent::start(config(&nats, &db), fast_settings()).await;
+    let client = client(&nats.url()).await;
+    let recipient = Recipient::start(&nats.url(), "crash-agent", false).await;
+    let progress = Arc::new(AtomicUsize::new(0));
+    let sender = tokio::spawn(send_many(client, "crash-agent", progress.clone()));
+    wait_progress(&progress, MESSAGES / 3).await;
+    agent.kill();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _agent = Agent::start(config(&nats, &db), fast_settings()).await;
+    let accepted = sender.await.unwrap();
+    assert_all_delivered(&recipient, "crash-agent", &db, &accepted).await;
+}

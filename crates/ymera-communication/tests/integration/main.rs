@@ -1,0 +1,9 @@
+//! ymera-communication integration tests against real nats-server,
+//! PostgreSQL and Redis, compiled as one binary.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+mod faults;
+mod failures;
+mod requests;
+mod queries;

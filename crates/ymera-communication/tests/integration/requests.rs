@@ -1,0 +1,179 @@
+//! Bad requests get the documented error codes and change nothing; the rate
+//! limit, the backlog bound and expiry.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::{Value, json};
+use ymera_communication::settings::CommSettings;
+use ymera_core::error::ErrorKind;
+use ymera_testkit::Redis;
+
+use crate::common::{
+    Agent, Recipient, client, config, database, envelope, eventually, fast_settings, nats, pool,
+    states,
+};
+
+async fn history_rows(pool: &sqlx::PgPool) -> (i64, i64) {
+    let messages: i64 = sqlx::query_scalar("SELECT count(*) FROM message_history")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    let copies: i64 = sqlx::query_scalar("SELECT count(*) FROM message_deliveries")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    (messages, copies)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_documented_codes_and_store_nothing() {
+    let nats = nats();
+    let db = database();
+    let _agent = Agent::start(config(&nats, &db), fast_settings()).await;
+    let client = client(&nats.url()).await;
+    let pool = pool(&db).await;
+    let ok: Value = client
+        .request("communication.send", &envelope("tester", &["someone"], "fine"))
+        .await
+        .unwrap();
+    assert_eq!(ok["status"], "accepted");
+    let before = history_rows(&pool).await;
+
+    let mut oversized = envelope("tester", &["someone"], "big");
+    oversized["payload"] = json!("x".repeat(1_200_000));
+    let mut expired = envelope("tester", &["someone"], "old");
+    expired["expires_at"] = json!("2020-01-01T00:00:00Z");
+    let mut unknown = envelope("tester", &["someone"], "odd");
+    unknown["colour"] = json!("blue");
+    let mut bad_name = envelope("Tester!", &["someone"], "who");
+    bad_name["recipients"] = json!([]);
+    let deep = format!(
+        r#"{{"type":"event","sender":"a","recipients":["b"],"subject":"s","payload":{}1{}}}"#,
+        "[".repeat(200),
+        "]".repeat(200)
+    );
+    let nul = r#"{"type":"event","sender":"a","recipients":["b"],"subject":"s\u0000","payload":1}"#;
+    let cases: Vec<(&str, Bytes, ErrorKind)> = vec![
+        ("oversized", Bytes::from(serde_json::to_vec(&oversized).unwrap()), ErrorKind::PayloadTooLarge),
+        ("malformed", Bytes::from_static(b"{\"type\": "), ErrorKind::InvalidRequest),
+        ("bad utf-8", Bytes::from_static(b"{\"type\":\"event\",\"sender\":\"\xff\xfe\"}"), ErrorKind::InvalidRequest),
+        ("too deep", Bytes::from(deep), ErrorKind::InvalidRequest),
+        ("nul", Bytes::from(nul), ErrorKind::InvalidRequest),
+        ("unknown field", Bytes::from(serde_json::to_vec(&unknown).unwrap()), ErrorKind::InvalidRequest),
+        ("expired", Bytes::from(serde_json::to_vec(&expired).unwrap()), ErrorKind::ValidationFailed),
+        ("bad names", Bytes::from(serde_json::to_vec(&bad_name).unwrap()), ErrorKind::ValidationFailed),
+        ("empty", Bytes::new(), ErrorKind::InvalidRequest),
+    ];
+    for (what, body, kind) in cases {
+        let err = client
+            .request_bytes("communication.send", body)
+            .await
+            .expect_err(what);
+        assert_eq!(err.kind, kind, "{what}: {err}");
+    }
+    let err = client
+        .request::<_, Value>("communication.status", &json!({"id": uuid::Uuid::now_v7()}))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::NotFound);
+    let err = client
+        .request::<_, Value>("communication.history", &json!({"limit": 1001}))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::ValidationFailed);
+    assert_eq!(history_rows(&pool).await, before, "bad requests stored nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_rate_sends_get_429_shared_through_redis() {
+    let nats = nats();
+    let db = database();
+    let redis = Redis::start().unwrap();
+    let mut cfg = config(&nats, &db);
+    cfg.redis_url = Some(redis.url());
+    let settings = CommSettings {
+        rate_limit: 3,
+        rate_period: Duration::from_secs(60),
+        ..fast_settings()
+    };
+    let _agent = Agent::start(cfg, settings).await;
+    let client = client(&nats.url()).await;
+    let pool = pool(&db).await;
+    for i in 0..3 {
+        let _: Value = client
+            .request("communication.send", &envelope("chatty", &["someone"], &format!("{i}")))
+            .await
+            .unwrap();
+    }
+    let err = client
+        .request::<_, Value>("communication.send", &envelope("chatty", &["someone"], "one too many"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::RateLimited);
+    assert!(err.details["retry_after_ms"].as_u64().unwrap() > 0);
+    // Another sender has its own budget.
+    let _: Value = client
+        .request("communication.send", &envelope("quiet", &["someone"], "hello"))
+        .await
+        .unwrap();
+    assert_eq!(history_rows(&pool).await.0, 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_backlog_answers_503() {
+    let nats = nats();
+    let db = database();
+    let settings = CommSettings {
+        backlog_limit: 5,
+        retry_base: Duration::from_secs(30),
+        retry_cap: Duration::from_secs(60),
+        ..fast_settings()
+    };
+    let _agent = Agent::start(config(&nats, &db), settings).await;
+    let client = client(&nats.url()).await;
+    for i in 0..5 {
+        let _: Value = client
+            .request("communication.send", &envelope("tester", &["absent"], &format!("{i}")))
+            .await
+            .unwrap();
+    }
+    let err = client
+        .request::<_, Value>("communication.send", &envelope("tester", &["absent"], "sixth"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Unavailable);
+    assert_eq!(err.details["reason"], "backlog_full");
+    assert_eq!(err.details["recipient"], "absent");
+    // Other recipients are not affected.
+    let _: Value = client
+        .request("communication.send", &envelope("tester", &["present"], "fine"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_messages_are_never_delivered() {
+    let nats = nats();
+    let db = database();
+    let _agent = Agent::start(config(&nats, &db), fast_settings()).await;
+    let client = client(&nats.url()).await;
+    let mut env = envelope("tester", &["late"], "short-lived");
+    env["expires_at"] = json!((chrono::Utc::now() + chrono::Duration::milliseconds(1500)).to_rfc3339());
+    let reply: Value = client.request("communication.send", &env).await.unwrap();
+    let id = reply["id"].as_str().unwrap().to_owned();
+    let pool = pool(&db).await;
+    eventually(30, "copy expired", || async {
+        states(&pool, "late").await.get("expired") == Some(&1)
+    })
+    .await;
+    let recipient = Recipient::start(&nats.url(), "late", false).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(recipient.count(), 0);
+    let status: Value = client
+        .request("communication.status", &json!({"id": id}))
+        .await
+        .unwrap();
+    assert_eq!(status["recipients"][0]["state"], "expired");
+    assert_eq!(status["status"], "expired");
+}
