@@ -26,6 +26,9 @@ Subcommands (each prints a line per problem and exits 1 if there is any):
       has 3 replicas and a headless Service. ServiceMonitors (a CRD that
       kubernetes-validate has no schema for) are checked structurally here;
       all other objects are written to --core-out for kubernetes-validate.
+  bins CARGO_METADATA.json
+      Each binary named in the Dockerfile/compose/k8s is a bin target of its
+      crate (crates not written yet are listed as pending).
   dockerfile ROOT
       Parses Dockerfile with the BuildKit parser (PyPI `dockerfile`):
       multi-stage, a dependency layer before the sources are copied, every
@@ -560,8 +563,28 @@ def cmd_dedupe(out, files):
     return 0
 
 
+def cmd_bins(metadata_file):
+    """The binaries the Dockerfile builds against `cargo metadata --no-deps`:
+    a crate with bin targets must provide its binary under exactly that name;
+    a crate (or its main.rs) not written yet is reported as pending, not as a
+    failure."""
+    meta = json.load(open(metadata_file))
+    bins = {p["name"]: {t["name"] for t in p["targets"] if "bin" in t["kind"]} for p in meta["packages"]}
+    expected = {"ymera-cli": "ymera", **{f"ymera-{s}": f"ymera-{s}" for s in SERVICES}}
+    pending = []
+    for crate, binary in expected.items():
+        if not bins.get(crate):  # crate or its main.rs not written yet
+            pending.append(crate)
+        elif binary not in bins[crate]:
+            problem(f"crate {crate} has bin targets {sorted(bins[crate])}, the Dockerfile and manifests expect {binary}")
+    note = f" (pending, no bin target yet: {', '.join(pending)})" if pending else ""
+    return finish(f"{len(expected) - len(pending)} of {len(expected)} binaries present with the expected names{note}")
+
+
 def main(argv):
     cmd, root = argv[1], argv[2]
+    if cmd == "bins":
+        return cmd_bins(argv[2])
     if cmd == "dedupe":
         return cmd_dedupe(argv[2], argv[3:])
     if cmd == "metrics":
