@@ -1,0 +1,257 @@
+//! The Ymera config manager: versioned, validated, hot-reloaded agent
+//! configuration (service `config`, see README.md for the endpoints).
+//!
+//! - [`model`]: environments, names and the JSON shapes of every endpoint.
+//! - [`document`]: layering (RFC 7396), pointers, diffs (RFC 6902), schema
+//!   validation, templates.
+//! - [`store`]: PostgreSQL (layers, versions, audit, schemas, templates).
+//! - [`cache`]: in-process + Redis cache with version floors.
+//! - [`manager`]: the endpoint logic.
+//!
+//! Invariants: a document that fails the agent's schema or the size limit is
+//! never committed; every commit is a new version with an audit row and is
+//! announced on `config.changed.<agent>.<environment>` after the caches are
+//! invalidated; the cached read path never touches PostgreSQL.
+
+pub mod cache;
+pub mod document;
+pub mod manager;
+pub mod model;
+pub mod store;
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use serde::de::DeserializeOwned;
+use ymera_core::config::{ConfigError, ServiceConfig};
+use ymera_core::runtime::{Reply, Runtime, RuntimeError, ServiceBuilder, ServiceRequest};
+
+use crate::cache::ConfigCache;
+use crate::manager::ConfigManager;
+use crate::model::ChangeEvent;
+
+/// The micro-service name.
+pub const NAME: &str = "config";
+
+/// Settings of the config manager beyond [`ServiceConfig`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// Versions kept per layer (`CONFIG_MAX_VERSIONS`, default 10, 1..=10000).
+    pub keep_versions: i64,
+    /// Largest layer or effective document in bytes (`CONFIG_MAX_SIZE`,
+    /// default 1 MiB).
+    pub max_config_size: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            keep_versions: 10,
+            max_config_size: 1024 * 1024,
+        }
+    }
+}
+
+impl Settings {
+    /// Reads the settings through `get` (empty values count as unset).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Settings, ConfigError> {
+        let get = |k: &str| get(k).filter(|v| !v.trim().is_empty());
+        let mut settings = Settings::default();
+        if let Some(raw) = get("CONFIG_MAX_VERSIONS") {
+            settings.keep_versions = raw
+                .trim()
+                .parse::<i64>()
+                .ok()
+                .filter(|n| (1..=10_000).contains(n))
+                .ok_or_else(|| ConfigError {
+                    variable: "CONFIG_MAX_VERSIONS",
+                    reason: format!("{raw:?} is not a number from 1 to 10000"),
+                })?;
+        }
+        if let Some(raw) = get("CONFIG_MAX_SIZE") {
+            settings.max_config_size = raw
+                .trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=64 * 1024 * 1024).contains(n))
+                .ok_or_else(|| ConfigError {
+                    variable: "CONFIG_MAX_SIZE",
+                    reason: format!("{raw:?} is not a byte count from 1 to 67108864"),
+                })?;
+        }
+        Ok(settings)
+    }
+
+    /// From the process environment.
+    pub fn from_env() -> Result<Settings, ConfigError> {
+        Settings::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// [`Settings::from_env`], or one line and exit 64. For `main` only.
+    pub fn load_or_exit(program: &str) -> Settings {
+        match Settings::from_env() {
+            Ok(s) => s,
+            Err(err) => ymera_core::config::exit_with_config_error(program, &err),
+        }
+    }
+}
+
+/// Starts the runtime and serves until shutdown.
+pub async fn run(config: ServiceConfig, settings: Settings) -> Result<(), RuntimeError> {
+    let runtime = Runtime::start(NAME, config).await?;
+    let builder = service(&runtime, settings).await?;
+    builder.serve(runtime).await
+}
+
+/// Builds the service on a started runtime (PostgreSQL required) and starts
+/// the change-event listener that keeps this replica's cache fresh.
+pub async fn service(
+    runtime: &Runtime,
+    settings: Settings,
+) -> Result<ServiceBuilder, RuntimeError> {
+    let pool = runtime.postgres().cloned().ok_or(RuntimeError::Config {
+        variable: "POSTGRES_URL",
+        reason: "the config manager needs PostgreSQL".into(),
+    })?;
+    let cache = ConfigCache::new(runtime.redis().cloned(), runtime.config().config_cache_ttl);
+    let manager = ConfigManager::new(
+        pool,
+        cache,
+        runtime.client().clone(),
+        settings,
+        runtime.config().max_message_size,
+    );
+    let events = runtime
+        .client()
+        .subscribe("config.changed.>")
+        .await
+        .map_err(|e| RuntimeError::Register(format!("config.changed.>: {e}")))?;
+    tokio::spawn(listen_for_changes(
+        events,
+        manager.clone(),
+        runtime.shutdown_token(),
+    ));
+
+    let b = ServiceBuilder::new(
+        NAME,
+        env!("CARGO_PKG_VERSION"),
+        "Config manager: versioned, validated, hot-reloaded agent configuration",
+    );
+    let b = endpoint(
+        b,
+        "config.get",
+        &manager,
+        |m, r| async move { m.get(r).await },
+    );
+    let b = endpoint(
+        b,
+        "config.set",
+        &manager,
+        |m, r| async move { m.set(r).await },
+    );
+    let b = endpoint(b, "config.delete", &manager, |m, r| async move {
+        m.delete(r).await
+    });
+    let b = endpoint(b, "config.history", &manager, |m, r| async move {
+        m.history(r).await
+    });
+    let b = endpoint(
+        b,
+        "config.diff",
+        &manager,
+        |m, r| async move { m.diff(r).await },
+    );
+    let b = endpoint(b, "config.rollback", &manager, |m, r| async move {
+        m.rollback(r).await
+    });
+    let b = endpoint(b, "config.schema.set", &manager, |m, r| async move {
+        m.set_schema(r).await
+    });
+    let b = endpoint(b, "config.schema.get", &manager, |m, r| async move {
+        m.get_schema(r).await
+    });
+    let b = endpoint(b, "config.export", &manager, |m, r| async move {
+        m.export(r).await
+    });
+    let b = endpoint(b, "config.import", &manager, |m, r| async move {
+        m.import(r).await
+    });
+    let b = endpoint(b, "config.template.set", &manager, |m, r| async move {
+        m.set_template(r).await
+    });
+    let b = endpoint(b, "config.template.apply", &manager, |m, r| async move {
+        m.apply_template(r).await
+    });
+    Ok(b)
+}
+
+/// Registers a JSON-in, JSON-out endpoint calling `f` on the manager.
+fn endpoint<Req, Resp, F, Fut>(
+    builder: ServiceBuilder,
+    subject: &str,
+    manager: &Arc<ConfigManager>,
+    f: F,
+) -> ServiceBuilder
+where
+    Req: DeserializeOwned + Send + 'static,
+    Resp: serde::Serialize + Send + 'static,
+    F: Fn(Arc<ConfigManager>, Req) -> Fut + Send + Sync + Clone + 'static,
+    Fut: std::future::Future<Output = Result<Resp, ymera_core::Error>> + Send + 'static,
+{
+    let manager = manager.clone();
+    builder.endpoint(subject, move |req: ServiceRequest| {
+        let (manager, f) = (manager.clone(), f.clone());
+        async move {
+            let body: Req = req.json()?;
+            let resp = f(manager, body).await?;
+            Reply::json(&resp)
+        }
+    })
+}
+
+/// Applies every change event (from any replica) to the local cache.
+async fn listen_for_changes(
+    mut events: async_nats::Subscriber,
+    manager: Arc<ConfigManager>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        let message = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            m = events.next() => m,
+        };
+        let Some(message) = message else { break };
+        match serde_json::from_slice::<ChangeEvent>(&message.payload) {
+            Ok(event) => {
+                manager
+                    .cache()
+                    .note_change(&event.agent, event.environment, event.version)
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, subject = %message.subject, "ignoring a malformed change event")
+            }
+        }
+    }
+    let _ = events.unsubscribe().await;
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn settings_parse_and_name_the_variable() {
+        let s = Settings::from_lookup(|_| None).unwrap();
+        assert_eq!(s, Settings::default());
+        let s = Settings::from_lookup(|k| (k == "CONFIG_MAX_VERSIONS").then(|| "3".to_owned()))
+            .unwrap();
+        assert_eq!(s.keep_versions, 3);
+        let e = Settings::from_lookup(|k| (k == "CONFIG_MAX_VERSIONS").then(|| "0".to_owned()))
+            .unwrap_err();
+        assert_eq!(e.variable, "CONFIG_MAX_VERSIONS");
+        let e = Settings::from_lookup(|k| (k == "CONFIG_MAX_SIZE").then(|| "big".to_owned()))
+            .unwrap_err();
+        assert_eq!(e.variable, "CONFIG_MAX_SIZE");
+    }
+}
