@@ -1,1 +1,4 @@
+//! End-to-end suites across processes, against real servers.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod process;

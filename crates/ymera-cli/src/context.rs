@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use ymera_core::client::{Credential, ServiceClient};
+use ymera_core::client::{Credential, ServiceClient, connect_nats};
 use ymera_core::config::NatsSettings;
 
 /// Global options shared by all commands.
@@ -60,18 +60,26 @@ impl Context {
         (!key.is_empty()).then(|| Credential::ApiKey(key.to_owned()))
     }
 
-    /// A raw NATS connection.
+    /// A raw NATS connection, with the credentials and TLS settings of the
+    /// environment (NATS_USER/NATS_PASSWORD, NATS_TOKEN, NATS_CREDS, NATS_CA …).
     pub async fn nats(&self) -> anyhow::Result<async_nats::Client> {
-        let settings = NatsSettings {
-            url: self.args.nats_url.clone(),
-            ..NatsSettings::default()
-        };
-        // The CLI should fail fast, not retry forever like a service.
-        let connect = async_nats::ConnectOptions::new()
-            .name("ymera-cli")
-            .connection_timeout(Duration::from_secs(3))
-            .connect(settings.url.split(',').map(str::trim).collect::<Vec<_>>());
-        connect.await.with_context(|| {
+        let mut settings = NatsSettings::from_env().map_err(|e| anyhow::anyhow!("{e}"))?;
+        settings.url = self.args.nats_url.clone();
+        let connect = connect_nats(&settings, "ymera-cli");
+        // A service retries forever; the CLI gives up after a few seconds.
+        let client = tokio::time::timeout(Duration::from_secs(5), async {
+            let client = connect.await?;
+            while client.connection_state() != async_nats::connection::State::Connected {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            anyhow::Ok(client)
+        })
+        .await;
+        match client {
+            Ok(client) => client,
+            Err(_) => Err(anyhow::anyhow!("no connection within 5 s")),
+        }
+        .with_context(|| {
             format!(
                 "cannot connect to NATS at {} (is the stack up? try `scripts/up`)",
                 settings.url

@@ -87,6 +87,14 @@ pub struct NatsSettings {
     pub cert_key: Option<(PathBuf, PathBuf)>,
 }
 
+impl NatsSettings {
+    /// Reads only the NATS settings (`NATS_URL`, credentials, TLS) from the
+    /// environment, for clients such as the CLI.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        nats_settings(&|name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty()))
+    }
+}
+
 impl Default for NatsSettings {
     fn default() -> Self {
         NatsSettings {

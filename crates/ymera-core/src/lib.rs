@@ -11,6 +11,7 @@
 
 pub mod client;
 pub mod config;
+pub mod config_watch;
 pub mod envelope;
 pub mod error;
 pub mod example;

@@ -114,6 +114,7 @@ impl Runtime {
         let telemetry = Telemetry::init(service, &config)?;
         crate::metrics::install();
         let client = connect_nats(&config.nats, &format!("ymera-{service}")).await?;
+        wait_until_connected(&client, &config.nats.url).await;
         let max_payload = client.server_info().max_payload;
         if max_payload > 0 && config.max_message_size > max_payload {
             return Err(RuntimeError::Config {
@@ -174,6 +175,20 @@ impl Runtime {
     /// service watch it. Cancelling it stops the service.
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()
+    }
+}
+
+/// Waits for the first connection (the client retries in the background),
+/// logging every 5 s, so start-up checks see the server's INFO.
+async fn wait_until_connected(client: &Client, url: &str) {
+    let started = Instant::now();
+    let mut next_log = Duration::from_secs(5);
+    while client.connection_state() != async_nats::connection::State::Connected {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if started.elapsed() >= next_log {
+            tracing::warn!(url = %url, waited_s = next_log.as_secs(), "waiting for NATS");
+            next_log += Duration::from_secs(5);
+        }
     }
 }
 

@@ -1,0 +1,127 @@
+//! A service as a real process: bad configuration exits 64 with one line
+//! naming the variable; SIGTERM during in-flight requests answers them all
+//! and exits 0.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ymera_testkit::NatsServer;
+
+const EXAMPLE: &str = env!("CARGO_BIN_EXE_ymera-example");
+
+#[test]
+fn malformed_configuration_exits_64_naming_the_variable() {
+    for (var, value) in [
+        ("MAX_MESSAGE_SIZE", "huge"),
+        ("YMERA_HTTP_ADDR", "not-an-address"),
+        ("ENVIRONMENT", "moon"),
+        ("NATS_URL", "http://wrong"),
+    ] {
+        let output = Command::new(EXAMPLE)
+            .env(var, value)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(64), "{var}={value}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+        assert!(stderr.contains(var), "{stderr}");
+    }
+}
+
+#[test]
+fn max_message_size_over_server_max_payload_exits_64() {
+    let nats = NatsServer::start().unwrap();
+    let mut child = Command::new(EXAMPLE)
+        .env("NATS_URL", nats.url())
+        .env("MAX_MESSAGE_SIZE", "4MiB")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("the service kept running with MAX_MESSAGE_SIZE over the server's max_payload");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(64), "{stderr}");
+    assert!(stderr.contains("MAX_MESSAGE_SIZE"), "{stderr}");
+}
+
+#[tokio::test]
+async fn sigterm_answers_in_flight_requests_and_exits_zero() {
+    let nats = NatsServer::start().unwrap();
+    let mut child = tokio::process::Command::new(EXAMPLE)
+        .env("NATS_URL", nats.url())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    wait_until_serving(&client).await;
+
+    let mut in_flight = Vec::new();
+    for _ in 0..20 {
+        let client = client.clone();
+        in_flight.push(tokio::spawn(async move {
+            client
+                .request("example.slow", Bytes::from_static(b"{\"ms\":1500}"))
+                .await
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pid = child.id().unwrap();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let stopped_at = Instant::now();
+
+    for request in in_flight {
+        let reply = request
+            .await
+            .unwrap()
+            .expect("every in-flight request is answered");
+        assert!(reply.headers.is_none(), "no error reply");
+        assert_eq!(&reply.payload[..], b"{\"slept_ms\":1500}");
+    }
+    let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
+        .await
+        .expect("exits within the deadline")
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    // It stopped taking requests: nobody answers now.
+    let err = client
+        .request("example.echo", Bytes::new())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), async_nats::RequestErrorKind::NoResponders);
+    assert!(stopped_at.elapsed() < Duration::from_secs(15));
+}
+
+async fn wait_until_serving(client: &async_nats::Client) {
+    for _ in 0..400 {
+        if let Ok(reply) = client.request("example.health", Bytes::new()).await
+            && reply.headers.is_none()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("the example service never answered");
+}
