@@ -125,3 +125,43 @@ async fn wait_until_serving(client: &async_nats::Client) {
     }
     panic!("the example service never answered");
 }
+
+#[tokio::test]
+async fn trace_context_in_nats_headers_becomes_the_request_span_parent() {
+    let nats = NatsServer::start().unwrap();
+    // Traces are exported only when an OTLP endpoint is set; nothing listens
+    // here, so export fails quietly, but the request spans are real.
+    let unused = ymera_testkit::free_port().unwrap();
+    let _child = tokio::process::Command::new(EXAMPLE)
+        .env("NATS_URL", nats.url())
+        .env(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            format!("http://127.0.0.1:{unused}"),
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    wait_until_serving(&client).await;
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(
+        "traceparent",
+        format!("00-{trace_id}-00f067aa0ba902b7-01").as_str(),
+    );
+    let reply = client
+        .request_with_headers("example.trace", headers, Bytes::new())
+        .await
+        .unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(body["trace_id"], trace_id, "{body}");
+    // Without a traceparent the service starts a new trace.
+    let reply = client.request("example.trace", Bytes::new()).await.unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+    let fresh = body["trace_id"].as_str().unwrap();
+    assert_eq!(fresh.len(), 32);
+    assert_ne!(fresh, trace_id);
+}

@@ -81,7 +81,11 @@ where
 {
     /// Fetches the configuration once (failing if that fails or does not
     /// deserialize) and starts following changes.
-    pub async fn start(client: ServiceClient, agent: &str, environment: &str) -> Result<Self, Error> {
+    pub async fn start(
+        client: ServiceClient,
+        agent: &str,
+        environment: &str,
+    ) -> Result<Self, Error> {
         Self::start_with(client, agent, environment, WatchOptions::default()).await
     }
 
@@ -116,7 +120,14 @@ where
         let (version_tx, version_rx) = watch::channel(version);
         let stop = CancellationToken::new();
         let events = futures::stream::select_all(subscriptions);
-        tokio::spawn(follow(source, events, tx, version_tx, options, stop.clone()));
+        tokio::spawn(follow(
+            source,
+            events,
+            tx,
+            version_tx,
+            options,
+            stop.clone(),
+        ));
         Ok(ConfigWatcher {
             rx,
             version: version_rx,

@@ -6,6 +6,8 @@
 //! - `example.slow` `{"ms": N}`: sleeps N ms (≤ 60 000), then replies `{"slept_ms": N}`.
 //! - `example.fail` `{"code": 404}`: fails with that error code.
 //! - `example.panic`: the handler panics (the caller gets 500; the service lives on).
+//! - `example.trace`: replies `{"trace_id": …}`, the W3C trace id of the request's
+//!   span (null unless traces are exported), to check context propagation.
 
 use std::time::Duration;
 
@@ -62,6 +64,9 @@ pub fn service() -> ServiceBuilder {
             kind,
             format!("failing with {} as asked", fail.code),
         ))
+    })
+    .endpoint("example.trace", |_req: ServiceRequest| async move {
+        Reply::json(&serde_json::json!({"trace_id": crate::telemetry::current_trace_id()}))
     })
     .endpoint("example.panic", |_req: ServiceRequest| async move {
         let items: Vec<u8> = Vec::new();

@@ -51,6 +51,7 @@ async fn answers_services_api_and_health() {
         &instance_health,
         "example.panic",
         "example.slow",
+        "example.trace",
     ];
     assert_eq!(subjects, expected);
     let by_instance: HealthReport = svc
