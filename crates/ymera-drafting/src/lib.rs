@@ -1,0 +1,29 @@
+//! The drafting agent of the Ymera platform: people and agents write
+//! documents together. Drafts with optimistic concurrency and revisions
+//! (unified diffs, restore), auto-save buffering, textstat-compatible
+//! readability and Vale/write-good-style checks, Markdown/HTML/JSON/text
+//! export, lifecycle, anchored comments, templates and real-time
+//! collaboration over yrs (Yjs-compatible) documents.
+//!
+//! - [`service`]: endpoints `drafting.*` and background flushing.
+//! - [`store`]: PostgreSQL persistence.
+//! - [`readability`], [`style`]: analysis.
+//! - [`diff`], [`export`], [`collab`], [`autosave`].
+
+pub mod autosave;
+pub mod collab;
+pub mod diff;
+pub mod export;
+pub mod readability;
+pub mod service;
+pub mod store;
+pub mod style;
+
+use ymera_core::config::ServiceConfig;
+use ymera_core::runtime::{Runtime, RuntimeError};
+
+/// Starts the runtime and serves until SIGTERM, flushing buffered work.
+pub async fn run(config: ServiceConfig) -> Result<(), RuntimeError> {
+    let runtime = Runtime::start(service::NAME, config).await?;
+    service::serve(runtime).await
+}
