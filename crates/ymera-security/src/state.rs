@@ -1,0 +1,420 @@
+//! The service's shared state and its security decisions.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use subtle::Choice;
+use ymera_core::Error;
+use ymera_core::client::Credential;
+use ymera_core::ratelimit::RateLimiter;
+
+use crate::apikey::{self, Pepper, PresentedKey};
+use crate::events::{EventRecorder, SecurityEvent};
+use crate::keys::{self, UsageCounter};
+use crate::signing::KeyRing;
+use crate::token::{self, Claims, TokenRejection};
+
+/// The tenant whose admins manage every tenant (the bootstrap admin's).
+pub const SYSTEM_TENANT: &str = "system";
+/// The permission of the admin endpoints.
+pub const ADMIN_PERMISSION: &str = "security:admin";
+/// Permissions of the platform (the bootstrap admin gets all of them).
+pub const ALL_PERMISSIONS: &[&str] = &[
+    "comm:send",
+    "comm:read",
+    "config:read",
+    "config:write",
+    "drafting:read",
+    "drafting:write",
+    "analysis:run",
+    "security:admin",
+];
+/// Largest credential accepted anywhere (same as the header limit).
+pub const MAX_CREDENTIAL_LEN: usize = ymera_core::limits::MAX_CREDENTIAL_HEADER;
+const REVOKED_PREFIX: &str = "ymera:security:revoked:";
+
+/// Who a credential belongs to.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Principal {
+    /// `api_key` or `token`.
+    pub kind: String,
+    /// The key's owner (the token's `sub`).
+    pub owner: String,
+    /// The tenant.
+    pub tenant: String,
+    /// The API key id.
+    pub key_id: String,
+    /// Permissions of the key or token.
+    pub permissions: Vec<String>,
+    /// The token id, for tokens.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub jti: Option<String>,
+    /// When the credential expires.
+    pub expires_at: DateTime<Utc>,
+}
+
+impl Principal {
+    /// Whether it holds `permission`.
+    pub fn has(&self, permission: &str) -> bool {
+        self.permissions.iter().any(|p| p == permission)
+    }
+
+    /// Whether it may act on `tenant`'s resources.
+    pub fn in_tenant(&self, tenant: &str) -> bool {
+        self.tenant == tenant || self.tenant == SYSTEM_TENANT
+    }
+}
+
+/// Why a credential was refused: the reason slug (wire and metric label)
+/// and the event recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    /// e.g. `invalid_api_key`, `expired_token`.
+    pub reason: &'static str,
+}
+
+impl Denial {
+    /// As a 401 error with `details.reason`.
+    pub fn into_error(self) -> Error {
+        Error::unauthenticated("invalid credential").with_detail("reason", self.reason)
+    }
+}
+
+/// Shared state of one replica.
+#[derive(Debug)]
+pub struct SecurityState {
+    pub(crate) pool: PgPool,
+    pub(crate) redis: Option<redis::aio::ConnectionManager>,
+    pub(crate) pepper: Pepper,
+    pub(crate) ring: KeyRing,
+    pub(crate) events: EventRecorder,
+    pub(crate) limiter: RateLimiter,
+    pub(crate) usage: UsageCounter,
+}
+
+/// A shared handle.
+pub type SharedState = Arc<SecurityState>;
+
+fn db(err: sqlx::Error) -> Error {
+    tracing::warn!(error = %err, "PostgreSQL query failed");
+    Error::dependency_down("postgres")
+}
+
+impl SecurityState {
+    /// The key ring (for rotation in tests and operations).
+    pub fn key_ring(&self) -> &KeyRing {
+        &self.ring
+    }
+
+    /// The PostgreSQL pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Records an event.
+    pub async fn record(&self, event: SecurityEvent) {
+        self.events.record(event).await;
+    }
+
+    async fn deny(
+        &self,
+        reason: &'static str,
+        event_type: &'static str,
+        event: SecurityEvent,
+    ) -> Denial {
+        metrics::counter!("ymera_auth_failures_total", "reason" => reason).increment(1);
+        let mut event = event;
+        event.event_type = event_type;
+        if let Some(map) = event.details.as_object_mut() {
+            map.insert("reason".into(), reason.into());
+        }
+        self.record(event).await;
+        Denial { reason }
+    }
+
+    /// Checks an API key. Every presented key takes the same path: parse
+    /// (malformed → dummy id/secret), one database lookup, one HMAC, one
+    /// constant-time comparison against the stored or a dummy digest; the
+    /// outcomes are combined as `subtle::Choice`s before any branch.
+    pub async fn check_api_key(&self, presented: &str) -> Result<Result<Principal, Denial>, Error> {
+        let parsed = PresentedKey::parse(presented);
+        let row = keys::find(&self.pool, &parsed.key_id).await.map_err(db)?;
+        let actual = self.pepper.hash(&parsed.secret);
+        let expected: apikey::Digest = row
+            .as_ref()
+            .and_then(|r| <[u8; 32]>::try_from(r.secret_hash.as_slice()).ok())
+            .unwrap_or(apikey::DUMMY_DIGEST);
+        let matches = apikey::digests_equal(&actual, &expected)
+            & Choice::from(u8::from(parsed.well_formed))
+            & Choice::from(u8::from(row.is_some()));
+        let row = match row {
+            Some(row) if bool::from(matches) => row,
+            _ => {
+                let event = SecurityEvent::new(
+                    "invalid_api_key",
+                    serde_json::json!({"key": apikey::redact(presented)}),
+                );
+                return Ok(Err(self
+                    .deny("invalid_api_key", "invalid_api_key", event)
+                    .await));
+            }
+        };
+        let who = |t: &'static str| {
+            SecurityEvent::new(t, serde_json::json!({})).with_principal(
+                Some(&row.owner),
+                Some(&row.tenant),
+                Some(&row.key_id),
+            )
+        };
+        if row.revoked_at.is_some() {
+            return Ok(Err(self
+                .deny("revoked_key", "revoked_key", who("revoked_key"))
+                .await));
+        }
+        if row.expires_at <= Utc::now() {
+            return Ok(Err(self
+                .deny("expired_key", "expired_key", who("expired_key"))
+                .await));
+        }
+        if self.usage.record(&row.key_id) {
+            let _ = self.usage.flush(&self.pool).await;
+        }
+        Ok(Ok(Principal {
+            kind: "api_key".into(),
+            owner: row.owner,
+            tenant: row.tenant,
+            key_id: row.key_id,
+            permissions: row.permissions,
+            jti: None,
+            expires_at: row.expires_at,
+        }))
+    }
+
+    /// Verifies a token, deny-list included.
+    pub async fn check_token(&self, token: &str) -> Result<Result<Claims, TokenRejection>, Error> {
+        let claims = match token::verify(&self.ring, token).await {
+            Ok(claims) => claims,
+            Err(rejection) => return Ok(Err(rejection)),
+        };
+        if self.is_revoked(&claims.jti).await? {
+            return Ok(Err(TokenRejection::Revoked));
+        }
+        Ok(Ok(claims))
+    }
+
+    /// Records a refused token (event + metric) and returns the denial.
+    pub async fn deny_token(&self, rejection: TokenRejection, claims: Option<&Claims>) -> Denial {
+        let mut event = SecurityEvent::new(rejection.event_type(), serde_json::json!({}));
+        if let Some(c) = claims {
+            event = event.with_principal(Some(&c.sub), Some(&c.tenant), Some(&c.key_id));
+        }
+        self.deny(rejection.as_str(), rejection.event_type(), event)
+            .await
+    }
+
+    /// Authenticates a credential (API key or bearer token).
+    pub async fn authenticate(
+        &self,
+        credential: &Credential,
+    ) -> Result<Result<Principal, Denial>, Error> {
+        match credential {
+            Credential::ApiKey(key) => {
+                if key.len() > MAX_CREDENTIAL_LEN {
+                    return Ok(Err(self.deny_too_long().await));
+                }
+                self.check_api_key(key).await
+            }
+            Credential::Bearer(jwt) => {
+                if jwt.len() > MAX_CREDENTIAL_LEN {
+                    return Ok(Err(self.deny_too_long().await));
+                }
+                match self.check_token(jwt).await? {
+                    Ok(claims) => Ok(Ok(principal_of(claims))),
+                    Err(rejection) => Ok(Err(self.deny_token(rejection, None).await)),
+                }
+            }
+        }
+    }
+
+    /// Records a credential over the size limit (refused before any crypto).
+    pub async fn deny_too_long(&self) -> Denial {
+        let event = SecurityEvent::new("invalid_credential", serde_json::json!({}));
+        self.deny("credential_too_long", "invalid_credential", event)
+            .await
+    }
+
+    /// The caller of `req` must hold `permission`; records the refusal.
+    pub async fn require(
+        &self,
+        req: &ymera_core::runtime::ServiceRequest,
+        permission: &str,
+    ) -> Result<Principal, Error> {
+        let credential = match req.credential() {
+            Ok(Some(c)) => c,
+            Ok(None) => {
+                let event = SecurityEvent::new(
+                    "missing_credential",
+                    serde_json::json!({"endpoint": req.subject}),
+                );
+                return Err(self
+                    .deny("missing_credential", "missing_credential", event)
+                    .await
+                    .into_error());
+            }
+            Err(err) => {
+                // Header over 8 KiB or not `Bearer …`: refused before any crypto.
+                self.deny_too_long_or_malformed(&req.subject).await;
+                return Err(err);
+            }
+        };
+        let principal = match self.authenticate(&credential).await? {
+            Ok(p) => p,
+            Err(denial) => return Err(denial.into_error()),
+        };
+        if !principal.has(permission) {
+            self.deny_permission(&principal, permission, None).await;
+            return Err(Error::forbidden(format!(
+                "requires the permission {permission}"
+            )));
+        }
+        Ok(principal)
+    }
+
+    async fn deny_too_long_or_malformed(&self, endpoint: &str) {
+        let event = SecurityEvent::new(
+            "invalid_credential",
+            serde_json::json!({"endpoint": endpoint}),
+        );
+        self.deny("malformed_credential_header", "invalid_credential", event)
+            .await;
+    }
+
+    /// Records an `insufficient_permissions` refusal.
+    pub async fn deny_permission(
+        &self,
+        principal: &Principal,
+        permission: &str,
+        tenant: Option<&str>,
+    ) -> Denial {
+        let reason = if tenant.is_some() {
+            "tenant_mismatch"
+        } else {
+            "insufficient_permissions"
+        };
+        let event = SecurityEvent::new(
+            "insufficient_permissions",
+            serde_json::json!({"required": permission, "resource_tenant": tenant, "available": principal.permissions}),
+        )
+        .with_principal(Some(&principal.owner), Some(&principal.tenant), Some(&principal.key_id));
+        self.deny(reason, "insufficient_permissions", event).await
+    }
+
+    /// Puts `jti` on the deny-list until `until` (PostgreSQL always, Redis too when present).
+    pub async fn revoke_jti(&self, jti: &str, until: DateTime<Utc>) -> Result<(), Error> {
+        sqlx::query(
+            "INSERT INTO revoked_tokens (jti, expires_at) VALUES ($1, $2) \
+             ON CONFLICT (jti) DO UPDATE SET expires_at = GREATEST(revoked_tokens.expires_at, EXCLUDED.expires_at)",
+        )
+        .bind(jti)
+        .bind(until)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        if let Some(redis) = &self.redis {
+            let mut conn = redis.clone();
+            let at_ms = until
+                .timestamp_millis()
+                .max(Utc::now().timestamp_millis() + 1000);
+            let result: Result<(), redis::RedisError> = redis::cmd("SET")
+                .arg(format!("{REVOKED_PREFIX}{jti}"))
+                .arg(1)
+                .arg("PXAT")
+                .arg(at_ms)
+                .query_async(&mut conn)
+                .await;
+            if let Err(err) = result {
+                tracing::warn!(error = %err, "cannot write the revocation to Redis; PostgreSQL has it");
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `jti` is revoked: Redis when present (PostgreSQL when Redis fails).
+    pub async fn is_revoked(&self, jti: &str) -> Result<bool, Error> {
+        if let Some(redis) = &self.redis {
+            let mut conn = redis.clone();
+            let result: Result<bool, redis::RedisError> = redis::cmd("EXISTS")
+                .arg(format!("{REVOKED_PREFIX}{jti}"))
+                .query_async(&mut conn)
+                .await;
+            match result {
+                Ok(found) => return Ok(found),
+                Err(err) => {
+                    tracing::warn!(error = %err, "Redis deny-list check failed; asking PostgreSQL")
+                }
+            }
+        }
+        let found: Option<i32> = sqlx::query_scalar(
+            "SELECT 1 FROM revoked_tokens WHERE jti = $1 AND expires_at > now()",
+        )
+        .bind(jti)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(found.is_some())
+    }
+
+    /// Writes buffered usage counts.
+    pub async fn flush_usage(&self) {
+        if let Err(err) = self.usage.flush(&self.pool).await {
+            tracing::warn!(error = %err, "cannot write API key usage; will retry");
+        }
+    }
+
+    /// Background upkeep until shutdown: usage flush (2 s), key ring
+    /// refresh and rotation (60 s), deny-list cleanup (10 min).
+    pub async fn run_upkeep(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
+        let mut usage = tokio::time::interval(Duration::from_secs(2));
+        let mut ring = tokio::time::interval(Duration::from_secs(60));
+        let mut cleanup = tokio::time::interval(Duration::from_secs(600));
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                _ = usage.tick() => self.flush_usage().await,
+                _ = ring.tick() => {
+                    if let Err(err) = self.ring.refresh().await {
+                        tracing::warn!(error = %err, "cannot refresh the signing keys");
+                    }
+                }
+                _ = cleanup.tick() => {
+                    if let Err(err) = sqlx::query("DELETE FROM revoked_tokens WHERE expires_at < now()")
+                        .execute(&self.pool)
+                        .await
+                    {
+                        tracing::warn!(error = %err, "cannot clean the token deny-list");
+                    }
+                }
+            }
+        }
+        self.flush_usage().await;
+    }
+}
+
+/// The principal of verified claims.
+pub fn principal_of(claims: Claims) -> Principal {
+    Principal {
+        kind: "token".into(),
+        owner: claims.sub,
+        tenant: claims.tenant,
+        key_id: claims.key_id,
+        permissions: claims.permissions,
+        jti: Some(claims.jti),
+        expires_at: Utc
+            .timestamp_opt(claims.exp, 0)
+            .single()
+            .unwrap_or_else(Utc::now),
+    }
+}

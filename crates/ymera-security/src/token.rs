@@ -1,0 +1,271 @@
+//! JWTs: EdDSA-signed access tokens and their strict verification.
+//!
+//! Verification refuses, before any signature work: tokens over 8 KiB, not
+//! three base64url segments, a header that is not a small JSON object, any
+//! `alg` other than exactly `EdDSA` (so `none`, `None`, `HS256` signed with
+//! the public key, … are refused), a missing or malformed `kid`, a `kid` not
+//! in the key ring, and a `crit` header. `jku`, `x5u`, `jwk` and `x5c` are
+//! never read: keys come only from our own ring. jsonwebtoken then checks
+//! the signature, `exp`, `nbf` (numeric only: a string `exp` is refused),
+//! `iss`, `aud` and the required claims.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::errors::ErrorKind as JwtErrorKind;
+use jsonwebtoken::{Algorithm, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::signing::KeyRing;
+
+/// The `iss` of every token.
+pub const ISSUER: &str = "ymera-security";
+/// The `aud` of every token.
+pub const AUDIENCE: &str = "ymera";
+/// Largest accepted token (the same bound as the credential header).
+pub const MAX_TOKEN_LEN: usize = 8 * 1024;
+/// Clock skew tolerated on `exp` / `nbf`, seconds.
+pub const LEEWAY_SECONDS: u64 = 30;
+/// Default token lifetime, seconds.
+pub const DEFAULT_TTL_SECONDS: i64 = 900;
+/// Longest token lifetime, seconds.
+pub const MAX_TTL_SECONDS: i64 = 3600;
+/// Shortest token lifetime, seconds.
+pub const MIN_TTL_SECONDS: i64 = 60;
+
+/// The claims of an access token.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Claims {
+    /// Issuer.
+    pub iss: String,
+    /// Audience.
+    pub aud: String,
+    /// Subject: the key's owner.
+    pub sub: String,
+    /// The tenant of the key.
+    pub tenant: String,
+    /// The API key the token was exchanged for.
+    pub key_id: String,
+    /// Granted permissions (a subset of the key's).
+    pub permissions: Vec<String>,
+    /// Issued at (s).
+    pub iat: i64,
+    /// Not before (s).
+    pub nbf: i64,
+    /// Expiry (s).
+    pub exp: i64,
+    /// Token id (UUID v7), the deny-list key.
+    pub jti: String,
+}
+
+/// Why a token was refused. `as_str` is the reason on the wire and in events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenRejection {
+    /// Over [`MAX_TOKEN_LEN`].
+    TooLong,
+    /// Not a well-formed JWS compact token.
+    Malformed,
+    /// `alg` is not `EdDSA`.
+    BadAlgorithm,
+    /// `kid` missing, malformed or unknown.
+    UnknownKey,
+    /// Signature does not verify.
+    BadSignature,
+    /// `exp` passed.
+    Expired,
+    /// `nbf` in the future.
+    NotYetValid,
+    /// Wrong `iss`.
+    WrongIssuer,
+    /// Wrong `aud`.
+    WrongAudience,
+    /// Claims missing or of the wrong type.
+    BadClaims,
+    /// The `jti` is on the deny-list.
+    Revoked,
+}
+
+impl TokenRejection {
+    /// The reason slug.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenRejection::TooLong => "token_too_long",
+            TokenRejection::Malformed => "malformed_token",
+            TokenRejection::BadAlgorithm => "algorithm_not_allowed",
+            TokenRejection::UnknownKey => "unknown_kid",
+            TokenRejection::BadSignature => "bad_signature",
+            TokenRejection::Expired => "expired_token",
+            TokenRejection::NotYetValid => "token_not_yet_valid",
+            TokenRejection::WrongIssuer => "wrong_issuer",
+            TokenRejection::WrongAudience => "wrong_audience",
+            TokenRejection::BadClaims => "bad_claims",
+            TokenRejection::Revoked => "revoked_token",
+        }
+    }
+
+    /// The security event type recorded for this rejection.
+    pub fn event_type(self) -> &'static str {
+        match self {
+            TokenRejection::Revoked => "revoked_token",
+            TokenRejection::Expired => "expired_token",
+            _ => "invalid_token",
+        }
+    }
+}
+
+/// Signs `claims` with the ring's current key.
+pub fn sign(ring: &KeyRing, claims: &Claims) -> Result<String, crate::SecurityError> {
+    let key = ring
+        .signer()
+        .ok_or(crate::SecurityError::Crypto("no signing key available"))?;
+    let encoding = key
+        .encoding_key()
+        .ok_or(crate::SecurityError::Crypto("signing key cannot sign"))?;
+    let mut header = Header::new(Algorithm::EdDSA);
+    header.kid = Some(key.kid.clone());
+    header.typ = Some("JWT".to_owned());
+    jsonwebtoken::encode(&header, claims, &encoding)
+        .map_err(|_| crate::SecurityError::Crypto("signing failed"))
+}
+
+fn valid_kid(kid: &str) -> bool {
+    !kid.is_empty()
+        && kid.len() <= 64
+        && kid
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Checks the header alone: returns the `kid`.
+pub fn check_header(token: &str) -> Result<String, TokenRejection> {
+    if token.len() > MAX_TOKEN_LEN {
+        return Err(TokenRejection::TooLong);
+    }
+    let mut parts = token.split('.');
+    let (Some(header), Some(payload), Some(signature), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(TokenRejection::Malformed);
+    };
+    let b64url = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    if !b64url(header) || !b64url(payload) || !b64url(signature) || header.len() > 1024 {
+        return Err(TokenRejection::Malformed);
+    }
+    let raw = URL_SAFE_NO_PAD
+        .decode(header)
+        .map_err(|_| TokenRejection::Malformed)?;
+    let value: serde_json::Value =
+        serde_json::from_slice(&raw).map_err(|_| TokenRejection::Malformed)?;
+    let object = value.as_object().ok_or(TokenRejection::Malformed)?;
+    // Exactly "EdDSA": case-sensitive, a JSON string.
+    if object.get("alg").and_then(|a| a.as_str()) != Some("EdDSA") {
+        return Err(TokenRejection::BadAlgorithm);
+    }
+    if object.contains_key("crit") {
+        return Err(TokenRejection::Malformed);
+    }
+    if let Some(typ) = object.get("typ")
+        && typ.as_str() != Some("JWT")
+    {
+        return Err(TokenRejection::Malformed);
+    }
+    match object.get("kid").and_then(|k| k.as_str()) {
+        Some(kid) if valid_kid(kid) => Ok(kid.to_owned()),
+        _ => Err(TokenRejection::UnknownKey),
+    }
+}
+
+/// Verifies everything but the deny-list.
+pub async fn verify(ring: &KeyRing, token: &str) -> Result<Claims, TokenRejection> {
+    let kid = check_header(token)?;
+    let key = ring
+        .verifier_or_reload(&kid)
+        .await
+        .ok_or(TokenRejection::UnknownKey)?;
+    let mut validation = Validation::new(Algorithm::EdDSA);
+    validation.set_issuer(&[ISSUER]);
+    validation.set_audience(&[AUDIENCE]);
+    validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
+    validation.validate_nbf = true;
+    validation.validate_exp = true;
+    validation.leeway = LEEWAY_SECONDS;
+    let data =
+        jsonwebtoken::decode::<Claims>(token, &key.decoding_key(), &validation).map_err(|err| {
+            match err.kind() {
+                JwtErrorKind::ExpiredSignature => TokenRejection::Expired,
+                JwtErrorKind::ImmatureSignature => TokenRejection::NotYetValid,
+                JwtErrorKind::InvalidIssuer => TokenRejection::WrongIssuer,
+                JwtErrorKind::InvalidAudience => TokenRejection::WrongAudience,
+                JwtErrorKind::InvalidSignature => TokenRejection::BadSignature,
+                JwtErrorKind::InvalidAlgorithm
+                | JwtErrorKind::InvalidAlgorithmName
+                | JwtErrorKind::MissingAlgorithm => TokenRejection::BadAlgorithm,
+                JwtErrorKind::MissingRequiredClaim(_)
+                | JwtErrorKind::InvalidClaimFormat(_)
+                | JwtErrorKind::Json(_) => TokenRejection::BadClaims,
+                _ => TokenRejection::Malformed,
+            }
+        })?;
+    Ok(data.claims)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn enc(v: &serde_json::Value) -> String {
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).unwrap())
+    }
+
+    #[test]
+    fn header_checks_refuse_bad_algorithms_and_shapes() {
+        let body = enc(&serde_json::json!({"sub": "x"}));
+        for (header, want) in [
+            (
+                serde_json::json!({"alg": "none", "kid": "k"}),
+                TokenRejection::BadAlgorithm,
+            ),
+            (
+                serde_json::json!({"alg": "None", "kid": "k"}),
+                TokenRejection::BadAlgorithm,
+            ),
+            (
+                serde_json::json!({"alg": "HS256", "kid": "k"}),
+                TokenRejection::BadAlgorithm,
+            ),
+            (
+                serde_json::json!({"alg": "eddsa", "kid": "k"}),
+                TokenRejection::BadAlgorithm,
+            ),
+            (
+                serde_json::json!({"alg": "EdDSA"}),
+                TokenRejection::UnknownKey,
+            ),
+            (
+                serde_json::json!({"alg": "EdDSA", "kid": "../../etc/passwd"}),
+                TokenRejection::UnknownKey,
+            ),
+            (
+                serde_json::json!({"alg": "EdDSA", "kid": "k", "crit": ["x"]}),
+                TokenRejection::Malformed,
+            ),
+        ] {
+            let token = format!("{}.{body}.c2ln", enc(&header));
+            assert_eq!(check_header(&token), Err(want), "{header}");
+        }
+        assert_eq!(check_header("a.b"), Err(TokenRejection::Malformed));
+        assert_eq!(check_header("a.b.c.d"), Err(TokenRejection::Malformed));
+        assert_eq!(
+            check_header(&"a".repeat(9000)),
+            Err(TokenRejection::TooLong)
+        );
+        let ok = format!(
+            "{}.{body}.c2ln",
+            enc(&serde_json::json!({"alg": "EdDSA", "kid": "ed-1", "jku": "http://evil"}))
+        );
+        assert_eq!(check_header(&ok), Ok("ed-1".to_owned()));
+    }
+}

@@ -1,0 +1,8 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! Integration tests of the security service against real nats-server,
+//! PostgreSQL and Redis.
+
+mod common;
+mod keys;
+mod ratelimit;
+mod tokens;
