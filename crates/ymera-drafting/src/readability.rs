@@ -389,11 +389,11 @@ mod tests {
     fn syllables_from_cmudict_and_patterns() {
         assert_eq!(word_syllables("readability"), 5);
         assert_eq!(word_syllables("the"), 1);
-        // Not in CMUdict: pyphen gives these counts.
-        assert_eq!(word_syllables("linearizability"), 6);
-        assert_eq!(word_syllables("appendonly"), 3);
+        // Not in CMUdict: pyphen (en_US, textstat's default) gives these.
+        assert_eq!(word_syllables("linearizability"), 5);
+        assert_eq!(word_syllables("appendonly"), 4);
         assert_eq!(word_syllables("thoughtprovoking"), 4);
-        assert_eq!(word_syllables("wellknown"), 1);
+        assert_eq!(word_syllables("wellknown"), 2);
         assert_eq!(word_syllables("2023"), 1);
         assert_eq!(word_syllables("café"), 1);
     }
