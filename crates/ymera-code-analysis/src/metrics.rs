@@ -219,10 +219,23 @@ fn parameter_count(language: Language, syntax: &Syntax<'_>, node: Node<'_>) -> u
                 p.children_by_field_name("name", &mut cursor).count().max(1)
             })
             .sum(),
-        _ => {
-            let _ = syntax;
-            items.count()
-        }
+        // lizard drops JavaScript parameters spelled like TypeScript type keywords.
+        Language::JavaScript => items
+            .filter(|p| {
+                !matches!(
+                    syntax.text(*p),
+                    "string"
+                        | "number"
+                        | "boolean"
+                        | "void"
+                        | "any"
+                        | "object"
+                        | "unknown"
+                        | "never"
+                )
+            })
+            .count(),
+        _ => items.count(),
     }
 }
 

@@ -110,15 +110,42 @@ pub(crate) fn tokens<'s>(language: Language, syntax: &Syntax<'s>) -> Vec<Token<'
 fn exempt_binding_candidates(tokens: &mut [Token<'_>]) {
     let mut i = 1;
     while i < tokens.len() {
+        // `name = (…)` (a plain identifier target) or `key: (…)`.
         let opens = tokens.get(i).is_some_and(|t| t.text == "(")
-            && tokens
-                .get(i - 1)
-                .is_some_and(|t| t.text == "=" || t.text == ":");
+            && tokens.get(i - 1).is_some_and(|t| {
+                t.text == ":"
+                    || (t.text == "="
+                        && i.checked_sub(2)
+                            .and_then(|k| tokens.get(k))
+                            .is_some_and(|p| p.kind == TokenKind::Word))
+            });
         if !opens {
             i += 1;
             continue;
         }
         let mut depth = 0usize;
+        let mut close = i;
+        while let Some(t) = tokens.get(close) {
+            match t.text {
+                "(" => depth += 1,
+                ")" => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+            close += 1;
+            if depth == 0 {
+                break;
+            }
+        }
+        // A parenthesised function (IIFE, callback) is real code to lizard.
+        if tokens
+            .get(i..close)
+            .unwrap_or(&[])
+            .iter()
+            .any(|t| t.text == "function" || t.text == "=>")
+        {
+            i += 1;
+            continue;
+        }
         let mut j = i;
         while let Some(t) = tokens.get_mut(j) {
             match t.text {
