@@ -273,7 +273,12 @@ fn encode_cursor(at: DateTime<Utc>, key: &str) -> String {
 }
 
 fn decode_cursor(cursor: &str) -> Result<(DateTime<Utc>, String), Error> {
-    let bad = || Error::validation(vec![Violation::new("/cursor", "not a cursor from a previous page")]);
+    let bad = || {
+        Error::validation(vec![Violation::new(
+            "/cursor",
+            "not a cursor from a previous page",
+        )])
+    };
     let (micros, key) = cursor.split_once(':').ok_or_else(bad)?;
     let micros: i64 = micros.parse().map_err(|_| bad())?;
     let at = DateTime::from_timestamp_micros(micros).ok_or_else(bad)?;
@@ -289,7 +294,10 @@ async fn history(comm: &Communication, req: HistoryRequest) -> Result<HistoryPag
     check_name(&mut violations, "/sender", req.sender.as_deref());
     check_name(&mut violations, "/recipient", req.recipient.as_deref());
     if req.conversation_id.as_ref().is_some_and(|c| c.len() > 255) {
-        violations.push(Violation::new("/conversation_id", "longer than 255 characters"));
+        violations.push(Violation::new(
+            "/conversation_id",
+            "longer than 255 characters",
+        ));
     }
     if !violations.is_empty() {
         return Err(Error::validation(violations));
@@ -388,7 +396,14 @@ pub struct ConversationsPage {
     pub next_cursor: Option<String>,
 }
 
-type ConversationRow = (String, Json<Value>, Option<String>, i32, DateTime<Utc>, DateTime<Utc>);
+type ConversationRow = (
+    String,
+    Json<Value>,
+    Option<String>,
+    i32,
+    DateTime<Utc>,
+    DateTime<Utc>,
+);
 
 async fn conversations(
     comm: &Communication,
@@ -478,7 +493,11 @@ async fn metrics_snapshot(comm: &Communication) -> MetricsReply {
         .await
         .into_iter()
         .map(|(recipient, backlog)| RecipientMetrics {
-            breaker: breakers.get(&recipient).copied().unwrap_or("closed").to_owned(),
+            breaker: breakers
+                .get(&recipient)
+                .copied()
+                .unwrap_or("closed")
+                .to_owned(),
             recipient,
             backlog,
         })
@@ -551,7 +570,10 @@ async fn dlq_list(comm: &Communication, req: DlqListRequest) -> Result<DlqPage, 
     let mut dead_letters = Vec::new();
     let mut more = false;
     loop {
-        let message = match stream.direct_get_next_for_subject(subject.as_str(), Some(next)).await {
+        let message = match stream
+            .direct_get_next_for_subject(subject.as_str(), Some(next))
+            .await
+        {
             Ok(message) => message,
             Err(err) => {
                 use async_nats::jetstream::stream::DirectGetErrorKind;
@@ -580,7 +602,9 @@ fn dead_letter_of(message: &async_nats::jetstream::message::StreamMessage) -> De
     DeadLetter {
         sequence: message.sequence,
         recipient: header(RECIPIENT_HEADER).unwrap_or_default(),
-        attempts: header(ATTEMPTS_HEADER).and_then(|a| a.parse().ok()).unwrap_or(0),
+        attempts: header(ATTEMPTS_HEADER)
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(0),
         last_error: header(LAST_ERROR_HEADER),
         envelope: serde_json::from_slice(&message.payload).unwrap_or(Value::Null),
     }
@@ -608,9 +632,15 @@ pub struct DlqReplayReply {
     pub messages: Vec<Value>,
 }
 
-async fn dlq_replay(comm: &Arc<Communication>, req: DlqReplayRequest) -> Result<DlqReplayReply, Error> {
+async fn dlq_replay(
+    comm: &Arc<Communication>,
+    req: DlqReplayRequest,
+) -> Result<DlqReplayReply, Error> {
     if req.sequences.len() > MAX_PAGE as usize {
-        return Err(Error::validation(vec![Violation::new("/sequences", "at most 1000")]));
+        return Err(Error::validation(vec![Violation::new(
+            "/sequences",
+            "at most 1000",
+        )]));
     }
     if req.sequences.is_empty() && req.recipient.is_none() {
         return Err(Error::validation(vec![Violation::new(
@@ -639,7 +669,11 @@ async fn dlq_replay(comm: &Arc<Communication>, req: DlqReplayRequest) -> Result<
         for seq in &req.sequences {
             match stream.get_raw_message(*seq).await {
                 Ok(message) => letters.push(dead_letter_of(&message)),
-                Err(_) => return Err(Error::not_found(format!("no dead letter with sequence {seq}"))),
+                Err(_) => {
+                    return Err(Error::not_found(format!(
+                        "no dead letter with sequence {seq}"
+                    )));
+                }
             }
         }
     }
@@ -652,14 +686,24 @@ async fn dlq_replay(comm: &Arc<Communication>, req: DlqReplayRequest) -> Result<
             continue;
         }
         crate::delivery::ensure_worker(comm, &letter.recipient).await?;
-        crate::journal::reset_for_replay(comm.journal().pool(), &envelope.id.to_string(), &letter.recipient)
-            .await
-            .map_err(db_error)?;
+        crate::journal::reset_for_replay(
+            comm.journal().pool(),
+            &envelope.id.to_string(),
+            &letter.recipient,
+        )
+        .await
+        .map_err(db_error)?;
         let body = serde_json::to_vec(&envelope).map_err(Error::internal)?;
         let publish = Publish::build()
             .payload(body.into())
-            .message_id(format!("{}.{}.replay.{}", envelope.id, letter.recipient, letter.sequence))
-            .header(streams::ACCEPTED_AT_HEADER, Utc::now().to_rfc3339().as_str());
+            .message_id(format!(
+                "{}.{}.replay.{}",
+                envelope.id, letter.recipient, letter.sequence
+            ))
+            .header(
+                streams::ACCEPTED_AT_HEADER,
+                Utc::now().to_rfc3339().as_str(),
+            );
         let ack = comm
             .js
             .send_publish(streams::message_subject(&letter.recipient), publish)

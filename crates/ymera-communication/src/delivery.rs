@@ -120,7 +120,8 @@ pub async fn maintenance_loop(comm: Arc<Communication>) {
         }
         discover_recipients(&comm).await;
         for (recipient, backlog) in poll_backlogs(&comm).await {
-            metrics::gauge!("ymera_comm_backlog", "recipient" => recipient.clone()).set(backlog as f64);
+            metrics::gauge!("ymera_comm_backlog", "recipient" => recipient.clone())
+                .set(backlog as f64);
             let mut map = comm.backlog.lock().unwrap_or_else(|p| p.into_inner());
             map.insert(recipient, backlog);
         }
@@ -138,7 +139,10 @@ pub async fn poll_backlogs(comm: &Communication) -> Vec<(String, u64)> {
     };
     let mut out = Vec::with_capacity(recipients.len());
     for recipient in recipients {
-        if let Ok(info) = stream.consumer_info(streams::consumer_name(&recipient)).await {
+        if let Ok(info) = stream
+            .consumer_info(streams::consumer_name(&recipient))
+            .await
+        {
             let backlog = info.num_pending + info.num_ack_pending as u64;
             out.push((recipient, backlog));
         }
@@ -221,7 +225,11 @@ enum Outcome {
     Nak(Duration),
 }
 
-async fn handle_copy(comm: &Arc<Communication>, recipient: &str, message: async_nats::jetstream::Message) {
+async fn handle_copy(
+    comm: &Arc<Communication>,
+    recipient: &str,
+    message: async_nats::jetstream::Message,
+) {
     let outcome = match decide(comm, recipient, &message).await {
         Ok(outcome) => outcome,
         Err(err) => {
@@ -268,16 +276,17 @@ async fn decide(
         }
     }
     let attempts = attempts.unwrap_or(0);
-    let update = |state, attempts, attempted_at, error: Option<String>, latency_ms| DeliveryUpdate {
-        envelope: envelope.clone(),
-        recipient: recipient.to_owned(),
-        state,
-        attempts,
-        attempted_at,
-        error,
-        latency_ms,
-        accepted_at,
-    };
+    let update =
+        |state, attempts, attempted_at, error: Option<String>, latency_ms| DeliveryUpdate {
+            envelope: envelope.clone(),
+            recipient: recipient.to_owned(),
+            state,
+            attempts,
+            attempted_at,
+            error,
+            latency_ms,
+            accepted_at,
+        };
     if envelope.is_expired_at(Utc::now()) {
         comm.journal
             .delivery(update(DeliveryState::Expired, attempts, None, None, None))
@@ -288,7 +297,16 @@ async fn decide(
     }
     if attempts >= comm.settings.max_attempts {
         let error = "attempts exhausted".to_owned();
-        return dead_letter(comm, recipient, &envelope, message, attempts, error, accepted_at).await;
+        return dead_letter(
+            comm,
+            recipient,
+            &envelope,
+            message,
+            attempts,
+            error,
+            accepted_at,
+        )
+        .await;
     }
     let breaker = comm.breakers.get(recipient);
     let permit = match breaker.try_acquire() {
@@ -310,7 +328,13 @@ async fn decide(
             let latency = (Utc::now() - accepted_at).to_std().unwrap_or_default();
             let latency_ms = latency.as_secs_f64() * 1000.0;
             comm.journal
-                .delivery(update(DeliveryState::Delivered, attempt, Some(attempted_at), None, Some(latency_ms)))
+                .delivery(update(
+                    DeliveryState::Delivered,
+                    attempt,
+                    Some(attempted_at),
+                    None,
+                    Some(latency_ms),
+                ))
                 .await?;
             comm.stats.delivered(latency);
             comm.cache_attempts(envelope.id, recipient, None);
@@ -327,11 +351,29 @@ async fn decide(
             permit.failure();
             comm.stats.failed();
             if attempt >= comm.settings.max_attempts {
-                return dead_letter(comm, recipient, &envelope, message, attempt, error, accepted_at).await;
+                return dead_letter(
+                    comm,
+                    recipient,
+                    &envelope,
+                    message,
+                    attempt,
+                    error,
+                    accepted_at,
+                )
+                .await;
             }
-            let delay = comm.settings.retry_policy().delay(attempt - 1, &mut rand::rng());
+            let delay = comm
+                .settings
+                .retry_policy()
+                .delay(attempt - 1, &mut rand::rng());
             comm.journal
-                .delivery(update(DeliveryState::Retrying, attempt, Some(attempted_at), Some(error.clone()), None))
+                .delivery(update(
+                    DeliveryState::Retrying,
+                    attempt,
+                    Some(attempted_at),
+                    Some(error.clone()),
+                    None,
+                ))
                 .await?;
             comm.cache_attempts(envelope.id, recipient, Some(attempt));
             publish_event(
@@ -376,7 +418,9 @@ async fn call_inbox(
         .map_err(|e| {
             use async_nats::RequestErrorKind;
             match e.kind() {
-                RequestErrorKind::NoResponders => format!("no agent answers on agent.{recipient}.inbox"),
+                RequestErrorKind::NoResponders => {
+                    format!("no agent answers on agent.{recipient}.inbox")
+                }
                 RequestErrorKind::TimedOut => format!(
                     "agent.{recipient}.inbox did not answer within {} ms",
                     comm.settings.inbox_timeout.as_millis()
@@ -386,7 +430,9 @@ async fn call_inbox(
         })?;
     if let Some(headers) = &reply.headers {
         let message = headers.get(ERROR_HEADER).map(|v| v.as_str().to_owned());
-        let code = headers.get(ERROR_CODE_HEADER).map(|v| v.as_str().to_owned());
+        let code = headers
+            .get(ERROR_CODE_HEADER)
+            .map(|v| v.as_str().to_owned());
         if message.is_some() || code.is_some() {
             let text = format!(
                 "recipient rejected the message: {} {}",
@@ -399,7 +445,9 @@ async fn call_inbox(
     if let Some(status) = reply.status
         && status.as_u16() >= 400
     {
-        return Err(format!("agent.{recipient}.inbox answered with status {status}"));
+        return Err(format!(
+            "agent.{recipient}.inbox answered with status {status}"
+        ));
     }
     Ok(())
 }
@@ -419,7 +467,10 @@ async fn dead_letter(
         .message_id(format!("{}.{recipient}.{seq}", envelope.id))
         .header(RECIPIENT_HEADER, recipient)
         .header(ATTEMPTS_HEADER, attempts.to_string().as_str())
-        .header(LAST_ERROR_HEADER, truncate(&error).replace(['\r', '\n'], " ").as_str())
+        .header(
+            LAST_ERROR_HEADER,
+            truncate(&error).replace(['\r', '\n'], " ").as_str(),
+        )
         .header(ACCEPTED_AT_HEADER, accepted_at.to_rfc3339().as_str());
     let ack = comm
         .js
@@ -452,7 +503,9 @@ async fn dead_letter(
 }
 
 async fn publish_event(comm: &Communication, subject: &'static str, body: serde_json::Value) {
-    let Ok(bytes) = serde_json::to_vec(&body) else { return };
+    let Ok(bytes) = serde_json::to_vec(&body) else {
+        return;
+    };
     if let Err(err) = comm.client.publish(subject, Bytes::from(bytes)).await {
         tracing::debug!(error = %err, subject, "event not published");
     }

@@ -138,7 +138,11 @@ impl Journal {
 
     /// Records an accepted message: its history row, one `accepted` delivery
     /// row per recipient and its conversation. Idempotent per id.
-    pub async fn record(&self, envelope: Arc<Envelope>, accepted_at: DateTime<Utc>) -> Result<(), Error> {
+    pub async fn record(
+        &self,
+        envelope: Arc<Envelope>,
+        accepted_at: DateTime<Utc>,
+    ) -> Result<(), Error> {
         self.submit(Op::Record(envelope, accepted_at)).await
     }
 
@@ -250,7 +254,7 @@ async fn insert_message(
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))
         .unwrap_or_default();
-    let metadata = (!envelope.metadata.is_empty()).then(|| Json(&envelope.metadata));
+    let metadata = (!envelope.metadata.is_empty()).then_some(Json(&envelope.metadata));
     let inserted = sqlx::query(
         "INSERT INTO message_history (message_id, type, sender, recipients, subject, payload, status, \
            created_at, metadata, conversation_id, correlation_id, priority, expires_at) \
@@ -370,7 +374,11 @@ pub async fn reset_for_replay(pool: &PgPool, id: &str, recipient: &str) -> Resul
 
 /// Moves history older than `age` (and its delivery rows) to
 /// `message_history_archive`, at most `limit` messages; returns how many.
-pub async fn archive_older_than(pool: &PgPool, age: Duration, limit: i64) -> Result<u64, sqlx::Error> {
+pub async fn archive_older_than(
+    pool: &PgPool,
+    age: Duration,
+    limit: i64,
+) -> Result<u64, sqlx::Error> {
     let cutoff = Utc::now() - chrono::Duration::from_std(age).unwrap_or(chrono::Duration::MAX);
     let mut tx = pool.begin().await?;
     let ids: Vec<(String,)> = sqlx::query_as(

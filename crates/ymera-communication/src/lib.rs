@@ -127,7 +127,11 @@ impl Communication {
         metrics::gauge!("ymera_comm_backlog_capacity").set(f64::from(settings.backlog_limit));
         let comm = Arc::new(Communication {
             limiter: RateLimiter::new("ymera:rl:comm:", runtime.redis().cloned()),
-            breakers: BreakerRegistry::new("communication", settings.breaker(), Arc::new(SystemClock)),
+            breakers: BreakerRegistry::new(
+                "communication",
+                settings.breaker(),
+                Arc::new(SystemClock),
+            ),
             settings,
             client,
             js,
@@ -205,7 +209,9 @@ async fn retention_loop(comm: Arc<Communication>) {
             _ = tick.tick() => {}
         }
         loop {
-            match journal::archive_older_than(comm.journal.pool(), comm.settings.retention, 5000).await {
+            match journal::archive_older_than(comm.journal.pool(), comm.settings.retention, 5000)
+                .await
+            {
                 Ok(0) => break,
                 Ok(n) => tracing::info!(archived = n, "moved old message history to the archive"),
                 Err(err) => {

@@ -2,7 +2,10 @@
 
 fn main() -> std::process::ExitCode {
     let config = ymera_core::config::ServiceConfig::load_or_exit("ymera-communication");
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("ymera-communication: cannot start the async runtime: {err}");

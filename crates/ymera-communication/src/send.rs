@@ -100,7 +100,9 @@ fn check_backlog(comm: &Communication, envelope: &Envelope) -> Result<(), Error>
 fn backlog_full(recipient: &str, limit: u64) -> Error {
     Error::new(
         ErrorKind::Unavailable,
-        format!("recipient {recipient} has {limit} undelivered messages, the most allowed; retry later"),
+        format!(
+            "recipient {recipient} has {limit} undelivered messages, the most allowed; retry later"
+        ),
     )
     .with_detail("reason", "backlog_full")
     .with_detail("recipient", recipient)

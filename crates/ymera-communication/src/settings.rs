@@ -70,39 +70,87 @@ impl CommSettings {
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
         let d = CommSettings::default();
-        let num = |name: &'static str, default: u64, min: u64, max: u64| -> Result<u64, ConfigError> {
-            match get(name) {
-                None => Ok(default),
-                Some(text) => match text.trim().parse::<u64>() {
-                    Ok(v) if (min..=max).contains(&v) => Ok(v),
-                    _ => Err(ConfigError {
-                        variable: name,
-                        reason: format!("{text:?} is not a whole number between {min} and {max}"),
-                    }),
-                },
-            }
-        };
+        let num =
+            |name: &'static str, default: u64, min: u64, max: u64| -> Result<u64, ConfigError> {
+                match get(name) {
+                    None => Ok(default),
+                    Some(text) => match text.trim().parse::<u64>() {
+                        Ok(v) if (min..=max).contains(&v) => Ok(v),
+                        _ => Err(ConfigError {
+                            variable: name,
+                            reason: format!(
+                                "{text:?} is not a whole number between {min} and {max}"
+                            ),
+                        }),
+                    },
+                }
+            };
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         Ok(CommSettings {
-            rate_limit: u32::try_from(num("COMM_RATE_LIMIT", u64::from(d.rate_limit), 1, 1_000_000)?)
-                .unwrap_or(u32::MAX),
-            rate_period: Duration::from_millis(num("COMM_RATE_PERIOD_MS", ms(d.rate_period), 1, 86_400_000)?),
-            max_attempts: u32::try_from(num("COMM_MAX_ATTEMPTS", u64::from(d.max_attempts), 1, 100)?)
-                .unwrap_or(u32::MAX),
-            retry_base: Duration::from_millis(num("COMM_RETRY_BASE_MS", ms(d.retry_base), 1, 600_000)?),
-            retry_cap: Duration::from_millis(num("COMM_RETRY_CAP_MS", ms(d.retry_cap), 1, 3_600_000)?),
-            backlog_limit: u32::try_from(num("COMM_BACKLOG_LIMIT", u64::from(d.backlog_limit), 1, 10_000_000)?)
-                .unwrap_or(u32::MAX),
-            inbox_timeout: Duration::from_millis(num("COMM_INBOX_TIMEOUT_MS", ms(d.inbox_timeout), 10, 600_000)?),
+            rate_limit: u32::try_from(num(
+                "COMM_RATE_LIMIT",
+                u64::from(d.rate_limit),
+                1,
+                1_000_000,
+            )?)
+            .unwrap_or(u32::MAX),
+            rate_period: Duration::from_millis(num(
+                "COMM_RATE_PERIOD_MS",
+                ms(d.rate_period),
+                1,
+                86_400_000,
+            )?),
+            max_attempts: u32::try_from(num(
+                "COMM_MAX_ATTEMPTS",
+                u64::from(d.max_attempts),
+                1,
+                100,
+            )?)
+            .unwrap_or(u32::MAX),
+            retry_base: Duration::from_millis(num(
+                "COMM_RETRY_BASE_MS",
+                ms(d.retry_base),
+                1,
+                600_000,
+            )?),
+            retry_cap: Duration::from_millis(num(
+                "COMM_RETRY_CAP_MS",
+                ms(d.retry_cap),
+                1,
+                3_600_000,
+            )?),
+            backlog_limit: u32::try_from(num(
+                "COMM_BACKLOG_LIMIT",
+                u64::from(d.backlog_limit),
+                1,
+                10_000_000,
+            )?)
+            .unwrap_or(u32::MAX),
+            inbox_timeout: Duration::from_millis(num(
+                "COMM_INBOX_TIMEOUT_MS",
+                ms(d.inbox_timeout),
+                10,
+                600_000,
+            )?),
             duplicate_window: Duration::from_secs(num(
                 "COMM_DUPLICATE_WINDOW_S",
                 d.duplicate_window.as_secs(),
                 1,
                 7 * 86_400,
             )?),
-            breaker_failures: u32::try_from(num("COMM_BREAKER_FAILURES", u64::from(d.breaker_failures), 1, 1000)?)
-                .unwrap_or(u32::MAX),
-            breaker_open: Duration::from_millis(num("COMM_BREAKER_OPEN_MS", ms(d.breaker_open), 1, 3_600_000)?),
+            breaker_failures: u32::try_from(num(
+                "COMM_BREAKER_FAILURES",
+                u64::from(d.breaker_failures),
+                1,
+                1000,
+            )?)
+            .unwrap_or(u32::MAX),
+            breaker_open: Duration::from_millis(num(
+                "COMM_BREAKER_OPEN_MS",
+                ms(d.breaker_open),
+                1,
+                3_600_000,
+            )?),
             delivery_concurrency: usize::try_from(num(
                 "COMM_DELIVERY_CONCURRENCY",
                 d.delivery_concurrency as u64,
@@ -111,7 +159,12 @@ impl CommSettings {
             )?)
             .unwrap_or(1),
             retention: Duration::from_secs(
-                num("COMM_RETENTION_DAYS", d.retention.as_secs() / 86_400, 1, 36_500)? * 86_400,
+                num(
+                    "COMM_RETENTION_DAYS",
+                    d.retention.as_secs() / 86_400,
+                    1,
+                    36_500,
+                )? * 86_400,
             ),
             retention_interval: Duration::from_secs(num(
                 "COMM_RETENTION_INTERVAL_S",

@@ -84,8 +84,15 @@ impl Stats {
         self.delivered.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("ymera_comm_messages_delivered_total").increment(1);
         metrics::histogram!("ymera_comm_delivery_latency_seconds").record(latency.as_secs_f64());
-        let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX).max(1);
-        if let Some(h) = self.latency_us.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+        let us = u64::try_from(latency.as_micros())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        if let Some(h) = self
+            .latency_us
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_mut()
+        {
             h.saturating_record(us);
         }
     }

@@ -76,8 +76,12 @@ impl Agent {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let url = config.nats.url.clone();
         runtime.spawn(async move {
-            let rt = Runtime::start("communication", config).await.expect("runtime");
-            let comm = Communication::start(&rt, settings).await.expect("agent starts");
+            let rt = Runtime::start("communication", config)
+                .await
+                .expect("runtime");
+            let comm = Communication::start(&rt, settings)
+                .await
+                .expect("agent starts");
             let _ = tx.send((rt.shutdown_token(), comm.clone()));
             service(comm).serve(rt).await
         });
@@ -204,7 +208,9 @@ impl Recipient {
                     let mut headers = async_nats::HeaderMap::new();
                     headers.insert("Nats-Service-Error", "always failing");
                     headers.insert("Nats-Service-Error-Code", "500");
-                    let _ = client.publish_with_headers(reply, headers, Bytes::new()).await;
+                    let _ = client
+                        .publish_with_headers(reply, headers, Bytes::new())
+                        .await;
                 } else {
                     let _ = client.publish(reply, Bytes::from_static(b"{}")).await;
                 }

@@ -17,8 +17,8 @@ use crate::common::{
     send_until_accepted, states,
 };
 
-/// Messages per scenario (3 scenarios: 1,800 in all).
-const MESSAGES: usize = 600;
+/// Messages per scenario (3 scenarios: 3,000 in all).
+const MESSAGES: usize = 1000;
 /// Concurrent senders.
 const SENDERS: usize = 8;
 
@@ -54,13 +54,29 @@ async fn wait_progress(progress: &AtomicUsize, at_least: usize) {
     .await;
 }
 
-async fn assert_all_delivered(recipient: &Recipient, name: &str, db: &str, accepted: &HashSet<String>) {
+/// The fault must hit mid-run, not after the last send.
+fn assert_mid_run(progress: &AtomicUsize) {
+    let sent = progress.load(Ordering::Relaxed);
+    assert!(sent < MESSAGES, "the fault came after every send ({sent})");
+    eprintln!("fault injected after {sent} of {MESSAGES} sends");
+}
+
+async fn assert_all_delivered(
+    recipient: &Recipient,
+    name: &str,
+    db: &str,
+    accepted: &HashSet<String>,
+) {
     assert_eq!(accepted.len(), MESSAGES);
     eventually(120, "every accepted id received", || async {
         recipient.distinct().is_superset(accepted)
     })
     .await;
-    assert_eq!(&recipient.distinct(), accepted, "received ids = accepted ids");
+    assert_eq!(
+        &recipient.distinct(),
+        accepted,
+        "received ids = accepted ids"
+    );
     let pool = pool(db).await;
     eventually(120, "every copy recorded delivered", || async {
         states(&pool, name).await.get("delivered").copied() == Some(MESSAGES as i64)
@@ -89,6 +105,7 @@ async fn recipient_outage_loses_nothing() {
     let sender = tokio::spawn(send_many(client, "outage-recipient", progress.clone()));
     wait_progress(&progress, MESSAGES / 3).await;
     recipient.down().await;
+    assert_mid_run(&progress);
     tokio::time::sleep(Duration::from_secs(3)).await;
     recipient.up().await;
     let accepted = sender.await.unwrap();
@@ -106,6 +123,7 @@ async fn nats_server_crash_loses_nothing() {
     let sender = tokio::spawn(send_many(client, "crash-nats", progress.clone()));
     wait_progress(&progress, MESSAGES / 3).await;
     nats.kill().unwrap();
+    assert_mid_run(&progress);
     tokio::time::sleep(Duration::from_secs(1)).await;
     nats.restart().unwrap();
     let accepted = sender.await.unwrap();
@@ -123,6 +141,7 @@ async fn agent_crash_loses_nothing() {
     let sender = tokio::spawn(send_many(client, "crash-agent", progress.clone()));
     wait_progress(&progress, MESSAGES / 3).await;
     agent.kill();
+    assert_mid_run(&progress);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let _agent = Agent::start(config(&nats, &db), fast_settings()).await;
     let accepted = sender.await.unwrap();

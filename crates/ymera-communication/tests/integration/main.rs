@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
-mod faults;
 mod failures;
-mod requests;
+mod faults;
 mod queries;
+mod requests;

@@ -20,7 +20,11 @@ async fn status_history_conversations_and_metrics() {
     let _bob = Recipient::start(&nats.url(), "bob", false).await;
     let mut ids = Vec::new();
     for i in 0..3 {
-        let (from, to) = if i % 2 == 0 { ("alice", "bob") } else { ("bob", "alice") };
+        let (from, to) = if i % 2 == 0 {
+            ("alice", "bob")
+        } else {
+            ("bob", "alice")
+        };
         let mut env = envelope(from, &[to], &format!("topic {i}"));
         env["conversation_id"] = json!("conv-1");
         let reply: Value = client.request("communication.send", &env).await.unwrap();
@@ -30,7 +34,10 @@ async fn status_history_conversations_and_metrics() {
     // An envelope without an id gets a UUID v7.
     let mut anonymous = envelope("carol", &["alice", "bob"], "no id");
     anonymous.as_object_mut().unwrap().remove("id");
-    let reply: Value = client.request("communication.send", &anonymous).await.unwrap();
+    let reply: Value = client
+        .request("communication.send", &anonymous)
+        .await
+        .unwrap();
     let assigned: uuid::Uuid = reply["id"].as_str().unwrap().parse().unwrap();
     assert_eq!(assigned.get_version_num(), 7);
 
@@ -59,7 +66,10 @@ async fn status_history_conversations_and_metrics() {
 
     // History: filters and cursor pagination.
     let page: Value = client
-        .request("communication.history", &json!({"conversation_id": "conv-1", "limit": 2}))
+        .request(
+            "communication.history",
+            &json!({"conversation_id": "conv-1", "limit": 2}),
+        )
         .await
         .unwrap();
     assert_eq!(page["messages"].as_array().unwrap().len(), 2);
@@ -86,7 +96,10 @@ async fn status_history_conversations_and_metrics() {
         .unwrap();
     assert_eq!(to_alice["messages"].as_array().unwrap().len(), 2);
     let future: Value = client
-        .request("communication.history", &json!({"since": "2999-01-01T00:00:00Z"}))
+        .request(
+            "communication.history",
+            &json!({"since": "2999-01-01T00:00:00Z"}),
+        )
         .await
         .unwrap();
     assert!(future["messages"].as_array().unwrap().is_empty());
@@ -94,7 +107,10 @@ async fn status_history_conversations_and_metrics() {
 
     // Conversations.
     let convs: Value = client
-        .request("communication.conversations", &json!({"participant": "alice"}))
+        .request(
+            "communication.conversations",
+            &json!({"participant": "alice"}),
+        )
         .await
         .unwrap();
     let list = convs["conversations"].as_array().unwrap();
@@ -105,14 +121,21 @@ async fn status_history_conversations_and_metrics() {
     assert_eq!(list[0]["topic"], "topic 0");
 
     // Metrics as JSON and on /metrics.
-    let metrics: Value = client.request("communication.metrics", &json!({})).await.unwrap();
+    let metrics: Value = client
+        .request("communication.metrics", &json!({}))
+        .await
+        .unwrap();
     assert_eq!(metrics["counters"]["sent"], 4);
     assert_eq!(metrics["counters"]["delivered"], 5);
     assert_eq!(metrics["delivery_latency"]["count"], 5);
     assert!(metrics["delivery_latency"]["p99_ms"].as_f64().unwrap() > 0.0);
     assert_eq!(metrics["backlog_capacity"], 10_000);
     let recipients = metrics["recipients"].as_array().unwrap();
-    assert!(recipients.iter().any(|r| r["recipient"] == "alice" && r["breaker"] == "closed"));
+    assert!(
+        recipients
+            .iter()
+            .any(|r| r["recipient"] == "alice" && r["breaker"] == "closed")
+    );
     let text = ymera_core::metrics::render();
     for name in [
         "ymera_comm_messages_sent_total",
@@ -127,7 +150,10 @@ async fn status_history_conversations_and_metrics() {
         .await
         .unwrap();
     assert_eq!(moved, 4);
-    let left: Value = client.request("communication.history", &json!({})).await.unwrap();
+    let left: Value = client
+        .request("communication.history", &json!({}))
+        .await
+        .unwrap();
     assert!(left["messages"].as_array().unwrap().is_empty());
     let archived: i64 = sqlx::query_scalar("SELECT count(*) FROM message_history_archive")
         .fetch_one(&pool)

@@ -34,7 +34,10 @@ async fn bad_requests_get_documented_codes_and_store_nothing() {
     let client = client(&nats.url()).await;
     let pool = pool(&db).await;
     let ok: Value = client
-        .request("communication.send", &envelope("tester", &["someone"], "fine"))
+        .request(
+            "communication.send",
+            &envelope("tester", &["someone"], "fine"),
+        )
         .await
         .unwrap();
     assert_eq!(ok["status"], "accepted");
@@ -55,14 +58,43 @@ async fn bad_requests_get_documented_codes_and_store_nothing() {
     );
     let nul = r#"{"type":"event","sender":"a","recipients":["b"],"subject":"s\u0000","payload":1}"#;
     let cases: Vec<(&str, Bytes, ErrorKind)> = vec![
-        ("oversized", Bytes::from(serde_json::to_vec(&oversized).unwrap()), ErrorKind::PayloadTooLarge),
-        ("malformed", Bytes::from_static(b"{\"type\": "), ErrorKind::InvalidRequest),
-        ("bad utf-8", Bytes::from_static(b"{\"type\":\"event\",\"sender\":\"\xff\xfe\"}"), ErrorKind::InvalidRequest),
+        (
+            "oversized",
+            Bytes::from(serde_json::to_vec(&oversized).unwrap()),
+            ErrorKind::PayloadTooLarge,
+        ),
+        (
+            "malformed",
+            Bytes::from_static(b"{\"type\": "),
+            ErrorKind::InvalidRequest,
+        ),
+        (
+            "bad utf-8",
+            Bytes::from_static(b"{\"type\":\"event\",\"sender\":\"\xff\xfe\"}"),
+            ErrorKind::InvalidRequest,
+        ),
         ("too deep", Bytes::from(deep), ErrorKind::InvalidRequest),
-        ("nul", Bytes::from(nul), ErrorKind::InvalidRequest),
-        ("unknown field", Bytes::from(serde_json::to_vec(&unknown).unwrap()), ErrorKind::InvalidRequest),
-        ("expired", Bytes::from(serde_json::to_vec(&expired).unwrap()), ErrorKind::ValidationFailed),
-        ("bad names", Bytes::from(serde_json::to_vec(&bad_name).unwrap()), ErrorKind::ValidationFailed),
+        (
+            "raw NUL byte",
+            Bytes::from_static(b"{\"type\":\"event\",\"sender\":\"a\x00\"}"),
+            ErrorKind::InvalidRequest,
+        ),
+        ("escaped NUL", Bytes::from(nul), ErrorKind::ValidationFailed),
+        (
+            "unknown field",
+            Bytes::from(serde_json::to_vec(&unknown).unwrap()),
+            ErrorKind::InvalidRequest,
+        ),
+        (
+            "expired",
+            Bytes::from(serde_json::to_vec(&expired).unwrap()),
+            ErrorKind::ValidationFailed,
+        ),
+        (
+            "bad names",
+            Bytes::from(serde_json::to_vec(&bad_name).unwrap()),
+            ErrorKind::ValidationFailed,
+        ),
         ("empty", Bytes::new(), ErrorKind::InvalidRequest),
     ];
     for (what, body, kind) in cases {
@@ -82,7 +114,11 @@ async fn bad_requests_get_documented_codes_and_store_nothing() {
         .await
         .unwrap_err();
     assert_eq!(err.kind, ErrorKind::ValidationFailed);
-    assert_eq!(history_rows(&pool).await, before, "bad requests stored nothing");
+    assert_eq!(
+        history_rows(&pool).await,
+        before,
+        "bad requests stored nothing"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -102,19 +138,28 @@ async fn over_rate_sends_get_429_shared_through_redis() {
     let pool = pool(&db).await;
     for i in 0..3 {
         let _: Value = client
-            .request("communication.send", &envelope("chatty", &["someone"], &format!("{i}")))
+            .request(
+                "communication.send",
+                &envelope("chatty", &["someone"], &format!("{i}")),
+            )
             .await
             .unwrap();
     }
     let err = client
-        .request::<_, Value>("communication.send", &envelope("chatty", &["someone"], "one too many"))
+        .request::<_, Value>(
+            "communication.send",
+            &envelope("chatty", &["someone"], "one too many"),
+        )
         .await
         .unwrap_err();
     assert_eq!(err.kind, ErrorKind::RateLimited);
     assert!(err.details["retry_after_ms"].as_u64().unwrap() > 0);
     // Another sender has its own budget.
     let _: Value = client
-        .request("communication.send", &envelope("quiet", &["someone"], "hello"))
+        .request(
+            "communication.send",
+            &envelope("quiet", &["someone"], "hello"),
+        )
         .await
         .unwrap();
     assert_eq!(history_rows(&pool).await.0, 4);
@@ -134,12 +179,18 @@ async fn full_backlog_answers_503() {
     let client = client(&nats.url()).await;
     for i in 0..5 {
         let _: Value = client
-            .request("communication.send", &envelope("tester", &["absent"], &format!("{i}")))
+            .request(
+                "communication.send",
+                &envelope("tester", &["absent"], &format!("{i}")),
+            )
             .await
             .unwrap();
     }
     let err = client
-        .request::<_, Value>("communication.send", &envelope("tester", &["absent"], "sixth"))
+        .request::<_, Value>(
+            "communication.send",
+            &envelope("tester", &["absent"], "sixth"),
+        )
         .await
         .unwrap_err();
     assert_eq!(err.kind, ErrorKind::Unavailable);
@@ -147,7 +198,10 @@ async fn full_backlog_answers_503() {
     assert_eq!(err.details["recipient"], "absent");
     // Other recipients are not affected.
     let _: Value = client
-        .request("communication.send", &envelope("tester", &["present"], "fine"))
+        .request(
+            "communication.send",
+            &envelope("tester", &["present"], "fine"),
+        )
         .await
         .unwrap();
 }
@@ -159,7 +213,8 @@ async fn expired_messages_are_never_delivered() {
     let _agent = Agent::start(config(&nats, &db), fast_settings()).await;
     let client = client(&nats.url()).await;
     let mut env = envelope("tester", &["late"], "short-lived");
-    env["expires_at"] = json!((chrono::Utc::now() + chrono::Duration::milliseconds(1500)).to_rfc3339());
+    env["expires_at"] =
+        json!((chrono::Utc::now() + chrono::Duration::milliseconds(1500)).to_rfc3339());
     let reply: Value = client.request("communication.send", &env).await.unwrap();
     let id = reply["id"].as_str().unwrap().to_owned();
     let pool = pool(&db).await;
