@@ -1,6 +1,7 @@
 //! `ymera`: client commands, the local stack (`ymera up`) and benchmarks.
 
 mod bench;
+mod cmd_analyze;
 mod cmd_comm;
 mod cmd_config;
 mod cmd_draft;
@@ -43,6 +44,8 @@ enum Command {
     /// Benchmarks (latency histograms and throughput beside a raw baseline).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Analyse source files for complexity and security, performance and smell findings.
+    Analyze(cmd_analyze::AnalyzeArgs),
     /// Configuration commands.
     #[command(subcommand)]
     Config(cmd_config::ConfigCommand),
@@ -66,6 +69,7 @@ async fn main() -> ExitCode {
         Command::Up(args) => stack::up(args).await,
         Command::Down(args) => stack::down(args).await,
         Command::Bench(cmd) => bench::run(cmd, &ctx).await,
+        Command::Analyze(args) => cmd_analyze::run(args, &ctx).await,
         Command::Config(cmd) => cmd_config::run(cmd, &ctx).await,
         Command::Draft(cmd) => cmd_draft::run(cmd, &ctx).await,
         Command::Comm(cmd) => cmd_comm::run(cmd, &ctx).await,

@@ -1,0 +1,4 @@
+//! ymera-cli integration tests: the real `ymera` binary against real servers.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod stack;

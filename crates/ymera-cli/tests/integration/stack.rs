@@ -1,0 +1,172 @@
+//! `ymera up --detach` brings up nats-server, PostgreSQL, Redis and every
+//! service binary built beside `ymera`; `ymera health` sees them healthy; a
+//! service killed with SIGKILL is restarted by the supervisor; `ymera down`
+//! stops everything.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use ymera_testkit::free_port;
+
+const YMERA: &str = env!("CARGO_BIN_EXE_ymera");
+const SERVICES: [&str; 5] = [
+    "communication",
+    "config",
+    "drafting",
+    "code-analysis",
+    "security",
+];
+
+fn built_services() -> Vec<&'static str> {
+    let dir = Path::new(YMERA).parent().unwrap();
+    SERVICES
+        .into_iter()
+        .filter(|s| dir.join(format!("ymera-{s}")).is_file())
+        .collect()
+}
+
+fn ymera(args: &[&str]) -> Output {
+    Command::new(YMERA)
+        .args(args)
+        .env_remove("NATS_URL")
+        .output()
+        .unwrap()
+}
+
+fn health(nats_url: &str, expect: usize) -> (bool, serde_json::Value) {
+    let out = ymera(&[
+        "--nats-url",
+        nats_url,
+        "--json",
+        "health",
+        "--expect",
+        &expect.to_string(),
+    ]);
+    let json = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+    (out.status.success(), json)
+}
+
+fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// PIDs of processes running `binary` whose environment has `NATS_URL=url`.
+fn pids_of(binary: &Path, nats_url: &str) -> Vec<u32> {
+    let needle = format!("NATS_URL={nats_url}");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| exe == binary))
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()))
+        })
+        .collect()
+}
+
+#[test]
+fn up_health_restart_down() {
+    let services = built_services();
+    assert!(
+        !services.is_empty(),
+        "no service binary built beside {YMERA}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let ports: Vec<String> = (0..5).map(|_| free_port().unwrap().to_string()).collect();
+    let nats_url = format!("nats://127.0.0.1:{}", ports[0]);
+    let up = ymera(&[
+        "up",
+        "--detach",
+        "--dir",
+        dir.path().to_str().unwrap(),
+        "--nats-port",
+        &ports[0],
+        "--nats-monitor-port",
+        &ports[1],
+        "--postgres-port",
+        &ports[2],
+        "--redis-port",
+        &ports[3],
+        "--http-base-port",
+        &ports[4],
+    ]);
+    let stack_log = dir.path().join("logs/stack.log");
+    assert!(
+        up.status.success(),
+        "up failed: {}\n{}",
+        String::from_utf8_lossy(&up.stderr),
+        read(&stack_log)
+    );
+
+    let report = wait_for("every service healthy", Duration::from_secs(90), || {
+        let (ok, json) = health(&nats_url, services.len());
+        ok.then_some(json)
+    });
+    let mut names: Vec<&str> = report
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["service"].as_str().unwrap())
+        .collect();
+    names.sort();
+    let mut expected = services.clone();
+    expected.sort();
+    assert_eq!(names, expected, "{report}");
+
+    // Crash one service: the supervisor restarts it and it is healthy again.
+    let victim = services[0];
+    let binary = PathBuf::from(YMERA).with_file_name(format!("ymera-{victim}"));
+    let before = pids_of(&binary, &nats_url);
+    assert_eq!(before.len(), 1, "one {victim} process");
+    assert!(
+        Command::new("kill")
+            .args(["-KILL", &before[0].to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    wait_for(
+        "the crashed service to come back",
+        Duration::from_secs(60),
+        || {
+            let now = pids_of(&binary, &nats_url);
+            let (ok, _) = health(&nats_url, services.len());
+            (ok && now.len() == 1 && now[0] != before[0]).then_some(())
+        },
+    );
+    assert!(
+        read(&stack_log).contains(&format!("{victim}: exited")),
+        "{}",
+        read(&stack_log)
+    );
+
+    let down = ymera(&["down", "--dir", dir.path().to_str().unwrap()]);
+    assert!(
+        down.status.success(),
+        "{}",
+        String::from_utf8_lossy(&down.stderr)
+    );
+    for service in &services {
+        let binary = PathBuf::from(YMERA).with_file_name(format!("ymera-{service}"));
+        assert!(
+            pids_of(&binary, &nats_url).is_empty(),
+            "{service} still running after down"
+        );
+    }
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", ports[0].parse::<u16>().unwrap())).is_err(),
+        "nats-server still listening"
+    );
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
