@@ -109,6 +109,15 @@ pub async fn service(
     runtime: &Runtime,
     settings: Settings,
 ) -> Result<ServiceBuilder, RuntimeError> {
+    Ok(builder(&start_manager(runtime, settings).await?))
+}
+
+/// The manager of one replica, with its change-event listener running until
+/// the runtime shuts down.
+pub async fn start_manager(
+    runtime: &Runtime,
+    settings: Settings,
+) -> Result<Arc<ConfigManager>, RuntimeError> {
     let pool = runtime.postgres().cloned().ok_or(RuntimeError::Config {
         variable: "POSTGRES_URL",
         reason: "the config manager needs PostgreSQL".into(),
@@ -131,7 +140,12 @@ pub async fn service(
         manager.clone(),
         runtime.shutdown_token(),
     ));
+    Ok(manager)
+}
 
+/// The service's endpoints on `manager`.
+pub fn builder(manager: &Arc<ConfigManager>) -> ServiceBuilder {
+    let manager = manager.clone();
     let b = ServiceBuilder::new(
         NAME,
         env!("CARGO_PKG_VERSION"),
@@ -179,10 +193,9 @@ pub async fn service(
     let b = endpoint(b, "config.template.set", &manager, |m, r| async move {
         m.set_template(r).await
     });
-    let b = endpoint(b, "config.template.apply", &manager, |m, r| async move {
+    endpoint(b, "config.template.apply", &manager, |m, r| async move {
         m.apply_template(r).await
-    });
-    Ok(b)
+    })
 }
 
 /// Registers a JSON-in, JSON-out endpoint calling `f` on the manager.

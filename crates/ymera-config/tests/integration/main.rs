@@ -1,0 +1,9 @@
+//! ymera-config integration tests against real nats-server, PostgreSQL and
+//! Redis, compiled as one binary.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+mod import_export;
+mod replicas;
+mod watcher;
+mod writes;
