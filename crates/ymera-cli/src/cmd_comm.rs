@@ -54,6 +54,9 @@ pub struct SendArgs {
     /// Priority: low, normal, high or critical.
     #[arg(long, default_value = "normal")]
     pub priority: String,
+    /// The id of the message this one answers (for responses).
+    #[arg(long)]
+    pub correlation_id: Option<String>,
     /// Reuse this message id (a resend inside the duplicate window delivers nothing new).
     #[arg(long)]
     pub id: Option<String>,
@@ -172,6 +175,9 @@ async fn send(args: SendArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
     });
     if let Some(conversation) = &args.conversation {
         envelope["conversation_id"] = json!(conversation);
+    }
+    if let Some(correlation) = &args.correlation_id {
+        envelope["correlation_id"] = json!(correlation);
     }
     let id = args
         .id

@@ -5,7 +5,7 @@
 //! after its new state is stored (a crash never loses a `delivered`), while
 //! concurrent writes share one transaction.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -193,36 +193,35 @@ async fn writer(pool: PgPool, mut rx: mpsc::Receiver<Job>) {
 }
 
 async fn write_batch(pool: &PgPool, batch: &[Job]) -> Result<(), sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let mut touched = BTreeSet::new();
+    // Set-based: a handful of statements per batch, whatever its size.
+    let mut messages: BTreeMap<Uuid, &Envelope> = BTreeMap::new();
+    let mut accepted: Vec<(&Envelope, DateTime<Utc>)> = Vec::new();
+    let mut updates: BTreeMap<(Uuid, &str), MergedUpdate> = BTreeMap::new();
     for job in batch {
         match &job.op {
             Op::Record(envelope, accepted_at) => {
-                insert_message(&mut tx, envelope).await?;
-                sqlx::query(
-                    "INSERT INTO message_deliveries (message_id, recipient, state, attempts, accepted_at) \
-                     SELECT $1, r, 'accepted', 0, $3 FROM UNNEST($2::text[]) AS r \
-                     ON CONFLICT (message_id, recipient) DO NOTHING",
-                )
-                .bind(envelope.id.to_string())
-                .bind(&envelope.recipients)
-                .bind(accepted_at)
-                .execute(&mut *tx)
-                .await?;
+                messages.insert(envelope.id, envelope);
+                accepted.push((envelope, *accepted_at));
             }
             Op::Delivery(update) => {
                 if update.state.is_final() {
                     // The history row may be missing if the agent crashed
                     // between the JetStream ack and its record.
-                    insert_message(&mut tx, &update.envelope).await?;
+                    messages.insert(update.envelope.id, &update.envelope);
                 }
-                upsert_delivery(&mut tx, update).await?;
-                touched.insert(update.envelope.id.to_string());
+                updates
+                    .entry((update.envelope.id, update.recipient.as_str()))
+                    .and_modify(|merged| merged.merge(update))
+                    .or_insert_with(|| MergedUpdate::from(update));
             }
         }
     }
-    if !touched.is_empty() {
-        let ids: Vec<String> = touched.into_iter().collect();
+    let mut tx = pool.begin().await?;
+    insert_messages(&mut tx, &messages).await?;
+    insert_accepted(&mut tx, &accepted).await?;
+    upsert_deliveries(&mut tx, &updates).await?;
+    if !updates.is_empty() {
+        let ids: Vec<String> = updates.keys().map(|(id, _)| id.to_string()).collect();
         sqlx::query(
             "UPDATE message_history h SET status = s.status FROM ( \
                SELECT message_id, CASE \
@@ -240,53 +239,127 @@ async fn write_batch(pool: &PgPool, batch: &[Job]) -> Result<(), sqlx::Error> {
     tx.commit().await
 }
 
-/// Inserts the history row once; on the first insert also counts the
-/// message in its conversation.
-async fn insert_message(
+/// Several updates of one copy in one batch, folded into one row.
+struct MergedUpdate {
+    state: DeliveryState,
+    attempts: u32,
+    first_attempt_at: Option<DateTime<Utc>>,
+    last_attempt_at: Option<DateTime<Utc>>,
+    error: Option<String>,
+    latency_ms: Option<f64>,
+    accepted_at: DateTime<Utc>,
+}
+
+impl MergedUpdate {
+    fn from(update: &DeliveryUpdate) -> Self {
+        MergedUpdate {
+            state: update.state,
+            attempts: update.attempts,
+            first_attempt_at: update.attempted_at,
+            last_attempt_at: update.attempted_at,
+            error: update.error.clone(),
+            latency_ms: update.latency_ms,
+            accepted_at: update.accepted_at,
+        }
+    }
+
+    /// Folds a later update in; a final state is never replaced.
+    fn merge(&mut self, later: &DeliveryUpdate) {
+        if self.state.is_final() && !later.state.is_final() {
+            return;
+        }
+        self.state = later.state;
+        self.attempts = self.attempts.max(later.attempts);
+        self.first_attempt_at = self.first_attempt_at.or(later.attempted_at);
+        self.last_attempt_at = later.attempted_at.or(self.last_attempt_at);
+        self.error = later.error.clone().or(self.error.take());
+        self.latency_ms = later.latency_ms.or(self.latency_ms);
+    }
+}
+
+fn enum_text<T: Serialize>(value: T) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+fn json_text<T: Serialize + ?Sized>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_else(|_| "null".to_owned())
+}
+
+/// New messages of one conversation in a batch: count, the earliest, the
+/// latest instant and every participant.
+type NewInConversation<'a> = (i32, &'a Envelope, DateTime<Utc>, BTreeSet<&'a str>);
+
+/// Inserts the history rows not yet stored; counts the new ones in their
+/// conversations.
+async fn insert_messages(
     tx: &mut sqlx::PgConnection,
-    envelope: &Envelope,
+    messages: &BTreeMap<Uuid, &Envelope>,
 ) -> Result<(), sqlx::Error> {
-    let message_type = serde_json::to_value(envelope.message_type)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default();
-    let priority = serde_json::to_value(envelope.priority)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default();
-    let metadata = (!envelope.metadata.is_empty()).then_some(Json(&envelope.metadata));
-    let inserted = sqlx::query(
-        "INSERT INTO message_history (message_id, type, sender, recipients, subject, payload, status, \
-           created_at, metadata, conversation_id, correlation_id, priority, expires_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, 'accepted', $7, $8, $9, $10, $11, $12) \
-         ON CONFLICT (message_id) DO NOTHING",
-    )
-    .bind(envelope.id.to_string())
-    .bind(message_type)
-    .bind(&envelope.sender)
-    .bind(Json(&envelope.recipients))
-    .bind(&envelope.subject)
-    .bind(Json(&envelope.payload))
-    .bind(envelope.created_at)
-    .bind(metadata)
-    .bind(envelope.conversation_id.as_deref())
-    .bind(envelope.correlation_id.map(|c| c.to_string()))
-    .bind(priority)
-    .bind(envelope.expires_at)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    if inserted == 0 {
+    if messages.is_empty() {
         return Ok(());
     }
-    if let Some(conversation) = &envelope.conversation_id {
-        let mut participants = vec![envelope.sender.clone()];
-        participants.extend(envelope.recipients.iter().cloned());
+    let list: Vec<&Envelope> = messages.values().copied().collect();
+    let inserted: Vec<(String,)> = sqlx::query_as(
+        "INSERT INTO message_history (message_id, type, sender, recipients, subject, payload, status, \
+           created_at, metadata, conversation_id, correlation_id, priority, expires_at) \
+         SELECT id, typ, sender, recipients::jsonb, subject, payload::jsonb, 'accepted', created_at, \
+                metadata::jsonb, conversation_id, correlation_id, priority, expires_at \
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
+                     $7::timestamptz[], $8::text[], $9::text[], $10::text[], $11::text[], $12::timestamptz[]) \
+           AS t(id, typ, sender, recipients, subject, payload, created_at, metadata, conversation_id, \
+                correlation_id, priority, expires_at) \
+         ON CONFLICT (message_id) DO NOTHING RETURNING message_id",
+    )
+    .bind(list.iter().map(|e| e.id.to_string()).collect::<Vec<_>>())
+    .bind(list.iter().map(|e| enum_text(e.message_type)).collect::<Vec<_>>())
+    .bind(list.iter().map(|e| e.sender.clone()).collect::<Vec<_>>())
+    .bind(list.iter().map(|e| json_text(&e.recipients)).collect::<Vec<_>>())
+    .bind(list.iter().map(|e| e.subject.clone()).collect::<Vec<_>>())
+    .bind(list.iter().map(|e| json_text(&e.payload)).collect::<Vec<_>>())
+    .bind(list.iter().map(|e| e.created_at).collect::<Vec<_>>())
+    .bind(
+        list.iter()
+            .map(|e| (!e.metadata.is_empty()).then(|| json_text(&e.metadata)))
+            .collect::<Vec<_>>(),
+    )
+    .bind(list.iter().map(|e| e.conversation_id.clone()).collect::<Vec<_>>())
+    .bind(list.iter().map(|e| e.correlation_id.map(|c| c.to_string())).collect::<Vec<_>>())
+    .bind(list.iter().map(|e| enum_text(e.priority)).collect::<Vec<_>>())
+    .bind(list.iter().map(|e| e.expires_at).collect::<Vec<_>>())
+    .fetch_all(&mut *tx)
+    .await?;
+    // New messages per conversation: count, first and last instant, everyone seen.
+    let mut conversations: BTreeMap<&str, NewInConversation<'_>> = BTreeMap::new();
+    for (id,) in &inserted {
+        let Some(envelope) = id.parse::<Uuid>().ok().and_then(|id| messages.get(&id)) else {
+            continue;
+        };
+        let Some(conversation) = envelope.conversation_id.as_deref() else {
+            continue;
+        };
+        let entry = conversations
+            .entry(conversation)
+            .or_insert_with(|| (0, *envelope, envelope.created_at, BTreeSet::new()));
+        entry.0 += 1;
+        if envelope.created_at < entry.1.created_at {
+            entry.1 = envelope;
+        }
+        entry.2 = entry.2.max(envelope.created_at);
+        entry.3.insert(envelope.sender.as_str());
+        entry
+            .3
+            .extend(envelope.recipients.iter().map(String::as_str));
+    }
+    for (conversation, (count, first, last, participants)) in conversations {
+        let participants: Vec<&str> = participants.into_iter().collect();
         sqlx::query(
             "INSERT INTO conversation_archive (conversation_id, participants, topic, message_count, created_at, last_activity) \
-             VALUES ($1, $2, $3, 1, $4, $4) \
+             VALUES ($1, $2, $3, $4, $5, $6) \
              ON CONFLICT (conversation_id) DO UPDATE SET \
-               message_count = conversation_archive.message_count + 1, \
+               message_count = conversation_archive.message_count + EXCLUDED.message_count, \
                last_activity = GREATEST(conversation_archive.last_activity, EXCLUDED.last_activity), \
                created_at = LEAST(conversation_archive.created_at, EXCLUDED.created_at), \
                participants = (SELECT jsonb_agg(DISTINCT p ORDER BY p) FROM jsonb_array_elements_text( \
@@ -294,23 +367,65 @@ async fn insert_message(
         )
         .bind(conversation)
         .bind(Json(&participants))
-        .bind(&envelope.subject)
-        .bind(envelope.created_at)
+        .bind(&first.subject)
+        .bind(count)
+        .bind(first.created_at)
+        .bind(last)
         .execute(&mut *tx)
         .await?;
     }
     Ok(())
 }
 
-async fn upsert_delivery(
+/// One `accepted` delivery row per recipient of each recorded message.
+async fn insert_accepted(
     tx: &mut sqlx::PgConnection,
-    update: &DeliveryUpdate,
+    accepted: &[(&Envelope, DateTime<Utc>)],
 ) -> Result<(), sqlx::Error> {
-    let delivered_at = (update.state == DeliveryState::Delivered).then(Utc::now);
+    if accepted.is_empty() {
+        return Ok(());
+    }
+    let mut ids = Vec::new();
+    let mut recipients = Vec::new();
+    let mut at = Vec::new();
+    for (envelope, accepted_at) in accepted {
+        for recipient in &envelope.recipients {
+            ids.push(envelope.id.to_string());
+            recipients.push(recipient.clone());
+            at.push(*accepted_at);
+        }
+    }
+    sqlx::query(
+        "INSERT INTO message_deliveries (message_id, recipient, state, attempts, accepted_at) \
+         SELECT id, recipient, 'accepted', 0, at \
+         FROM UNNEST($1::text[], $2::text[], $3::timestamptz[]) AS t(id, recipient, at) \
+         ON CONFLICT (message_id, recipient) DO NOTHING",
+    )
+    .bind(ids)
+    .bind(recipients)
+    .bind(at)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Stores each copy's new state; final states are never overwritten.
+async fn upsert_deliveries(
+    tx: &mut sqlx::PgConnection,
+    updates: &BTreeMap<(Uuid, &str), MergedUpdate>,
+) -> Result<(), sqlx::Error> {
+    if updates.is_empty() {
+        return Ok(());
+    }
+    let now = Utc::now();
+    let rows: Vec<(&(Uuid, &str), &MergedUpdate)> = updates.iter().collect();
     sqlx::query(
         "INSERT INTO message_deliveries (message_id, recipient, state, attempts, accepted_at, \
            first_attempt_at, last_attempt_at, last_error, delivered_at, latency_ms, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8, $9, now()) \
+         SELECT id, recipient, state, attempts, accepted_at, first_at, last_at, error, delivered_at, latency, now() \
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int[], $5::timestamptz[], $6::timestamptz[], \
+                     $7::timestamptz[], $8::text[], $9::timestamptz[], $10::float8[]) \
+           AS t(id, recipient, state, attempts, accepted_at, first_at, last_at, error, delivered_at, latency) \
          ON CONFLICT (message_id, recipient) DO UPDATE SET \
            state = EXCLUDED.state, \
            attempts = GREATEST(message_deliveries.attempts, EXCLUDED.attempts), \
@@ -322,15 +437,24 @@ async fn upsert_delivery(
            updated_at = now() \
          WHERE message_deliveries.state NOT IN ('delivered', 'dead_lettered', 'expired')",
     )
-    .bind(update.envelope.id.to_string())
-    .bind(&update.recipient)
-    .bind(update.state.as_str())
-    .bind(i32::try_from(update.attempts).unwrap_or(i32::MAX))
-    .bind(update.accepted_at)
-    .bind(update.attempted_at)
-    .bind(update.error.as_deref())
-    .bind(delivered_at)
-    .bind(update.latency_ms)
+    .bind(rows.iter().map(|((id, _), _)| id.to_string()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|((_, r), _)| (*r).to_owned()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(_, u)| u.state.as_str().to_owned()).collect::<Vec<_>>())
+    .bind(
+        rows.iter()
+            .map(|(_, u)| i32::try_from(u.attempts).unwrap_or(i32::MAX))
+            .collect::<Vec<_>>(),
+    )
+    .bind(rows.iter().map(|(_, u)| u.accepted_at).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(_, u)| u.first_attempt_at).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(_, u)| u.last_attempt_at).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(_, u)| u.error.clone()).collect::<Vec<_>>())
+    .bind(
+        rows.iter()
+            .map(|(_, u)| (u.state == DeliveryState::Delivered).then_some(now))
+            .collect::<Vec<_>>(),
+    )
+    .bind(rows.iter().map(|(_, u)| u.latency_ms).collect::<Vec<_>>())
     .execute(&mut *tx)
     .await?;
     Ok(())

@@ -54,7 +54,17 @@ pub async fn run(config: ServiceConfig) -> Result<(), RuntimeError> {
     })?;
     let runtime = Runtime::start(NAME, config).await?;
     let comm = Communication::start(&runtime, settings).await?;
-    service(comm).serve(runtime).await
+    let result = service(comm.clone()).serve(runtime).await;
+    // Let deliveries in flight settle (ack or NAK) before the process ends;
+    // anything cut short is redelivered by JetStream after its ack wait.
+    let deadline = comm.settings.inbox_timeout + Duration::from_secs(2);
+    if tokio::time::timeout(deadline, comm.wait_idle())
+        .await
+        .is_err()
+    {
+        tracing::warn!("deliveries still in flight at exit; JetStream will redeliver them");
+    }
+    result
 }
 
 /// The service with its endpoints.
@@ -124,6 +134,7 @@ impl Communication {
         if !ready {
             return Err(RuntimeError::Register(format!("JetStream: {last_error}")));
         }
+        Stats::register();
         metrics::gauge!("ymera_comm_backlog_capacity").set(f64::from(settings.backlog_limit));
         let comm = Arc::new(Communication {
             limiter: RateLimiter::new("ymera:rl:comm:", runtime.redis().cloned()),

@@ -73,6 +73,21 @@ impl Default for Stats {
 }
 
 impl Stats {
+    /// Registers every counter at zero, so dashboards see them before the
+    /// first event.
+    pub fn register() {
+        for name in [
+            "ymera_comm_messages_sent_total",
+            "ymera_comm_messages_delivered_total",
+            "ymera_comm_messages_failed_total",
+            "ymera_comm_messages_dead_lettered_total",
+            "ymera_comm_messages_deduplicated_total",
+            "ymera_comm_rate_limited_total",
+        ] {
+            metrics::counter!(name).increment(0);
+        }
+    }
+
     /// A send was accepted.
     pub fn sent(&self) {
         self.sent.fetch_add(1, Ordering::Relaxed);
