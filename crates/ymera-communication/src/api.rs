@@ -14,9 +14,9 @@ use ymera_core::envelope::{Envelope, validate_agent_name};
 use ymera_core::error::Violation;
 use ymera_core::runtime::{Reply, ServiceBuilder, ServiceRequest};
 
-use crate::Communication;
 use crate::stats::{Counters, Latency};
 use crate::streams::{self, ATTEMPTS_HEADER, DLQ_STREAM, LAST_ERROR_HEADER, RECIPIENT_HEADER};
+use crate::{Communication, auth};
 
 /// Most rows one history, conversations or DLQ page holds.
 pub const MAX_PAGE: u32 = 1000;
@@ -29,6 +29,7 @@ pub fn endpoints(builder: ServiceBuilder, comm: Arc<Communication>) -> ServiceBu
     let builder = builder.endpoint("communication.send", move |req: ServiceRequest| {
         let comm = c.clone();
         async move {
+            comm.authorizer.check(&req, auth::SEND).await?;
             let envelope: Envelope = req.json()?;
             Reply::json(&crate::send::send(&comm, envelope).await?)
         }
@@ -36,32 +37,50 @@ pub fn endpoints(builder: ServiceBuilder, comm: Arc<Communication>) -> ServiceBu
     let c = comm.clone();
     let builder = builder.endpoint("communication.status", move |req: ServiceRequest| {
         let comm = c.clone();
-        async move { Reply::json(&status(&comm, req.json()?).await?) }
+        async move {
+            comm.authorizer.check(&req, auth::READ).await?;
+            Reply::json(&status(&comm, req.json()?).await?)
+        }
     });
     let c = comm.clone();
     let builder = builder.endpoint("communication.history", move |req: ServiceRequest| {
         let comm = c.clone();
-        async move { Reply::json(&history(&comm, req.json_or_default()?).await?) }
+        async move {
+            comm.authorizer.check(&req, auth::READ).await?;
+            Reply::json(&history(&comm, req.json_or_default()?).await?)
+        }
     });
     let c = comm.clone();
     let builder = builder.endpoint("communication.conversations", move |req: ServiceRequest| {
         let comm = c.clone();
-        async move { Reply::json(&conversations(&comm, req.json_or_default()?).await?) }
+        async move {
+            comm.authorizer.check(&req, auth::READ).await?;
+            Reply::json(&conversations(&comm, req.json_or_default()?).await?)
+        }
     });
     let c = comm.clone();
-    let builder = builder.endpoint("communication.metrics", move |_req: ServiceRequest| {
+    let builder = builder.endpoint("communication.metrics", move |req: ServiceRequest| {
         let comm = c.clone();
-        async move { Reply::json(&metrics_snapshot(&comm).await) }
+        async move {
+            comm.authorizer.check(&req, auth::READ).await?;
+            Reply::json(&metrics_snapshot(&comm).await)
+        }
     });
     let c = comm.clone();
     let builder = builder.endpoint("communication.dlq.list", move |req: ServiceRequest| {
         let comm = c.clone();
-        async move { Reply::json(&dlq_list(&comm, req.json_or_default()?).await?) }
+        async move {
+            comm.authorizer.check(&req, auth::READ).await?;
+            Reply::json(&dlq_list(&comm, req.json_or_default()?).await?)
+        }
     });
     let c = comm;
     builder.endpoint("communication.dlq.replay", move |req: ServiceRequest| {
         let comm = c.clone();
-        async move { Reply::json(&dlq_replay(&comm, req.json()?).await?) }
+        async move {
+            comm.authorizer.check(&req, auth::ADMIN).await?;
+            Reply::json(&dlq_replay(&comm, req.json()?).await?)
+        }
     })
 }
 

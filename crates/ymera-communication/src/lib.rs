@@ -15,6 +15,7 @@
 //! - the communication agent never depends on another service's crate.
 
 pub mod api;
+pub mod auth;
 pub mod delivery;
 pub mod journal;
 pub mod send;
@@ -86,6 +87,7 @@ pub struct Communication {
     js: jetstream::Context,
     journal: Journal,
     limiter: RateLimiter,
+    authorizer: auth::Authorizer,
     breakers: BreakerRegistry,
     stats: Stats,
     workers: Mutex<HashMap<String, ()>>,
@@ -137,6 +139,7 @@ impl Communication {
         Stats::register();
         metrics::gauge!("ymera_comm_backlog_capacity").set(f64::from(settings.backlog_limit));
         let comm = Arc::new(Communication {
+            authorizer: auth::Authorizer::new(runtime.config().auth, client.clone()),
             limiter: RateLimiter::new("ymera:rl:comm:", runtime.redis().cloned()),
             breakers: BreakerRegistry::new(
                 "communication",

@@ -55,6 +55,7 @@ pub fn config(nats: &NatsServer, db: &str) -> ServiceConfig {
     config.nats.url = nats.url();
     config.postgres_url = Some(db.to_owned());
     config.log_filter = "warn".into();
+    config.auth = ymera_core::config::AuthMode::Off;
     config
 }
 

@@ -232,3 +232,37 @@ async fn expired_messages_are_never_delivered() {
     assert_eq!(status["recipients"][0]["state"], "expired");
     assert_eq!(status["status"], "expired");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_required_refuses_anonymous_callers() {
+    let nats = nats();
+    let db = database();
+    let mut cfg = config(&nats, &db);
+    cfg.auth = ymera_core::config::AuthMode::Required;
+    let _agent = Agent::start(cfg, fast_settings()).await;
+    let anonymous = client(&nats.url()).await;
+    let env = envelope("tester", &["someone"], "who am i");
+    let err = anonymous
+        .request::<_, Value>("communication.send", &env)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Unauthenticated);
+    let err = anonymous
+        .request::<_, Value>("communication.history", &json!({}))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Unauthenticated);
+    // With a credential but no security service to check it: 503, never a pass.
+    let keyed = anonymous
+        .clone()
+        .with_credential(Some(ymera_core::client::Credential::ApiKey(
+            "ymk_test".into(),
+        )));
+    let err = keyed
+        .request::<_, Value>("communication.send", &env)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Unavailable);
+    let pool = pool(&db).await;
+    assert_eq!(history_rows(&pool).await, (0, 0));
+}
