@@ -27,6 +27,7 @@ use tokio::sync::Semaphore;
 use ymera_core::Error;
 use ymera_core::envelope::Envelope;
 use ymera_core::error::{ERROR_CODE_HEADER, ERROR_HEADER};
+use ymera_core::resilience::BreakerState;
 
 use crate::journal::{self, DeliveryState, DeliveryUpdate};
 use crate::streams::{
@@ -175,9 +176,15 @@ async fn worker(comm: Arc<Communication>, recipient: String, consumer: PullConsu
             }
             continue;
         }
+        // Half-open: pull one copy, the probe, not a batch to defer again.
+        let want = if breaker.state() == BreakerState::HalfOpen {
+            1
+        } else {
+            free.min(MAX_PULL)
+        };
         let batch = consumer
             .batch()
-            .max_messages(free.min(MAX_PULL))
+            .max_messages(want)
             .expires(PULL_EXPIRES)
             .messages()
             .await;
@@ -317,6 +324,7 @@ async fn decide(
             comm.journal
                 .delivery(update(DeliveryState::Deferred, attempts, None, None, None))
                 .await?;
+            comm.cache_attempts(envelope.id, recipient, Some(attempts));
             return Ok(Outcome::Nak(delay));
         }
     };
