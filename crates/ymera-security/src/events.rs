@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::apikey;
 
 /// Capacity of the writer queue; when full, events are counted and published
-/// but not persisted (`ymera_security_events_dropped_total`).
+/// but not persisted (an error is logged with the count).
 pub const QUEUE_CAPACITY: usize = 10_000;
 /// Most events per insert.
 pub const BATCH: usize = 500;
@@ -150,9 +150,12 @@ impl EventRecorder {
             }
             Err(err) => tracing::warn!(error = %err, "cannot encode a security event"),
         }
+        let event_type = event.event_type;
         if self.queue.try_send(event).is_err() {
-            metrics::counter!("ymera_security_events_dropped_total").increment(1);
-            tracing::warn!("security event queue full; event not persisted");
+            tracing::error!(
+                event_type,
+                "security event queue full; event published but not persisted"
+            );
         }
     }
 }
@@ -221,7 +224,10 @@ async fn write_batch(pool: &PgPool, batch: &[SecurityEvent]) {
             }
         }
     }
-    metrics::counter!("ymera_security_events_dropped_total").increment(batch.len() as u64);
+    tracing::error!(
+        dropped = batch.len(),
+        "security events not persisted after 3 attempts"
+    );
 }
 
 #[cfg(test)]

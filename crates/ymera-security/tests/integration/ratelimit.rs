@@ -64,6 +64,39 @@ async fn ratelimit_validates_bounds_bursts_and_is_shared_by_replicas() {
     );
     a.wait_for_event("rate_limit_exceeded").await;
 
+    // The classic fixed-window attack: a full burst just before a second
+    // boundary and another just after. GCRA allows the first burst and
+    // then only what has refilled since.
+    let ms = chrono::Utc::now().timestamp_subsec_millis();
+    tokio::time::sleep(std::time::Duration::from_millis(u64::from(
+        (1950 - ms) % 1000,
+    )))
+    .await;
+    let started = std::time::Instant::now();
+    let mut allowed = 0u64;
+    for i in 0..20 {
+        if i == 10 {
+            tokio::time::sleep(std::time::Duration::from_millis(60)).await;
+        }
+        let d: Value = a
+            .client
+            .request(
+                "security.ratelimit.check",
+                &json!({"key": "boundary", "limit": 10, "period_ms": 1000}),
+            )
+            .await
+            .unwrap();
+        if d["allowed"] == true {
+            allowed += 1;
+        }
+    }
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+    assert!(allowed >= 10);
+    assert!(
+        allowed <= 10 + elapsed_ms / 100 + 1,
+        "{allowed} allowed in {elapsed_ms} ms across a boundary"
+    );
+
     // Two replicas share one limit: 5 per hour, alternating replicas.
     let mut allowed = 0;
     for i in 0..12 {
