@@ -78,7 +78,7 @@ pub fn endpoints(builder: ServiceBuilder, comm: Arc<Communication>) -> ServiceBu
     builder.endpoint("communication.dlq.replay", move |req: ServiceRequest| {
         let comm = c.clone();
         async move {
-            comm.authorizer.check(&req, auth::ADMIN).await?;
+            comm.authorizer.check(&req, auth::SEND).await?;
             Reply::json(&dlq_replay(&comm, req.json()?).await?)
         }
     })

@@ -1,9 +1,9 @@
 //! Authorization of callers through the security service
 //! (`security.authorize`) when `YMERA_AUTH=required`.
 //!
-//! Permissions: `communication:send` (send), `communication:read` (status,
-//! history, conversations, metrics, dlq.list), `communication:admin`
-//! (dlq.replay). Grants are cached for [`GRANT_TTL`] per credential and
+//! Permissions (the security service's catalogue): `comm:send` (send and
+//! dlq.replay, which re-sends), `comm:read` (status, history, conversations,
+//! metrics, dlq.list). Grants are cached for [`GRANT_TTL`] per credential and
 //! permission, so a busy sender costs one security round trip per TTL;
 //! refusals are never cached.
 
@@ -19,12 +19,10 @@ use ymera_core::config::AuthMode;
 use ymera_core::error::ErrorKind;
 use ymera_core::runtime::ServiceRequest;
 
-/// Permission to send.
-pub const SEND: &str = "communication:send";
+/// Permission to send (and to replay dead letters, which re-sends them).
+pub const SEND: &str = "comm:send";
 /// Permission to read status, history, conversations, metrics and the DLQ.
-pub const READ: &str = "communication:read";
-/// Permission to replay dead letters.
-pub const ADMIN: &str = "communication:admin";
+pub const READ: &str = "comm:read";
 /// How long a grant is reused.
 pub const GRANT_TTL: Duration = Duration::from_secs(10);
 /// Most grants cached.
