@@ -742,3 +742,33 @@ fn db_error(err: sqlx::Error) -> Error {
     tracing::warn!(error = %err, "PostgreSQL query failed");
     Error::dependency_down("postgres")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_reject_garbage() {
+        let at = DateTime::from_timestamp_micros(1_700_000_000_123_456).unwrap();
+        let cursor = encode_cursor(at, "abc:def");
+        assert_eq!(decode_cursor(&cursor).unwrap(), (at, "abc:def".to_owned()));
+        for bad in [
+            "",
+            "x",
+            "12",
+            "12:",
+            "abc:def",
+            &format!("1:{}", "k".repeat(300)),
+        ] {
+            assert!(decode_cursor(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn page_limits_are_bounded() {
+        assert_eq!(page_limit(None).unwrap(), DEFAULT_PAGE);
+        assert_eq!(page_limit(Some(1000)).unwrap(), 1000);
+        assert!(page_limit(Some(0)).is_err());
+        assert!(page_limit(Some(1001)).is_err());
+    }
+}

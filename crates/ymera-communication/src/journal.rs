@@ -532,3 +532,58 @@ pub async fn archive_older_than(
     tx.commit().await?;
     Ok(moved)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ymera_core::envelope::MessageType;
+
+    fn update(state: DeliveryState, attempts: u32, error: Option<&str>) -> DeliveryUpdate {
+        DeliveryUpdate {
+            envelope: Arc::new(Envelope::new(
+                MessageType::Event,
+                "a",
+                vec!["b".into()],
+                "s",
+                serde_json::Value::Null,
+            )),
+            recipient: "b".into(),
+            state,
+            attempts,
+            attempted_at: Some(Utc::now()),
+            error: error.map(str::to_owned),
+            latency_ms: None,
+            accepted_at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn states_parse_and_finality() {
+        for state in [
+            DeliveryState::Accepted,
+            DeliveryState::Delivered,
+            DeliveryState::Retrying,
+            DeliveryState::Deferred,
+            DeliveryState::DeadLettered,
+            DeliveryState::Expired,
+        ] {
+            assert_eq!(DeliveryState::parse(state.as_str()), Some(state));
+        }
+        assert!(DeliveryState::Delivered.is_final());
+        assert!(!DeliveryState::Retrying.is_final());
+        assert_eq!(DeliveryState::parse("lost"), None);
+    }
+
+    #[test]
+    fn merged_updates_keep_final_states_and_the_first_attempt() {
+        let first = update(DeliveryState::Retrying, 1, Some("boom"));
+        let mut merged = MergedUpdate::from(&first);
+        merged.merge(&update(DeliveryState::Delivered, 2, None));
+        assert_eq!(merged.state, DeliveryState::Delivered);
+        assert_eq!(merged.attempts, 2);
+        assert_eq!(merged.first_attempt_at, first.attempted_at);
+        assert_eq!(merged.error.as_deref(), Some("boom"));
+        merged.merge(&update(DeliveryState::Deferred, 0, None));
+        assert_eq!(merged.state, DeliveryState::Delivered, "final state kept");
+    }
+}
