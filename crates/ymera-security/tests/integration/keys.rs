@@ -26,7 +26,10 @@ async fn authorize(
 #[tokio::test]
 async fn keys_authorize_events_and_report() {
     let servers = Servers::start(false);
-    let svc = start_security(servers.config()).await;
+    let mut config = servers.config();
+    let http_port = ymera_testkit::free_port().unwrap();
+    config.http_addr = std::net::SocketAddr::from(([127, 0, 0, 1], http_port));
+    let svc = start_security(config).await;
     let mut published = subscribe_events(&svc.client).await;
 
     // Bootstrap: mode 0600, idempotent while the key is valid.
@@ -271,6 +274,18 @@ async fn keys_authorize_events_and_report() {
     assert_eq!(err.code(), 403);
 
     svc.stop().await;
+}
+
+async fn http_get(port: u16, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut body = String::new();
+    stream.read_to_string(&mut body).await.unwrap();
+    body
 }
 
 /// `ymk_<id>_<secret>` plus a valid checksum (a forged key a scanner accepts).
