@@ -273,6 +273,41 @@ async fn keys_authorize_events_and_report() {
         .unwrap_err();
     assert_eq!(err.code(), 403);
 
+    // Metrics on /metrics.
+    let metrics = http_get(http_port, "/metrics").await;
+    assert!(
+        metrics.contains("ymera_security_events_total{type=\"invalid_api_key\"}"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("ymera_auth_failures_total{reason=\"invalid_api_key\"}"));
+    assert!(metrics.contains("ymera_auth_failures_total{reason=\"tenant_mismatch\"}"));
+
+    // Without Redis the token deny-list lives in PostgreSQL: revocation still holds at once.
+    let issued: Value = svc
+        .with_key(&dave)
+        .request("security.tokens.issue", &json!({}))
+        .await
+        .unwrap();
+    let token = issued["token"].as_str().unwrap();
+    assert_eq!(
+        authorize(&svc, token, "analysis:run", None).await["allowed"],
+        true
+    );
+    svc.client
+        .request::<_, Value>("security.tokens.revoke", &json!({"token": token}))
+        .await
+        .unwrap();
+    assert_eq!(
+        authorize(&svc, token, "analysis:run", None).await["reason"],
+        "revoked_token"
+    );
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM revoked_tokens WHERE jti = $1")
+        .bind(issued["jti"].as_str().unwrap())
+        .fetch_one(&svc.pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, 1);
+
     svc.stop().await;
 }
 
