@@ -314,7 +314,11 @@ impl ConfigManager {
         };
         let mut out = Vec::new();
         for env in envs {
-            let layer = docs.get(&env).and_then(Option::as_ref);
+            let layer = if env == Env::Base {
+                None
+            } else {
+                docs.get(&env).and_then(Option::as_ref)
+            };
             if env != Env::Base && layer.is_none() {
                 continue; // its effective document is base, checked as base
             }
