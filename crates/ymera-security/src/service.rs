@@ -542,6 +542,11 @@ async fn tokens_issue(state: SharedState, req: ServiceRequest) -> Result<Reply> 
         exp,
         jti: uuid::Uuid::now_v7().to_string(),
     };
+    if state.ring.signer().is_none()
+        && let Err(err) = state.ring.refresh().await
+    {
+        tracing::warn!(error = %err, "cannot refresh the signing keys");
+    }
     let jwt = token::sign(&state.ring, &claims).map_err(Error::internal)?;
     state
         .record(

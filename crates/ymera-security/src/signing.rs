@@ -159,6 +159,9 @@ pub struct KeyRing {
     last_miss_reload: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
+/// A signing key is replaced this long before it retires.
+pub const ROTATE_AHEAD: ChronoDuration = ChronoDuration::minutes(5);
+
 /// Most keys kept in the ring (older expired keys are dropped first).
 pub const MAX_KEYS: usize = 64;
 
@@ -180,10 +183,13 @@ impl KeyRing {
         }
     }
 
-    /// Reloads unexpired keys and creates a new signing key when none can sign.
+    /// Reloads unexpired keys and creates a new signing key when none can
+    /// sign or the current one retires within [`ROTATE_AHEAD`] (so there is
+    /// never a gap without a signing key between two upkeep ticks).
     pub async fn refresh(&self) -> Result<(), SecurityError> {
         self.reload().await?;
-        if self.signer().is_none() {
+        let horizon = Utc::now() + ROTATE_AHEAD;
+        if self.signer().is_none_or(|k| k.retire_at <= horizon) {
             self.rotate().await?;
         }
         Ok(())
