@@ -61,14 +61,7 @@ fn max_message_size_over_server_max_payload_exits_64() {
 #[tokio::test]
 async fn sigterm_answers_in_flight_requests_and_exits_zero() {
     let nats = NatsServer::start().unwrap();
-    let mut child = tokio::process::Command::new(EXAMPLE)
-        .env("NATS_URL", nats.url())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut child = spawn_example(&nats, &[]);
     let client = async_nats::connect(nats.url()).await.unwrap();
     wait_until_serving(&client).await;
 
@@ -114,6 +107,19 @@ async fn sigterm_answers_in_flight_requests_and_exits_zero() {
     assert!(stopped_at.elapsed() < Duration::from_secs(15));
 }
 
+/// Starts the example service as a process on `nats`, killed when dropped.
+fn spawn_example(nats: &NatsServer, env: &[(&str, &str)]) -> tokio::process::Child {
+    tokio::process::Command::new(EXAMPLE)
+        .env("NATS_URL", nats.url())
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
 async fn wait_until_serving(client: &async_nats::Client) {
     for _ in 0..400 {
         if let Ok(reply) = client.request("example.health", Bytes::new()).await
@@ -132,18 +138,8 @@ async fn trace_context_in_nats_headers_becomes_the_request_span_parent() {
     // Traces are exported only when an OTLP endpoint is set; nothing listens
     // here, so export fails quietly, but the request spans are real.
     let unused = ymera_testkit::free_port().unwrap();
-    let _child = tokio::process::Command::new(EXAMPLE)
-        .env("NATS_URL", nats.url())
-        .env(
-            "OTEL_EXPORTER_OTLP_ENDPOINT",
-            format!("http://127.0.0.1:{unused}"),
-        )
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let endpoint = format!("http://127.0.0.1:{unused}");
+    let _child = spawn_example(&nats, &[("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str())]);
     let client = async_nats::connect(nats.url()).await.unwrap();
     wait_until_serving(&client).await;
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
