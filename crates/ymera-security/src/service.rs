@@ -473,9 +473,17 @@ async fn tokens_issue(state: SharedState, req: ServiceRequest) -> Result<Reply> 
     let key = match req.credential() {
         Ok(Some(Credential::ApiKey(key))) => key,
         Ok(_) => {
+            let event = SecurityEvent::new(
+                "missing_credential",
+                serde_json::json!({"endpoint": "security.tokens.issue"}),
+            );
+            let denial = state
+                .deny("api_key_required", "missing_credential", event)
+                .await;
             return Err(Error::unauthenticated(
                 "an API key (X-API-Key) is required to issue a token",
-            ));
+            )
+            .with_detail("reason", denial.reason));
         }
         Err(err) => {
             state.deny_too_long().await;

@@ -119,7 +119,7 @@ impl SecurityState {
         self.events.record(event).await;
     }
 
-    async fn deny(
+    pub(crate) async fn deny(
         &self,
         reason: &'static str,
         event_type: &'static str,
