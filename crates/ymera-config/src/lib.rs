@@ -13,6 +13,7 @@
 //! announced on `config.changed.<agent>.<environment>` after the caches are
 //! invalidated; the cached read path never touches PostgreSQL.
 
+pub mod auth;
 pub mod cache;
 pub mod document;
 pub mod manager;
@@ -129,6 +130,7 @@ pub async fn start_manager(
         runtime.client().clone(),
         settings,
         runtime.config().max_message_size,
+        runtime.config().auth,
     );
     let events = runtime
         .client()
@@ -206,7 +208,7 @@ fn endpoint<Req, Resp, F, Fut>(
     f: F,
 ) -> ServiceBuilder
 where
-    Req: DeserializeOwned + Send + 'static,
+    Req: DeserializeOwned + model::Guarded + Send + 'static,
     Resp: serde::Serialize + Send + 'static,
     F: Fn(Arc<ConfigManager>, Req) -> Fut + Send + Sync + Clone + 'static,
     Fut: std::future::Future<Output = Result<Resp, ymera_core::Error>> + Send + 'static,
@@ -215,7 +217,11 @@ where
     builder.endpoint(subject, move |req: ServiceRequest| {
         let (manager, f) = (manager.clone(), f.clone());
         async move {
-            let body: Req = req.json()?;
+            let owner = manager.authorizer().check(&req, Req::PERMISSION).await?;
+            let mut body: Req = req.json()?;
+            if let Some(owner) = owner {
+                body.set_actor(owner);
+            }
             let resp = f(manager, body).await?;
             Reply::json(&resp)
         }

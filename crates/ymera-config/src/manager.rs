@@ -22,6 +22,7 @@ pub struct ConfigManager {
     nats: async_nats::Client,
     settings: Settings,
     max_message_size: usize,
+    authorizer: crate::auth::Authorizer,
 }
 
 /// A committed layer change, announced after the commit.
@@ -41,14 +42,22 @@ impl ConfigManager {
         nats: async_nats::Client,
         settings: Settings,
         max_message_size: usize,
+        auth: ymera_core::config::AuthMode,
     ) -> Arc<ConfigManager> {
+        let authorizer = crate::auth::Authorizer::new(auth, nats.clone());
         Arc::new(ConfigManager {
             pool,
             cache,
             nats,
             settings,
             max_message_size,
+            authorizer,
         })
+    }
+
+    /// Who may call which endpoint.
+    pub fn authorizer(&self) -> &crate::auth::Authorizer {
+        &self.authorizer
     }
 
     /// The cache (the change-event listener updates it).

@@ -24,6 +24,7 @@ pub fn config(nats: &NatsServer, postgres_url: &str, redis_url: Option<String>) 
     config.nats.url = nats.url();
     config.postgres_url = Some(postgres_url.to_owned());
     config.redis_url = redis_url;
+    config.auth = ymera_core::config::AuthMode::Off;
     config
 }
 

@@ -2,6 +2,7 @@
 //! Redis, compiled as one binary.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod auth;
 mod common;
 mod import_export;
 mod replicas;
