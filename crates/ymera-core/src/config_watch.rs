@@ -53,6 +53,15 @@ pub struct WatchOptions {
     pub resync_interval: Duration,
 }
 
+impl WatchOptions {
+    /// Re-fetches every `CONFIG_CACHE_TTL` of the process configuration.
+    pub fn from_config(config: &crate::config::ServiceConfig) -> Self {
+        WatchOptions {
+            resync_interval: config.config_cache_ttl,
+        }
+    }
+}
+
 impl Default for WatchOptions {
     fn default() -> Self {
         WatchOptions {
@@ -96,6 +105,30 @@ where
         environment: &str,
         options: WatchOptions,
     ) -> Result<Self, Error> {
+        Self::launch(client, agent, environment, options, None).await
+    }
+
+    /// Starts with `default` when the first fetch fails (manager down, no
+    /// configuration yet, or a document that does not fit `T`), then follows
+    /// changes and retries like a running watcher; version 0 until a fetch
+    /// succeeds. Fails only when NATS refuses the subscription.
+    pub async fn start_with_default(
+        client: ServiceClient,
+        agent: &str,
+        environment: &str,
+        options: WatchOptions,
+        default: T,
+    ) -> Result<Self, Error> {
+        Self::launch(client, agent, environment, options, Some(default)).await
+    }
+
+    async fn launch(
+        client: ServiceClient,
+        agent: &str,
+        environment: &str,
+        options: WatchOptions,
+        default: Option<T>,
+    ) -> Result<Self, Error> {
         let mut subjects = vec![format!("config.changed.{agent}.{environment}")];
         if environment != "base" {
             subjects.push(format!("config.changed.{agent}.base"));
@@ -115,17 +148,25 @@ where
             agent: agent.to_owned(),
             environment: environment.to_owned(),
         };
-        let (version, value) = source.fetch::<T>().await?;
+        let (version, value, pending) = match (source.fetch::<T>().await, default) {
+            (Ok((version, value)), _) => (version, value, false),
+            (Err(err), Some(default)) => {
+                tracing::warn!(agent, error = %err, "no configuration yet; starting with the default");
+                (0, default, true)
+            }
+            (Err(err), None) => return Err(err),
+        };
         let (tx, rx) = watch::channel(value);
         let (version_tx, version_rx) = watch::channel(version);
         let stop = CancellationToken::new();
         let events = futures::stream::select_all(subscriptions);
+        let retry = pending.then_some(FIRST_RETRY_DELAY);
         tokio::spawn(follow(
             source,
             events,
-            tx,
-            version_tx,
+            Channels { tx, version_tx },
             options,
+            retry,
             stop.clone(),
         ));
         Ok(ConfigWatcher {
@@ -178,19 +219,26 @@ impl Source {
     }
 }
 
+struct Channels<T> {
+    tx: watch::Sender<T>,
+    version_tx: watch::Sender<i64>,
+}
+
 async fn follow<T, S>(
     source: Source,
     mut events: S,
-    tx: watch::Sender<T>,
-    version_tx: watch::Sender<i64>,
+    channels: Channels<T>,
     options: WatchOptions,
+    mut retry_delay: Option<Duration>,
     stop: CancellationToken,
 ) where
     T: DeserializeOwned + Send + Sync + 'static,
     S: futures::Stream<Item = async_nats::Message> + Unpin,
 {
-    let mut retry_delay: Option<Duration> = None;
-    let mut resync = tokio::time::interval(options.resync_interval);
+    let Channels { tx, version_tx } = channels;
+    // A zero period would make `interval` panic.
+    let period = options.resync_interval.max(Duration::from_millis(100));
+    let mut resync = tokio::time::interval(period);
     resync.tick().await;
     loop {
         let wait_retry = async {

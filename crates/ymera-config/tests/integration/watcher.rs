@@ -114,3 +114,33 @@ async fn watcher_follows_changes_keeps_the_last_good_value_and_catches_up() {
     assert!(watcher.version() > before);
     replica.stop().await;
 }
+
+#[tokio::test]
+async fn watcher_started_with_a_default_picks_up_the_first_config() {
+    let s = stack().await;
+    let default = WorkerSettings {
+        workers: 9,
+        mode: None,
+    };
+    let watcher = ConfigWatcher::start_with_default(
+        s.client.clone(),
+        "fresh",
+        "staging",
+        WatchOptions::default(),
+        default.clone(),
+    )
+    .await
+    .unwrap();
+    let mut rx = watcher.receiver();
+    assert_eq!(*rx.borrow(), default);
+    assert_eq!(watcher.version(), 0);
+    set(&s.client, "fresh", "base", json!({"workers": 5})).await;
+    wait_for(&mut rx, 5).await;
+    assert!(watcher.version() > 0);
+    // Without a default, a missing config is an error.
+    let err = ConfigWatcher::<WorkerSettings>::start(s.client.clone(), "absent", "base")
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, ymera_core::ErrorKind::NotFound);
+    s.replica.stop().await;
+}
