@@ -14,16 +14,23 @@
 //! assert_eq!(file.findings[0].rule_id, "B307");
 //! ```
 //!
+//! [`service`] serves the engine as the `code-analysis` service
+//! (`code-analysis.analyze`, `code-analysis.rules`) and [`inbox`] answers chat
+//! messages routed to the agent `code-analysis`; [`run`] starts both.
+//!
 //! Invariants: no input panics or hangs (parsing has a time limit and every
-//! walk is iterative); this crate never depends on NATS or any other service.
+//! walk is iterative); the engine modules never touch NATS, and this crate
+//! never depends on another service's crate.
 
 mod error;
+pub mod inbox;
 mod language;
 mod markdown;
 mod metrics;
 mod report;
 mod rules;
 mod sarif;
+pub mod service;
 mod syntax;
 mod tokens;
 
@@ -39,6 +46,14 @@ pub use report::{
     Report, Severity, SeverityCounts, Summary, rank,
 };
 pub use rules::{RuleInfo, rules};
+
+/// Starts the runtime (NATS; no PostgreSQL needed) and serves until shutdown.
+pub async fn run(
+    config: ymera_core::config::ServiceConfig,
+) -> Result<(), ymera_core::runtime::RuntimeError> {
+    let runtime = ymera_core::runtime::Runtime::start(service::NAME, config).await?;
+    service::serve(runtime).await
+}
 
 /// Largest file (or code block) accepted: 1 MiB.
 pub const MAX_FILE_BYTES: usize = 1024 * 1024;

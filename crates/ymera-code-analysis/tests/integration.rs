@@ -4,6 +4,8 @@
 
 #[path = "integration/common.rs"]
 mod common;
+#[path = "integration/inbox.rs"]
+mod inbox;
 #[path = "integration/limits.rs"]
 mod limits;
 #[path = "integration/metrics.rs"]
@@ -14,3 +16,5 @@ mod reports;
 mod robustness;
 #[path = "integration/rules.rs"]
 mod rules;
+#[path = "integration/service.rs"]
+mod service;

@@ -19,3 +19,54 @@ pub fn fixture(name: &str) -> String {
     let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
+
+/// A running `code-analysis` service (endpoints and inbox) on a private nats-server.
+pub struct RunningService {
+    pub _nats_server: ymera_testkit::NatsServer,
+    pub client: ymera_core::client::ServiceClient,
+    pub shutdown: tokio_util::sync::CancellationToken,
+}
+
+impl Drop for RunningService {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Starts nats-server (8 MiB max_payload) and the service with MAX_MESSAGE_SIZE
+/// = `max_message_size`, and waits until it answers.
+pub async fn start_service(max_message_size: usize) -> RunningService {
+    let nats_server = ymera_testkit::NatsServer::start_with(ymera_testkit::NatsOptions {
+        max_payload: Some(8 * 1024 * 1024),
+        ..Default::default()
+    })
+    .expect("start nats-server");
+    let mut config = ymera_core::config::ServiceConfig::default();
+    config.nats.url = nats_server.url();
+    config.max_message_size = max_message_size;
+    let runtime = ymera_core::runtime::Runtime::start(ymera_code_analysis::service::NAME, config)
+        .await
+        .expect("runtime starts");
+    let shutdown = runtime.shutdown_token();
+    tokio::spawn(ymera_code_analysis::service::serve(runtime));
+    let nats = async_nats::connect(nats_server.url())
+        .await
+        .expect("client connects");
+    let client = ymera_core::client::ServiceClient::new(nats)
+        .with_timeout(std::time::Duration::from_secs(10));
+    for _ in 0..200 {
+        if client
+            .request_bytes("code-analysis.health", bytes::Bytes::new())
+            .await
+            .is_ok()
+        {
+            return RunningService {
+                _nats_server: nats_server,
+                client,
+                shutdown,
+            };
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("code-analysis.health never answered");
+}
