@@ -222,8 +222,18 @@ where
             if let Some(owner) = owner {
                 body.set_actor(owner);
             }
+            let limit = manager.max_message_size();
             let resp = f(manager, body).await?;
-            Reply::json(&resp)
+            let reply = Reply::json(&resp)?;
+            if reply.body.len() > limit {
+                // NATS would refuse to deliver it; say so instead of timing out.
+                return Err(ymera_core::Error::payload_too_large(
+                    "the reply (ask for less, e.g. a smaller history limit or a pointer)",
+                    reply.body.len(),
+                    limit,
+                ));
+            }
+            Ok(reply)
         }
     })
 }

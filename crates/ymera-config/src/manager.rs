@@ -15,6 +15,9 @@ use crate::document;
 use crate::model::*;
 use crate::store::{self, LayerWrite, db_err};
 
+/// Room left in a reply for the fields around a document.
+const REPLY_OVERHEAD: usize = 4096;
+
 /// Shared state of one config-manager instance.
 pub struct ConfigManager {
     pool: PgPool,
@@ -53,6 +56,19 @@ impl ConfigManager {
             max_message_size,
             authorizer,
         })
+    }
+
+    /// The largest message (request or reply) this process sends.
+    pub fn max_message_size(&self) -> usize {
+        self.max_message_size
+    }
+
+    /// The size limit of documents: the configured one, but never so large
+    /// that a `config.get` reply carrying the document could not be sent.
+    fn document_limit(&self) -> usize {
+        self.settings
+            .max_config_size
+            .min(self.max_message_size.saturating_sub(REPLY_OVERHEAD))
     }
 
     /// Who may call which endpoint.
@@ -315,7 +331,7 @@ impl ConfigManager {
             })?),
             None => None,
         };
-        let limit = self.settings.max_config_size;
+        let limit = self.document_limit();
         let base = docs.get(&Env::Base).and_then(Option::as_ref);
         let envs: Vec<Env> = match changed {
             Some(e) if e != Env::Base => vec![e],
