@@ -39,6 +39,7 @@ pub struct Editor {
 
 struct Session {
     doc: Doc,
+    text: yrs::TextRef,
     editors: BTreeMap<String, (String, chrono::DateTime<chrono::Utc>, Instant)>,
     /// Text last committed (or loaded).
     committed: String,
@@ -59,6 +60,7 @@ impl Session {
         }
         Session {
             doc,
+            text,
             editors: BTreeMap::new(),
             committed: content.to_owned(),
             authors: Vec::new(),
@@ -66,9 +68,8 @@ impl Session {
     }
 
     fn text(&self) -> String {
-        let text = self.doc.get_or_insert_text(TEXT_NAME);
         let txn = self.doc.transact();
-        text.get_string(&txn)
+        self.text.get_string(&txn)
     }
 
     fn editors(&self) -> Vec<Editor> {
@@ -188,7 +189,7 @@ impl Collab {
         Ok(JoinState {
             state: B64.encode(txn.encode_state_as_update_v1(&StateVector::default())),
             state_vector: B64.encode(txn.state_vector().encode_v1()),
-            text: session.doc.get_or_insert_text(TEXT_NAME).get_string(&txn),
+            text: session.text.get_string(&txn),
             editors: session.editors(),
         })
     }
@@ -237,7 +238,7 @@ impl Collab {
         let applied = Applied {
             state_vector: B64.encode(txn.state_vector().encode_v1()),
             missing: sv.map(|sv| B64.encode(txn.encode_state_as_update_v1(&sv))),
-            text: session.doc.get_or_insert_text(TEXT_NAME).get_string(&txn),
+            text: session.text.get_string(&txn),
             editors: session.editors(),
         };
         Ok((raw, applied))
