@@ -164,7 +164,8 @@ impl ConfigCache {
         let snapshot = Arc::new(load().await?);
         if snapshot.newest().is_some() {
             self.local_put(agent, env, snapshot.clone());
-            if redis_ok {
+            // An old read (racing a commit) is served once but not shared.
+            if redis_ok && snapshot.version() >= floor {
                 self.redis_put(agent, env, &snapshot).await;
             }
         }
