@@ -24,6 +24,9 @@ pub enum BenchCommand {
     /// Round-trip latency and throughput of `<service>.health` and an example
     /// endpoint, beside a raw NATS request/reply echo.
     Health(HealthBenchArgs),
+    /// End-to-end message routing (send → recipient inbox) beside a raw
+    /// JetStream publish → consume → ack baseline.
+    Comm(crate::bench_comm::CommBenchArgs),
 }
 
 /// Options shared by the benchmarks.
@@ -79,6 +82,7 @@ pub struct BenchResult {
 pub async fn run(command: BenchCommand, ctx: &Context) -> anyhow::Result<ExitCode> {
     match command {
         BenchCommand::Health(args) => bench_health(args, ctx).await,
+        BenchCommand::Comm(args) => crate::bench_comm::run(args, ctx).await,
     }
 }
 

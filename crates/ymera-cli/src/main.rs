@@ -1,6 +1,7 @@
 //! `ymera`: client commands, the local stack (`ymera up`) and benchmarks.
 
 mod bench;
+mod bench_comm;
 mod cmd_analyze;
 mod cmd_comm;
 mod cmd_config;
@@ -8,6 +9,7 @@ mod cmd_draft;
 mod cmd_security;
 mod context;
 mod discovery;
+mod private_stack;
 mod stack;
 
 use std::process::ExitCode;

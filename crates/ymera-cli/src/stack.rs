@@ -131,7 +131,18 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         let port = args
             .http_base_port
             .saturating_add(u16::try_from(i).unwrap_or(u16::MAX));
-        let env = service_env(&servers, &args, port);
+        let mut env = service_env(&servers, &args, port);
+        if name == "security" {
+            // The security service creates the development admin key (mode 0600)
+            // that the CLI sends when no other credential is given.
+            let key = std::fs::canonicalize(&dir)
+                .unwrap_or_else(|_| dir.clone())
+                .join("admin.key");
+            env.push((
+                "YMERA_BOOTSTRAP_ADMIN_KEY".into(),
+                key.display().to_string(),
+            ));
+        }
         services.push((name.clone(), port));
         let log = dir.join("logs").join(format!("{name}.log"));
         supervisors.push(tokio::spawn(supervise(

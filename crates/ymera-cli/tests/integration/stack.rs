@@ -121,6 +121,17 @@ fn up_health_restart_down() {
     expected.sort();
     assert_eq!(names, expected, "{report}");
 
+    if services.contains(&"security") {
+        use std::os::unix::fs::PermissionsExt;
+        let key = dir.path().join("admin.key");
+        let mode = std::fs::metadata(&key)
+            .expect("the development admin key is written")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "admin.key must be private");
+        assert!(read(&key).starts_with("ymk_"));
+    }
+
     // Crash one service: the supervisor restarts it and it is healthy again.
     let victim = services[0];
     let binary = PathBuf::from(YMERA).with_file_name(format!("ymera-{victim}"));

@@ -1,0 +1,526 @@
+//! `ymera bench comm`: the communication agent end to end
+//! (`communication.send` → JetStream → `agent.<name>.inbox`) beside a raw
+//! JetStream publish → consume → ack baseline, in the same run.
+//!
+//! Two phases per target: a burst of `--messages` sent by `--concurrency`
+//! senders (sustained throughput: messages received per second), then an
+//! open-loop run at `--rate` messages/s for `--seconds` (latency from the
+//! start of the send to the moment the recipient receives the message).
+
+use std::collections::HashSet;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use async_nats::jetstream;
+use bytes::Bytes;
+use futures::StreamExt;
+use hdrhistogram::Histogram;
+use indicatif::ProgressBar;
+use serde::Serialize;
+use serde_json::json;
+use tokio::sync::Semaphore;
+use ymera_core::client::ServiceClient;
+
+use crate::bench::new_histogram;
+use crate::context::Context;
+use crate::private_stack::PrivateStack;
+
+/// Options of `ymera bench comm`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CommBenchArgs {
+    /// Messages in the throughput burst.
+    #[arg(long, default_value_t = 20_000)]
+    pub messages: u64,
+    /// Concurrent senders in the burst.
+    #[arg(long, default_value_t = 128)]
+    pub concurrency: usize,
+    /// Offered load of the latency phase, messages per second.
+    #[arg(long, default_value_t = 2000)]
+    pub rate: u64,
+    /// Length of the latency phase, in seconds.
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+    /// Start a private nats-server, PostgreSQL and communication agent
+    /// (rate limit raised) instead of using the running stack.
+    #[arg(long)]
+    pub private: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct PhaseResult {
+    target: String,
+    phase: String,
+    sent: u64,
+    received: u64,
+    lost: u64,
+    errors: u64,
+    seconds: f64,
+    per_second: f64,
+    p50_ms: f64,
+    p95_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+}
+
+/// Shared receive-side state: distinct ids and latency.
+struct Receiver {
+    epoch: Instant,
+    seen: Mutex<HashSet<String>>,
+    latency: Mutex<Histogram<u64>>,
+}
+
+impl Receiver {
+    fn new(epoch: Instant) -> Arc<Self> {
+        Arc::new(Receiver {
+            epoch,
+            seen: Mutex::new(HashSet::new()),
+            latency: Mutex::new(new_histogram()),
+        })
+    }
+
+    fn record(&self, id: String, sent_at_us: u64) {
+        let now = self.epoch.elapsed().as_micros() as u64;
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.insert(id) {
+            let mut h = self.latency.lock().unwrap_or_else(|p| p.into_inner());
+            let _ = h.record(now.saturating_sub(sent_at_us).max(1));
+        }
+    }
+
+    fn count(&self) -> u64 {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner()).len() as u64
+    }
+
+    fn reset(&self) {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.latency
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .reset();
+    }
+}
+
+/// Runs the benchmark.
+pub async fn run(args: CommBenchArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
+    let stack = if args.private {
+        let stack = PrivateStack::start(
+            &["communication"],
+            &[
+                ("COMM_RATE_LIMIT", "100000000"),
+                ("COMM_DELIVERY_CONCURRENCY", "256"),
+            ],
+        )
+        .await?;
+        Some(stack)
+    } else {
+        None
+    };
+    let url = stack
+        .as_ref()
+        .map(|s| s.nats_url())
+        .unwrap_or_else(|| ctx.args.nats_url.clone());
+    let client = async_nats::connect(&url)
+        .await
+        .with_context(|| format!("connecting to {url}"))?;
+    let epoch = Instant::now();
+    let mut results = Vec::new();
+
+    let raw = RawJetStream::new(client.clone(), epoch).await?;
+    results.push(
+        burst(
+            "raw JetStream publish→consume→ack (baseline)",
+            &args,
+            &raw.receiver,
+            |i| raw.send(i),
+        )
+        .await,
+    );
+    results.push(
+        paced(
+            "raw JetStream publish→consume→ack (baseline)",
+            &args,
+            &raw.receiver,
+            |i| raw.send(i),
+        )
+        .await,
+    );
+    raw.stop().await;
+
+    let ymera = YmeraPath::new(client.clone(), epoch, ctx).await?;
+    results.push(
+        burst(
+            "communication.send → agent inbox",
+            &args,
+            &ymera.receiver,
+            |i| ymera.send(i),
+        )
+        .await,
+    );
+    results.push(
+        paced(
+            "communication.send → agent inbox",
+            &args,
+            &ymera.receiver,
+            |i| ymera.send(i),
+        )
+        .await,
+    );
+    drop(stack);
+    print_results(ctx, &args, &results)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Sends `args.messages` with `args.concurrency` in flight and waits until
+/// they are all received (or 60 s pass without progress).
+async fn burst<F, Fut>(
+    target: &str,
+    args: &CommBenchArgs,
+    receiver: &Arc<Receiver>,
+    send: F,
+) -> PhaseResult
+where
+    F: Fn(u64) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    receiver.reset();
+    let bar = progress(args.messages, &format!("{target}: burst"));
+    let started = Instant::now();
+    let errors = futures::stream::iter(0..args.messages)
+        .map(|i| {
+            let fut = send(i);
+            let bar = bar.clone();
+            async move {
+                let failed = fut.await.is_err();
+                bar.inc(1);
+                u64::from(failed)
+            }
+        })
+        .buffer_unordered(args.concurrency.max(1))
+        .fold(0u64, |acc, e| async move { acc + e })
+        .await;
+    let expected = args.messages - errors;
+    let received = wait_received(receiver, expected, &bar).await;
+    let seconds = started.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+    phase_result(
+        target,
+        "burst",
+        args.messages,
+        received,
+        errors,
+        seconds,
+        receiver,
+    )
+}
+
+/// Open-loop: starts `args.rate` sends per second regardless of how long
+/// each takes (at most 4,096 outstanding), for `args.seconds`.
+async fn paced<F, Fut>(
+    target: &str,
+    args: &CommBenchArgs,
+    receiver: &Arc<Receiver>,
+    send: F,
+) -> PhaseResult
+where
+    F: Fn(u64) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    receiver.reset();
+    let total = args.rate * args.seconds;
+    let bar = progress(total, &format!("{target}: {} msg/s", args.rate));
+    let outstanding = Arc::new(Semaphore::new(4096));
+    let errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let started = Instant::now();
+    let interval = Duration::from_secs_f64(1.0 / args.rate.max(1) as f64);
+    let mut tasks = Vec::with_capacity(total as usize);
+    for i in 0..total {
+        let due = started + interval.mul_f64(i as f64);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            tokio::time::sleep(wait).await;
+        }
+        let Ok(permit) = outstanding.clone().acquire_owned().await else {
+            break;
+        };
+        let fut = send(i);
+        let (errors, bar) = (errors.clone(), bar.clone());
+        tasks.push(tokio::spawn(async move {
+            if fut.await.is_err() {
+                errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            bar.inc(1);
+            drop(permit);
+        }));
+    }
+    for task in tasks {
+        let _ = task.await;
+    }
+    let errors = errors.load(std::sync::atomic::Ordering::Relaxed);
+    let received = wait_received(receiver, total - errors, &bar).await;
+    let seconds = started.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+    phase_result(
+        target,
+        &format!("{} msg/s", args.rate),
+        total,
+        received,
+        errors,
+        seconds,
+        receiver,
+    )
+}
+
+async fn wait_received(receiver: &Receiver, expected: u64, bar: &ProgressBar) -> u64 {
+    let mut last = (receiver.count(), Instant::now());
+    loop {
+        let now = receiver.count();
+        if now >= expected {
+            return now;
+        }
+        if now != last.0 {
+            last = (now, Instant::now());
+        } else if last.1.elapsed() > Duration::from_secs(60) {
+            return now;
+        }
+        bar.set_message(format!("waiting for deliveries: {now}/{expected}"));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn phase_result(
+    target: &str,
+    phase: &str,
+    sent: u64,
+    received: u64,
+    errors: u64,
+    seconds: f64,
+    receiver: &Receiver,
+) -> PhaseResult {
+    let h = receiver.latency.lock().unwrap_or_else(|p| p.into_inner());
+    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    PhaseResult {
+        target: target.to_owned(),
+        phase: phase.to_owned(),
+        sent,
+        received,
+        lost: (sent - errors).saturating_sub(received),
+        errors,
+        seconds,
+        per_second: received as f64 / seconds.max(1e-9),
+        p50_ms: ms(0.5),
+        p95_ms: ms(0.95),
+        p99_ms: ms(0.99),
+        max_ms: h.max() as f64 / 1000.0,
+    }
+}
+
+fn progress(len: u64, message: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg:60} [{bar:30}] {pos}/{len} {elapsed}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_message(message.to_owned());
+    bar
+}
+
+/// The baseline: a stream, a pull consumer that acks, publishes awaiting the
+/// JetStream ack.
+struct RawJetStream {
+    js: jetstream::Context,
+    stream: String,
+    subject: String,
+    epoch: Instant,
+    receiver: Arc<Receiver>,
+    consumer_task: tokio::task::JoinHandle<()>,
+}
+
+impl RawJetStream {
+    async fn new(client: async_nats::Client, epoch: Instant) -> anyhow::Result<Self> {
+        let js = jetstream::new(client.clone());
+        let token = client.new_inbox().replace("_INBOX.", "").replace('.', "");
+        let stream = format!("BENCH_RAW_{token}");
+        let subject = format!("bench.raw.{token}");
+        let created = js
+            .create_stream(jetstream::stream::Config {
+                name: stream.clone(),
+                subjects: vec![subject.clone()],
+                retention: jetstream::stream::RetentionPolicy::WorkQueue,
+                ..Default::default()
+            })
+            .await?;
+        let consumer = created
+            .create_consumer(jetstream::consumer::pull::Config {
+                durable_name: Some("bench".into()),
+                max_ack_pending: 10_000,
+                ..Default::default()
+            })
+            .await?;
+        let receiver = Receiver::new(epoch);
+        let rx = receiver.clone();
+        let mut messages = consumer.messages().await?;
+        let consumer_task = tokio::spawn(async move {
+            while let Some(Ok(msg)) = messages.next().await {
+                if let Ok(body) = serde_json::from_slice::<serde_json::Value>(&msg.payload) {
+                    let id = body["i"].to_string();
+                    rx.record(id, body["t"].as_u64().unwrap_or(0));
+                }
+                let _ = msg.ack().await;
+            }
+        });
+        Ok(RawJetStream {
+            js,
+            stream,
+            subject,
+            epoch,
+            receiver,
+            consumer_task,
+        })
+    }
+
+    fn send(
+        &self,
+        i: u64,
+    ) -> impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static {
+        let (js, subject) = (self.js.clone(), self.subject.clone());
+        let t = self.epoch.elapsed().as_micros() as u64;
+        async move {
+            let body = Bytes::from(json!({"i": i, "t": t}).to_string());
+            js.publish(subject, body).await?.await?;
+            Ok(())
+        }
+    }
+
+    async fn stop(self) {
+        self.consumer_task.abort();
+        let _ = self.js.delete_stream(&self.stream).await;
+    }
+}
+
+/// The Ymera path: `communication.send` to an agent whose inbox records receipt.
+struct YmeraPath {
+    client: ServiceClient,
+    agent: String,
+    epoch: Instant,
+    receiver: Arc<Receiver>,
+    _inbox_task: tokio::task::JoinHandle<()>,
+}
+
+impl YmeraPath {
+    async fn new(nats: async_nats::Client, epoch: Instant, ctx: &Context) -> anyhow::Result<Self> {
+        let agent = format!(
+            "bench-{}",
+            &nats.new_inbox().replace("_INBOX.", "").to_lowercase()[..12]
+        )
+        .replace('.', "");
+        let receiver = Receiver::new(epoch);
+        let rx = receiver.clone();
+        let mut inbox = nats.subscribe(format!("agent.{agent}.inbox")).await?;
+        let replier = nats.clone();
+        let inbox_task = tokio::spawn(async move {
+            while let Some(msg) = inbox.next().await {
+                if let Ok(envelope) = serde_json::from_slice::<serde_json::Value>(&msg.payload) {
+                    let id = envelope["id"].as_str().unwrap_or_default().to_owned();
+                    rx.record(id, envelope["payload"]["t"].as_u64().unwrap_or(0));
+                }
+                if let Some(reply) = msg.reply {
+                    let _ = replier.publish(reply, Bytes::from_static(b"{}")).await;
+                }
+            }
+        });
+        nats.flush().await?;
+        let client = ServiceClient::new(nats)
+            .with_timeout(Duration::from_secs(30))
+            .with_credential(ctx.credential());
+        let path = YmeraPath {
+            client,
+            agent,
+            epoch,
+            receiver,
+            _inbox_task: inbox_task,
+        };
+        // The agent discovers a new recipient's consumer within seconds: warm up.
+        path.send(u64::MAX).await?;
+        let warm = Instant::now();
+        while path.receiver.count() == 0 {
+            anyhow::ensure!(
+                warm.elapsed() < Duration::from_secs(30),
+                "the warm-up message was not delivered within 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(path)
+    }
+
+    fn send(
+        &self,
+        i: u64,
+    ) -> impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static {
+        let client = self.client.clone();
+        let t = self.epoch.elapsed().as_micros() as u64;
+        let envelope = json!({
+            "type": "event",
+            "sender": format!("bench-sender-{}", i % 64),
+            "recipients": [self.agent],
+            "subject": "bench",
+            "payload": {"t": t},
+        });
+        async move {
+            let _: serde_json::Value = client.request("communication.send", &envelope).await?;
+            Ok(())
+        }
+    }
+}
+
+fn print_results(
+    ctx: &Context,
+    args: &CommBenchArgs,
+    results: &[PhaseResult],
+) -> anyhow::Result<()> {
+    if ctx.json() {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({"bench": "comm", "results": results}))?
+        );
+        return Ok(());
+    }
+    let mut table = comfy_table::Table::new();
+    table
+        .load_preset(comfy_table::presets::UTF8_FULL_CONDENSED)
+        .set_header([
+            "target", "phase", "sent", "received", "lost", "errors", "msg/s", "p50", "p95", "p99",
+            "max",
+        ]);
+    for r in results {
+        table.add_row(vec![
+            r.target.clone(),
+            r.phase.clone(),
+            r.sent.to_string(),
+            r.received.to_string(),
+            r.lost.to_string(),
+            r.errors.to_string(),
+            format!("{:.0}", r.per_second),
+            format!("{:.2} ms", r.p50_ms),
+            format!("{:.2} ms", r.p95_ms),
+            format!("{:.2} ms", r.p99_ms),
+            format!("{:.2} ms", r.max_ms),
+        ]);
+    }
+    println!("{table}");
+    if let (Some(base), Some(ymera)) = (results.first(), results.get(2)) {
+        println!(
+            "sustained throughput: {:.0} msg/s = {:.2}x the raw JetStream baseline (target ≥ 10,000 msg/s)",
+            ymera.per_second,
+            ymera.per_second / base.per_second.max(1e-9)
+        );
+    }
+    if let Some(paced) = results.get(3) {
+        println!(
+            "P99 send→delivered at {} msg/s: {:.2} ms (target ≤ 25 ms)",
+            args.rate, paced.p99_ms
+        );
+    }
+    Ok(())
+}
