@@ -134,9 +134,9 @@ pub async fn start_manager(
     );
     let events = runtime
         .client()
-        .subscribe("config.changed.>")
+        .subscribe("config.changed.*.*")
         .await
-        .map_err(|e| RuntimeError::Register(format!("config.changed.>: {e}")))?;
+        .map_err(|e| RuntimeError::Register(format!("config.changed.*.*: {e}")))?;
     tokio::spawn(listen_for_changes(
         events,
         manager.clone(),
