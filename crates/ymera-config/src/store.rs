@@ -217,6 +217,7 @@ pub async fn write_layer(
         w.patch,
     )
     .await?;
+    mirror_seed_table(conn, w).await?;
     sqlx::query(
         "DELETE FROM config_versions WHERE agent = $1 AND environment = $2 AND version < (
            SELECT min(version) FROM (
@@ -227,6 +228,26 @@ pub async fn write_layer(
     .bind(w.env.as_str())
     .bind(keep)
     .execute(&mut *conn)
+    .await
+    .map_err(db_err)?;
+    Ok(())
+}
+
+/// Keeps the seed deployment guide's `agent_configurations` row of the agent
+/// current: `config_data` maps each environment to its layer document.
+async fn mirror_seed_table(conn: &mut PgConnection, w: &LayerWrite<'_>) -> Result<(), Error> {
+    sqlx::query(
+        "INSERT INTO agent_configurations (agent_name, config_data, updated_at, updated_by)
+         SELECT $1, COALESCE(jsonb_object_agg(environment, document)
+                               FILTER (WHERE document IS NOT NULL), '{}'::jsonb), $2, $3
+         FROM config_layers WHERE agent = $1
+         ON CONFLICT (agent_name) DO UPDATE SET config_data = EXCLUDED.config_data,
+           updated_at = EXCLUDED.updated_at, updated_by = EXCLUDED.updated_by",
+    )
+    .bind(w.agent)
+    .bind(w.at)
+    .bind(w.actor)
+    .execute(conn)
     .await
     .map_err(db_err)?;
     Ok(())

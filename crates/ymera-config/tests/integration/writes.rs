@@ -213,6 +213,18 @@ async fn environments_layer_over_base_and_pointers_read_and_edit_one_value() {
         get(&s.client, "search", "production").await["config"]["db"]["pool"],
         5
     );
+    // The seed table agent_configurations mirrors the current layers.
+    let pool = ymera_core::store::connect_postgres(&s.db, 1).await.unwrap();
+    let mirrored: serde_json::Value = sqlx::query_scalar(
+        "SELECT config_data FROM agent_configurations WHERE agent_name = 'search'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        mirrored,
+        json!({"base": {"db": {"host": "db2", "pool": 5}, "debug": true}})
+    );
     fails(
         &s.client,
         "config.get",
