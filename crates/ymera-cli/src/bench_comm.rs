@@ -108,7 +108,7 @@ pub async fn run(args: CommBenchArgs, ctx: &Context) -> anyhow::Result<ExitCode>
         let stack = PrivateStack::start(
             &["communication"],
             &[
-                ("COMM_RATE_LIMIT", "100000000"),
+                ("COMM_RATE_LIMIT", "1000000"),
                 ("COMM_DELIVERY_CONCURRENCY", "256"),
             ],
         )
