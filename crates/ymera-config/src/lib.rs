@@ -99,6 +99,10 @@ impl Settings {
 
 /// Starts the runtime and serves until shutdown.
 pub async fn run(config: ServiceConfig, settings: Settings) -> Result<(), RuntimeError> {
+    if config.postgres_url.is_none() {
+        // Say so before waiting for NATS.
+        return Err(no_postgres());
+    }
     let runtime = Runtime::start(NAME, config).await?;
     let builder = service(&runtime, settings).await?;
     builder.serve(runtime).await
@@ -119,10 +123,7 @@ pub async fn start_manager(
     runtime: &Runtime,
     settings: Settings,
 ) -> Result<Arc<ConfigManager>, RuntimeError> {
-    let pool = runtime.postgres().cloned().ok_or(RuntimeError::Config {
-        variable: "POSTGRES_URL",
-        reason: "the config manager needs PostgreSQL".into(),
-    })?;
+    let pool = runtime.postgres().cloned().ok_or_else(no_postgres)?;
     let cache = ConfigCache::new(runtime.redis().cloned(), runtime.config().config_cache_ttl);
     let manager = ConfigManager::new(
         pool,
@@ -198,6 +199,13 @@ pub fn builder(manager: &Arc<ConfigManager>) -> ServiceBuilder {
     endpoint(b, "config.template.apply", &manager, |m, r| async move {
         m.apply_template(r).await
     })
+}
+
+fn no_postgres() -> RuntimeError {
+    RuntimeError::Config {
+        variable: "POSTGRES_URL",
+        reason: "required: the config manager stores configuration in PostgreSQL".into(),
+    }
 }
 
 /// Registers a JSON-in, JSON-out endpoint calling `f` on the manager.

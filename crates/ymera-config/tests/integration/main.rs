@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod auth;
+mod binary;
 mod cache;
 mod common;
 mod import_export;
