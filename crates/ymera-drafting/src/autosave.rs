@@ -92,8 +92,14 @@ impl AutoSave {
             Buffer::Redis(conn) => {
                 let mut conn = conn.clone();
                 let json = serde_json::to_string(&save).map_err(Error::internal)?;
-                let _: () = conn.set(key(&save.draft_id), json).await.map_err(redis_err)?;
-                let _: () = conn.sadd(PENDING_SET, &save.draft_id).await.map_err(redis_err)?;
+                let _: () = conn
+                    .set(key(&save.draft_id), json)
+                    .await
+                    .map_err(redis_err)?;
+                let _: () = conn
+                    .sadd(PENDING_SET, &save.draft_id)
+                    .await
+                    .map_err(redis_err)?;
             }
             Buffer::Memory(map) => {
                 map.lock().await.insert(save.draft_id.clone(), save);

@@ -10,10 +10,10 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
+use ymera_core::Error;
 use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
 use yrs::{Doc, GetString, OffsetKind, Options, ReadTxn, StateVector, Text, Transact, Update};
-use ymera_core::Error;
 
 /// Name of the shared text in every draft document.
 pub const TEXT_NAME: &str = "content";
@@ -214,7 +214,9 @@ impl Collab {
             .transpose()?;
         let mut sessions = self.sessions.lock().await;
         let session = sessions.get_mut(draft_id).ok_or_else(|| {
-            Error::not_found(format!("no collaboration session for {draft_id}; join first"))
+            Error::not_found(format!(
+                "no collaboration session for {draft_id}; join first"
+            ))
         })?;
         let Some(editor) = session.editors.get_mut(client_id) else {
             return Err(Error::forbidden(format!(

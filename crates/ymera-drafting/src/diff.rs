@@ -79,10 +79,12 @@ impl OffsetMap {
                 DiffOp::Equal { .. } if old_range.contains(&offset) => {
                     return new_range.start + (offset - old_range.start);
                 }
-                DiffOp::Delete { .. } | DiffOp::Replace { .. }
-                    if old_range.contains(&offset) =>
-                {
-                    return if prefer_end { new_range.end } else { new_range.start };
+                DiffOp::Delete { .. } | DiffOp::Replace { .. } if old_range.contains(&offset) => {
+                    return if prefer_end {
+                        new_range.end
+                    } else {
+                        new_range.start
+                    };
                 }
                 _ => {}
             }

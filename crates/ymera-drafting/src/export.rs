@@ -87,7 +87,14 @@ mod tests {
     fn hostile_markdown_loses_everything_executable() {
         let md = "# Hi\n\n<script>alert(1)</script>\n\n<img src=x onerror=alert(1)>\n\n[x](javascript:alert(1)) [y](JaVaScRiPt:alert(1))\n\n<a href=\"#\" onclick=\"evil()\">a</a>\n\n<iframe src=\"//evil\"></iframe><style>*{}</style>";
         let html = to_html(md).to_lowercase();
-        for bad in ["<script", "onerror", "href=\"javascript", "onclick", "<iframe", "<style"] {
+        for bad in [
+            "<script",
+            "onerror",
+            "href=\"javascript",
+            "onclick",
+            "<iframe",
+            "<style",
+        ] {
             assert!(!html.contains(bad), "{bad} survived: {html}");
         }
         assert!(html.contains("<h1>hi</h1>"));
@@ -95,6 +102,9 @@ mod tests {
 
     #[test]
     fn text_drops_markup() {
-        assert_eq!(to_text("# T\n\nSome *bold* text."), "T\n\nSome bold text.\n");
+        assert_eq!(
+            to_text("# T\n\nSome *bold* text."),
+            "T\n\nSome bold text.\n"
+        );
     }
 }

@@ -213,10 +213,17 @@ impl Hyphenator {
             let Some(start) = values.iter().position(|v| *v != 0) else {
                 continue;
             };
-            let end = values.iter().rposition(|v| *v != 0).map_or(start, |e| e + 1);
+            let end = values
+                .iter()
+                .rposition(|v| *v != 0)
+                .map_or(start, |e| e + 1);
             patterns.insert(tags, (start, values[start..end].to_vec()));
         }
-        let max_len = patterns.keys().map(|k| k.chars().count()).max().unwrap_or(1);
+        let max_len = patterns
+            .keys()
+            .map(|k| k.chars().count())
+            .max()
+            .unwrap_or(1);
         Hyphenator { patterns, max_len }
     }
 
@@ -379,7 +386,10 @@ mod tests {
 
     #[test]
     fn words_and_sentences_follow_textstat() {
-        assert_eq!(list_words("Don't 'quote' me-now!"), ["Don't", "quote", "menow"]);
+        assert_eq!(
+            list_words("Don't 'quote' me-now!"),
+            ["Don't", "quote", "menow"]
+        );
         assert_eq!(count_sentences("Stop. Look around. Listen carefully."), 1);
         assert_eq!(count_sentences(""), 0);
         assert_eq!(count_sentences("The cat sat. The dog ran far away."), 2);
@@ -422,10 +432,9 @@ mod tests {
     /// the reference paragraphs (regenerate with `scripts/compare-textstat`).
     #[test]
     fn parity_with_textstat() {
-        let reference: Reference = serde_json::from_str(include_str!(
-            "../tests/fixtures/readability-textstat.json"
-        ))
-        .unwrap();
+        let reference: Reference =
+            serde_json::from_str(include_str!("../tests/fixtures/readability-textstat.json"))
+                .unwrap();
         assert!(reference.paragraphs.len() >= 20);
         let mut failures = Vec::new();
         for p in &reference.paragraphs {

@@ -146,7 +146,10 @@ impl State {
         if answer.allowed {
             Ok(())
         } else {
-            Err(Error::forbidden(format!("{permission} denied: {}", answer.reason)))
+            Err(Error::forbidden(format!(
+                "{permission} denied: {}",
+                answer.reason
+            )))
         }
     }
 }
@@ -447,7 +450,10 @@ fn suggestions(
         out.push("The text is empty.".to_owned());
         return out;
     }
-    let general = !matches!(audience, Some("technical" | "experts" | "developers" | "engineers"));
+    let general = !matches!(
+        audience,
+        Some("technical" | "experts" | "developers" | "engineers")
+    );
     if general && r.flesch_reading_ease < 50.0 {
         out.push(format!(
             "Flesch reading ease is {:.0} (hard to read): use shorter sentences and simpler words.",
@@ -455,14 +461,14 @@ fn suggestions(
         ));
     }
     if avg > 25.0 {
-        out.push(format!(
-            "Sentences average {avg:.0} words; aim for 15-20."
-        ));
+        out.push(format!("Sentences average {avg:.0} words; aim for 15-20."));
     }
     let count = |id: &str| findings.iter().filter(|f| f.rule_id == id).count();
     let passive = count("passive-voice");
     if passive * 10 > c.sentences.max(1) * 2 {
-        out.push(format!("{passive} passive constructions: prefer the active voice."));
+        out.push(format!(
+            "{passive} passive constructions: prefer the active voice."
+        ));
     }
     let weasel = count("weasel-words") + count("adverbs");
     if weasel > 0 && weasel * 50 > c.words {
@@ -488,7 +494,9 @@ fn placeholders(content: &str) -> Vec<String> {
         let name = after[..end].trim();
         if !name.is_empty()
             && name.len() <= 64
-            && name.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '.')
+            && name
+                .chars()
+                .all(|c| c.is_alphanumeric() || c == '_' || c == '.')
             && !out.iter().any(|n| n == name)
         {
             out.push(name.to_owned());
@@ -539,7 +547,9 @@ async fn create(state: Shared, req: ServiceRequest) -> Result<Reply, Error> {
         }
         None => (
             body.content.clone().unwrap_or_default(),
-            body.document_type.clone().unwrap_or_else(|| "document".to_owned()),
+            body.document_type
+                .clone()
+                .unwrap_or_else(|| "document".to_owned()),
             body.title.clone().unwrap_or_default(),
         ),
     };
@@ -624,7 +634,9 @@ async fn update(state: Shared, req: ServiceRequest) -> Result<Reply, Error> {
                 content,
             })
             .await?;
-        return Reply::json(&json!({"draft_id": body.draft_id, "accepted": true, "buffered": state.autosave.backend(), "version": draft.version}));
+        return Reply::json(
+            &json!({"draft_id": body.draft_id, "accepted": true, "buffered": state.autosave.backend(), "version": draft.version}),
+        );
     }
     let (draft, revision) = state
         .store
@@ -681,7 +693,10 @@ async fn list(state: Shared, req: ServiceRequest) -> Result<Reply, Error> {
         return Err(Error::validation(vec![Violation::new("/limit", "1-100")]));
     }
     if body.q.as_ref().is_some_and(|q| q.chars().count() > 200) {
-        return Err(Error::validation(vec![Violation::new("/q", "at most 200 characters")]));
+        return Err(Error::validation(vec![Violation::new(
+            "/q",
+            "at most 200 characters",
+        )]));
     }
     let filter = ListFilter {
         author_id: body.author_id,
@@ -694,7 +709,11 @@ async fn list(state: Shared, req: ServiceRequest) -> Result<Reply, Error> {
     let mut drafts = state.store.list(&filter).await?;
     let more = drafts.len() > usize::try_from(limit).unwrap_or(0);
     drafts.truncate(usize::try_from(limit).unwrap_or(0));
-    let next_cursor = if more { drafts.last().map(encode_cursor) } else { None };
+    let next_cursor = if more {
+        drafts.last().map(encode_cursor)
+    } else {
+        None
+    };
     let items: Vec<Value> = drafts
         .iter()
         .map(|d| {
@@ -722,7 +741,13 @@ async fn delete(state: Shared, req: ServiceRequest) -> Result<Reply, Error> {
     let actor = body.actor.unwrap_or(draft.author_id.clone());
     let draft = state
         .store
-        .transition(&body.draft_id, &draft.status, "archived", &actor, Some("deleted"))
+        .transition(
+            &body.draft_id,
+            &draft.status,
+            "archived",
+            &actor,
+            Some("deleted"),
+        )
         .await?;
     Reply::json(&json!({"draft_id": draft.draft_id, "status": draft.status}))
 }
@@ -772,7 +797,10 @@ async fn export(state: Shared, req: ServiceRequest) -> Result<Reply, Error> {
             serde_json::to_string_pretty(&draft).map_err(Error::internal)?,
             "json",
         ),
-        ExportFormat::Text => (format!("{}\n\n{}", draft.title, to_text(&draft.content)), "txt"),
+        ExportFormat::Text => (
+            format!("{}\n\n{}", draft.title, to_text(&draft.content)),
+            "txt",
+        ),
     };
     Reply::json(&json!({
         "draft_id": draft.draft_id, "version": draft.version, "format": body.format,
@@ -818,7 +846,9 @@ async fn diff(state: Shared, req: ServiceRequest) -> Result<Reply, Error> {
         to.content.unwrap_or_default(),
     );
     let out = tokio::task::spawn_blocking(move || match body.level {
-        DiffLevel::Line => json!({"unified": unified(&a, &b, &format!("r{}", body.from), &format!("r{to_rev}"))}),
+        DiffLevel::Line => {
+            json!({"unified": unified(&a, &b, &format!("r{}", body.from), &format!("r{to_rev}"))})
+        }
         DiffLevel::Word => json!({"changes": words(&a, &b)}),
     })
     .await
@@ -875,7 +905,10 @@ async fn comment(state: Shared, req: ServiceRequest) -> Result<Reply, Error> {
             let author = body.author_id.unwrap_or(draft.author_id.clone());
             let text = body.body.unwrap_or_default();
             if text.trim().is_empty() || text.chars().count() > 10_000 {
-                return Err(Error::validation(vec![Violation::new("/body", "1-10000 characters")]));
+                return Err(Error::validation(vec![Violation::new(
+                    "/body",
+                    "1-10000 characters",
+                )]));
             }
             let len = draft.content.chars().count();
             let start = body.start.unwrap_or(0);
@@ -894,7 +927,12 @@ async fn comment(state: Shared, req: ServiceRequest) -> Result<Reply, Error> {
                 body: text,
                 anchor_start: i32::try_from(start).unwrap_or(i32::MAX),
                 anchor_end: i32::try_from(end).unwrap_or(i32::MAX),
-                quote: draft.content.chars().skip(start).take(end - start).collect(),
+                quote: draft
+                    .content
+                    .chars()
+                    .skip(start)
+                    .take(end - start)
+                    .collect(),
                 status: "open".to_owned(),
                 created_at: now,
                 updated_at: now,
@@ -904,10 +942,14 @@ async fn comment(state: Shared, req: ServiceRequest) -> Result<Reply, Error> {
             Reply::json(&c)
         }
         "resolve" | "reopen" => {
-            let id = body
-                .comment_id
-                .ok_or_else(|| Error::validation(vec![Violation::new("/comment_id", "required")]))?;
-            let status = if body.action == "resolve" { "resolved" } else { "open" };
+            let id = body.comment_id.ok_or_else(|| {
+                Error::validation(vec![Violation::new("/comment_id", "required")])
+            })?;
+            let status = if body.action == "resolve" {
+                "resolved"
+            } else {
+                "open"
+            };
             let actor = body.author_id.unwrap_or_else(|| "unknown".to_owned());
             let c = state
                 .store
@@ -923,7 +965,12 @@ async fn comment(state: Shared, req: ServiceRequest) -> Result<Reply, Error> {
                 .map(|c| {
                     let s = usize::try_from(c.anchor_start).unwrap_or(0);
                     let e = usize::try_from(c.anchor_end).unwrap_or(0);
-                    let current: String = draft.content.chars().skip(s).take(e.saturating_sub(s)).collect();
+                    let current: String = draft
+                        .content
+                        .chars()
+                        .skip(s)
+                        .take(e.saturating_sub(s))
+                        .collect();
                     let mut v = json!(c);
                     v["anchored_text"] = json!(current);
                     v
@@ -959,10 +1006,18 @@ async fn transition(state: Shared, req: ServiceRequest) -> Result<Reply, Error> 
     let actor = body.actor.unwrap_or(draft.author_id.clone());
     let draft = state
         .store
-        .transition(&body.draft_id, &draft.status, &body.to, &actor, body.note.as_deref())
+        .transition(
+            &body.draft_id,
+            &draft.status,
+            &body.to,
+            &actor,
+            body.note.as_deref(),
+        )
         .await?;
     let transitions = state.store.transitions(&body.draft_id).await?;
-    Reply::json(&json!({"draft_id": draft.draft_id, "status": draft.status, "transitions": transitions}))
+    Reply::json(
+        &json!({"draft_id": draft.draft_id, "status": draft.status, "transitions": transitions}),
+    )
 }
 
 async fn template_set(state: Shared, req: ServiceRequest) -> Result<Reply, Error> {
@@ -972,9 +1027,8 @@ async fn template_set(state: Shared, req: ServiceRequest) -> Result<Reply, Error
         .template_id
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
     check_id("/template_id", &id)?;
-    check_title(&body.name).map_err(|_| {
-        Error::validation(vec![Violation::new("/name", "1-500 characters")])
-    })?;
+    check_title(&body.name)
+        .map_err(|_| Error::validation(vec![Violation::new("/name", "1-500 characters")]))?;
     check_size(&body.content)?;
     let now = Utc::now();
     let t = Template {
@@ -1044,7 +1098,10 @@ async fn collab_update(state: Shared, req: ServiceRequest) -> Result<Reply, Erro
         let payload = serde_json::to_vec(&event).map_err(Error::internal)?;
         state
             .nats
-            .publish(format!("drafting.collab.{}.updates", body.draft_id), payload.into())
+            .publish(
+                format!("drafting.collab.{}.updates", body.draft_id),
+                payload.into(),
+            )
             .await
             .map_err(|_| Error::dependency_down("nats"))?;
     }
@@ -1070,7 +1127,10 @@ async fn commit_collab(state: &State, commit: PendingCommit) -> Result<Option<i3
     let message = if commit.authors.is_empty() {
         None
     } else {
-        Some(format!("collaborative edit by {}", commit.authors.join(", ")))
+        Some(format!(
+            "collaborative edit by {}",
+            commit.authors.join(", ")
+        ))
     };
     let (draft, rev) = state
         .store
@@ -1177,7 +1237,10 @@ pub fn state(runtime: &Runtime) -> Result<Arc<State>, ymera_core::runtime::Runti
         })?;
     Ok(Arc::new(State {
         store: DraftStore::new(pool),
-        autosave: AutoSave::new(runtime.redis().cloned(), runtime.config().auto_save_interval),
+        autosave: AutoSave::new(
+            runtime.redis().cloned(),
+            runtime.config().auto_save_interval,
+        ),
         collab: Collab::default(),
         nats: runtime.client().clone(),
         auth: runtime.config().auth,

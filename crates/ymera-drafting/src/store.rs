@@ -404,8 +404,7 @@ impl DraftStore {
         if after == before {
             return Ok((before, None));
         }
-        if !after.collaborators.contains(&change.author_id) && change.author_id != after.author_id
-        {
+        if !after.collaborators.contains(&change.author_id) && change.author_id != after.author_id {
             after.collaborators.push(change.author_id.clone());
         }
         after.version = before.version + 1;

@@ -123,8 +123,14 @@ pub struct Finding {
 
 const GUIDES: [(&str, &str); 5] = [
     ("default", include_str!("../data/styles/default.json")),
-    ("tone-formal", include_str!("../data/styles/tone-formal.json")),
-    ("tone-casual", include_str!("../data/styles/tone-casual.json")),
+    (
+        "tone-formal",
+        include_str!("../data/styles/tone-formal.json"),
+    ),
+    (
+        "tone-casual",
+        include_str!("../data/styles/tone-casual.json"),
+    ),
     (
         "audience-general",
         include_str!("../data/styles/audience-general.json"),
@@ -224,7 +230,10 @@ fn make_token(
     sentences: &[(usize, usize)],
 ) -> Token {
     let trimmed = raw.trim_matches(|c| c == '\'' || c == '’' || c == '-');
-    let lead = raw.chars().take_while(|c| matches!(c, '\'' | '’' | '-')).count();
+    let lead = raw
+        .chars()
+        .take_while(|c| matches!(c, '\'' | '’' | '-'))
+        .count();
     let len = trimmed.chars().count();
     let sentence = sentences
         .iter()
@@ -306,12 +315,7 @@ fn phrases<'a>(
     list: impl Iterator<Item = (&'a str, &'a str)>,
 ) -> Vec<Match> {
     let list: Vec<(Vec<String>, &str)> = list
-        .map(|(p, r)| {
-            (
-                p.split_whitespace().map(str::to_lowercase).collect(),
-                r,
-            )
-        })
+        .map(|(p, r)| (p.split_whitespace().map(str::to_lowercase).collect(), r))
         .collect();
     let at_start = rule.scope.as_deref() == Some("sentence_start");
     let mut out = Vec::new();
@@ -324,13 +328,19 @@ fn phrases<'a>(
                 continue;
             }
             if phrase_at(tokens, i, &words)
-                && matched.as_ref().is_none_or(|(n, _): &(usize, &str)| words.len() > *n)
+                && matched
+                    .as_ref()
+                    .is_none_or(|(n, _): &(usize, &str)| words.len() > *n)
             {
                 matched = Some((words.len(), *replacement));
             }
         }
         if let Some((n, replacement)) = matched {
-            out.push((tokens[i].start, tokens[i + n - 1].end, replacement.to_owned()));
+            out.push((
+                tokens[i].start,
+                tokens[i + n - 1].end,
+                replacement.to_owned(),
+            ));
             i += n;
         } else {
             i += 1;
@@ -346,7 +356,7 @@ fn existence(rule: &Rule, tokens: &[Token], chars: &[char]) -> Vec<Match> {
             if t.lower.ends_with(suffix.as_str())
                 && t.lower.chars().count() >= rule.min_length
                 && t.lower.chars().all(char::is_alphabetic)
-                && !rule.exceptions.iter().any(|e| *e == t.lower)
+                && !rule.exceptions.contains(&t.lower)
             {
                 out.push((t.start, t.end, String::new()));
             }
@@ -410,12 +420,65 @@ fn repetition(tokens: &[Token]) -> Vec<Match> {
 
 const TO_BE: [&str; 8] = ["am", "are", "were", "being", "is", "been", "was", "be"];
 const IRREGULAR: [&str; 60] = [
-    "awoken", "been", "born", "beat", "become", "begun", "bent", "bound", "bitten", "bled",
-    "blown", "broken", "brought", "built", "bought", "caught", "chosen", "done", "drawn",
-    "driven", "eaten", "fallen", "fed", "felt", "fought", "found", "forgotten", "forgiven",
-    "frozen", "given", "gone", "grown", "heard", "hidden", "held", "hurt", "kept", "known",
-    "laid", "led", "left", "lost", "made", "meant", "met", "paid", "put", "read", "said",
-    "seen", "sold", "sent", "shown", "shut", "spoken", "spent", "stolen", "taken", "taught",
+    "awoken",
+    "been",
+    "born",
+    "beat",
+    "become",
+    "begun",
+    "bent",
+    "bound",
+    "bitten",
+    "bled",
+    "blown",
+    "broken",
+    "brought",
+    "built",
+    "bought",
+    "caught",
+    "chosen",
+    "done",
+    "drawn",
+    "driven",
+    "eaten",
+    "fallen",
+    "fed",
+    "felt",
+    "fought",
+    "found",
+    "forgotten",
+    "forgiven",
+    "frozen",
+    "given",
+    "gone",
+    "grown",
+    "heard",
+    "hidden",
+    "held",
+    "hurt",
+    "kept",
+    "known",
+    "laid",
+    "led",
+    "left",
+    "lost",
+    "made",
+    "meant",
+    "met",
+    "paid",
+    "put",
+    "read",
+    "said",
+    "seen",
+    "sold",
+    "sent",
+    "shown",
+    "shut",
+    "spoken",
+    "spent",
+    "stolen",
+    "taken",
+    "taught",
     "written",
 ];
 
@@ -452,7 +515,11 @@ impl LineIndex {
 
     fn position(&self, offset: usize) -> (usize, usize) {
         let line = self.starts.partition_point(|s| *s <= offset);
-        let start = self.starts.get(line.saturating_sub(1)).copied().unwrap_or(0);
+        let start = self
+            .starts
+            .get(line.saturating_sub(1))
+            .copied()
+            .unwrap_or(0);
         (line.max(1), offset - start + 1)
     }
 }
@@ -481,14 +548,28 @@ mod tests {
         let text = "There are many reasons. The report was written by the the committee.\nWe did this in order to win, and it was extremely quickly done.";
         let found = check(text, &guides_for(None, None), 100);
         let ids: Vec<&str> = found.iter().map(|f| f.rule_id.as_str()).collect();
-        for id in ["there-is", "weasel-words", "passive-voice", "repeated-word", "wordy", "adverbs"] {
+        for id in [
+            "there-is",
+            "weasel-words",
+            "passive-voice",
+            "repeated-word",
+            "wordy",
+            "adverbs",
+        ] {
             assert!(ids.contains(&id), "{id} missing in {ids:?}");
         }
         let wordy = found.iter().find(|f| f.rule_id == "wordy").unwrap();
         assert_eq!(wordy.text, "in order to");
         assert_eq!(wordy.suggestion, "Use 'to'.");
         assert_eq!(wordy.line, 2);
-        assert_eq!(&text.chars().skip(wordy.start).take(wordy.end - wordy.start).collect::<String>(), "in order to");
+        assert_eq!(
+            &text
+                .chars()
+                .skip(wordy.start)
+                .take(wordy.end - wordy.start)
+                .collect::<String>(),
+            "in order to"
+        );
     }
 
     #[test]

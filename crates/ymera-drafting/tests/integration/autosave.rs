@@ -9,11 +9,12 @@ use crate::common::{Drafting, Servers};
 
 async fn content_in_db(db_url: &str, draft: &str) -> (String, i32) {
     let pool = sqlx::PgPool::connect(db_url).await.unwrap();
-    let row: (String, i32) = sqlx::query_as("SELECT content, version FROM drafts WHERE draft_id=$1")
-        .bind(draft)
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let row: (String, i32) =
+        sqlx::query_as("SELECT content, version FROM drafts WHERE draft_id=$1")
+            .bind(draft)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
     pool.close().await;
     row
 }
@@ -23,8 +24,17 @@ async fn shutdown_flushes(with_redis: bool) {
     let mut config = servers.config();
     config.auto_save_interval = Duration::from_secs(3600);
     let svc = Drafting::start(config.clone()).await;
-    svc.ok("drafting.create", json!({"draft_id": "a1", "title": "A", "author_id": "ann", "content": "v0"})).await;
-    let ack = svc.ok("drafting.update", json!({"draft_id": "a1", "content": "v1", "autosave": true})).await;
+    svc.ok(
+        "drafting.create",
+        json!({"draft_id": "a1", "title": "A", "author_id": "ann", "content": "v0"}),
+    )
+    .await;
+    let ack = svc
+        .ok(
+            "drafting.update",
+            json!({"draft_id": "a1", "content": "v1", "autosave": true}),
+        )
+        .await;
     assert_eq!(ack["accepted"], true);
     assert_eq!(ack["buffered"], if with_redis { "redis" } else { "memory" });
     // The first save of a draft is persisted at the next tick.
@@ -39,9 +49,16 @@ async fn shutdown_flushes(with_redis: bool) {
     assert!(persisted);
     // Later ones wait for the interval (an hour here)...
     for i in 2..=5 {
-        svc.ok("drafting.update", json!({"draft_id": "a1", "content": format!("v{i}"), "autosave": true})).await;
+        svc.ok(
+            "drafting.update",
+            json!({"draft_id": "a1", "content": format!("v{i}"), "autosave": true}),
+        )
+        .await;
     }
-    assert_eq!(svc.ok("drafting.get", json!({"draft_id": "a1"})).await["autosave_pending"], true);
+    assert_eq!(
+        svc.ok("drafting.get", json!({"draft_id": "a1"})).await["autosave_pending"],
+        true
+    );
     // ...and are flushed at shutdown.
     svc.stop().await;
     let (content, version) = content_in_db(&servers.db_url, "a1").await;
@@ -79,7 +96,11 @@ async fn sigterm_to_the_binary_loses_no_autosave() {
     let client = ymera_core::client::ServiceClient::new(nats).with_timeout(Duration::from_secs(10));
     let mut up = false;
     for _ in 0..400 {
-        if client.request_bytes("drafting.health", bytes::Bytes::new()).await.is_ok() {
+        if client
+            .request_bytes("drafting.health", bytes::Bytes::new())
+            .await
+            .is_ok()
+        {
             up = true;
             break;
         }
@@ -87,38 +108,64 @@ async fn sigterm_to_the_binary_loses_no_autosave() {
     }
     assert!(up, "the binary never answered");
     let _: serde_json::Value = client
-        .request("drafting.create", &json!({"draft_id": "s1", "title": "S", "author_id": "ann", "content": "start"}))
+        .request(
+            "drafting.create",
+            &json!({"draft_id": "s1", "title": "S", "author_id": "ann", "content": "start"}),
+        )
         .await
         .unwrap();
     let _: serde_json::Value = client
-        .request("drafting.create", &json!({"draft_id": "s2", "title": "S", "author_id": "ann", "content": "start"}))
+        .request(
+            "drafting.create",
+            &json!({"draft_id": "s2", "title": "S", "author_id": "ann", "content": "start"}),
+        )
         .await
         .unwrap();
     // First saves go out at the next tick; wait for them so the later ones
     // are held by the one-hour interval.
     for id in ["s1", "s2"] {
         let _: serde_json::Value = client
-            .request("drafting.update", &json!({"draft_id": id, "content": "first", "autosave": true}))
+            .request(
+                "drafting.update",
+                &json!({"draft_id": id, "content": "first", "autosave": true}),
+            )
             .await
             .unwrap();
     }
     for _ in 0..100 {
-        if content_in_db(&servers.db_url, "s1").await.0 == "first" && content_in_db(&servers.db_url, "s2").await.0 == "first" {
+        if content_in_db(&servers.db_url, "s1").await.0 == "first"
+            && content_in_db(&servers.db_url, "s2").await.0 == "first"
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     for id in ["s1", "s2"] {
         let _: serde_json::Value = client
-            .request("drafting.update", &json!({"draft_id": id, "content": format!("{id} typed last"), "autosave": true}))
+            .request(
+                "drafting.update",
+                &json!({"draft_id": id, "content": format!("{id} typed last"), "autosave": true}),
+            )
             .await
             .unwrap();
     }
     let pid = child.id().unwrap();
-    let status = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
-    let exit = tokio::time::timeout(Duration::from_secs(30), child.wait()).await.unwrap().unwrap();
+    let exit = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(exit.success(), "{exit:?}");
-    assert_eq!(content_in_db(&servers.db_url, "s1").await.0, "s1 typed last");
-    assert_eq!(content_in_db(&servers.db_url, "s2").await.0, "s2 typed last");
+    assert_eq!(
+        content_in_db(&servers.db_url, "s1").await.0,
+        "s1 typed last"
+    );
+    assert_eq!(
+        content_in_db(&servers.db_url, "s2").await.0,
+        "s2 typed last"
+    );
 }

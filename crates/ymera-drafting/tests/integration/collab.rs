@@ -57,7 +57,10 @@ impl RustClient {
 
     async fn join(&self, svc: &Drafting, draft: &str, user: &str) {
         let joined = svc
-            .ok("drafting.collab.join", json!({"draft_id": draft, "user_id": user, "client_id": self.id}))
+            .ok(
+                "drafting.collab.join",
+                json!({"draft_id": draft, "user_id": user, "client_id": self.id}),
+            )
             .await;
         self.apply(joined["state"].as_str().unwrap());
     }
@@ -75,8 +78,17 @@ impl RustClient {
 async fn five_clients_converge_and_the_merged_text_is_committed() {
     let servers = Servers::start(false);
     let svc = Drafting::start(servers.config()).await;
-    svc.ok("drafting.create", json!({"draft_id": "shared", "title": "Shared", "author_id": "ann", "content": "Start.\n"})).await;
-    let mut sub = svc.client.nats().subscribe("drafting.collab.shared.updates").await.unwrap();
+    svc.ok(
+        "drafting.create",
+        json!({"draft_id": "shared", "title": "Shared", "author_id": "ann", "content": "Start.\n"}),
+    )
+    .await;
+    let mut sub = svc
+        .client
+        .nats()
+        .subscribe("drafting.collab.shared.updates")
+        .await
+        .unwrap();
     svc.client.nats().flush().await.unwrap();
 
     let clients: Vec<RustClient> = (0..5).map(|i| RustClient::new(&format!("c{i}"))).collect();
@@ -87,7 +99,11 @@ async fn five_clients_converge_and_the_merged_text_is_committed() {
     assert_eq!(editors.as_array().unwrap().len(), 5);
     // REST updates are refused while a session is live.
     assert_eq!(
-        svc.err("drafting.update", json!({"draft_id": "shared", "content": "x"})).await,
+        svc.err(
+            "drafting.update",
+            json!({"draft_id": "shared", "content": "x"})
+        )
+        .await,
         ymera_core::ErrorKind::Conflict
     );
 
@@ -96,7 +112,11 @@ async fn five_clients_converge_and_the_merged_text_is_committed() {
     for round in 0..4 {
         for (i, c) in clients.iter().enumerate() {
             // At either end, so no insert splits an earlier one.
-            let pos = if (i as u32 + round) % 2 == 0 { 0 } else { c.len16() };
+            let pos = if (i as u32 + round).is_multiple_of(2) {
+                0
+            } else {
+                c.len16()
+            };
             let update = c.insert(pos, &format!("[{i}.{round} ü]"));
             sends.push(svc.call::<Value>(
                 "drafting.collab.update",
@@ -109,7 +129,10 @@ async fn five_clients_converge_and_the_merged_text_is_committed() {
     }
     // Each update was broadcast.
     for _ in 0..20 {
-        let msg = tokio::time::timeout(std::time::Duration::from_secs(5), sub.next()).await.unwrap().unwrap();
+        let msg = tokio::time::timeout(std::time::Duration::from_secs(5), sub.next())
+            .await
+            .unwrap()
+            .unwrap();
         let v: Value = serde_json::from_slice(&msg.payload).unwrap();
         assert_eq!(v["draft_id"], "shared");
     }
@@ -129,12 +152,18 @@ async fn five_clients_converge_and_the_merged_text_is_committed() {
 
     // The last editor leaving commits the merged text as a revision.
     for c in &clients {
-        svc.ok("drafting.collab.update", json!({"draft_id": "shared", "client_id": c.id, "leave": true})).await;
+        svc.ok(
+            "drafting.collab.update",
+            json!({"draft_id": "shared", "client_id": c.id, "leave": true}),
+        )
+        .await;
     }
     let d = svc.ok("drafting.get", json!({"draft_id": "shared"})).await;
     assert_eq!(d["content"].as_str().unwrap(), texts[0]);
     assert!(d["editors"].as_array().unwrap().is_empty());
-    let revs = svc.ok("drafting.revisions", json!({"draft_id": "shared"})).await;
+    let revs = svc
+        .ok("drafting.revisions", json!({"draft_id": "shared"}))
+        .await;
     assert_eq!(revs["revisions"][0]["source"], "collab");
     svc.stop().await;
 }
@@ -167,11 +196,18 @@ impl YjsClient {
             .ok()?;
         let stdin = child.stdin.take()?;
         let lines = BufReader::new(child.stdout.take()?).lines();
-        Some(YjsClient { child, stdin, lines })
+        Some(YjsClient {
+            child,
+            stdin,
+            lines,
+        })
     }
 
     async fn send(&mut self, msg: Value) -> Value {
-        self.stdin.write_all(format!("{msg}\n").as_bytes()).await.unwrap();
+        self.stdin
+            .write_all(format!("{msg}\n").as_bytes())
+            .await
+            .unwrap();
         let line = self.lines.next_line().await.unwrap().unwrap();
         let v: Value = serde_json::from_str(&line).unwrap();
         assert!(v.get("error").is_none(), "{v}");
@@ -186,42 +222,87 @@ async fn a_real_yjs_client_and_a_rust_client_converge() {
     };
     let servers = Servers::start(false);
     let svc = Drafting::start(servers.config()).await;
-    svc.ok("drafting.create", json!({"draft_id": "yjs", "title": "Y", "author_id": "ann", "content": "Hello"})).await;
+    svc.ok(
+        "drafting.create",
+        json!({"draft_id": "yjs", "title": "Y", "author_id": "ann", "content": "Hello"}),
+    )
+    .await;
 
     let rust = RustClient::new("rust");
     rust.join(&svc, "yjs", "ann").await;
-    let joined = svc.ok("drafting.collab.join", json!({"draft_id": "yjs", "user_id": "jo", "client_id": "js"})).await;
-    js.send(json!({"op": "apply", "update": joined["state"]})).await;
+    let joined = svc
+        .ok(
+            "drafting.collab.join",
+            json!({"draft_id": "yjs", "user_id": "jo", "client_id": "js"}),
+        )
+        .await;
+    js.send(json!({"op": "apply", "update": joined["state"]}))
+        .await;
 
     // Concurrent edits, with text outside the BMP (UTF-16 surrogate pairs).
-    let js_update = js.send(json!({"op": "insert", "index": 0, "text": "Grüße 🌍, "})).await;
+    let js_update = js
+        .send(json!({"op": "insert", "index": 0, "text": "Grüße 🌍, "}))
+        .await;
     let rust_update = rust.insert(rust.len16(), " — naïve café 🎉");
-    svc.ok("drafting.collab.update", json!({"draft_id": "yjs", "client_id": "js", "update": js_update["update"]})).await;
-    svc.ok("drafting.collab.update", json!({"draft_id": "yjs", "client_id": "rust", "update": rust_update})).await;
+    svc.ok(
+        "drafting.collab.update",
+        json!({"draft_id": "yjs", "client_id": "js", "update": js_update["update"]}),
+    )
+    .await;
+    svc.ok(
+        "drafting.collab.update",
+        json!({"draft_id": "yjs", "client_id": "rust", "update": rust_update}),
+    )
+    .await;
     // The JS side catches up, then edits after the emoji at a UTF-16 index.
     let state = js.send(json!({"op": "state"})).await;
     let reply = svc
-        .ok("drafting.collab.update", json!({"draft_id": "yjs", "client_id": "js", "state_vector": state["state_vector"]}))
+        .ok(
+            "drafting.collab.update",
+            json!({"draft_id": "yjs", "client_id": "js", "state_vector": state["state_vector"]}),
+        )
         .await;
-    js.send(json!({"op": "apply", "update": reply["missing"]})).await;
+    js.send(json!({"op": "apply", "update": reply["missing"]}))
+        .await;
     let state = js.send(json!({"op": "state"})).await;
     let idx = state["text"].as_str().unwrap().encode_utf16().count();
-    let js_update = js.send(json!({"op": "insert", "index": idx, "text": "!"})).await;
-    svc.ok("drafting.collab.update", json!({"draft_id": "yjs", "client_id": "js", "update": js_update["update"]})).await;
+    let js_update = js
+        .send(json!({"op": "insert", "index": idx, "text": "!"}))
+        .await;
+    svc.ok(
+        "drafting.collab.update",
+        json!({"draft_id": "yjs", "client_id": "js", "update": js_update["update"]}),
+    )
+    .await;
 
     let server_text = rust.sync(&svc, "yjs").await;
     let state = js.send(json!({"op": "state"})).await;
     let reply = svc
-        .ok("drafting.collab.update", json!({"draft_id": "yjs", "client_id": "js", "state_vector": state["state_vector"]}))
+        .ok(
+            "drafting.collab.update",
+            json!({"draft_id": "yjs", "client_id": "js", "state_vector": state["state_vector"]}),
+        )
         .await;
-    js.send(json!({"op": "apply", "update": reply["missing"]})).await;
-    let js_text = js.send(json!({"op": "state"})).await["text"].as_str().unwrap().to_owned();
+    js.send(json!({"op": "apply", "update": reply["missing"]}))
+        .await;
+    let js_text = js.send(json!({"op": "state"})).await["text"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert_eq!(rust.text(), server_text);
     assert_eq!(js_text, server_text);
     assert_eq!(server_text, "Grüße 🌍, Hello — naïve café 🎉!");
 
-    svc.ok("drafting.collab.update", json!({"draft_id": "yjs", "client_id": "js", "leave": true})).await;
-    svc.ok("drafting.collab.update", json!({"draft_id": "yjs", "client_id": "rust", "leave": true})).await;
+    svc.ok(
+        "drafting.collab.update",
+        json!({"draft_id": "yjs", "client_id": "js", "leave": true}),
+    )
+    .await;
+    svc.ok(
+        "drafting.collab.update",
+        json!({"draft_id": "yjs", "client_id": "rust", "leave": true}),
+    )
+    .await;
     let d = svc.ok("drafting.get", json!({"draft_id": "yjs"})).await;
     assert_eq!(d["content"], server_text);
     drop(js.stdin);
