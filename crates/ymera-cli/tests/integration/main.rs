@@ -1,4 +1,5 @@
 //! ymera-cli integration tests: the real `ymera` binary against real servers.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod analyze;
 mod stack;
