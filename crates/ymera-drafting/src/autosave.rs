@@ -135,7 +135,8 @@ impl AutoSave {
         }
     }
 
-    async fn take(&self, draft_id: &str) -> Result<Option<PendingSave>, Error> {
+    /// Takes a draft's buffered save out of the buffer.
+    pub async fn take(&self, draft_id: &str) -> Result<Option<PendingSave>, Error> {
         match &self.buffer {
             Buffer::Redis(conn) => {
                 let mut conn = conn.clone();

@@ -1195,10 +1195,8 @@ async fn persist_save(state: &State, save: PendingSave) -> Result<(), Error> {
 /// Persists a draft's buffered auto-save now (before a lifecycle change,
 /// a comment anchor or a collaboration session reads the content).
 async fn flush_one(state: &State, draft_id: &str) -> Result<(), Error> {
-    if state.autosave.peek(draft_id).await?.is_some() {
-        for save in state.autosave.due(true).await? {
-            persist_save(state, save).await?;
-        }
+    if let Some(save) = state.autosave.take(draft_id).await? {
+        persist_save(state, save).await?;
     }
     Ok(())
 }
