@@ -23,9 +23,11 @@ use crate::service::{NAME, analyze_blocking, limits_for};
 pub const INBOX_SUBJECT: &str = "agent.code-analysis.inbox";
 /// Where answers go (the communication agent).
 pub const SEND_SUBJECT: &str = "communication.send";
-/// Most messages analysed at once per instance; more wait (the transport
-/// acknowledgement is never delayed).
+/// Most messages analysed at once per instance; more wait in a queue.
 pub const MAX_CONCURRENT: usize = 8;
+/// Most acknowledged messages waiting for analysis; beyond that the inbox
+/// stops reading (and so stops acknowledging) until one finishes.
+pub const MAX_QUEUED: usize = 256;
 /// How long to wait for `communication.send` to accept an answer.
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -57,7 +59,11 @@ impl Inbox {
     /// Handles messages until `shutdown` is cancelled.
     pub async fn run(mut self, shutdown: CancellationToken) {
         let permits = Arc::new(Semaphore::new(MAX_CONCURRENT));
+        let queue = Arc::new(Semaphore::new(MAX_QUEUED));
         loop {
+            let Ok(queued) = queue.clone().acquire_owned().await else {
+                break;
+            };
             let message = tokio::select! {
                 () = shutdown.cancelled() => break,
                 next = self.subscriber.next() => match next {
@@ -70,14 +76,14 @@ impl Inbox {
             {
                 tracing::warn!(error = %err, "cannot acknowledge an inbox message");
             }
-            let Ok(permit) = permits.clone().acquire_owned().await else {
-                break;
-            };
             let client = self.client.clone();
             let max = self.max_message_size;
+            let permits = permits.clone();
             tokio::spawn(async move {
-                handle(&client, &message.payload, max).await;
-                drop(permit);
+                if let Ok(_permit) = permits.acquire_owned().await {
+                    handle(&client, &message.payload, max).await;
+                }
+                drop(queued);
             });
         }
         if let Err(err) = self.subscriber.unsubscribe().await {
@@ -162,7 +168,7 @@ async fn answer(envelope: &Envelope, max_message_size: usize) -> Value {
         Ok(report) => json!({
             "success": true,
             "agent": NAME,
-            "response": report.to_markdown(),
+            "response": fit(report.to_markdown(), max_message_size / 2),
             "processing_time": started.elapsed().as_secs_f64(),
         }),
         Err(err) => failure(&err.message),
@@ -171,4 +177,36 @@ async fn answer(envelope: &Envelope, max_message_size: usize) -> Value {
 
 fn failure(message: &str) -> Value {
     json!({"success": false, "agent": NAME, "error": message})
+}
+
+/// Cuts a Markdown report to at most `limit` bytes (on a line boundary) so the
+/// response envelope stays under the transport's message size.
+fn fit(mut markdown: String, limit: usize) -> String {
+    const NOTE: &str = "\n\n_(report truncated: too large for one message; use `code-analysis.analyze` for the full report)_\n";
+    if markdown.len() <= limit {
+        return markdown;
+    }
+    let mut cut = limit.saturating_sub(NOTE.len());
+    while cut > 0 && !markdown.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let cut = markdown[..cut].rfind('\n').unwrap_or(cut);
+    markdown.truncate(cut);
+    markdown.push_str(NOTE);
+    markdown
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fit;
+
+    #[test]
+    fn fit_keeps_small_reports_and_cuts_large_ones_on_a_line() {
+        assert_eq!(fit("## a\nb\n".to_owned(), 100), "## a\nb\n");
+        let long = "| `f` | é |\n".repeat(1000);
+        let cut = fit(long, 2000);
+        assert!(cut.len() <= 2000);
+        assert!(cut.ends_with("full report)_\n"));
+        assert!(cut.contains("| `f` | é |\n\n_(report truncated"));
+    }
 }
