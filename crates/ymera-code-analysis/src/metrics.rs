@@ -96,7 +96,75 @@ pub(crate) fn function_sites<'t>(language: Language, syntax: &Syntax<'t>) -> Vec
             parameter_count: parameter_count(language, syntax, *node),
         });
     }
+    if language == Language::Rust {
+        sites.extend(token_tree_sites(syntax));
+    }
     sites
+}
+
+/// Rust functions written inside macro bodies and invocations, which
+/// tree-sitter keeps as token trees but lizard reads as code: `fn NAME`
+/// followed (after generics, `->` and `where` tokens) by a `( … )` and a
+/// `{ … }` tree. A `$name` metavariable is not a name to lizard, and a `;`
+/// before the body makes it a declaration, so neither is a function here.
+fn token_tree_sites<'t>(syntax: &Syntax<'t>) -> Vec<FunctionSite<'t>> {
+    let mut sites = Vec::new();
+    for node in &syntax.nodes {
+        if node.kind() != "fn" || node.parent().is_none_or(|p| p.kind() != "token_tree") {
+            continue;
+        }
+        let Some(name) = node.next_sibling().filter(|n| n.kind() == "identifier") else {
+            continue;
+        };
+        let mut params = None;
+        let mut body = None;
+        let mut next = name.next_sibling();
+        while let Some(sibling) = next {
+            let text = syntax.text(sibling);
+            match sibling.kind() {
+                "token_tree" if params.is_none() && text.starts_with('(') => params = Some(sibling),
+                "token_tree" if params.is_some() && text.starts_with('{') => {
+                    body = Some(sibling);
+                    break;
+                }
+                ";" | "fn" | "=>" => break,
+                _ => {}
+            }
+            next = sibling.next_sibling();
+        }
+        let (Some(params), Some(body)) = (params, body) else {
+            continue;
+        };
+        let name = syntax.text(name).to_owned();
+        let mut scope: Vec<String> = ancestors(*node)
+            .filter_map(|a| scope_name(Language::Rust, syntax, a))
+            .collect();
+        scope.reverse();
+        scope.push(name.clone());
+        sites.push(FunctionSite {
+            node: body,
+            qualified_name: scope.join("."),
+            name,
+            start_byte: node.start_byte(),
+            start_row: node.start_position().row,
+            parameter_count: token_tree_parameters(syntax, params),
+        });
+    }
+    sites
+}
+
+/// Parameters in a `( … )` token tree: top-level comma-separated items.
+fn token_tree_parameters(syntax: &Syntax<'_>, params: Node<'_>) -> usize {
+    let inner: Vec<Node<'_>> = children(params)
+        .into_iter()
+        .filter(|c| !matches!(syntax.text(*c), "(" | ")"))
+        .collect();
+    if inner.is_empty() {
+        return 0;
+    }
+    let commas = inner.iter().filter(|c| c.kind() == ",").count();
+    let trailing = inner.last().is_some_and(|c| c.kind() == ",");
+    commas + 1 - usize::from(trailing)
 }
 
 /// The token where lizard opens the function.

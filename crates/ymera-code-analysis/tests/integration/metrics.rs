@@ -139,3 +139,18 @@ fn conditions_in_strings_and_comments_do_not_count() {
     let report = analyze_source("a.py", None, src).expect("analyses");
     assert_eq!(report.functions[0].ccn, 1);
 }
+
+#[test]
+fn rust_functions_inside_macros_match_lizard() {
+    // `fn $name` is not a function to lizard; the others are.
+    check(
+        "macros.rs",
+        Language::Rust,
+        &[
+            ("remaining", 5, 7, 3, 1, 1),
+            ("pick", 13, 18, 6, 4, 3),
+            ("inside_invocation", 23, 27, 5, 2, 1),
+            ("outside", 30, 30, 1, 1, 0),
+        ],
+    );
+}
