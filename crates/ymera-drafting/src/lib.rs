@@ -8,12 +8,14 @@
 //! - [`service`]: endpoints `drafting.*` and background flushing.
 //! - [`store`]: PostgreSQL persistence.
 //! - [`readability`], [`style`]: analysis.
+//! - [`inbox`]: chat-style requests on `agent.drafting.inbox`.
 //! - [`diff`], [`export`], [`collab`], [`autosave`].
 
 pub mod autosave;
 pub mod collab;
 pub mod diff;
 pub mod export;
+pub mod inbox;
 pub mod readability;
 pub mod service;
 pub mod store;

@@ -389,3 +389,47 @@ async fn comments_lifecycle_and_templates() {
     );
     svc.stop().await;
 }
+
+#[tokio::test]
+async fn chat_requests_on_the_inbox_are_answered_through_communication() {
+    use futures::StreamExt;
+    let servers = Servers::start(false);
+    let svc = Drafting::start(servers.config()).await;
+    let nats = svc.client.nats().clone();
+    // Stand-in for the communication agent's send endpoint.
+    let mut sends = nats.subscribe("communication.send").await.unwrap();
+    nats.flush().await.unwrap();
+    let envelope = ymera_core::envelope::Envelope::new(
+        ymera_core::envelope::MessageType::Request,
+        "alice",
+        vec!["drafting".to_owned()],
+        "review",
+        json!({"message": "Please review:\n```\nThere are many reasons why this was done.\n```"}),
+    );
+    let ack = nats
+        .request(
+            "agent.drafting.inbox",
+            serde_json::to_vec(&envelope).unwrap().into(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(&ack.payload[..], b"{}");
+    let sent = tokio::time::timeout(std::time::Duration::from_secs(10), sends.next())
+        .await
+        .unwrap()
+        .unwrap();
+    let response: Value = serde_json::from_slice(&sent.payload).unwrap();
+    assert_eq!(response["type"], "response");
+    assert_eq!(response["recipients"], json!(["alice"]));
+    assert_eq!(response["correlation_id"], json!(envelope.id));
+    assert_eq!(response["payload"]["success"], true);
+    let md = response["payload"]["response"].as_str().unwrap();
+    assert!(
+        md.contains("Flesch reading ease") && md.contains("there-is"),
+        "{md}"
+    );
+    if let Some(reply) = sent.reply {
+        nats.publish(reply, "{}".into()).await.unwrap();
+    }
+    svc.stop().await;
+}
