@@ -98,8 +98,62 @@ pub(crate) fn function_sites<'t>(language: Language, syntax: &Syntax<'t>) -> Vec
     }
     if language == Language::Rust {
         sites.extend(token_tree_sites(syntax));
+        absorb_trait_declarations(syntax, &mut sites);
     }
     sites
+}
+
+/// lizard reads a trait method declaration without a body
+/// (`fn remaining(&self) -> usize;`) as a function that runs on to the end of
+/// the next `{ … }` block, whatever comes between: the functions that start
+/// before that `{` are part of it and not reported on their own.
+fn absorb_trait_declarations<'t>(syntax: &Syntax<'t>, sites: &mut Vec<FunctionSite<'t>>) {
+    let mut absorbed_until = 0usize;
+    for decl in &syntax.nodes {
+        if decl.kind() != "function_signature_item"
+            || !ancestors(*decl).any(|a| a.kind() == "trait_item")
+        {
+            continue;
+        }
+        let Some(fn_token) = children(*decl).into_iter().find(|c| c.kind() == "fn") else {
+            continue;
+        };
+        if fn_token.start_byte() < absorbed_until {
+            continue;
+        }
+        let from = syntax
+            .nodes
+            .partition_point(|n| n.start_byte() < decl.end_byte());
+        let Some(brace) = syntax
+            .nodes
+            .get(from..)
+            .and_then(|rest| rest.iter().find(|n| n.kind() == "{"))
+        else {
+            continue;
+        };
+        let Some(block) = brace.parent() else {
+            continue;
+        };
+        let (start, end) = (fn_token.start_byte(), brace.start_byte());
+        sites.retain(|s| s.start_byte <= start || s.start_byte >= end);
+        let name = decl
+            .child_by_field_name("name")
+            .map_or_else(String::new, |n| syntax.text(n).to_owned());
+        let mut scope: Vec<String> = ancestors(*decl)
+            .filter_map(|a| scope_name(Language::Rust, syntax, a))
+            .collect();
+        scope.reverse();
+        scope.push(name.clone());
+        sites.push(FunctionSite {
+            node: block,
+            qualified_name: scope.join("."),
+            name,
+            start_byte: start,
+            start_row: fn_token.start_position().row,
+            parameter_count: parameter_count(Language::Rust, syntax, *decl),
+        });
+        absorbed_until = end;
+    }
 }
 
 /// Rust functions written inside macro bodies and invocations, which

@@ -154,3 +154,14 @@ fn rust_functions_inside_macros_match_lizard() {
         ],
     );
 }
+
+#[test]
+fn rust_trait_declarations_run_to_the_next_body_like_lizard() {
+    // lizard: a bodiless `fn one(&self) -> usize;` runs on to the end of the
+    // next `{ … }`, absorbing `two` and `after`; `three` absorbs `four`.
+    check(
+        "traits.rs",
+        Language::Rust,
+        &[("A.one", 2, 8, 6, 2, 1), ("B.three", 11, 14, 4, 1, 1)],
+    );
+}
