@@ -50,11 +50,27 @@ pub fn to_html(markdown: &str) -> String {
 
 /// A standalone HTML document with an escaped title.
 pub fn html_document(title: &str, markdown: &str) -> String {
-    let title = ammonia::clean_text(title);
+    let title = escape(title);
     format!(
         "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{title}</title></head>\n<body>\n<h1>{title}</h1>\n{}</body></html>\n",
         to_html(markdown)
     )
+}
+
+/// Escapes text for HTML content and attributes.
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// The text of the rendered Markdown, without markup.
@@ -98,6 +114,12 @@ mod tests {
             assert!(!html.contains(bad), "{bad} survived: {html}");
         }
         assert!(html.contains("<h1>hi</h1>"));
+    }
+
+    #[test]
+    fn titles_are_escaped() {
+        let doc = html_document("A <b>\"bold\"</b> & plan", "x");
+        assert!(doc.contains("<title>A &lt;b&gt;&quot;bold&quot;&lt;/b&gt; &amp; plan</title>"));
     }
 
     #[test]
