@@ -5,8 +5,11 @@
 //! `code-analysis.analyze` service in batches under the request limit (or
 //! in-process with `--local`), and prints a summary table and the findings, or
 //! JSON / SARIF / Markdown. With `--fail-on SEVERITY` the exit code is 1 when a
-//! finding is at or above that severity, so it gates CI.
+//! finding is at or above that severity, so it gates CI; 2 means the analysis
+//! could not run (unreadable path, service unreachable).
 
+use std::fmt::Write as _;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -84,8 +87,23 @@ struct Skipped {
     reason: String,
 }
 
-/// Runs `ymera analyze`.
+/// Exit code when the analysis itself could not run (1 means findings at or
+/// above `--fail-on`, so CI can tell the two apart).
+const EXIT_ERROR: u8 = 2;
+
+/// Runs `ymera analyze`: exit 0 clean, 1 findings at or above `--fail-on`,
+/// 2 the analysis could not run.
 pub async fn run(args: AnalyzeArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
+    match analyze(args, ctx).await {
+        Ok(code) => Ok(code),
+        Err(err) => {
+            eprintln!("ymera: {err:#}");
+            Ok(ExitCode::from(EXIT_ERROR))
+        }
+    }
+}
+
+async fn analyze(args: AnalyzeArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
     let format = if ctx.json() {
         OutputFormat::Json
     } else {
@@ -302,15 +320,22 @@ async fn analyze_remote(
 }
 
 fn print_report(report: &Report, skipped: &[Skipped], format: OutputFormat) -> anyhow::Result<()> {
-    match format {
-        OutputFormat::Json => {
-            println!("{}", serde_json::to_string_pretty(&report.to_json())?);
+    let text = match format {
+        OutputFormat::Json => serde_json::to_string_pretty(&report.to_json())? + "\n",
+        OutputFormat::Sarif => serde_json::to_string_pretty(&report.to_sarif())? + "\n",
+        OutputFormat::Markdown => report.to_markdown() + "\n",
+        OutputFormat::Text => render_text(report),
+    };
+    // A closed pipe (`ymera analyze … | head`) is not an error.
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => {
+            return Err(err).context("writing the report");
         }
-        OutputFormat::Sarif => {
-            println!("{}", serde_json::to_string_pretty(&report.to_sarif())?);
-        }
-        OutputFormat::Markdown => println!("{}", report.to_markdown()),
-        OutputFormat::Text => print_text(report),
+        _ => {}
     }
     for skip in skipped {
         eprintln!("skipped {}: {}", skip.path, skip.reason);
@@ -325,10 +350,11 @@ fn count(file: &FileReport, severity: Severity) -> usize {
         .count()
 }
 
-fn print_text(report: &Report) {
+fn render_text(report: &Report) -> String {
+    let mut out = String::new();
     if report.files.is_empty() {
-        println!("No source files of a supported language (python, javascript, java, go, rust).");
-        return;
+        return "No source files of a supported language (python, javascript, java, go, rust).\n"
+            .to_owned();
     }
     let mut table = Table::new();
     table.load_preset(UTF8_FULL_CONDENSED).set_header(vec![
@@ -353,7 +379,7 @@ fn print_text(report: &Report) {
             Cell::new(count(file, Severity::Low)),
         ]);
     }
-    println!("{table}");
+    let _ = writeln!(out, "{table}");
     let mut findings: Vec<(&str, &ymera_code_analysis::Finding)> = report
         .files
         .iter()
@@ -366,9 +392,10 @@ fn print_text(report: &Report) {
             .then(a.1.line.cmp(&b.1.line))
     });
     if !findings.is_empty() {
-        println!();
+        out.push('\n');
         for (path, finding) in findings {
-            println!(
+            let _ = writeln!(
+                out,
                 "{path}:{}:{}  {:<8} {:<6} {}",
                 finding.line,
                 finding.column,
@@ -379,7 +406,8 @@ fn print_text(report: &Report) {
         }
     }
     let s = &report.summary;
-    println!(
+    let _ = writeln!(
+        out,
         "\n{} files, {} functions, max CCN {}, {} findings ({} critical, {} high, {} medium, {} low)",
         s.file_count,
         s.function_count,
@@ -390,4 +418,5 @@ fn print_text(report: &Report) {
         s.findings_by_severity.medium,
         s.findings_by_severity.low
     );
+    out
 }

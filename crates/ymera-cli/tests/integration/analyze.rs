@@ -79,6 +79,11 @@ fn local_json_fails_on_medium_and_skips_ignored_files() {
     assert_eq!(out.status.code(), Some(0));
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("app.py") && text.contains("B307"), "{text}");
+
+    // A path that does not exist: 2, not the findings code 1.
+    let missing = dir.path().join("nope");
+    let out = ymera(&["analyze", "--local", missing.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
 }
 
 #[test]
