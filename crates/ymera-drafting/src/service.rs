@@ -733,6 +733,11 @@ async fn delete(state: Shared, req: ServiceRequest) -> Result<Reply, Error> {
         return Reply::json(&json!({"draft_id": body.draft_id, "deleted": true}));
     }
     state.authorize(&req, "drafting:write").await?;
+    if state.collab.is_active(&body.draft_id).await {
+        return Err(Error::conflict(
+            "the draft is being edited collaboratively; wait until the editors leave",
+        ));
+    }
     let draft = state.store.get(&body.draft_id).await?;
     if draft.status == "archived" {
         return Reply::json(&json!({"draft_id": body.draft_id, "status": "archived"}));
@@ -993,6 +998,11 @@ async fn transition(state: Shared, req: ServiceRequest) -> Result<Reply, Error> 
             "/to",
             format!("one of {}", STATUSES.join(", ")),
         )]));
+    }
+    if state.collab.is_active(&body.draft_id).await {
+        return Err(Error::conflict(
+            "the draft is being edited collaboratively; wait until the editors leave",
+        ));
     }
     let draft = state.store.get(&body.draft_id).await?;
     if !transition_allowed(&draft.status, &body.to) {

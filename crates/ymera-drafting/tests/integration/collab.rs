@@ -107,6 +107,15 @@ async fn five_clients_converge_and_the_merged_text_is_committed() {
         ymera_core::ErrorKind::Conflict
     );
 
+    assert_eq!(
+        svc.err(
+            "drafting.transition",
+            json!({"draft_id": "shared", "to": "archived"})
+        )
+        .await,
+        ymera_core::ErrorKind::Conflict
+    );
+
     // Every client edits concurrently without seeing the others' edits.
     let mut sends = Vec::new();
     for round in 0..4 {
