@@ -50,7 +50,9 @@ PASSWORD_VARS = {
 
 # DESIGN §3: endpoint subjects per service (plus the health subject).
 ENDPOINTS = {
-    "communication": ["send", "status", "history", "conversations", "metrics"],
+    # dlq.list / dlq.replay: additions to DESIGN §3 (communication README).
+    "communication": ["send", "status", "history", "conversations", "metrics",
+                      "dlq.list", "dlq.replay"],
     "config": ["get", "set", "delete", "history", "diff", "rollback", "schema.set",
                "schema.get", "export", "import", "template.set", "template.apply"],
     "drafting": ["create", "get", "update", "list", "delete", "analyze", "export",
@@ -189,7 +191,9 @@ async def run(url):
     cross = [("communication", "config.get"), ("config", "security.authorize"),
              ("drafting", "code-analysis.analyze"), ("code-analysis", "drafting.get"),
              ("security", "communication.send"), ("drafting", "agent.code-analysis.inbox"),
-             ("config", "_INBOX_other.x"), ("security", "$JS.API.>"), ("config", "events.>")]
+             ("config", "_INBOX_other.x"), ("security", "$JS.API.>"), ("config", "events.>"),
+             ("drafting", "drafting.collab.*.updates"), ("code-analysis", "agent.drafting.inbox"),
+             ("security", "security.>"), ("communication", "communication.>")]
     for svc, subj in cross:
         c = clients[svc]
         await expect_denied(c, f"subscribe {subj}", lambda c=c, s=subj: c.nc.subscribe(s))
@@ -208,6 +212,9 @@ async def run(url):
         await request_ok(clients[svc], "config.get", f"{svc} -> config.get", expect=b"config")
     for svc in ["drafting", "code-analysis"]:
         await request_ok(clients[svc], "communication.send", f"{svc} -> communication.send", expect=b"communication")
+    for svc in ["config", "security"]:
+        await expect_denied(clients[svc], "publish communication.send",
+                            lambda c=clients[svc]: c.nc.publish("communication.send", b"{}"))
 
     # 4. Events reach their subscribers.
     got_change = asyncio.get_running_loop().create_future()
@@ -225,6 +232,21 @@ async def run(url):
         await asyncio.wait_for(got_change, TIMEOUT)
     except asyncio.TimeoutError:
         fail("drafting did not receive config.changed.drafting.production")
+    # Config replicas invalidate their caches on every change event,
+    # including other agents' and their own service's.
+    cfg_changes = await clients["config"].nc.subscribe("config.changed.*.*")
+    await expect_allowed(clients["config"], "subscribe config.changed.*.*", clients["config"].settle)
+    await clients["config"].nc.publish("config.changed.billing.base", b"{}")
+    try:
+        m = await cfg_changes.next_msg(timeout=TIMEOUT)
+        if m.subject != "config.changed.billing.base":
+            fail(f"config: unexpected change event {m.subject}")
+    except Exception:
+        fail("config did not receive its own config.changed.billing.base (cache invalidation)")
+    await cfg_changes.unsubscribe()
+    for svc in ["communication", "drafting", "code-analysis", "security"]:
+        await expect_denied(clients[svc], "subscribe config.changed.*.* (only config sees every agent)",
+                            lambda c=clients[svc]: c.nc.subscribe("config.changed.*.*"))
     sec_events = await cli.nc.subscribe("events.security.*")
     await cli.settle()
     for svc, subj in [("security", "events.security.auth_failed"), ("communication", "events.communication.delivered"),
