@@ -148,11 +148,13 @@ async fn answer(envelope: &Envelope, max_message_size: usize) -> Value {
     let Some(text) = envelope.payload.get("message").and_then(Value::as_str) else {
         return failure(
             "expected a payload {\"message\": \"<text>\"} with fenced code blocks to review",
+            started,
         );
     };
     if !crate::can_handle(text) {
         return failure(
             "code-analysis reviews code: send a message asking for a review, with the code in fenced blocks (```python … ```)",
+            started,
         );
     }
     let request = AnalysisRequest {
@@ -171,12 +173,18 @@ async fn answer(envelope: &Envelope, max_message_size: usize) -> Value {
             "response": fit(report.to_markdown(), max_message_size / 2),
             "processing_time": started.elapsed().as_secs_f64(),
         }),
-        Err(err) => failure(&err.message),
+        Err(err) => failure(&err.message, started),
     }
 }
 
-fn failure(message: &str) -> Value {
-    json!({"success": false, "agent": NAME, "error": message})
+/// The seed's failure shape: `{"success": false, "error", "agent", "processing_time"}`.
+fn failure(message: &str, started: Instant) -> Value {
+    json!({
+        "success": false,
+        "agent": NAME,
+        "error": message,
+        "processing_time": started.elapsed().as_secs_f64(),
+    })
 }
 
 /// Cuts a Markdown report to at most `limit` bytes (on a line boundary) so the
