@@ -17,8 +17,8 @@ Checks (one output line each, same format as scripts/check-deploy):
     (AGENTS account): communication.send to a listening agent and to a
     failing one (dead-lettered), a resend (deduplicated), status, dlq.list,
     dlq.replay, config.set/get (+ a refused key), drafting.create/analyze/
-    collab.join, code-analysis.analyze, a chat review through
-    agent.code-analysis.inbox, security.ratelimit.check;
+    collab.join, code-analysis.analyze, chat requests through
+    agent.code-analysis.inbox and agent.drafting.inbox, security.ratelimit.check;
   * `$SRV.PING` is answered by every service started;
   * each /metrics passes `promtool check metrics`, and every metric
     deploy/METRICS.md says a service exports (column "exported by", presence
@@ -71,9 +71,9 @@ gaps = 0
 KNOWN_GAPS = {
     "help": "the services export no # HELP lines (metrics-rs without describe_*!); "
             "promtool check metrics lints 'no help text' for every metric",
-    "inbox-auth": "with YMERA_AUTH=required (the compose/k8s default) the code-analysis inbox "
-                  "sends its answers to communication.send without a credential and gets 401, "
-                  "so chat reviews are never answered",
+    "inbox-auth": "with YMERA_AUTH=required (the compose/k8s default) the agent inbox sends "
+                  "its answers to communication.send without a credential and gets 401, "
+                  "so chat requests are never answered",
 }
 
 
@@ -402,14 +402,14 @@ class Traffic:
             {"path": "app.py", "content": "def run(cmd):\n    return eval(cmd)\n"}]})
         return f"{r['summary']['finding_count']} finding(s)"
 
-    async def code_analysis_inbox(self):
+    async def chat(self, agent, message):
         while not self.demo_inbox.empty():
             self.demo_inbox.get_nowait()
-        env = {"type": "request", "sender": "demo", "recipients": ["code-analysis"], "subject": "review",
-               "payload": {"message": "Please review this code:\n```python\ndef run(cmd):\n    return eval(cmd)\n```"}}
+        env = {"type": "request", "sender": "demo", "recipients": [agent], "subject": "chat",
+               "payload": {"message": message}}
         r = await self.ok("communication.send", env, nc=self.agent)
         await self.wait_status(r["id"], "delivered")
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 5
         while True:
             got = await asyncio.wait_for(self.demo_inbox.get(), max(0.1, deadline - time.monotonic()))
             if got.get("correlation_id") == r["id"]:
@@ -417,7 +417,7 @@ class Traffic:
         ok = got["payload"].get("success")
         if not ok:
             raise RuntimeError(f"answer: {got['payload']}")
-        return "review answered through communication.send to agent.demo.inbox"
+        return f"{agent} answered through communication.send to agent.demo.inbox"
 
     # --- security -------------------------------------------------------------
     async def security(self):
@@ -444,6 +444,16 @@ class Traffic:
         if sorted(names) != sorted(expected):
             raise RuntimeError(f"$SRV.PING answered by {sorted(names)}, expected {sorted(expected)}")
         return f"answered by {sorted(names)}"
+
+
+def send_401(stack):
+    """communication's count of communication.send requests refused with 401."""
+    _, text = http_get(stack.services["communication"]["http"] + "/metrics")
+    total = 0.0
+    for m in re.finditer(r'(?m)^ymera_request_errors_total\{([^}]*)\} (\S+)$', text):
+        if 'endpoint="communication.send"' in m.group(1) and 'code="401"' in m.group(1):
+            total += float(m.group(2))
+    return total
 
 
 def _replay(err, detail):
@@ -546,23 +556,27 @@ def main():
             for svc, name, fn in plan:
                 if svc in present:
                     await astep(f"live: {name}", fn())
-            if "code-analysis" in present and "communication" in present:
-                name = "live: chat review via agent.code-analysis.inbox answered to agent demo"
-
+            chats = [("code-analysis", "Please review this code:\n```python\ndef run(cmd):\n    return eval(cmd)\n```"),
+                     ("drafting", "Please check this text: There are many reasons the report was written by the team.")]
+            for agent, message in chats:
+                if agent not in present or "communication" not in present:
+                    continue
+                name = f"live: chat via agent.{agent}.inbox answered to agent demo"
                 started = time.monotonic()
+                refused_before = send_401(stack)
                 try:
-                    detail = await t.code_analysis_inbox()
+                    detail = await t.chat(agent, message)
                     err = None
                 except Exception as e:  # noqa: BLE001
                     err = e
-                log = open(stack.services["code-analysis"]["log"], errors="replace").read()
-                if err is not None and "communication.send refused" in log and "unauthenticated" in log:
-                    err = RuntimeError(f"{type(err).__name__}; code-analysis log: communication.send "
-                                       "refused the response: unauthenticated")
+                refused = send_401(stack) - refused_before
+                if err is not None and refused > 0:
+                    err = RuntimeError(f"{type(err).__name__}; communication answered {refused:g} "
+                                       "communication.send request(s) with 401 meanwhile "
+                                       "(ymera_request_errors_total)")
                     gap("inbox-auth", name, _replay, err, None, started=started)
                 else:
                     step(name, _replay, err, detail if err is None else None)
-
             await asyncio.sleep(1.5)  # backlog gauges are polled
             await astep("live: $SRV.PING lists every service started", t.srv_ping(present))
             await t.cli.drain()
