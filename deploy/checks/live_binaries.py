@@ -23,8 +23,9 @@ Checks (one output line each, same format as scripts/check-deploy):
   * each /metrics passes `promtool check metrics`, and every metric
     deploy/METRICS.md says a service exports (column "exported by", presence
     `start` or `traffic`) is in its text; `event` metrics are reported;
-  * the nats-server log has no "Permissions Violation" (checked last, after
-    all traffic).
+  * no permission violation: the nats-server log has no "Subscription
+    Violation" / "Publish Violation" and no service logged a "Permissions
+    Violation" (checked last, after all traffic).
 
 Usage: live_binaries.py ROOT BIN_DIR NATS_SERVER
 Environment: PG_BIN (default /usr/lib/postgresql/15/bin), REDIS_SERVER
@@ -598,13 +599,19 @@ def main():
             gap("help", f"live: ymera-{s} /metrics: promtool check metrics (strict lint)", help_lint, s)
 
         def no_violations():
+            # nats-server logs "Subscription Violation" / "Publish Violation"
+            # ([ERR]); the client is told "Permissions Violation", which the
+            # services log (async-nats server error event). Both count.
             text = open(stack.nats_log, errors="replace").read()
-            bad = [l for l in text.splitlines() if "Permissions Violation" in l]
+            bad = [l for l in text.splitlines() if re.search(r"(Subscription|Publish|Permissions) Violation", l)]
+            for s in present:
+                bad += [f"{s}: {l.strip()[:300]}" for l in open(stack.services[s]["log"], errors="replace")
+                        if "Permissions Violation" in l]
             if bad:
                 raise RuntimeError("\n".join(bad[:20]))
-            return "no violation in the nats-server log"
+            return "no violation in the nats-server log or the service logs"
 
-        step("live: nats-server log has no \"Permissions Violation\"", no_violations)
+        step("live: no permission violation (nats-server log, service logs)", no_violations)
 
         errors = []
         for s in present:
