@@ -22,7 +22,8 @@ Checks (one output line each, same format as scripts/check-deploy):
   * `$SRV.PING` is answered by every service started;
   * each /metrics passes `promtool check metrics`, and every metric
     deploy/METRICS.md says a service exports (column "exported by", presence
-    `start` or `traffic`) is in its text; `event` metrics are reported;
+    `start` or `traffic`) is in its text, with exactly the catalogued label
+    names; `event` metrics are reported;
   * no permission violation: the nats-server log has no "Subscription
     Violation" / "Publish Violation" and no service logged a "Permissions
     Violation" (checked last, after all traffic).
@@ -288,7 +289,8 @@ def catalogue(root):
         if len(cells) > 5 and cells[4] == "all":
             exporters = {"all"}
         presence = re.match(r"[a-z]*", cells[5]).group(0) if len(cells) > 5 else ""
-        cat[m.group(1)] = (exporters, presence)
+        labels = set(re.findall(r"`([a-z_]+)`", cells[2])) if len(cells) > 2 else set()
+        cat[m.group(1)] = (exporters, presence, labels)
     return cat
 
 
@@ -477,8 +479,18 @@ def check_metrics(stack, name, cat, promtool):
     unknown = sorted(m for m in present if m not in cat)
     if unknown:
         raise RuntimeError(f"not in deploy/METRICS.md: {unknown}")
+    # Label names of every sample must be exactly the catalogued ones
+    # (histogram `le` aside): alerts and panels select on them.
+    label_problems = set()
+    for m in re.finditer(r"(?m)^(ymera_[a-z0-9_]+)(?:\{([^}]*)\})? ", text):
+        base = m.group(1) if m.group(1) in cat else re.sub(r"_(bucket|sum|count)$", "", m.group(1))
+        names = set(re.findall(r'([a-zA-Z_][a-zA-Z0-9_]*)="', m.group(2) or "")) - {"le"}
+        if names != cat[base][2]:
+            label_problems.add(f"{base}: labels {sorted(names)}, METRICS.md {sorted(cat[base][2])}")
+    if label_problems:
+        raise RuntimeError("label mismatch:\n" + "\n".join(sorted(label_problems)))
     missing, seen_events, unseen_events = [], [], []
-    for metric, (exporters, presence) in sorted(cat.items()):
+    for metric, (exporters, presence, _labels) in sorted(cat.items()):
         if not (name in exporters or "all" in exporters):
             if metric in present:
                 raise RuntimeError(f"exports {metric}, which METRICS.md attributes to {sorted(exporters)}")
