@@ -1,4 +1,5 @@
 //! End-to-end suites across processes, against real servers.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod chat;
 mod process;

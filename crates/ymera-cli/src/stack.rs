@@ -123,7 +123,9 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         return detach(&args, &dir).await;
     }
     let servers = start_servers(&args, &dir).await?;
-    let binaries = service_binaries(&args)?;
+    let mut binaries = service_binaries(&args)?;
+    // Security first: it creates the admin key the others may need.
+    binaries.sort_by_key(|(name, _)| name != "security");
     let shutdown = CancellationToken::new();
     let mut supervisors = Vec::new();
     let mut services = Vec::new();
@@ -142,6 +144,13 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
                 "YMERA_BOOTSTRAP_ADMIN_KEY".into(),
                 key.display().to_string(),
             ));
+        } else if args.auth {
+            // With authentication on, services that call others on their own
+            // behalf (agents answering through communication.send) use the
+            // development admin key.
+            if let Some(key) = wait_for_admin_key(&dir).await {
+                env.push(("YMERA_SERVICE_API_KEY".into(), key));
+            }
         }
         services.push((name.clone(), port));
         let log = dir.join("logs").join(format!("{name}.log"));
@@ -270,6 +279,24 @@ fn ensure_database(postgres: &Postgres, name: &str) -> anyhow::Result<()> {
         String::from_utf8_lossy(&created.stderr)
     );
     Ok(())
+}
+
+async fn wait_for_admin_key(dir: &Path) -> Option<String> {
+    let path = dir.join("admin.key");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if let Ok(key) = std::fs::read_to_string(&path)
+            && !key.trim().is_empty()
+        {
+            return Some(key.trim().to_owned());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!(
+        "no admin key at {} after 60 s; services start without a service credential",
+        path.display()
+    );
+    None
 }
 
 fn service_binaries(args: &UpArgs) -> anyhow::Result<Vec<(String, PathBuf)>> {

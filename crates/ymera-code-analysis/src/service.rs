@@ -146,7 +146,11 @@ pub fn service(max_message_size: usize) -> ServiceBuilder {
 /// Starts the inbox task and serves the endpoints until shutdown.
 pub async fn serve(runtime: Runtime) -> Result<(), RuntimeError> {
     let max = runtime.config().max_message_size;
-    let inbox = crate::inbox::subscribe(runtime.client(), max).await?;
-    tokio::spawn(inbox.run(runtime.shutdown_token()));
+    let inbox = ymera_core::agent::AgentInbox::subscribe(&runtime, NAME).await?;
+    tokio::spawn(
+        inbox.run(runtime.shutdown_token(), move |envelope| async move {
+            crate::inbox::answer(&envelope, max).await
+        }),
+    );
     service(max).serve(runtime).await
 }

@@ -79,13 +79,22 @@ fn reconnect_delay(attempt: usize) -> Duration {
     Duration::from_millis(50 * 2u64.pow(exp)).min(Duration::from_secs(2))
 }
 
-/// A credential sent with requests.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A credential sent with requests. Its `Debug` form never shows the secret.
+#[derive(Clone, PartialEq, Eq)]
 pub enum Credential {
     /// `Authorization: Bearer <jwt>`.
     Bearer(String),
     /// `X-API-Key: <key>`.
     ApiKey(String),
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credential::Bearer(_) => f.write_str("Bearer(<redacted>)"),
+            Credential::ApiKey(_) => f.write_str("ApiKey(<redacted>)"),
+        }
+    }
 }
 
 impl Credential {

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::client::Credential;
 use crate::limits::DEFAULT_MAX_MESSAGE_SIZE;
 
 /// Exit code for a configuration error (EX_USAGE).
@@ -136,6 +137,10 @@ pub struct ServiceConfig {
     pub auto_save_interval: Duration,
     /// Authentication mode (default required; off only in development).
     pub auth: AuthMode,
+    /// The credential this service sends when it calls other services on
+    /// its own behalf (e.g. an agent answering through `communication.send`):
+    /// `YMERA_SERVICE_API_KEY`, else `YMERA_SERVICE_TOKEN`.
+    pub service_credential: Option<Credential>,
 }
 
 impl Default for ServiceConfig {
@@ -153,6 +158,7 @@ impl Default for ServiceConfig {
             config_cache_ttl: Duration::from_secs(300),
             auto_save_interval: Duration::from_secs(30),
             auth: AuthMode::Required,
+            service_credential: None,
         }
     }
 }
@@ -254,6 +260,9 @@ impl ServiceConfig {
                 defaults.auto_save_interval,
             )?,
             auth,
+            service_credential: get("YMERA_SERVICE_API_KEY")
+                .map(Credential::ApiKey)
+                .or_else(|| get("YMERA_SERVICE_TOKEN").map(Credential::Bearer)),
         })
     }
 

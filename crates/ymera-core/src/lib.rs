@@ -9,6 +9,7 @@
 //! - [`store`]: PostgreSQL (with migrations) and Redis.
 //! - [`telemetry`], [`metrics`], [`health`], [`limits`].
 
+pub mod agent;
 pub mod client;
 pub mod config;
 pub mod config_watch;

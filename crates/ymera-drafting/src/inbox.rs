@@ -5,109 +5,16 @@
 //! `response` envelope whose payload is `{"success", "agent", "response"
 //! (Markdown analysis of the text: the fenced blocks when there are any,
 //! else the whole message), "processing_time"}` or `{"success": false, "error"}`.
+//! The inbox plumbing (subscription, acknowledgement, bounds, sending with
+//! the service credential) is `ymera_core::agent::AgentInbox`; this module
+//! only builds the answer.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use futures::StreamExt;
 use serde_json::{Value, json};
-use tokio::sync::Semaphore;
-use tokio_util::sync::CancellationToken;
-use ymera_core::envelope::{Envelope, MessageType};
-use ymera_core::runtime::RuntimeError;
+use ymera_core::envelope::Envelope;
 
 use crate::service::{Analysis, NAME, analyze_text};
-
-/// The inbox subject of this agent.
-pub const INBOX_SUBJECT: &str = "agent.drafting.inbox";
-/// Where answers go (the communication agent).
-pub const SEND_SUBJECT: &str = "communication.send";
-/// Most messages analysed at once per instance.
-pub const MAX_CONCURRENT: usize = 8;
-/// How long to wait for `communication.send`.
-pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// A subscribed inbox.
-pub struct Inbox {
-    client: async_nats::Client,
-    subscriber: async_nats::Subscriber,
-    max_message_size: usize,
-}
-
-/// Subscribes before the service announces itself.
-pub async fn subscribe(
-    client: &async_nats::Client,
-    max_message_size: usize,
-) -> Result<Inbox, RuntimeError> {
-    let subscriber = client
-        .queue_subscribe(INBOX_SUBJECT, NAME.to_owned())
-        .await
-        .map_err(|e| RuntimeError::Register(format!("{INBOX_SUBJECT}: {e}")))?;
-    Ok(Inbox {
-        client: client.clone(),
-        subscriber,
-        max_message_size,
-    })
-}
-
-impl Inbox {
-    /// Handles messages until `shutdown` is cancelled.
-    pub async fn run(mut self, shutdown: CancellationToken) {
-        let permits = Arc::new(Semaphore::new(MAX_CONCURRENT));
-        loop {
-            let Ok(permit) = permits.clone().acquire_owned().await else {
-                break;
-            };
-            let message = tokio::select! {
-                () = shutdown.cancelled() => break,
-                next = self.subscriber.next() => match next {
-                    Some(message) => message,
-                    None => break,
-                },
-            };
-            if let Some(reply) = message.reply.clone()
-                && let Err(err) = self.client.publish(reply, "{}".into()).await
-            {
-                tracing::warn!(error = %err, "cannot acknowledge an inbox message");
-            }
-            let client = self.client.clone();
-            let max = self.max_message_size;
-            tokio::spawn(async move {
-                handle(&client, &message.payload, max).await;
-                drop(permit);
-            });
-        }
-        if let Err(err) = self.subscriber.unsubscribe().await {
-            tracing::debug!(error = %err, "inbox unsubscribe failed");
-        }
-    }
-}
-
-async fn handle(client: &async_nats::Client, body: &[u8], max: usize) {
-    let envelope: Envelope = match ymera_core::limits::parse_json(body, max) {
-        Ok(envelope) => envelope,
-        Err(err) => {
-            tracing::warn!(error = %err, "inbox message is not an envelope; dropped");
-            return;
-        }
-    };
-    if !matches!(
-        envelope.message_type,
-        MessageType::Request | MessageType::Command
-    ) {
-        return;
-    }
-    let payload = answer(&envelope, max).await;
-    let response = envelope.reply(NAME, payload);
-    let Ok(bytes) = serde_json::to_vec(&response) else {
-        return;
-    };
-    match tokio::time::timeout(SEND_TIMEOUT, client.request(SEND_SUBJECT, bytes.into())).await {
-        Ok(Ok(_)) => tracing::debug!(id = %response.id, "response sent"),
-        Ok(Err(err)) => tracing::warn!(error = %err, "cannot send the response"),
-        Err(_) => tracing::warn!("communication.send did not answer in time"),
-    }
-}
 
 /// The text to analyse: the fenced blocks of the message, else all of it.
 fn text_of(message: &str) -> String {
@@ -130,7 +37,7 @@ fn text_of(message: &str) -> String {
     }
 }
 
-async fn answer(envelope: &Envelope, max: usize) -> Value {
+pub(crate) async fn answer(envelope: &Envelope, max: usize) -> Value {
     let started = Instant::now();
     let Some(message) = envelope.payload.get("message").and_then(Value::as_str) else {
         return json!({"success": false, "agent": NAME, "error": "expected a payload {\"message\": \"<text>\"}"});

@@ -1302,9 +1302,13 @@ pub async fn serve(runtime: Runtime) -> Result<(), ymera_core::runtime::RuntimeE
     if let Err(e) = flush(&state, false).await {
         tracing::warn!(error = %e, "initial auto-save flush failed");
     }
-    let inbox =
-        crate::inbox::subscribe(runtime.client(), runtime.config().max_message_size).await?;
-    tokio::spawn(inbox.run(runtime.shutdown_token()));
+    let max = runtime.config().max_message_size;
+    let inbox = ymera_core::agent::AgentInbox::subscribe(&runtime, NAME).await?;
+    tokio::spawn(
+        inbox.run(runtime.shutdown_token(), move |envelope| async move {
+            crate::inbox::answer(&envelope, max).await
+        }),
+    );
     let ticker_state = state.clone();
     let tick = (interval / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
     let ticker = tokio::spawn(async move {

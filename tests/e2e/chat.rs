@@ -1,0 +1,159 @@
+//! The chat path across real services with authentication on (DESIGN §3):
+//! an agent sends `{"message": …}` to the built-in agents `code-analysis`
+//! and `drafting` through `communication.send`; each answers with a
+//! `response` envelope (correlation_id = the request's id) delivered back to
+//! the sender's inbox by the communication agent. Every service runs as its
+//! own process; the built-in agents use the service credential
+//! (`YMERA_SERVICE_API_KEY`) so their answers pass `security.authorize`.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use serde_json::{Value, json};
+use ymera_testkit::{NatsServer, Postgres};
+
+/// A service binary built beside this test (the workspace build puts every
+/// binary in the same target directory).
+fn service_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
+    let path = dir.join(format!("ymera-{name}"));
+    assert!(
+        path.is_file(),
+        "{} is not built: run the workspace tests (cargo nextest run --workspace)",
+        path.display()
+    );
+    path
+}
+
+fn spawn(name: &str, env: &[(&str, &str)]) -> tokio::process::Child {
+    tokio::process::Command::new(service_binary(name))
+        .envs(env.iter().copied())
+        .env("ENVIRONMENT", "development")
+        .env("YMERA_AUTH", "required")
+        .env("LOG_LEVEL", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
+async fn wait_healthy(client: &async_nats::Client, service: &str) {
+    for _ in 0..600 {
+        if let Ok(reply) = client
+            .request(format!("{service}.health"), Bytes::new())
+            .await
+            && reply.headers.is_none()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{service} never became healthy");
+}
+
+#[tokio::test]
+async fn built_in_agents_answer_chat_requests_through_the_communication_agent() {
+    let nats = NatsServer::start().unwrap();
+    let pg = Postgres::start().unwrap();
+    let db = pg.create_database().unwrap();
+    let key_dir = tempfile::tempdir().unwrap();
+    let key_path = key_dir.path().join("admin.key");
+    let base = [("NATS_URL", nats.url()), ("POSTGRES_URL", db.clone())];
+    let base: Vec<(&str, &str)> = base.iter().map(|(k, v)| (*k, v.as_str())).collect();
+
+    let mut security_env = base.clone();
+    let key_str = key_path.display().to_string();
+    security_env.push(("YMERA_BOOTSTRAP_ADMIN_KEY", &key_str));
+    let _security = spawn("security", &security_env);
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    wait_healthy(&client, "security").await;
+    let admin_key = std::fs::read_to_string(&key_path)
+        .unwrap()
+        .trim()
+        .to_owned();
+
+    let mut agent_env = base.clone();
+    agent_env.push(("YMERA_SERVICE_API_KEY", &admin_key));
+    let _communication = spawn("communication", &base);
+    let _analysis = spawn("code-analysis", &agent_env);
+    let _drafting = spawn("drafting", &agent_env);
+    for service in ["communication", "code-analysis", "drafting"] {
+        wait_healthy(&client, service).await;
+    }
+
+    // The user agent "demo" listens on its inbox and acknowledges.
+    let mut inbox = client.subscribe("agent.demo.inbox").await.unwrap();
+    client.flush().await.unwrap();
+
+    let code_request = json!({
+        "type": "request", "sender": "demo", "recipients": ["code-analysis"], "subject": "review",
+        "payload": {"message": "Please review this code:\n```python\ndef run(cmd):\n    return eval(cmd)\n```"}
+    });
+    let text_request = json!({
+        "type": "request", "sender": "demo", "recipients": ["drafting"], "subject": "analyse",
+        "payload": {"message": "Please analyse this text. It was written quickly. There are many reasons why it is very good."}
+    });
+    let mut sent = Vec::new();
+    for request in [code_request, text_request] {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("X-API-Key", admin_key.as_str());
+        let reply = client
+            .request_with_headers(
+                "communication.send",
+                headers,
+                Bytes::from(request.to_string()),
+            )
+            .await
+            .unwrap();
+        assert!(
+            reply.headers.is_none(),
+            "send refused: {}",
+            String::from_utf8_lossy(&reply.payload)
+        );
+        let accepted: Value = serde_json::from_slice(&reply.payload).unwrap();
+        assert_eq!(accepted["status"], "accepted");
+        sent.push(accepted["id"].as_str().unwrap().to_owned());
+    }
+
+    let mut answers = std::collections::HashMap::new();
+    while answers.len() < 2 {
+        let message = tokio::time::timeout(Duration::from_secs(60), inbox.next())
+            .await
+            .expect("both agents answer within 60 s")
+            .unwrap();
+        if let Some(reply) = message.reply.clone() {
+            client
+                .publish(reply, Bytes::from_static(b"{}"))
+                .await
+                .unwrap();
+        }
+        let envelope: Value = serde_json::from_slice(&message.payload).unwrap();
+        assert_eq!(envelope["type"], "response");
+        assert_eq!(envelope["recipients"], json!(["demo"]));
+        answers.insert(envelope["sender"].as_str().unwrap().to_owned(), envelope);
+    }
+    let analysis = &answers["code-analysis"];
+    assert_eq!(analysis["correlation_id"], sent[0].as_str());
+    assert_eq!(analysis["payload"]["success"], true, "{analysis}");
+    let markdown = analysis["payload"]["response"].as_str().unwrap();
+    assert!(
+        markdown.contains("B307"),
+        "the eval finding is reported: {markdown}"
+    );
+    let drafting = &answers["drafting"];
+    assert_eq!(drafting["correlation_id"], sent[1].as_str());
+    assert_eq!(drafting["payload"]["success"], true, "{drafting}");
+    assert!(
+        drafting["payload"]["response"]
+            .as_str()
+            .unwrap()
+            .contains("Flesch"),
+        "{drafting}"
+    );
+}
