@@ -467,6 +467,10 @@ fn endpoint_name(service: &str, subject: &str) -> String {
     let rest = subject
         .strip_prefix(&format!("{service}."))
         .unwrap_or(subject);
+    // Every instance's own health subject gets one stable endpoint name.
+    if rest.starts_with("health.") {
+        return "health_instance".to_owned();
+    }
     rest.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
@@ -705,6 +709,7 @@ mod tests {
             "analyze"
         );
         assert_eq!(endpoint_name("x", "other.subject"), "other_subject");
+        assert_eq!(endpoint_name("x", "x.health.AbC123"), "health_instance");
     }
 
     #[test]
