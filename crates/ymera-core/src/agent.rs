@@ -108,7 +108,9 @@ impl AgentInbox {
         let working = Arc::new(Semaphore::new(self.limits.max_concurrent.max(1)));
         let queue = Arc::new(Semaphore::new(self.limits.max_queued.max(1)));
         loop {
-            let Ok(queued) = queue.clone().acquire_owned().await else { break };
+            let Ok(queued) = queue.clone().acquire_owned().await else {
+                break;
+            };
             let message = tokio::select! {
                 () = shutdown.cancelled() => break,
                 next = self.subscriber.next() => match next {
@@ -125,7 +127,12 @@ impl AgentInbox {
                 drop(queued);
                 continue;
             };
-            let (answer, working, sender, name) = (answer.clone(), working.clone(), self.sender.clone(), self.name.clone());
+            let (answer, working, sender, name) = (
+                answer.clone(),
+                working.clone(),
+                self.sender.clone(),
+                self.name.clone(),
+            );
             tokio::spawn(async move {
                 if let Ok(_permit) = working.acquire_owned().await {
                     let payload = answer(envelope.clone()).await;
@@ -148,7 +155,10 @@ impl AgentInbox {
                 return None;
             }
         };
-        if matches!(envelope.message_type, MessageType::Request | MessageType::Command) {
+        if matches!(
+            envelope.message_type,
+            MessageType::Request | MessageType::Command
+        ) {
             Some(envelope)
         } else {
             tracing::debug!(id = %envelope.id, "inbox message is not a request; no answer");
