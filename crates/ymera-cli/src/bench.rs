@@ -27,6 +27,9 @@ pub enum BenchCommand {
     /// End-to-end message routing (send → recipient inbox) beside a raw
     /// JetStream publish → consume → ack baseline.
     Comm(crate::bench_comm::CommBenchArgs),
+    /// Cached `config.get` beside a raw NATS echo, set → change-event
+    /// latency, and the cache hit rate.
+    Config(crate::bench_config::ConfigBenchArgs),
 }
 
 /// Options shared by the benchmarks.
@@ -83,6 +86,7 @@ pub async fn run(command: BenchCommand, ctx: &Context) -> anyhow::Result<ExitCod
     match command {
         BenchCommand::Health(args) => bench_health(args, ctx).await,
         BenchCommand::Comm(args) => crate::bench_comm::run(args, ctx).await,
+        BenchCommand::Config(args) => crate::bench_config::run(args, ctx).await,
     }
 }
 

@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_comm;
+mod bench_config;
 mod cmd_analyze;
 mod cmd_comm;
 mod cmd_config;
