@@ -54,6 +54,52 @@ def render(conf_text, i, ports, tmp):
     return t
 
 
+def distinct_ports(n):
+    """n different free ports: every socket stays bound until all are chosen,
+    so no two calls hand out the same port."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def start_cluster(server, text, tmp, procs):
+    """Starts three servers; returns their ports once all are healthy and
+    fully routed, or None if one exited early (e.g. a port taken between
+    choosing and binding it), after stopping the others."""
+    flat = distinct_ports(9)
+    ports = [tuple(flat[i * 3:i * 3 + 3]) for i in range(3)]
+    for i in range(3):
+        path = os.path.join(tmp, f"nats-{i}.conf")
+        with open(path, "w") as f:
+            f.write(render(text, i, ports, tmp))
+        log = open(os.path.join(tmp, f"nats-{i}.log"), "w")
+        env = dict(os.environ, SERVER_NAME=f"nats-{i}")
+        procs.append(subprocess.Popen([server, "-c", path], stdout=log, stderr=subprocess.STDOUT, env=env))
+    deadline = time.monotonic() + 30
+    while True:
+        # Full health: JetStream enabled, meta leader known, assets current.
+        ready = all(healthz(h) for _, h, _ in ports)
+        if ready and all(routes(h) == 2 for _, h, _ in ports):
+            return ports
+        if any(p.poll() is not None for p in procs):
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+            procs.clear()
+            return None
+        if time.monotonic() > deadline:
+            return "timeout"
+        time.sleep(0.2)
+
+
 def healthz(http_port, query=""):
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/healthz{query}", timeout=2) as r:
@@ -123,26 +169,17 @@ def main():
             if name.endswith(".conf"):
                 shutil.copy(os.path.join(conf_dir, name), tmp)
         text = open(conf).read()
-        ports = [(free_port(), free_port(), free_port()) for _ in range(3)]
-        for i in range(3):
-            path = os.path.join(tmp, f"nats-{i}.conf")
-            with open(path, "w") as f:
-                f.write(render(text, i, ports, tmp))
-            log = open(os.path.join(tmp, f"nats-{i}.log"), "w")
-            env = dict(os.environ, SERVER_NAME=f"nats-{i}")
-            procs.append(subprocess.Popen([server, "-c", path], stdout=log, stderr=subprocess.STDOUT, env=env))
-        deadline = time.monotonic() + 30
-        while True:
-            # Full health: JetStream enabled, meta leader known, assets current.
-            ready = all(healthz(h) for _, h, _ in ports)
-            if ready and all(routes(h) == 2 for _, h, _ in ports):
+        ports = None
+        for attempt in range(3):
+            ports = start_cluster(server, text, tmp, procs)
+            if ports is not None:
                 break
-            if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
-                for i in range(3):
-                    print(f"--- nats-{i}.log (tail)")
-                    print("".join(open(os.path.join(tmp, f"nats-{i}.log")).readlines()[-15:]))
-                return fail("cluster did not become healthy with every server routed to the other two within 30 s")
-            time.sleep(0.2)
+            print(f"  a server exited at start (attempt {attempt + 1}); retrying on new ports")
+        if ports is None or ports == "timeout":
+            for i in range(3):
+                print(f"--- nats-{i}.log (tail)")
+                print("".join(open(os.path.join(tmp, f"nats-{i}.log")).readlines()[-15:]))
+            return fail("cluster did not become healthy with every server routed to the other two within 30 s")
         started = time.monotonic()
         rc = asyncio.run(asyncio.wait_for(exercise(ports), 60))
         if rc == 0:
