@@ -10,6 +10,7 @@
 //! - [`telemetry`], [`metrics`], [`health`], [`limits`].
 
 pub mod agent;
+pub mod auth;
 pub mod client;
 pub mod config;
 pub mod config_watch;
