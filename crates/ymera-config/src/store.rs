@@ -15,10 +15,16 @@ use crate::cache::{Layer, Snapshot};
 use crate::model::{AuditEntry, Env, VersionEntry};
 
 /// Maps a database failure to the platform error: 503 when PostgreSQL is
-/// unreachable, 500 otherwise (the cause is logged, not sent).
+/// unreachable or what answers on its address does not speak its protocol
+/// (e.g. the server died and the port was taken), 500 otherwise (the cause
+/// is logged, not sent).
 pub fn db_err(err: sqlx::Error) -> Error {
     match err {
-        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_) => {
             tracing::warn!(error = %err, "PostgreSQL unavailable");
             Error::dependency_down("postgres")
         }
