@@ -30,6 +30,14 @@ pub enum BenchCommand {
     /// Cached `config.get` beside a raw NATS echo, set → change-event
     /// latency, and the cache hit rate.
     Config(crate::bench_config::ConfigBenchArgs),
+    /// `security.authorize` with API keys and local JWT verification beside
+    /// a raw NATS echo.
+    Security(crate::bench_security::Args),
+    /// Readability analysis of a 2,000-word document beside textstat, and
+    /// collaborative-session broadcast latency.
+    Drafting(crate::bench_drafting::Args),
+    /// Code-analysis throughput (MB/s) beside lizard on the same files.
+    Analysis(crate::bench_analysis::Args),
 }
 
 /// Options shared by the benchmarks.
@@ -87,6 +95,9 @@ pub async fn run(command: BenchCommand, ctx: &Context) -> anyhow::Result<ExitCod
         BenchCommand::Health(args) => bench_health(args, ctx).await,
         BenchCommand::Comm(args) => crate::bench_comm::run(args, ctx).await,
         BenchCommand::Config(args) => crate::bench_config::run(args, ctx).await,
+        BenchCommand::Security(args) => crate::bench_security::run(args, ctx).await,
+        BenchCommand::Drafting(args) => crate::bench_drafting::run(args, ctx).await,
+        BenchCommand::Analysis(args) => crate::bench_analysis::run(args, ctx).await,
     }
 }
 

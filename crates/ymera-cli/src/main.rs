@@ -1,8 +1,11 @@
 //! `ymera`: client commands, the local stack (`ymera up`) and benchmarks.
 
 mod bench;
+mod bench_analysis;
 mod bench_comm;
 mod bench_config;
+mod bench_drafting;
+mod bench_security;
 mod cmd_analyze;
 mod cmd_comm;
 mod cmd_config;
