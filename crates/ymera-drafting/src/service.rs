@@ -9,7 +9,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use ymera_core::client::ServiceClient;
+use ymera_core::auth::Authorizer;
 use ymera_core::config::AuthMode;
 use ymera_core::error::Violation;
 use ymera_core::runtime::{Reply, Runtime, ServiceBuilder, ServiceRequest};
@@ -40,6 +40,7 @@ pub struct State {
     collab: Collab,
     nats: async_nats::Client,
     auth: AuthMode,
+    authorizer: Arc<Authorizer>,
 }
 
 type Shared = Arc<State>;
@@ -108,49 +109,19 @@ fn check_title(title: &str) -> Result<(), Error> {
 }
 
 impl State {
-    /// Checks the caller's permission with the security service when
-    /// `YMERA_AUTH=required`; with auth off everything is allowed except
-    /// admin actions, which need the `X-Ymera-Role: admin` header.
-    async fn authorize(&self, req: &ServiceRequest, permission: &str) -> Result<(), Error> {
+    /// Checks the caller's permission with the shared
+    /// [`ymera_core::auth::Authorizer`] (`security.authorize`, grants cached
+    /// briefly) when `YMERA_AUTH=required`; with auth off everything is
+    /// allowed except admin actions, which need the `X-Ymera-Role: admin`
+    /// header.
+    async fn authorize(&self, req: &ServiceRequest, permission: &'static str) -> Result<(), Error> {
         if self.auth == AuthMode::Off {
             if permission == "drafting:admin" && req.header("X-Ymera-Role") != Some("admin") {
                 return Err(Error::forbidden("hard delete needs an administrator"));
             }
             return Ok(());
         }
-        let credential = match req.credential()? {
-            Some(ymera_core::client::Credential::Bearer(t)) => format!("Bearer {t}"),
-            Some(ymera_core::client::Credential::ApiKey(k)) => k,
-            None => return Err(Error::unauthenticated("a credential is required")),
-        };
-        #[derive(Deserialize)]
-        struct Answer {
-            allowed: bool,
-            #[serde(default)]
-            reason: String,
-        }
-        let client = ServiceClient::new(self.nats.clone()).with_timeout(Duration::from_secs(5));
-        let answer: Answer = client
-            .request(
-                "security.authorize",
-                &json!({"credential": credential, "permission": permission}),
-            )
-            .await
-            .map_err(|e| {
-                if e.kind == ErrorKind::Internal {
-                    Error::dependency_down("security")
-                } else {
-                    e
-                }
-            })?;
-        if answer.allowed {
-            Ok(())
-        } else {
-            Err(Error::forbidden(format!(
-                "{permission} denied: {}",
-                answer.reason
-            )))
-        }
+        self.authorizer.check(req, permission).await.map(|_| ())
     }
 }
 
@@ -757,7 +728,13 @@ async fn delete(state: Shared, req: ServiceRequest) -> Result<Reply, Error> {
     Reply::json(&json!({"draft_id": draft.draft_id, "status": draft.status}))
 }
 
+/// Reply header of `drafting.analyze`: microseconds the service spent on the
+/// request (decoding, analysis, encoding), for benchmarks and clients that
+/// want to separate service time from transport.
+pub const PROCESSING_TIME_HEADER: &str = "Ymera-Processing-Us";
+
 async fn analyze(state: Shared, req: ServiceRequest) -> Result<Reply, Error> {
+    let started = std::time::Instant::now();
     let body: AnalyzeRequest = req.json()?;
     let (text, tone, audience) = match (&body.draft_id, body.text) {
         (Some(id), None) => {
@@ -782,7 +759,12 @@ async fn analyze(state: Shared, req: ServiceRequest) -> Result<Reply, Error> {
     })
     .await
     .map_err(Error::internal)?;
-    Reply::json(&analysis)
+    let mut reply = Reply::json(&analysis)?;
+    reply.headers.insert(
+        PROCESSING_TIME_HEADER,
+        started.elapsed().as_micros().to_string().as_str(),
+    );
+    Ok(reply)
 }
 
 async fn export(state: Shared, req: ServiceRequest) -> Result<Reply, Error> {
@@ -1252,6 +1234,10 @@ pub fn state(runtime: &Runtime) -> Result<Arc<State>, ymera_core::runtime::Runti
         collab: Collab::default(),
         nats: runtime.client().clone(),
         auth: runtime.config().auth,
+        authorizer: Arc::new(Authorizer::new(
+            runtime.config().auth,
+            runtime.client().clone(),
+        )),
     }))
 }
 

@@ -2,6 +2,7 @@
 //! Integration tests of the drafting service against real nats-server,
 //! PostgreSQL and Redis.
 
+mod auth;
 mod autosave;
 mod collab;
 mod common;
