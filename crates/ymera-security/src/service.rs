@@ -333,6 +333,10 @@ async fn keys_revoke(state: SharedState, req: ServiceRequest) -> Result<Reply> {
             )
             .await;
     }
+    // Tokens issued from the key stop at once too (PostgreSQL has
+    // `revoked_at`; replicas asking Redis need the marker). Written on every
+    // call, so retrying after a Redis failure completes the revocation.
+    state.revoke_key_tokens(&row.key_id).await?;
     Reply::json(&KeyInfo::from(row))
 }
 

@@ -35,6 +35,7 @@ pub const ALL_PERMISSIONS: &[&str] = &[
 /// Largest credential accepted anywhere (same as the header limit).
 pub const MAX_CREDENTIAL_LEN: usize = ymera_core::limits::MAX_CREDENTIAL_HEADER;
 const REVOKED_PREFIX: &str = "ymera:security:revoked:";
+const REVOKED_KEY_PREFIX: &str = "ymera:security:revoked-key:";
 
 /// Who a credential belongs to.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -97,6 +98,27 @@ pub struct SecurityState {
 
 /// A shared handle.
 pub type SharedState = Arc<SecurityState>;
+
+/// What the deny-list says about a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revocation {
+    /// Neither the token nor its API key is revoked.
+    None,
+    /// The token's `jti` is on the deny-list.
+    Token,
+    /// The API key the token was issued from is revoked.
+    Key,
+}
+
+impl Revocation {
+    fn of(token: bool, key: bool) -> Revocation {
+        match (token, key) {
+            (true, _) => Revocation::Token,
+            (false, true) => Revocation::Key,
+            (false, false) => Revocation::None,
+        }
+    }
+}
 
 fn db(err: sqlx::Error) -> Error {
     tracing::warn!(error = %err, "PostgreSQL query failed");
@@ -199,10 +221,11 @@ impl SecurityState {
             Ok(claims) => claims,
             Err(rejection) => return Ok(Err(rejection)),
         };
-        if self.is_revoked(&claims.jti).await? {
-            return Ok(Err(TokenRejection::Revoked));
+        match self.revocation(&claims.jti, &claims.key_id).await? {
+            Revocation::None => Ok(Ok(claims)),
+            Revocation::Token => Ok(Err(TokenRejection::Revoked)),
+            Revocation::Key => Ok(Err(TokenRejection::KeyRevoked)),
         }
-        Ok(Ok(claims))
     }
 
     /// Records a refused token (event + metric) and returns the denial.
@@ -342,29 +365,64 @@ impl SecurityState {
         Ok(())
     }
 
+    /// Marks the tokens of API key `key_id` revoked in Redis (when present)
+    /// until every token issued from it has expired; PostgreSQL already has
+    /// the key's `revoked_at`. Err when Redis is configured and the write
+    /// fails: tokens would otherwise keep passing on replicas that ask Redis.
+    pub async fn revoke_key_tokens(&self, key_id: &str) -> Result<(), Error> {
+        let Some(redis) = &self.redis else {
+            return Ok(());
+        };
+        let mut conn = redis.clone();
+        let until = Utc::now()
+            + chrono::Duration::seconds(token::MAX_TTL_SECONDS + 2 * token::LEEWAY_SECONDS as i64);
+        let result: Result<(), redis::RedisError> = redis::cmd("SET")
+            .arg(format!("{REVOKED_KEY_PREFIX}{key_id}"))
+            .arg(1)
+            .arg("PXAT")
+            .arg(until.timestamp_millis())
+            .query_async(&mut conn)
+            .await;
+        result.map_err(|err| {
+            tracing::warn!(error = %err, "cannot write a key revocation to Redis");
+            Error::dependency_down("redis")
+        })
+    }
+
     /// Whether `jti` is revoked: Redis when present (PostgreSQL when Redis fails).
     pub async fn is_revoked(&self, jti: &str) -> Result<bool, Error> {
+        Ok(self.revocation(jti, "").await? == Revocation::Token)
+    }
+
+    /// Whether the token `jti` or the API key `key_id` it was issued from is
+    /// revoked, in one round trip: Redis when present (PostgreSQL when Redis
+    /// fails), else PostgreSQL (`revoked_tokens` and `api_keys.revoked_at`).
+    pub async fn revocation(&self, jti: &str, key_id: &str) -> Result<Revocation, Error> {
         if let Some(redis) = &self.redis {
             let mut conn = redis.clone();
-            let result: Result<bool, redis::RedisError> = redis::cmd("EXISTS")
-                .arg(format!("{REVOKED_PREFIX}{jti}"))
-                .query_async(&mut conn)
-                .await;
+            let result: Result<(Option<String>, Option<String>), redis::RedisError> =
+                redis::cmd("MGET")
+                    .arg(format!("{REVOKED_PREFIX}{jti}"))
+                    .arg(format!("{REVOKED_KEY_PREFIX}{key_id}"))
+                    .query_async(&mut conn)
+                    .await;
             match result {
-                Ok(found) => return Ok(found),
+                Ok((token, key)) => return Ok(Revocation::of(token.is_some(), key.is_some())),
                 Err(err) => {
                     tracing::warn!(error = %err, "Redis deny-list check failed; asking PostgreSQL")
                 }
             }
         }
-        let found: Option<i32> = sqlx::query_scalar(
-            "SELECT 1 FROM revoked_tokens WHERE jti = $1 AND expires_at > now()",
+        let (token, key): (bool, bool) = sqlx::query_as(
+            "SELECT EXISTS (SELECT 1 FROM revoked_tokens WHERE jti = $1 AND expires_at > now()), \
+                    EXISTS (SELECT 1 FROM api_keys WHERE key_id = $2 AND revoked_at IS NOT NULL)",
         )
         .bind(jti)
-        .fetch_optional(&self.pool)
+        .bind(key_id)
+        .fetch_one(&self.pool)
         .await
         .map_err(db)?;
-        Ok(found.is_some())
+        Ok(Revocation::of(token, key))
     }
 
     /// Writes buffered usage counts.

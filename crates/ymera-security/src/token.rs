@@ -12,7 +12,7 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::errors::ErrorKind as JwtErrorKind;
-use jsonwebtoken::{Algorithm, Header, Validation};
+use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
 use crate::signing::KeyRing;
@@ -82,6 +82,8 @@ pub enum TokenRejection {
     BadClaims,
     /// The `jti` is on the deny-list.
     Revoked,
+    /// The API key the token was issued from is revoked.
+    KeyRevoked,
 }
 
 impl TokenRejection {
@@ -99,13 +101,14 @@ impl TokenRejection {
             TokenRejection::WrongAudience => "wrong_audience",
             TokenRejection::BadClaims => "bad_claims",
             TokenRejection::Revoked => "revoked_token",
+            TokenRejection::KeyRevoked => "revoked_key",
         }
     }
 
     /// The security event type recorded for this rejection.
     pub fn event_type(self) -> &'static str {
         match self {
-            TokenRejection::Revoked => "revoked_token",
+            TokenRejection::Revoked | TokenRejection::KeyRevoked => "revoked_token",
             TokenRejection::Expired => "expired_token",
             _ => "invalid_token",
         }
@@ -185,6 +188,14 @@ pub async fn verify(ring: &KeyRing, token: &str) -> Result<Claims, TokenRejectio
         .verifier_or_reload(&kid)
         .await
         .ok_or(TokenRejection::UnknownKey)?;
+    verify_signed(token, &key.decoding_key())
+}
+
+/// The checks after the header: signature with `key`, numeric `exp`/`nbf`
+/// (with [`LEEWAY_SECONDS`]), `iss`, `aud` and the required claims. Call
+/// [`check_header`] first (it picks the key); [`verify`] and
+/// [`JwksVerifier::verify`] both do.
+pub fn verify_signed(token: &str, key: &DecodingKey) -> Result<Claims, TokenRejection> {
     let mut validation = Validation::new(Algorithm::EdDSA);
     validation.set_issuer(&[ISSUER]);
     validation.set_audience(&[AUDIENCE]);
@@ -192,24 +203,98 @@ pub async fn verify(ring: &KeyRing, token: &str) -> Result<Claims, TokenRejectio
     validation.validate_nbf = true;
     validation.validate_exp = true;
     validation.leeway = LEEWAY_SECONDS;
-    let data =
-        jsonwebtoken::decode::<Claims>(token, &key.decoding_key(), &validation).map_err(|err| {
-            match err.kind() {
-                JwtErrorKind::ExpiredSignature => TokenRejection::Expired,
-                JwtErrorKind::ImmatureSignature => TokenRejection::NotYetValid,
-                JwtErrorKind::InvalidIssuer => TokenRejection::WrongIssuer,
-                JwtErrorKind::InvalidAudience => TokenRejection::WrongAudience,
-                JwtErrorKind::InvalidSignature => TokenRejection::BadSignature,
-                JwtErrorKind::InvalidAlgorithm
-                | JwtErrorKind::InvalidAlgorithmName
-                | JwtErrorKind::MissingAlgorithm => TokenRejection::BadAlgorithm,
-                JwtErrorKind::MissingRequiredClaim(_)
-                | JwtErrorKind::InvalidClaimFormat(_)
-                | JwtErrorKind::Json(_) => TokenRejection::BadClaims,
-                _ => TokenRejection::Malformed,
-            }
-        })?;
+    let data = jsonwebtoken::decode::<Claims>(token, key, &validation).map_err(|err| match err
+        .kind()
+    {
+        JwtErrorKind::ExpiredSignature => TokenRejection::Expired,
+        JwtErrorKind::ImmatureSignature => TokenRejection::NotYetValid,
+        JwtErrorKind::InvalidIssuer => TokenRejection::WrongIssuer,
+        JwtErrorKind::InvalidAudience => TokenRejection::WrongAudience,
+        JwtErrorKind::InvalidSignature => TokenRejection::BadSignature,
+        JwtErrorKind::InvalidAlgorithm
+        | JwtErrorKind::InvalidAlgorithmName
+        | JwtErrorKind::MissingAlgorithm => TokenRejection::BadAlgorithm,
+        JwtErrorKind::MissingRequiredClaim(_)
+        | JwtErrorKind::InvalidClaimFormat(_)
+        | JwtErrorKind::Json(_) => TokenRejection::BadClaims,
+        _ => TokenRejection::Malformed,
+    })?;
     Ok(data.claims)
+}
+
+/// Most keys a [`JwksVerifier`] takes from one JWKS document.
+pub const MAX_JWKS_KEYS: usize = 64;
+
+/// Local verification for other services: the public keys of a
+/// `security.jwks` answer, and exactly the checks the security service
+/// makes ([`check_header`] then [`verify_signed`]), without a network round
+/// trip. It does not see the deny-list (revoked `jti`s, revoked keys):
+/// callers that must honour revocation within less than the token lifetime
+/// subscribe to `events.security.token_revoked` / `events.security.key_revoked`
+/// or ask `security.authorize` (see the README). Rebuild it from a fresh
+/// JWKS when [`verify`](JwksVerifier::verify) answers
+/// [`TokenRejection::UnknownKey`] (rate-limit those refetches).
+#[derive(Clone)]
+pub struct JwksVerifier {
+    keys: Vec<(String, DecodingKey)>,
+}
+
+impl std::fmt::Debug for JwksVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwksVerifier")
+            .field(
+                "kids",
+                &self.keys.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+impl JwksVerifier {
+    /// The Ed25519 keys (`kty` `OKP`, `crv` `Ed25519`, 32-byte `x`, a
+    /// well-formed `kid`) of a JWKS document; other entries are skipped.
+    /// `None` when the document is not a JWKS or holds no usable key.
+    pub fn from_jwks(jwks: &serde_json::Value) -> Option<JwksVerifier> {
+        let entries = jwks.get("keys")?.as_array()?;
+        let mut keys = Vec::new();
+        for entry in entries.iter().take(MAX_JWKS_KEYS) {
+            let field = |name: &str| entry.get(name).and_then(|v| v.as_str());
+            if field("kty") != Some("OKP") || field("crv") != Some("Ed25519") {
+                continue;
+            }
+            if field("alg").is_some_and(|alg| alg != "EdDSA") {
+                continue;
+            }
+            let (Some(kid), Some(x)) = (field("kid"), field("x")) else {
+                continue;
+            };
+            let Ok(public) = URL_SAFE_NO_PAD.decode(x) else {
+                continue;
+            };
+            if !valid_kid(kid) || public.len() != 32 {
+                continue;
+            }
+            keys.push((kid.to_owned(), DecodingKey::from_ed_der(&public)));
+        }
+        (!keys.is_empty()).then_some(JwksVerifier { keys })
+    }
+
+    /// The key ids held.
+    pub fn kids(&self) -> impl Iterator<Item = &str> {
+        self.keys.iter().map(|(kid, _)| kid.as_str())
+    }
+
+    /// Verifies `token` locally: everything [`verify`] checks.
+    pub fn verify(&self, token: &str) -> Result<Claims, TokenRejection> {
+        let kid = check_header(token)?;
+        let key = self
+            .keys
+            .iter()
+            .find(|(k, _)| *k == kid)
+            .map(|(_, key)| key)
+            .ok_or(TokenRejection::UnknownKey)?;
+        verify_signed(token, key)
+    }
 }
 
 #[cfg(test)]

@@ -5,4 +5,5 @@
 mod common;
 mod keys;
 mod ratelimit;
+mod revocation;
 mod tokens;
