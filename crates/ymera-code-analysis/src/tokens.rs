@@ -99,25 +99,44 @@ pub(crate) fn tokens<'s>(language: Language, syntax: &Syntax<'s>) -> Vec<Token<'
     }
     let mut tokens = resplit_operator_runs(language, syntax.source, raw);
     if language == Language::JavaScript {
-        exempt_binding_candidates(&mut tokens);
+        // Only an object key's `:` opens a binding candidate; a ternary's or a
+        // `case`'s does not.
+        let key_colons: std::collections::BTreeSet<usize> = syntax
+            .nodes
+            .iter()
+            .filter(|n| {
+                n.kind() == ":"
+                    && n.parent()
+                        .is_some_and(|p| matches!(p.kind(), "pair" | "pair_pattern"))
+            })
+            .map(|n| n.start_byte())
+            .collect();
+        exempt_binding_candidates(&mut tokens, &key_colons);
     }
     tokens
 }
 
 /// lizard reads `= (…)` and `: (…)` in JavaScript as a possible arrow-function
-/// parameter list: decisions inside, and a `?` right after the `)`, are not
-/// counted.
-fn exempt_binding_candidates(tokens: &mut [Token<'_>]) {
+/// parameter list: decisions inside, and a decision token (`?`, `||`, `&&`,
+/// `??`) right after the `)`, are not counted. The `=` must follow a plain
+/// name (`a = (`, not `a.b = (` or `a[0] = (`), the `:` must be an object
+/// key's (not a ternary's or a `case`'s).
+fn exempt_binding_candidates(
+    tokens: &mut [Token<'_>],
+    key_colons: &std::collections::BTreeSet<usize>,
+) {
     let mut i = 1;
     while i < tokens.len() {
-        // `name = (…)` (a plain identifier target) or `key: (…)`.
         let opens = tokens.get(i).is_some_and(|t| t.text == "(")
             && tokens.get(i - 1).is_some_and(|t| {
-                t.text == ":"
+                (t.text == ":" && key_colons.contains(&t.start_byte))
                     || (t.text == "="
                         && i.checked_sub(2)
                             .and_then(|k| tokens.get(k))
-                            .is_some_and(|p| p.kind == TokenKind::Word))
+                            .is_some_and(|p| p.kind == TokenKind::Word)
+                        && i.checked_sub(3)
+                            .and_then(|k| tokens.get(k))
+                            .is_none_or(|q| q.text != "." && q.text != "?."))
             });
         if !opens {
             i += 1;
@@ -158,7 +177,10 @@ fn exempt_binding_candidates(tokens: &mut [Token<'_>]) {
                 break;
             }
         }
-        if let Some(t) = tokens.get_mut(j).filter(|t| t.text == "?") {
+        if let Some(t) = tokens
+            .get_mut(j)
+            .filter(|t| matches!(t.text, "?" | "||" | "&&" | "??"))
+        {
             t.exempt = true;
         }
         i = j.max(i + 1);

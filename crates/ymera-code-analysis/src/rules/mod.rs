@@ -36,6 +36,9 @@ struct Hit {
 pub(crate) struct Ctx<'a, 't> {
     pub language: Language,
     pub syntax: &'a Syntax<'t>,
+    /// Python: import aliases (local name → qualified name, bandit's
+    /// `import_aliases`) and the modules imported; empty for other languages.
+    pub imports: python::Imports,
     hits: Vec<Hit>,
 }
 
@@ -178,9 +181,15 @@ pub(crate) fn check(
     syntax: &Syntax<'_>,
     metrics: &FileMetrics<'_>,
 ) -> Vec<Finding> {
+    let imports = if language == Language::Python {
+        python::imports(syntax)
+    } else {
+        python::Imports::default()
+    };
     let mut ctx = Ctx {
         language,
         syntax,
+        imports,
         hits: Vec::new(),
     };
     for node in &syntax.nodes {

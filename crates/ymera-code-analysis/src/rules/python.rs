@@ -2,29 +2,33 @@
 
 use tree_sitter::Node;
 
-use super::{Ctx, looks_like_sql, names_secret};
-use crate::syntax::{ancestors, descendants, named_children};
+use std::collections::{BTreeMap, BTreeSet};
 
-const REQUESTS_METHODS: [&str; 8] = [
-    "get", "post", "put", "patch", "delete", "head", "options", "request",
-];
+use super::{Ctx, looks_like_sql, names_secret};
+use crate::syntax::{Syntax, ancestors, descendants, named_children};
 
 pub(super) fn check(ctx: &mut Ctx<'_, '_>, node: Node<'_>) {
     match node.kind() {
         "call" => check_call(ctx, node),
         "assignment" => check_assignment(ctx, node),
         "comparison_operator" => check_comparison(ctx, node),
-        "binary_operator" | "string" => check_sql_building(ctx, node),
+        "binary_operator" => check_sql_building(ctx, node),
+        "string" => {
+            check_sql_building(ctx, node);
+            check_string(ctx, node);
+        }
+        "import_statement" | "import_from_statement" => {
+            check_import(ctx, node);
+            if named_children(node)
+                .iter()
+                .any(|c| c.kind() == "wildcard_import")
+            {
+                ctx.hit("SMELL004", node);
+            }
+        }
         "for_statement" => check_range_len(ctx, node),
         "augmented_assignment" => check_concat_in_loop(ctx, node),
         "except_clause" => check_except(ctx, node),
-        "import_from_statement"
-            if named_children(node)
-                .iter()
-                .any(|c| c.kind() == "wildcard_import") =>
-        {
-            ctx.hit("SMELL004", node);
-        }
         _ => {}
     }
 }
@@ -69,82 +73,453 @@ fn string_value<'t>(ctx: &Ctx<'_, 't>, node: Node<'_>) -> Option<&'t str> {
     })
 }
 
+/// Python imports of one file, as bandit sees them.
+#[derive(Debug, Default)]
+pub(crate) struct Imports {
+    /// Local name → qualified name (`import a.b as c` → c: a.b;
+    /// `from a import b as c` → c: a.b; `from a import b` → b: a.b).
+    aliases: BTreeMap<String, String>,
+    /// Modules named by an import statement (`import a.b` → a.b, `from a import b` → a).
+    modules: BTreeSet<String>,
+}
+
+/// Collects the file's imports (bandit's `import_aliases`; a relative
+/// `from .m import x` counts as `m.x`, as bandit reads it).
+pub(crate) fn imports(syntax: &Syntax<'_>) -> Imports {
+    let mut out = Imports::default();
+    for node in &syntax.nodes {
+        match node.kind() {
+            "import_statement" => {
+                for name in named_children(*node) {
+                    if name.kind() == "aliased_import" {
+                        if let (Some(n), Some(a)) = (
+                            name.child_by_field_name("name"),
+                            name.child_by_field_name("alias"),
+                        ) {
+                            out.modules.insert(syntax.text(n).to_owned());
+                            out.aliases
+                                .insert(syntax.text(a).to_owned(), syntax.text(n).to_owned());
+                        }
+                    } else if name.kind() == "dotted_name" {
+                        out.modules.insert(syntax.text(name).to_owned());
+                    }
+                }
+            }
+            "import_from_statement" => {
+                let Some(module) = node.child_by_field_name("module_name") else {
+                    continue;
+                };
+                let module = syntax.text(module).trim_start_matches('.').to_owned();
+                if module.is_empty() {
+                    continue;
+                }
+                out.modules.insert(module.clone());
+                let mut cursor = node.walk();
+                for name in node.children_by_field_name("name", &mut cursor) {
+                    let (imported, local) = if name.kind() == "aliased_import" {
+                        match (
+                            name.child_by_field_name("name"),
+                            name.child_by_field_name("alias"),
+                        ) {
+                            (Some(n), Some(a)) => (syntax.text(n), syntax.text(a)),
+                            _ => continue,
+                        }
+                    } else {
+                        (syntax.text(name), syntax.text(name))
+                    };
+                    out.aliases
+                        .insert(local.to_owned(), format!("{module}.{imported}"));
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The qualified name of a dotted call target (bandit's
+/// `call_function_name_qual`): the first name and every longer prefix are
+/// looked up in the aliases. Anything not a plain dotted name is returned as is.
+fn qualify(imports: &Imports, name: &str) -> String {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_alphanumeric() || c == '_' || c == '.')
+    {
+        return name.to_owned();
+    }
+    let mut parts = name.split('.');
+    let first = parts.next().unwrap_or_default();
+    let mut qualified = imports
+        .aliases
+        .get(first)
+        .cloned()
+        .unwrap_or_else(|| first.to_owned());
+    for part in parts {
+        qualified.push('.');
+        qualified.push_str(part);
+        if let Some(alias) = imports.aliases.get(&qualified) {
+            qualified = alias.clone();
+        }
+    }
+    qualified
+}
+
+/// bandit's `shell_injection` lists.
+const SUBPROCESS: [&str; 5] = [
+    "subprocess.Popen",
+    "subprocess.call",
+    "subprocess.check_call",
+    "subprocess.check_output",
+    "subprocess.run",
+];
+const SHELL: [&str; 14] = [
+    "os.system",
+    "os.popen",
+    "os.popen2",
+    "os.popen3",
+    "os.popen4",
+    "popen2.popen2",
+    "popen2.popen3",
+    "popen2.popen4",
+    "popen2.Popen3",
+    "popen2.Popen4",
+    "commands.getoutput",
+    "commands.getstatusoutput",
+    "subprocess.getoutput",
+    "subprocess.getstatusoutput",
+];
+
+/// bandit's blacklisted calls (MEDIUM and HIGH ones), by qualified name.
+const BLACKLISTED_CALLS: &[(&str, &[&str])] = &[
+    (
+        "B301",
+        &[
+            "pickle.loads",
+            "pickle.load",
+            "pickle.Unpickler",
+            "cPickle.loads",
+            "cPickle.load",
+            "dill.loads",
+            "dill.load",
+            "dill.Unpickler",
+            "shelve.open",
+            "shelve.DbfilenameShelf",
+            "jsonpickle.decode",
+            "jsonpickle.unpickler.decode",
+            "jsonpickle.unpickler.Unpickler",
+            "pandas.read_pickle",
+        ],
+    ),
+    ("B302", &["marshal.load", "marshal.loads"]),
+    (
+        "B303",
+        &[
+            "Crypto.Hash.MD2.new",
+            "Crypto.Hash.MD4.new",
+            "Crypto.Hash.MD5.new",
+            "Crypto.Hash.SHA.new",
+            "Cryptodome.Hash.MD2.new",
+            "Cryptodome.Hash.MD4.new",
+            "Cryptodome.Hash.MD5.new",
+            "Cryptodome.Hash.SHA.new",
+            "cryptography.hazmat.primitives.hashes.MD5",
+            "cryptography.hazmat.primitives.hashes.SHA1",
+        ],
+    ),
+    (
+        "B304",
+        &[
+            "Crypto.Cipher.ARC2.new",
+            "Crypto.Cipher.ARC4.new",
+            "Crypto.Cipher.Blowfish.new",
+            "Crypto.Cipher.DES.new",
+            "Crypto.Cipher.XOR.new",
+            "Cryptodome.Cipher.ARC2.new",
+            "Cryptodome.Cipher.ARC4.new",
+            "Cryptodome.Cipher.Blowfish.new",
+            "Cryptodome.Cipher.DES.new",
+            "Cryptodome.Cipher.XOR.new",
+            "cryptography.hazmat.primitives.ciphers.algorithms.ARC4",
+            "cryptography.hazmat.primitives.ciphers.algorithms.Blowfish",
+            "cryptography.hazmat.primitives.ciphers.algorithms.CAST5",
+            "cryptography.hazmat.primitives.ciphers.algorithms.IDEA",
+            "cryptography.hazmat.primitives.ciphers.algorithms.SEED",
+            "cryptography.hazmat.primitives.ciphers.algorithms.TripleDES",
+        ],
+    ),
+    (
+        "B305",
+        &["cryptography.hazmat.primitives.ciphers.modes.ECB"],
+    ),
+    ("B306", &["tempfile.mktemp"]),
+    ("B308", &["django.utils.safestring.mark_safe"]),
+    (
+        "B310",
+        &[
+            "urllib.request.urlopen",
+            "urllib.request.urlretrieve",
+            "urllib.request.URLopener",
+            "urllib.request.FancyURLopener",
+            "six.moves.urllib.request.urlopen",
+            "six.moves.urllib.request.urlretrieve",
+            "six.moves.urllib.request.URLopener",
+            "six.moves.urllib.request.FancyURLopener",
+        ],
+    ),
+    ("B312", &["telnetlib.Telnet"]),
+    (
+        "B313",
+        &[
+            "xml.etree.cElementTree.parse",
+            "xml.etree.cElementTree.iterparse",
+            "xml.etree.cElementTree.fromstring",
+            "xml.etree.cElementTree.XMLParser",
+        ],
+    ),
+    (
+        "B314",
+        &[
+            "xml.etree.ElementTree.parse",
+            "xml.etree.ElementTree.iterparse",
+            "xml.etree.ElementTree.fromstring",
+            "xml.etree.ElementTree.XMLParser",
+        ],
+    ),
+    ("B315", &["xml.sax.expatreader.create_parser"]),
+    (
+        "B316",
+        &[
+            "xml.dom.expatbuilder.parse",
+            "xml.dom.expatbuilder.parseString",
+        ],
+    ),
+    (
+        "B317",
+        &[
+            "xml.sax.parse",
+            "xml.sax.parseString",
+            "xml.sax.make_parser",
+        ],
+    ),
+    (
+        "B318",
+        &["xml.dom.minidom.parse", "xml.dom.minidom.parseString"],
+    ),
+    (
+        "B319",
+        &["xml.dom.pulldom.parse", "xml.dom.pulldom.parseString"],
+    ),
+    ("B321", &["ftplib.FTP"]),
+    ("B323", &["ssl._create_unverified_context"]),
+];
+
+/// bandit's blacklisted imports (HIGH ones): an imported name starting with one of these.
+const BLACKLISTED_IMPORTS: &[(&str, &[&str])] = &[
+    ("B401", &["telnetlib"]),
+    ("B402", &["ftplib"]),
+    ("B411", &["xmlrpc"]),
+    (
+        "B412",
+        &[
+            "wsgiref.handlers.CGIHandler",
+            "twisted.web.twcgi.CGIScript",
+            "twisted.web.twcgi.CGIDirectory",
+        ],
+    ),
+    (
+        "B413",
+        &[
+            "Crypto.Cipher",
+            "Crypto.Hash",
+            "Crypto.IO",
+            "Crypto.Protocol",
+            "Crypto.PublicKey",
+            "Crypto.Random",
+            "Crypto.Signature",
+            "Crypto.Util",
+        ],
+    ),
+    ("B415", &["pyghmi"]),
+];
+
+const HTTP_VERBS: [&str; 7] = ["get", "options", "head", "post", "put", "patch", "delete"];
+const WEAK_HASHES: [&str; 4] = ["md4", "md5", "sha", "sha1"];
+
+/// Is a `shell=` value true the way bandit's `has_shell` reads it (anything
+/// but a false literal, None, an empty literal)?
+fn shell_is_true(ctx: &Ctx<'_, '_>, value: Node<'_>) -> bool {
+    match value.kind() {
+        "false" | "none" => false,
+        "integer" | "float" => {
+            let text: String = ctx.text(value).chars().filter(|c| *c != '_').collect();
+            text.trim_start_matches(['0', '.', 'x', 'X', 'o', 'O', 'b', 'B'])
+                .chars()
+                .any(|c| c.is_ascii_alphanumeric() && c != '0' && c != 'e' && c != 'E')
+        }
+        "list" | "dictionary" | "tuple" => {
+            named_children(value).iter().any(|c| c.kind() != "comment")
+        }
+        "string" => string_value(ctx, value).is_some_and(|v| !v.is_empty()),
+        _ => true,
+    }
+}
+
+/// A literal constant (bandit's `ast.Constant`): strings without
+/// interpolation, numbers, True/False/None.
+fn is_constant(node: Node<'_>) -> bool {
+    match node.kind() {
+        "string" => !named_children(node)
+            .iter()
+            .any(|c| c.kind() == "interpolation"),
+        "concatenated_string" => named_children(node).iter().all(|c| is_constant(*c)),
+        "integer" | "float" | "true" | "false" | "none" => true,
+        _ => false,
+    }
+}
+
+/// An integer literal's value (0o777, 0x1ff, 511, 0b1, with underscores).
+fn integer_value(ctx: &Ctx<'_, '_>, node: Node<'_>) -> Option<u64> {
+    if node.kind() != "integer" {
+        return None;
+    }
+    let text: String = ctx
+        .text(node)
+        .chars()
+        .filter(|c| *c != '_')
+        .collect::<String>()
+        .to_ascii_lowercase();
+    let (digits, radix) = if let Some(d) = text.strip_prefix("0o") {
+        (d, 8)
+    } else if let Some(d) = text.strip_prefix("0x") {
+        (d, 16)
+    } else if let Some(d) = text.strip_prefix("0b") {
+        (d, 2)
+    } else {
+        (text.as_str(), 10)
+    };
+    u64::from_str_radix(digits, radix).ok()
+}
+
 fn check_call(ctx: &mut Ctx<'_, '_>, call: Node<'_>) {
     let Some(function) = call.child_by_field_name("function") else {
         return;
     };
-    let name: String = ctx
+    let raw: String = ctx
         .text(function)
         .chars()
         .filter(|c| !c.is_whitespace())
         .collect();
+    let name = qualify(&ctx.imports, &raw);
     let kwargs = keyword_args(ctx, call);
     let texts: Vec<(&str, &str)> = kwargs.iter().map(|(k, v)| (*k, ctx.text(*v))).collect();
     let kw = |key: &str| texts.iter().find(|(k, _)| *k == key).map(|(_, v)| *v);
-    let last = name.rsplit('.').next().unwrap_or(&name);
+    let kw_node = |key: &str| kwargs.iter().find(|(k, _)| *k == key).map(|(_, v)| *v);
+    let positional = positional_args(call);
+    let parts: Vec<&str> = name.split('.').collect();
+    let last = parts.last().copied().unwrap_or_default();
     match name.as_str() {
         "exec" => ctx.hit("B102", call),
         "eval" => ctx.hit("B307", call),
-        "os.system"
-        | "os.popen"
-        | "os.popen2"
-        | "os.popen3"
-        | "os.popen4"
-        | "commands.getoutput"
-        | "commands.getstatusoutput" => ctx.hit("B605", call),
-        "pickle.load" | "pickle.loads" | "pickle.Unpickler" | "cPickle.load" | "cPickle.loads"
-        | "dill.load" | "dill.loads" => ctx.hit("B301", call),
-        "hashlib.md5" | "hashlib.sha1" | "hashlib.new" => {
-            let weak = if name == "hashlib.new" {
-                positional_args(call)
-                    .first()
-                    .and_then(|a| string_value(ctx, *a))
-                    .is_some_and(|v| {
-                        matches!(
-                            v.to_ascii_lowercase().as_str(),
-                            "md5" | "sha1" | "md4" | "md2"
-                        )
-                    })
-            } else {
-                true
-            };
-            if weak && kw("usedforsecurity") != Some("False") {
-                ctx.hit_msg(
-                    "B324",
-                    call,
-                    format!("Use of weak hash {name}() for security."),
-                );
-            }
-        }
         "yaml.load" | "yaml.load_all" => {
-            let loader = kw("Loader").map(str::to_owned).or_else(|| {
-                positional_args(call)
-                    .get(1)
-                    .map(|a| ctx.text(*a).to_owned())
-            });
+            let loader = kw("Loader")
+                .map(str::to_owned)
+                .or_else(|| positional.get(1).map(|a| ctx.text(*a).to_owned()));
             if !loader.is_some_and(|l| l.contains("SafeLoader") || l.contains("BaseLoader")) {
                 ctx.hit("B506", call);
             }
         }
-        _ => {}
+        _ if SHELL.contains(&name.as_str()) && !positional.is_empty() => ctx.hit("B605", call),
+        _ => {
+            if let Some((id, _)) = BLACKLISTED_CALLS
+                .iter()
+                .find(|(_, names)| names.contains(&name.as_str()))
+            {
+                ctx.hit(id, call);
+            }
+        }
     }
-    if name.starts_with("subprocess.") && kw("shell") == Some("True") {
-        ctx.hit("B602", call);
+    // B324: weak hashlib hashes unless usedforsecurity is given and not True.
+    if parts.contains(&"hashlib") && matches!(kw("usedforsecurity"), None | Some("True")) {
+        let weak = if last == "new" {
+            positional
+                .first()
+                .copied()
+                .or_else(|| kw_node("name"))
+                .and_then(|a| string_value(ctx, a))
+                .is_some_and(|v| WEAK_HASHES.contains(&v.to_ascii_lowercase().as_str()))
+        } else {
+            WEAK_HASHES.contains(&last)
+        };
+        if weak {
+            ctx.hit_msg(
+                "B324",
+                call,
+                format!("Use of weak hash {name}() for security."),
+            );
+        }
     }
-    let is_requests = name
-        .strip_prefix("requests.")
-        .or_else(|| name.strip_prefix("httpx."))
-        .is_some_and(|m| REQUESTS_METHODS.contains(&m));
-    if is_requests {
+    // B602 (subprocess) / B604 (any other function) with a true shell=.
+    if let Some(shell) = kw_node("shell")
+        && shell_is_true(ctx, shell)
+    {
+        let rule = if SUBPROCESS.contains(&name.as_str()) || raw.starts_with("subprocess.") {
+            "B602"
+        } else {
+            "B604"
+        };
+        ctx.hit(rule, shell);
+    }
+    let head = parts.first().copied().unwrap_or_default();
+    if matches!(head, "requests" | "httpx") && (HTTP_VERBS.contains(&last) || last == "request") {
         if kw("verify") == Some("False") {
             ctx.hit("B501", call);
         }
-        if kw("timeout").is_none() && name.starts_with("requests.") {
+        let timeout = kw("timeout");
+        if (head == "requests" && timeout.is_none()) || timeout == Some("None") {
             ctx.hit("B113", call);
         }
     }
-    if last == "run" && name.contains('.') && kw("debug") == Some("True") {
-        ctx.hit("B201", call);
+    if last == "run"
+        && name.contains('.')
+        && let Some(debug) = kw_node("debug")
+        && ctx.text(debug) == "True"
+    {
+        ctx.hit("B201", debug);
+    }
+    // B103: chmod with a literal group/other-writable or executable mode.
+    if last.contains("chmod")
+        && positional.len() == 2
+        && integer_value(ctx, positional[1]).is_some_and(|mode| mode & 0o033 != 0)
+    {
+        ctx.hit("B103", call);
+    }
+    // B202: tarfile extractall without filter='data' or a members= function.
+    if last.contains("extractall")
+        && ctx.imports.modules.contains("tarfile")
+        && kw_node("filter").and_then(|f| string_value(ctx, f)) != Some("data")
+        && kw_node("members").is_none_or(|m| m.kind() != "call")
+    {
+        ctx.hit("B202", call);
+    }
+    // B701: jinja2.Environment without autoescape=True / select_autoescape().
+    if parts.contains(&"jinja2") && last == "Environment" {
+        let safe = kw_node("autoescape").is_some_and(|v| {
+            ctx.text(v) == "True"
+                || (v.kind() == "call"
+                    && v.child_by_field_name("function").is_some_and(|f| {
+                        ctx.text(f).rsplit('.').next() == Some("select_autoescape")
+                    }))
+        });
+        if !safe {
+            ctx.hit("B701", call);
+        }
+    }
+    // B704: Markup() of something that is not a literal.
+    if matches!(name.as_str(), "markupsafe.Markup" | "flask.Markup")
+        && positional.first().is_some_and(|a| !is_constant(*a))
+    {
+        ctx.hit("B704", call);
     }
     for (key, value) in &kwargs {
         if names_secret(key) && string_value(ctx, *value).is_some_and(|v| !v.is_empty()) {
@@ -165,6 +540,79 @@ fn check_call(ctx: &mut Ctx<'_, '_>, call: Node<'_>) {
         if in_async {
             ctx.hit("PERF004", call);
         }
+    }
+}
+
+/// B401/B402/B411/B412/B413/B415: imports bandit blacklists at HIGH.
+fn check_import(ctx: &mut Ctx<'_, '_>, node: Node<'_>) {
+    let prefix = if node.kind() == "import_from_statement" {
+        match node.child_by_field_name("module_name") {
+            Some(m) => format!("{}.", ctx.text(m).trim_start_matches('.')),
+            None => return,
+        }
+    } else {
+        String::new()
+    };
+    let mut cursor = node.walk();
+    let names: Vec<String> = node
+        .children_by_field_name("name", &mut cursor)
+        .filter_map(|n| {
+            let n = if n.kind() == "aliased_import" {
+                n.child_by_field_name("name")?
+            } else {
+                n
+            };
+            Some(format!("{prefix}{}", ctx.text(n)))
+        })
+        .collect();
+    for (id, modules) in BLACKLISTED_IMPORTS {
+        if names
+            .iter()
+            .any(|n| modules.iter().any(|m| n.starts_with(m)))
+        {
+            ctx.hit(id, node);
+            return;
+        }
+    }
+}
+
+/// B104 ("0.0.0.0") and B108 (/tmp, /var/tmp, /dev/shm) on string literals,
+/// docstrings and bytes excepted (as bandit).
+fn check_string(ctx: &mut Ctx<'_, '_>, node: Node<'_>) {
+    let prefix = ctx.text(node);
+    let prefix = &prefix[..prefix.find(['\'', '"']).unwrap_or(0)];
+    if prefix.contains(['b', 'B']) {
+        return;
+    }
+    let mut holder = node.parent();
+    if holder.is_some_and(|p| p.kind() == "concatenated_string") {
+        holder = holder.and_then(|p| p.parent());
+    }
+    if holder.is_some_and(|p| p.kind() == "expression_statement") {
+        return;
+    }
+    // The literal pieces between interpolations (bandit sees each as a string).
+    let mut pieces = vec![String::new()];
+    for child in named_children(node) {
+        match child.kind() {
+            "string_content" | "escape_sequence" => {
+                if let Some(last) = pieces.last_mut() {
+                    last.push_str(ctx.text(child));
+                }
+            }
+            "interpolation" => pieces.push(String::new()),
+            _ => {}
+        }
+    }
+    if pieces.len() == 1 && pieces[0] == "0.0.0.0" {
+        ctx.hit("B104", node);
+    }
+    if pieces.iter().any(|p| {
+        ["/tmp", "/var/tmp", "/dev/shm"]
+            .iter()
+            .any(|t| p.starts_with(t))
+    }) {
+        ctx.hit("B108", node);
     }
 }
 

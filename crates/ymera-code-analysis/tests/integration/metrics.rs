@@ -165,3 +165,37 @@ fn rust_trait_declarations_run_to_the_next_body_like_lizard() {
         &[("A.one", 2, 8, 6, 2, 1), ("B.three", 11, 14, 4, 1, 1)],
     );
 }
+
+#[test]
+fn javascript_binding_candidates_follow_lizard() {
+    // (source, CCN lizard 1.24.3 prints for `a`)
+    let cases = [
+        // `name = (…)`: decisions inside, and the one right after `)`, not counted.
+        ("function a() { b = (x && y) || z; }", 1),
+        ("function a() { b = (x) || z || w && v; }", 3),
+        ("function a() { let b = (x) ?? z; }", 1),
+        ("function a() { b = (x && y) ? 1 : 2; }", 1),
+        ("function a() { b = (x) ? y || z : w; }", 2),
+        (
+            "function a(v) { var C = v && v.c,\n  p = (typeof C == 'f' && C.p) || o;\n  return p; }",
+            2,
+        ),
+        // A member or element target is an ordinary assignment.
+        ("function a() { b.c = (x && y); }", 2),
+        ("function a() { b[0] = (x && y); }", 2),
+        // An object key's `:` opens a candidate, a ternary's or a case's does not.
+        ("function a() { o = { k: (x) || z, m: y || w }; }", 2),
+        ("function a() { return c ? 1 : (x && y); }", 3),
+        ("function a(v) { return v ? f(v) : (v === 0 ? v : 0); }", 3),
+        ("function a() { switch (q) { case 1: (x && y); } }", 3),
+    ];
+    for (source, ccn) in cases {
+        let report = analyze_source("a.js", None, source).expect("analyses");
+        let f = report
+            .functions
+            .iter()
+            .find(|f| f.name == "a")
+            .expect("function a");
+        assert_eq!(f.ccn, ccn, "{source}");
+    }
+}

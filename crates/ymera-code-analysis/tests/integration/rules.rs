@@ -55,6 +55,88 @@ fn samples() -> Vec<(Language, &'static str, String)> {
         s(Py, "B501", "requests.get(url, verify=False, timeout=5)\n"),
         s(Py, "B113", "requests.get(url)\n"),
         s(Py, "B201", "app.run(debug=True)\n"),
+        s(Py, "B103", "import os\nos.chmod(path, 0o777)\n"),
+        s(Py, "B104", "server.bind(('0.0.0.0', 8080))\n"),
+        s(Py, "B108", "f = open('/tmp/report.txt', 'w')\n"),
+        s(
+            Py,
+            "B202",
+            "import tarfile\ntarfile.open(p).extractall(dest)\n",
+        ),
+        s(Py, "B302", "import marshal\nmarshal.loads(data)\n"),
+        s(Py, "B303", "from Crypto.Hash import MD5\nMD5.new(data)\n"),
+        s(Py, "B304", "from Crypto.Cipher import DES\nDES.new(key)\n"),
+        s(
+            Py,
+            "B305",
+            "from cryptography.hazmat.primitives.ciphers import modes\nmodes.ECB()\n",
+        ),
+        s(Py, "B306", "import tempfile\nname = tempfile.mktemp()\n"),
+        s(
+            Py,
+            "B308",
+            "from django.utils.safestring import mark_safe\nmark_safe(html)\n",
+        ),
+        s(
+            Py,
+            "B310",
+            "from urllib.request import urlopen\nurlopen(url)\n",
+        ),
+        s(Py, "B312", "import telnetlib as t\nt.Telnet(host)\n"),
+        s(
+            Py,
+            "B313",
+            "import xml.etree.cElementTree as ET\nET.fromstring(text)\n",
+        ),
+        s(
+            Py,
+            "B314",
+            "import xml.etree.ElementTree as ET\nET.parse(path)\n",
+        ),
+        s(
+            Py,
+            "B315",
+            "from xml.sax import expatreader\nexpatreader.create_parser()\n",
+        ),
+        s(
+            Py,
+            "B316",
+            "from xml.dom import expatbuilder\nexpatbuilder.parseString(text)\n",
+        ),
+        s(
+            Py,
+            "B317",
+            "import xml.sax\nxml.sax.parseString(text, handler)\n",
+        ),
+        s(
+            Py,
+            "B318",
+            "from xml.dom import minidom\nminidom.parseString(text)\n",
+        ),
+        s(
+            Py,
+            "B319",
+            "from xml.dom import pulldom\npulldom.parse(path)\n",
+        ),
+        s(Py, "B321", "from ftplib import FTP\nFTP(host)\n"),
+        s(Py, "B323", "import ssl\nssl._create_unverified_context()\n"),
+        s(Py, "B401", "import telnetlib\n"),
+        s(Py, "B402", "from ftplib import FTP_TLS\n"),
+        s(Py, "B411", "import xmlrpc.client\n"),
+        s(Py, "B412", "from wsgiref.handlers import CGIHandler\n"),
+        s(Py, "B413", "from Crypto.Cipher import AES\n"),
+        s(Py, "B415", "import pyghmi\n"),
+        s(Py, "B604", "spawn(command, shell=True)\n"),
+        s(
+            Py,
+            "B701",
+            "from jinja2 import Environment\nenv = Environment(loader=loader)\n",
+        ),
+        s(
+            Py,
+            "B704",
+            "from markupsafe import Markup\nMarkup(f'<b>{name}</b>')\n",
+        ),
         s(
             Py,
             "PERF001",
@@ -325,6 +407,31 @@ fn safe_variants_stay_quiet() {
         (Py, "requests.get(url, timeout=5)\n"),
         (
             Py,
+            "import os\nos.chmod(path, 0o600)\nos.chmod(path, 0o644)\n",
+        ),
+        (
+            Py,
+            "def f():\n    \"/tmp is a docstring\"\n    return b'/tmp/x'\n",
+        ),
+        (
+            Py,
+            "import tarfile\ntarfile.open(p).extractall(dest, filter='data')\n",
+        ),
+        (
+            Py,
+            "from jinja2 import Environment, select_autoescape\nEnvironment(autoescape=select_autoescape())\nEnvironment(autoescape=True)\n",
+        ),
+        (
+            Py,
+            "from markupsafe import Markup\nMarkup('<b>static</b>')\n",
+        ),
+        (
+            Py,
+            "import subprocess\nsubprocess.run(['ls'], shell=False)\nrun(cmd, shell=None)\n",
+        ),
+        (Py, "import ssl\nssl.create_default_context()\n"),
+        (
+            Py,
             "cursor.execute('SELECT * FROM users WHERE id = %s', (user_id,))\n",
         ),
         (
@@ -358,4 +465,88 @@ fn findings_carry_cwe_and_positions() {
         .expect("B605");
     assert_eq!(finding.cwe.as_deref(), Some("CWE-78"));
     assert_eq!((finding.line, finding.column), (4, 12));
+}
+
+#[test]
+fn python_calls_resolve_import_aliases_like_bandit() {
+    let cases = [
+        (
+            "from subprocess import Popen as P\nP(cmd, shell=True)\n",
+            "B602",
+        ),
+        ("import pickle as pk\npk.loads(blob)\n", "B301"),
+        ("from hashlib import md5\nmd5(data)\n", "B324"),
+        ("import hashlib\nhashlib.new('SHA1')\n", "B324"),
+        ("from os import system\nsystem(cmd)\n", "B605"),
+        ("from requests import get\nget(url)\n", "B113"),
+        (
+            "import six.moves.urllib.request as r\nr.urlretrieve(url)\n",
+            "B310",
+        ),
+        ("from .compat import urlopen\n", "none"),
+    ];
+    for (code, id) in cases {
+        let ids = rule_ids(&analyze(Py, code));
+        if id == "none" {
+            assert!(ids.is_empty(), "{code}: {ids:?}");
+        } else {
+            assert!(
+                ids.iter().any(|r| r == id),
+                "{code}: expected {id}, got {ids:?}"
+            );
+        }
+    }
+    // A name that is not imported stays unqualified.
+    assert!(rule_ids(&analyze(Py, "md5(data)\nloads(blob)\n")).is_empty());
+}
+
+#[test]
+fn python_findings_sit_on_bandits_lines() {
+    // shell=/debug= findings are reported on the keyword's line, as bandit does.
+    let report = analyze(
+        Py,
+        "import subprocess\nsubprocess.run(\n    cmd,\n    shell=True,\n)\napp.run(\n    debug=True)\n",
+    );
+    let line = |id: &str| {
+        report
+            .findings
+            .iter()
+            .find(|f| f.rule_id == id)
+            .map(|f| f.line)
+    };
+    assert_eq!(line("B602"), Some(4));
+    assert_eq!(line("B201"), Some(7));
+    // A true-ish shell value that is not a literal counts (bandit's has_shell).
+    assert_eq!(
+        rule_ids(&analyze(
+            Py,
+            "import subprocess\nsubprocess.call(c, shell=use_shell)\n"
+        )),
+        vec!["B602"]
+    );
+    // chmod: 0o755 (group/other execute) is flagged, 0o700 is not.
+    assert_eq!(
+        rule_ids(&analyze(
+            Py,
+            "import os\nos.chmod(p, 0o755)\nos.chmod(p, 0o700)\n"
+        )),
+        vec!["B103"]
+    );
+    // tarfile: members= a call is bandit's LOW (not flagged); a variable is MEDIUM.
+    let tar = "import tarfile\nt = tarfile.open(p)\nt.extractall(members=safe(t))\nt.extractall(members=ms)\n";
+    let report = analyze(Py, tar);
+    assert_eq!(
+        report
+            .findings
+            .iter()
+            .filter(|f| f.rule_id == "B202")
+            .map(|f| f.line)
+            .collect::<Vec<_>>(),
+        vec![4]
+    );
+    // f-string pieces are strings too: f"{root}/tmp" is not a /tmp path, f"/tmp/{name}" is.
+    assert_eq!(
+        rule_ids(&analyze(Py, "a = f\"{root}/x\"\nb = f\"/tmp/{name}\"\n")),
+        vec!["B108"]
+    );
 }
