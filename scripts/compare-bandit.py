@@ -72,6 +72,7 @@ for r in theirs:
     else:
         used.add((key, hit))
         per_id[r["test_id"]][1] += 1
+by_range = 0
 for r, key in pending:
     hit = next((i for i, f in enumerate(mine.get(key, []))
                 if (key, i) not in used and f["line"] <= r["line_number"] <= f["end_line"]), None)
@@ -80,6 +81,7 @@ for r, key in pending:
     else:
         used.add((key, hit))
         per_id[r["test_id"]][1] += 1
+        by_range += 1
 
 # Ours with a bandit id that matched no HIGH/MEDIUM bandit finding (informational).
 extra = collections.Counter(k[1] for k, fs in mine.items() for i, _ in enumerate(fs)
@@ -102,6 +104,7 @@ for tid in sorted(per_id):
 overall = 100.0 * found / total if total else 100.0
 impl = 100.0 * impl_found / impl_total if impl_total else 100.0
 print(f"overall recall (all HIGH/MEDIUM): {found}/{total} = {overall:.2f}%")
+print(f"matched on bandit's exact line: {found - by_range}; inside our finding's line range: {by_range}")
 print(f"recall for the test ids we implement: {impl_found}/{impl_total} = {impl:.2f}%")
 print(f"target ≥ {TARGET:.0f}% overall: {'met' if overall >= TARGET else 'NOT met'}")
 sys.exit(0 if overall >= TARGET else 1)
