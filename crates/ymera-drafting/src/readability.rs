@@ -9,6 +9,7 @@
 //! which is textstat's own fallback): points + 1.
 
 use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
@@ -112,7 +113,12 @@ pub fn count_sentences(text: &str) -> usize {
     let sentences = sentence_spans(text);
     let ignored = sentences
         .iter()
-        .filter(|(s, e)| list_words(&text[*s..*e]).len() <= 2)
+        .filter(|(s, e)| {
+            remove_punctuation(&text[*s..*e], false)
+                .split_whitespace()
+                .count()
+                <= 2
+        })
         .count();
     sentences.len().saturating_sub(ignored).max(1)
 }
@@ -145,8 +151,34 @@ pub fn sentence_spans(text: &str) -> Vec<(usize, usize)> {
     spans
 }
 
-fn cmu_table() -> &'static HashMap<String, u8> {
-    static TABLE: OnceLock<HashMap<String, u8>> = OnceLock::new();
+/// FNV-1a: the tables below have fixed keys (no attacker can grow them),
+/// and short words hash several times faster than with SipHash.
+#[derive(Default)]
+struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+type FnvBuild = BuildHasherDefault<Fnv>;
+
+fn cmu_table() -> &'static HashMap<String, u8, FnvBuild> {
+    static TABLE: OnceLock<HashMap<String, u8, FnvBuild>> = OnceLock::new();
     TABLE.get_or_init(|| {
         include_str!("../data/cmudict-syllables.txt")
             .lines()
@@ -159,8 +191,8 @@ fn cmu_table() -> &'static HashMap<String, u8> {
     })
 }
 
-fn easy_words() -> &'static HashSet<&'static str> {
-    static WORDS: OnceLock<HashSet<&'static str>> = OnceLock::new();
+fn easy_words() -> &'static HashSet<&'static str, FnvBuild> {
+    static WORDS: OnceLock<HashSet<&'static str, FnvBuild>> = OnceLock::new();
     WORDS.get_or_init(|| {
         include_str!("../data/easy_words.txt")
             .lines()
@@ -171,7 +203,7 @@ fn easy_words() -> &'static HashSet<&'static str> {
 
 /// Liang hyphenation patterns (the `hyph_*.dic` format pyphen reads).
 struct Hyphenator {
-    patterns: HashMap<String, (usize, Vec<u8>)>,
+    patterns: HashMap<String, (usize, Vec<u8>), FnvBuild>,
     max_len: usize,
 }
 
@@ -190,7 +222,7 @@ impl Hyphenator {
             "COMPOUNDLEFTHYPHENMIN",
             "COMPOUNDRIGHTHYPHENMIN",
         ];
-        let mut patterns = HashMap::new();
+        let mut patterns = HashMap::default();
         for line in dic.lines().skip(1) {
             let line = line.trim();
             if line.is_empty() || IGNORED.iter().any(|p| line.starts_with(p)) || line.contains('/')
@@ -274,14 +306,6 @@ pub fn count_syllables(text: &str) -> usize {
         .sum()
 }
 
-fn is_difficult(word: &str, threshold: usize) -> bool {
-    let lower = word.to_lowercase();
-    if easy_words().contains(lower.as_str()) {
-        return false;
-    }
-    word_syllables(&lower) >= threshold
-}
-
 fn ratio(a: f64, b: f64) -> f64 {
     if b == 0.0 { 0.0 } else { a / b }
 }
@@ -302,80 +326,124 @@ pub fn count_paragraphs(text: &str) -> usize {
 
 /// All counts of a text.
 pub fn counts(text: &str) -> TextCounts {
-    let words = list_words(text);
-    let lower: Vec<String> = words.iter().map(|w| w.to_lowercase()).collect();
-    let per_word: Vec<usize> = lower.iter().map(|w| word_syllables(w)).collect();
-    let characters_no_spaces = text.chars().filter(|c| !c.is_whitespace()).count();
-    TextCounts {
-        words: words.len(),
-        sentences: count_sentences(text),
-        paragraphs: count_paragraphs(text),
-        characters: text.chars().count(),
-        characters_no_spaces,
-        letters: text.chars().filter(|c| is_word_char(*c)).count(),
-        syllables: per_word.iter().sum(),
-        polysyllable_words: per_word.iter().filter(|n| **n >= 3).count(),
-        reading_time_seconds: MS_PER_CHAR * characters_no_spaces as f64 / 1000.0,
-    }
+    Measured::of(text).counts
 }
 
 /// The seven readability scores of a text, as textstat 0.7 computes them.
 pub fn readability(text: &str) -> Readability {
-    let c = counts(text);
-    let words = c.words as f64;
-    let sentences = c.sentences as f64;
-    let wps = ratio(words, sentences);
-    let spw = ratio(c.syllables as f64, words);
-    let (fre, fkg) = if wps == 0.0 || spw == 0.0 {
-        (0.0, 0.0)
-    } else {
-        (
-            206.835 - 1.015 * wps - 84.6 * spw,
-            0.39 * wps + 11.8 * spw - 15.59,
-        )
-    };
-    let list = list_words(text);
-    let fog_hard = list.iter().filter(|w| is_difficult(w, 3)).count() as f64;
-    let gunning_fog = if words == 0.0 {
-        0.0
-    } else {
-        0.4 * (wps + 100.0 * fog_hard / words)
-    };
-    let smog_index = if sentences == 0.0 {
-        0.0
-    } else {
-        1.043 * (30.0 * (c.polysyllable_words as f64 / sentences)).sqrt() + 3.1291
-    };
-    let letters = ratio(c.letters as f64, words) * 100.0;
-    let spw100 = ratio(sentences, words) * 100.0;
-    let coleman_liau_index = if letters == 0.0 || spw100 == 0.0 {
-        0.0
-    } else {
-        0.058 * letters - 0.296 * spw100 - 15.8
-    };
-    let raw_words = text.split_whitespace().count() as f64;
-    let cpw = ratio(c.characters_no_spaces as f64, raw_words);
-    let automated_readability_index = if cpw == 0.0 || wps == 0.0 {
-        0.0
-    } else {
-        4.71 * cpw + 0.5 * wps - 21.43
-    };
-    let dale_hard = list.iter().filter(|w| is_difficult(w, 0)).count() as f64;
-    let dale_chall_readability_score = if words == 0.0 {
-        0.0
-    } else {
-        let pct = 100.0 * dale_hard / words;
-        let score = 0.1579 * pct + 0.0496 * wps;
-        if pct > 5.0 { score + 3.6365 } else { score }
-    };
-    Readability {
-        flesch_reading_ease: fre,
-        flesch_kincaid_grade: fkg,
-        gunning_fog,
-        smog_index,
-        coleman_liau_index,
-        automated_readability_index,
-        dale_chall_readability_score,
+    Measured::of(text).readability()
+}
+
+/// Counts and scores in one pass over the words (what an analysis needs).
+pub fn counts_and_readability(text: &str) -> (TextCounts, Readability) {
+    let m = Measured::of(text);
+    (m.counts, m.readability())
+}
+
+/// Everything the scores are computed from: the counts, and per word its
+/// syllables and whether it is on the Dale–Chall easy list.
+struct Measured {
+    counts: TextCounts,
+    raw_words: usize,
+    /// (syllables, easy) per word of `list_words`.
+    words: Vec<(usize, bool)>,
+}
+
+impl Measured {
+    fn of(text: &str) -> Measured {
+        let words: Vec<(usize, bool)> = remove_punctuation(text, false)
+            .split_whitespace()
+            .map(|w| {
+                let lower = w.to_lowercase();
+                (
+                    word_syllables(&lower),
+                    easy_words().contains(lower.as_str()),
+                )
+            })
+            .collect();
+        let characters_no_spaces = text.chars().filter(|c| !c.is_whitespace()).count();
+        let counts = TextCounts {
+            words: words.len(),
+            sentences: count_sentences(text),
+            paragraphs: count_paragraphs(text),
+            characters: text.chars().count(),
+            characters_no_spaces,
+            letters: text.chars().filter(|c| is_word_char(*c)).count(),
+            syllables: words.iter().map(|(n, _)| n).sum(),
+            polysyllable_words: words.iter().filter(|(n, _)| *n >= 3).count(),
+            reading_time_seconds: MS_PER_CHAR * characters_no_spaces as f64 / 1000.0,
+        };
+        Measured {
+            counts,
+            raw_words: text.split_whitespace().count(),
+            words,
+        }
+    }
+
+    /// Words not on the easy list with at least `threshold` syllables
+    /// (textstat's `difficult_words` count).
+    fn difficult(&self, threshold: usize) -> usize {
+        self.words
+            .iter()
+            .filter(|(n, easy)| !easy && *n >= threshold)
+            .count()
+    }
+
+    fn readability(&self) -> Readability {
+        let c = &self.counts;
+        let words = c.words as f64;
+        let sentences = c.sentences as f64;
+        let wps = ratio(words, sentences);
+        let spw = ratio(c.syllables as f64, words);
+        let (fre, fkg) = if wps == 0.0 || spw == 0.0 {
+            (0.0, 0.0)
+        } else {
+            (
+                206.835 - 1.015 * wps - 84.6 * spw,
+                0.39 * wps + 11.8 * spw - 15.59,
+            )
+        };
+        let fog_hard = self.difficult(3) as f64;
+        let gunning_fog = if words == 0.0 {
+            0.0
+        } else {
+            0.4 * (wps + 100.0 * fog_hard / words)
+        };
+        let smog_index = if sentences == 0.0 {
+            0.0
+        } else {
+            1.043 * (30.0 * (c.polysyllable_words as f64 / sentences)).sqrt() + 3.1291
+        };
+        let letters = ratio(c.letters as f64, words) * 100.0;
+        let spw100 = ratio(sentences, words) * 100.0;
+        let coleman_liau_index = if letters == 0.0 || spw100 == 0.0 {
+            0.0
+        } else {
+            0.058 * letters - 0.296 * spw100 - 15.8
+        };
+        let cpw = ratio(c.characters_no_spaces as f64, self.raw_words as f64);
+        let automated_readability_index = if cpw == 0.0 || wps == 0.0 {
+            0.0
+        } else {
+            4.71 * cpw + 0.5 * wps - 21.43
+        };
+        let dale_hard = self.difficult(0) as f64;
+        let dale_chall_readability_score = if words == 0.0 {
+            0.0
+        } else {
+            let pct = 100.0 * dale_hard / words;
+            let score = 0.1579 * pct + 0.0496 * wps;
+            if pct > 5.0 { score + 3.6365 } else { score }
+        };
+        Readability {
+            flesch_reading_ease: fre,
+            flesch_kincaid_grade: fkg,
+            gunning_fog,
+            smog_index,
+            coleman_liau_index,
+            automated_readability_index,
+            dale_chall_readability_score,
+        }
     }
 }
 

@@ -19,7 +19,7 @@ use crate::autosave::{AutoSave, PendingSave};
 use crate::collab::{Collab, PendingCommit};
 use crate::diff::{DiffLevel, unified, words};
 use crate::export::{ExportFormat, html_document, to_text};
-use crate::readability::{Readability, counts, readability};
+use crate::readability::{Readability, counts_and_readability};
 use crate::store::{Change, Comment, Draft, DraftStore, ListFilter, Template, word_count};
 use crate::style::{Finding, Level, check, guides_for};
 
@@ -383,8 +383,7 @@ pub struct Analysis {
 
 /// Analyses `text` for a tone and audience.
 pub fn analyze_text(text: &str, tone: Option<&str>, audience: Option<&str>) -> Analysis {
-    let c = counts(text);
-    let r = readability(text);
+    let (c, r) = counts_and_readability(text);
     let guides = guides_for(tone, audience);
     let findings = check(text, &guides, MAX_FINDINGS);
     let avg = if c.sentences == 0 {

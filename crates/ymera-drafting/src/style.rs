@@ -2,7 +2,7 @@
 //! Vale-like JSON format with existence, substitution, occurrence,
 //! repetition and passive-voice rules), selected per tone and audience.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
@@ -235,11 +235,11 @@ fn make_token(
         .take_while(|c| matches!(c, '\'' | '’' | '-'))
         .count();
     let len = trimmed.chars().count();
+    // The last sentence starting at or before the token (starts ascend).
     let sentence = sentences
-        .iter()
-        .rev()
-        .find(|(s, _)| *s <= byte)
-        .map_or(0, |(_, i)| *i);
+        .partition_point(|(s, _)| *s <= byte)
+        .checked_sub(1)
+        .map_or(0, |k| sentences[k].1);
     let _ = end;
     Token {
         lower: trimmed.replace('’', "'"),
@@ -314,25 +314,36 @@ fn phrases<'a>(
     tokens: &[Token],
     list: impl Iterator<Item = (&'a str, &'a str)>,
 ) -> Vec<Match> {
+    // Phrases split once and indexed by their first word, so each token
+    // only tries the phrases that can start there.
     let list: Vec<(Vec<String>, &str)> = list
         .map(|(p, r)| (p.split_whitespace().map(str::to_lowercase).collect(), r))
+        .filter(|(words, _): &(Vec<String>, &str)| !words.is_empty())
         .collect();
+    let mut by_first: HashMap<&str, Vec<(Vec<&str>, &str)>> = HashMap::new();
+    for (words, replacement) in &list {
+        let words: Vec<&str> = words.iter().map(String::as_str).collect();
+        by_first
+            .entry(words[0])
+            .or_default()
+            .push((words, replacement));
+    }
     let at_start = rule.scope.as_deref() == Some("sentence_start");
     let mut out = Vec::new();
     let mut i = 0;
     while i < tokens.len() {
-        let mut matched = None;
-        for (words, replacement) in &list {
-            let words: Vec<&str> = words.iter().map(String::as_str).collect();
-            if words.is_empty() || (at_start && !tokens[i].sentence_start) {
-                continue;
-            }
-            if phrase_at(tokens, i, &words)
-                && matched
-                    .as_ref()
-                    .is_none_or(|(n, _): &(usize, &str)| words.len() > *n)
+        let mut matched: Option<(usize, &str)> = None;
+        if !at_start || tokens[i].sentence_start {
+            for (words, replacement) in by_first
+                .get(tokens[i].lower.as_str())
+                .map(Vec::as_slice)
+                .unwrap_or_default()
             {
-                matched = Some((words.len(), *replacement));
+                if phrase_at(tokens, i, words)
+                    && matched.as_ref().is_none_or(|(n, _)| words.len() > *n)
+                {
+                    matched = Some((words.len(), *replacement));
+                }
             }
         }
         if let Some((n, replacement)) = matched {
