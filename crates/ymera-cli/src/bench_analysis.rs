@@ -93,6 +93,12 @@ struct Measured {
     functions: u64,
     errors: u64,
     ratio_to_lizard: Option<f64>,
+    /// CPU seconds (user + system, all threads; lizard: the child process)
+    /// of the median round.
+    cpu_s: Option<f64>,
+    /// MB per CPU-second: throughput independent of how much of the machine
+    /// the scheduler gave us (the machine may be shared).
+    mb_per_cpu_s: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -170,16 +176,19 @@ fn run_blocking(args: Args, json: bool) -> anyhow::Result<ExitCode> {
         let label = format!("ymera-code-analysis, {threads} thread(s)");
         let bar = progress(files.len() as u64 * rounds as u64, &label);
         let mut times = Vec::with_capacity(rounds);
+        let mut cpu = Vec::with_capacity(rounds);
         let (mut functions, mut errors) = (0, 0);
         for _ in 0..rounds {
+            let cpu_before = cpu_seconds(false);
             let started = Instant::now();
             let (f, e) = analyse_all(&files, threads, &bar);
             times.push(started.elapsed());
+            cpu.push(cpu_before.zip(cpu_seconds(false)).map(|(a, b)| b - a));
             (functions, errors) = (f, e);
         }
         bar.finish_and_clear();
         results.push(measured(
-            label, threads, &times, &summary, functions, errors,
+            label, threads, &times, &cpu, &summary, functions, errors,
         ));
     }
 
@@ -207,6 +216,21 @@ fn run_blocking(args: Args, json: bool) -> anyhow::Result<ExitCode> {
         (Some(a), Some(b)) if a.mb_per_s > 0.0 => Some(b.mb_per_s / a.mb_per_s),
         _ => None,
     };
+    let per_cpu_vs_lizard = match (
+        one.and_then(|r| r.mb_per_cpu_s),
+        lizard.as_ref().and_then(|l| l.mb_per_cpu_s),
+    ) {
+        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+        _ => None,
+    };
+    let per_cpu_two_vs_one = match (
+        one.and_then(|r| r.mb_per_cpu_s),
+        two.and_then(|r| r.mb_per_cpu_s),
+    ) {
+        (Some(a), Some(b)) if a > 0.0 => Some(b / a),
+        _ => None,
+    };
+    let cpu_parallelism = two.and_then(|r| r.cpu_s.map(|c| c / r.median_s));
     let verdicts = vec![
         Verdict {
             target: format!("one thread ≥ {TARGET_RATIO_ONE_THREAD}× lizard (MB/s)"),
@@ -229,6 +253,9 @@ fn run_blocking(args: Args, json: bool) -> anyhow::Result<ExitCode> {
             "ratio_to_lizard_one_thread": ratio_one,
             "ratio_to_lizard_two_threads": ratio_two,
             "two_thread_speedup": speedup,
+            "per_cpu_second_vs_lizard": per_cpu_vs_lizard,
+            "per_cpu_second_two_threads_vs_one": per_cpu_two_vs_one,
+            "two_thread_cpu_parallelism": cpu_parallelism,
             "targets": verdicts,
             "load_average_before": load_before,
             "load_average_after": load_after,
@@ -248,6 +275,8 @@ fn run_blocking(args: Args, json: bool) -> anyhow::Result<ExitCode> {
         "functions",
         "errors",
         "vs lizard",
+        "CPU s",
+        "MB/CPU-s",
     ]);
     for r in lizard.iter().chain(results.iter()) {
         table.add_row(vec![
@@ -262,6 +291,10 @@ fn run_blocking(args: Args, json: bool) -> anyhow::Result<ExitCode> {
             r.errors.to_string(),
             r.ratio_to_lizard
                 .map_or_else(|| "-".to_owned(), |x| format!("{x:.2}x")),
+            r.cpu_s
+                .map_or_else(|| "-".to_owned(), |x| format!("{x:.2}")),
+            r.mb_per_cpu_s
+                .map_or_else(|| "-".to_owned(), |x| format!("{x:.2}")),
         ]);
     }
     println!("{table}");
@@ -271,6 +304,13 @@ fn run_blocking(args: Args, json: bool) -> anyhow::Result<ExitCode> {
         show(ratio_one),
         show(ratio_two),
         show(speedup)
+    );
+    println!(
+        "per CPU-second: one thread {} lizard; two threads do {} of one thread's work per CPU-second; \
+         the two-thread run got {} CPUs on average (below 2 = the machine was shared)",
+        show(per_cpu_vs_lizard),
+        show(per_cpu_two_vs_one),
+        cpu_parallelism.map_or_else(|| "n/a".to_owned(), |p| format!("{p:.2}"))
     );
     for v in &verdicts {
         println!(
@@ -338,14 +378,20 @@ fn measured(
     target: String,
     threads: usize,
     times: &[Duration],
+    cpu: &[Option<f64>],
     summary: &CorpusSummary,
     functions: u64,
     errors: u64,
 ) -> Measured {
-    let mut secs: Vec<f64> = times.iter().map(Duration::as_secs_f64).collect();
-    secs.sort_by(f64::total_cmp);
+    let mut order: Vec<usize> = (0..times.len()).collect();
+    order.sort_by(|a, b| times[*a].cmp(&times[*b]));
+    let secs: Vec<f64> = order.iter().map(|i| times[*i].as_secs_f64()).collect();
+    let median_index = order.get(order.len() / 2).copied();
     let median = secs.get(secs.len() / 2).copied().unwrap_or(0.0).max(1e-9);
     let best = secs.first().copied().unwrap_or(0.0);
+    let cpu_s = median_index
+        .and_then(|i| cpu.get(i).copied().flatten())
+        .filter(|c| *c > 0.0);
     Measured {
         target,
         threads,
@@ -357,7 +403,22 @@ fn measured(
         functions,
         errors,
         ratio_to_lizard: None,
+        cpu_s,
+        mb_per_cpu_s: cpu_s.map(|c| summary.bytes as f64 / 1e6 / c),
     }
+}
+
+/// CPU seconds (user + system) of this process's threads, or of its waited-for
+/// children, from /proc/self/stat (Linux; clock ticks at the usual 100 Hz).
+fn cpu_seconds(children: bool) -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let fields: Vec<&str> = stat
+        .get(stat.rfind(')')? + 1..)?
+        .split_whitespace()
+        .collect();
+    let (user, system) = if children { (13, 14) } else { (11, 12) };
+    let ticks = fields.get(user)?.parse::<u64>().ok()? + fields.get(system)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
 }
 
 /// Times `python -m lizard -f LIST` (single process, its default; the
@@ -383,8 +444,10 @@ fn time_lizard(
     ));
     bar.enable_steady_tick(Duration::from_millis(200));
     let mut times = Vec::new();
+    let mut cpu = Vec::new();
     let mut outcome = Ok(());
     for _ in 0..rounds {
+        let cpu_before = cpu_seconds(true);
         let started = Instant::now();
         let out = Command::new(python)
             .args(["-m", "lizard", "-f"])
@@ -396,7 +459,10 @@ fn time_lizard(
         let elapsed = started.elapsed();
         match out {
             // lizard exits 1 when it printed warnings (CCN over 15, …).
-            Ok(o) if o.status.code().is_some_and(|c| c == 0 || c == 1) => times.push(elapsed),
+            Ok(o) if o.status.code().is_some_and(|c| c == 0 || c == 1) => {
+                times.push(elapsed);
+                cpu.push(cpu_before.zip(cpu_seconds(true)).map(|(a, b)| b - a));
+            }
             Ok(o) => {
                 outcome = Err(anyhow::anyhow!(
                     "lizard failed ({}): {}",
@@ -418,6 +484,7 @@ fn time_lizard(
         format!("lizard {LIZARD_VERSION} (python -m lizard)"),
         1,
         &times,
+        &cpu,
         summary,
         0,
         0,
