@@ -45,6 +45,9 @@ struct Session {
     committed: String,
     /// Editors who changed the text since the last commit.
     authors: Vec<String>,
+    /// Whether an update was applied since the last commit check (so the
+    /// periodic check only builds the text of sessions that changed).
+    changed: bool,
 }
 
 impl Session {
@@ -64,6 +67,7 @@ impl Session {
             editors: BTreeMap::new(),
             committed: content.to_owned(),
             authors: Vec::new(),
+            changed: false,
         }
     }
 
@@ -105,8 +109,10 @@ pub struct Applied {
     pub state_vector: String,
     /// What the client lacks (v1 update, base64) when it sent its state vector.
     pub missing: Option<String>,
-    /// The text now.
-    pub text: String,
+    /// The text now, when asked for (building it costs time proportional
+    /// to the document, so keystroke replies leave it out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
     /// Who is editing.
     pub editors: Vec<Editor>,
 }
@@ -195,13 +201,14 @@ impl Collab {
     }
 
     /// Applies a client's update (base64 v1). Returns the raw update bytes
-    /// to broadcast and the new state.
+    /// to broadcast and the new state (with the text when `want_text`).
     pub async fn apply(
         &self,
         draft_id: &str,
         client_id: &str,
         update: Option<&str>,
         state_vector: Option<&str>,
+        want_text: bool,
     ) -> Result<(Option<Vec<u8>>, Applied), Error> {
         let raw = update.map(|u| decode_b64("update", u)).transpose()?;
         let sv = state_vector
@@ -232,6 +239,7 @@ impl Collab {
             txn.apply_update(decoded)
                 .map_err(|e| Error::invalid_request(format!("update cannot be applied: {e}")))?;
             drop(txn);
+            session.changed = true;
             if !session.authors.contains(&user) {
                 session.authors.push(user);
             }
@@ -240,7 +248,7 @@ impl Collab {
         let applied = Applied {
             state_vector: B64.encode(txn.state_vector().encode_v1()),
             missing: sv.map(|sv| B64.encode(txn.encode_state_as_update_v1(&sv))),
-            text: session.text.get_string(&txn),
+            text: want_text.then(|| session.text.get_string(&txn)),
             editors: session.editors(),
         };
         Ok((raw, applied))
@@ -275,8 +283,12 @@ impl Collab {
             session
                 .editors
                 .retain(|_, (_, _, seen)| seen.elapsed() < PRESENCE_TIMEOUT);
-            let text = session.text();
             let idle = session.editors.is_empty();
+            if !session.changed && !idle {
+                continue;
+            }
+            session.changed = false;
+            let text = session.text();
             if text != session.committed || idle {
                 session.committed = text.clone();
                 out.push(PendingCommit {

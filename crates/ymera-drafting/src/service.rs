@@ -348,6 +348,11 @@ struct CollabUpdateRequest {
     state_vector: Option<String>,
     #[serde(default)]
     leave: bool,
+    /// Include the merged text in the reply; by default only replies to
+    /// requests without an update or with a state vector (a resync) carry
+    /// it, so keystroke replies stay small and cheap.
+    #[serde(default)]
+    text: Option<bool>,
 }
 
 // ---- analysis ----
@@ -1079,6 +1084,8 @@ async fn collab_update(state: Shared, req: ServiceRequest) -> Result<Reply, Erro
             &body.client_id,
             body.update.as_deref(),
             body.state_vector.as_deref(),
+            body.text
+                .unwrap_or(body.update.is_none() || body.state_vector.is_some()),
         )
         .await?;
     if let Some(raw) = raw {
