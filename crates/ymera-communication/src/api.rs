@@ -14,6 +14,7 @@ use ymera_core::envelope::{Envelope, validate_agent_name};
 use ymera_core::error::Violation;
 use ymera_core::runtime::{Reply, ServiceBuilder, ServiceRequest};
 
+use crate::journal::STATUS_SQL;
 use crate::stats::{Counters, Latency};
 use crate::streams::{self, ATTEMPTS_HEADER, DLQ_STREAM, LAST_ERROR_HEADER, RECIPIENT_HEADER};
 use crate::{Communication, auth};
@@ -143,28 +144,20 @@ type CopyRow = (
     Option<f64>,
 );
 
+type HeadRow = (String, String, String, DateTime<Utc>, Json<Vec<String>>);
+
 async fn status(comm: &Communication, req: StatusRequest) -> Result<StatusReply, Error> {
-    let pool = comm.journal().pool();
     let id = req.id.to_string();
-    let head: Option<(String, String, String, DateTime<Utc>)> = sqlx::query_as(
-        "SELECT status, sender, subject, created_at FROM message_history WHERE message_id = $1",
-    )
-    .bind(&id)
-    .fetch_optional(pool)
-    .await
-    .map_err(db_error)?;
-    let rows: Vec<CopyRow> = sqlx::query_as(
-        "SELECT recipient, state, attempts, first_attempt_at, last_attempt_at, last_error, delivered_at, latency_ms \
-         FROM message_deliveries WHERE message_id = $1 ORDER BY recipient",
-    )
-    .bind(&id)
-    .fetch_all(pool)
-    .await
-    .map_err(db_error)?;
+    let (mut head, mut rows) = status_rows(comm, &id).await?;
+    if head.is_none() {
+        // Read your own send: its history row may still be queued.
+        comm.journal().flush().await?;
+        (head, rows) = status_rows(comm, &id).await?;
+    }
     if head.is_none() && rows.is_empty() {
         return Err(Error::not_found(format!("no message with id {id}")));
     }
-    let recipients: Vec<CopyStatus> = rows
+    let mut recipients: Vec<CopyStatus> = rows
         .into_iter()
         .map(|r| CopyStatus {
             recipient: r.0,
@@ -178,7 +171,25 @@ async fn status(comm: &Communication, req: StatusRequest) -> Result<StatusReply,
         })
         .collect();
     let (status, sender, subject, created_at) = match head {
-        Some((s, sender, subject, created)) => (s, Some(sender), Some(subject), Some(created)),
+        Some((s, sender, subject, created, Json(all))) => {
+            // A copy nothing happened to yet has no row: it is accepted.
+            for recipient in all {
+                if !recipients.iter().any(|c| c.recipient == recipient) {
+                    recipients.push(CopyStatus {
+                        recipient,
+                        state: "accepted".to_owned(),
+                        attempts: 0,
+                        first_attempt_at: None,
+                        last_attempt_at: None,
+                        last_error: None,
+                        delivered_at: None,
+                        latency_ms: None,
+                    });
+                }
+            }
+            recipients.sort_by(|a, b| a.recipient.cmp(&b.recipient));
+            (s, Some(sender), Some(subject), Some(created))
+        }
         None => ("accepted".to_owned(), None, None, None),
     };
     Ok(StatusReply {
@@ -189,6 +200,30 @@ async fn status(comm: &Communication, req: StatusRequest) -> Result<StatusReply,
         created_at,
         recipients,
     })
+}
+
+async fn status_rows(
+    comm: &Communication,
+    id: &str,
+) -> Result<(Option<HeadRow>, Vec<CopyRow>), Error> {
+    let pool = comm.journal().pool();
+    let head: Option<HeadRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {STATUS_SQL}, sender, subject, created_at, recipients \
+         FROM message_history h WHERE message_id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+    .map_err(db_error)?;
+    let rows: Vec<CopyRow> = sqlx::query_as(
+        "SELECT recipient, state, attempts, first_attempt_at, last_attempt_at, last_error, delivered_at, latency_ms \
+         FROM message_deliveries WHERE message_id = $1 ORDER BY recipient",
+    )
+    .bind(id)
+    .fetch_all(pool)
+    .await
+    .map_err(db_error)?;
+    Ok((head, rows))
 }
 
 // ---------------------------------------------------------------- history
@@ -322,18 +357,20 @@ async fn history(comm: &Communication, req: HistoryRequest) -> Result<HistoryPag
         return Err(Error::validation(violations));
     }
     let cursor = req.cursor.as_deref().map(decode_cursor).transpose()?;
-    let rows: Vec<HistoryRow> = sqlx::query_as(
-        "SELECT message_id, type, sender, recipients, subject, payload, status, created_at, \
+    // Read your own sends: their history rows may still be queued.
+    comm.journal().flush().await?;
+    let rows: Vec<HistoryRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT message_id, type, sender, recipients, subject, payload, {STATUS_SQL}, created_at, \
                 conversation_id, correlation_id, priority, metadata \
-         FROM message_history \
+         FROM message_history h \
          WHERE ($1::text IS NULL OR sender = $1) \
            AND ($2::text IS NULL OR recipients @> jsonb_build_array($2::text)) \
            AND ($3::text IS NULL OR conversation_id = $3) \
            AND ($4::timestamptz IS NULL OR created_at >= $4) \
            AND ($5::timestamptz IS NULL OR created_at < $5) \
            AND ($6::timestamptz IS NULL OR (created_at, message_id) < ($6, $7::text)) \
-         ORDER BY created_at DESC, message_id DESC LIMIT $8",
-    )
+         ORDER BY created_at DESC, message_id DESC LIMIT $8"
+    )))
     .bind(req.sender.as_deref())
     .bind(req.recipient.as_deref())
     .bind(req.conversation_id.as_deref())
@@ -435,6 +472,8 @@ async fn conversations(
         return Err(Error::validation(violations));
     }
     let cursor = req.cursor.as_deref().map(decode_cursor).transpose()?;
+    // Read your own sends: their history rows may still be queued.
+    comm.journal().flush().await?;
     let rows: Vec<ConversationRow> = sqlx::query_as(
         "SELECT conversation_id, participants, topic, message_count, created_at, last_activity \
          FROM conversation_archive \

@@ -153,6 +153,7 @@ pub async fn poll_backlogs(comm: &Communication) -> Vec<(String, u64)> {
 
 async fn worker(comm: Arc<Communication>, recipient: String, consumer: PullConsumer) {
     let limit = Arc::new(Semaphore::new(comm.settings.delivery_concurrency));
+    let min_pull = (comm.settings.delivery_concurrency / 4).clamp(1, MAX_PULL);
     let breaker = comm.breakers.get(&recipient);
     tracing::debug!(recipient, "delivery worker started");
     loop {
@@ -168,11 +169,14 @@ async fn worker(comm: Arc<Communication>, recipient: String, consumer: PullConsu
             }
             continue;
         }
+        // Pull in batches: when busy, wait until a quarter of the
+        // concurrency is free rather than pulling copies one at a time (a
+        // pull is a round trip to the server).
         let free = limit.available_permits();
-        if free == 0 {
+        if free < min_pull {
             tokio::select! {
                 _ = comm.shutdown.cancelled() => break,
-                permit = limit.acquire() => drop(permit),
+                permits = limit.acquire_many(min_pull as u32) => drop(permits),
             }
             continue;
         }

@@ -1,9 +1,19 @@
 //! The delivery journal: every message and every change of a copy's delivery
 //! state is written to PostgreSQL through one batching writer task.
 //!
-//! Callers await their write, so a copy is acknowledged to JetStream only
+//! Delivery updates are awaited, so a copy is acknowledged to JetStream only
 //! after its new state is stored (a crash never loses a `delivered`), while
-//! concurrent writes share one transaction.
+//! concurrent writes share one transaction. The history row of a new message
+//! is queued, not awaited: `communication.send` answers once JetStream holds
+//! the copies, and a message whose row was lost (a crash between the two, or
+//! PostgreSQL down) gets it with the first final state of one of its copies.
+//!
+//! The writer is sharded by message id: every write about one message goes
+//! through the same shard, in order, so a message's row is always written
+//! before (or in the same transaction as) its copies' final states, and
+//! the overall status of a message with several recipients is computed by
+//! one writer at a time. A copy without a row in `message_deliveries` is
+//! `accepted` (nothing happened to it yet): acceptance is the history row.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -19,9 +29,11 @@ use ymera_core::Error;
 use ymera_core::envelope::Envelope;
 
 /// Most operations written in one transaction.
-pub const MAX_BATCH: usize = 256;
-/// Most operations queued for the writer.
+pub const MAX_BATCH: usize = 512;
+/// Most operations queued for one writer shard (send waits when it is full).
 pub const QUEUE_CAPACITY: usize = 8192;
+/// Writer shards: concurrent transactions on separate connections.
+pub const WRITERS: usize = 2;
 /// Attempts at writing one batch before its callers get an error.
 const WRITE_ATTEMPTS: u32 = 3;
 
@@ -101,19 +113,21 @@ pub struct DeliveryUpdate {
 }
 
 enum Op {
-    Record(Arc<Envelope>, DateTime<Utc>),
+    Record(Arc<Envelope>),
     Delivery(DeliveryUpdate),
+    /// Completes once every earlier operation of its shard is written.
+    Barrier,
 }
 
 struct Job {
     op: Op,
-    done: oneshot::Sender<Result<(), String>>,
+    done: Option<oneshot::Sender<Result<(), String>>>,
 }
 
-/// Handle to the batching writer.
+/// Handle to the batching writers.
 #[derive(Clone)]
 pub struct Journal {
-    tx: mpsc::Sender<Job>,
+    shards: Arc<[mpsc::Sender<Job>]>,
     pool: PgPool,
 }
 
@@ -124,11 +138,26 @@ impl std::fmt::Debug for Journal {
 }
 
 impl Journal {
-    /// Starts the writer task on `pool`; it ends when every handle is dropped.
+    /// Starts the writer tasks on `pool`; they end when every handle is dropped.
     pub fn start(pool: PgPool) -> Journal {
-        let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
-        tokio::spawn(writer(pool.clone(), rx));
-        Journal { tx, pool }
+        let settle = Settle::default();
+        let shards: Vec<mpsc::Sender<Job>> = (0..WRITERS)
+            .map(|_| {
+                let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+                tokio::spawn(writer(pool.clone(), rx, settle.clone()));
+                tx
+            })
+            .collect();
+        tokio::spawn(settler(pool.clone(), settle));
+        Journal {
+            shards: shards.into(),
+            pool,
+        }
+    }
+
+    fn shard(&self, id: Uuid) -> &mpsc::Sender<Job> {
+        let index = (id.as_u128() % self.shards.len().max(1) as u128) as usize;
+        &self.shards[index.min(self.shards.len() - 1)]
     }
 
     /// The pool, for queries.
@@ -136,25 +165,41 @@ impl Journal {
         &self.pool
     }
 
-    /// Records an accepted message: its history row, one `accepted` delivery
-    /// row per recipient and its conversation. Idempotent per id.
-    pub async fn record(
-        &self,
-        envelope: Arc<Envelope>,
-        accepted_at: DateTime<Utc>,
-    ) -> Result<(), Error> {
-        self.submit(Op::Record(envelope, accepted_at)).await
+    /// Queues the history row of an accepted message (and its
+    /// conversation); idempotent per id. Waits only while the shard's queue
+    /// is full, not for the write.
+    pub async fn record(&self, envelope: Arc<Envelope>) -> Result<(), Error> {
+        let shard = self.shard(envelope.id);
+        shard
+            .send(Job {
+                op: Op::Record(envelope),
+                done: None,
+            })
+            .await
+            .map_err(|_| Error::dependency_down("postgres"))
     }
 
     /// Stores a copy's new state (final states are never overwritten).
     pub async fn delivery(&self, update: DeliveryUpdate) -> Result<(), Error> {
-        self.submit(Op::Delivery(update)).await
+        let shard = self.shard(update.envelope.id).clone();
+        self.submit(&shard, Op::Delivery(update)).await
     }
 
-    async fn submit(&self, op: Op) -> Result<(), Error> {
+    /// Waits until everything queued before this call is written (or failed).
+    pub async fn flush(&self) -> Result<(), Error> {
+        for shard in self.shards.iter() {
+            self.submit(shard, Op::Barrier).await?;
+        }
+        Ok(())
+    }
+
+    async fn submit(&self, shard: &mpsc::Sender<Job>, op: Op) -> Result<(), Error> {
         let (done, wait) = oneshot::channel();
-        self.tx
-            .send(Job { op, done })
+        shard
+            .send(Job {
+                op,
+                done: Some(done),
+            })
             .await
             .map_err(|_| Error::dependency_down("postgres"))?;
         match wait.await {
@@ -168,7 +213,7 @@ impl Journal {
     }
 }
 
-async fn writer(pool: PgPool, mut rx: mpsc::Receiver<Job>) {
+async fn writer(pool: PgPool, mut rx: mpsc::Receiver<Job>, settle: Settle) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.recv().await {
         batch.push(first);
@@ -178,65 +223,194 @@ async fn writer(pool: PgPool, mut rx: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
+        let started = std::time::Instant::now();
         let mut result = Err(String::new());
         for attempt in 0..WRITE_ATTEMPTS {
-            result = write_batch(&pool, &batch).await.map_err(|e| e.to_string());
+            result = write_batch(&pool, &batch, &settle)
+                .await
+                .map_err(|e| e.to_string());
             if result.is_ok() {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
         }
+        metrics::histogram!("ymera_comm_journal_batch_seconds")
+            .record(started.elapsed().as_secs_f64());
+        if let Err(reason) = &result {
+            let lost = batch
+                .iter()
+                .filter(|job| matches!(job.op, Op::Record(_)))
+                .count();
+            if lost > 0 {
+                tracing::warn!(error = %reason, messages = lost,
+                    "history rows not written; they are written with the copies' final states");
+            }
+        }
         for job in batch.drain(..) {
-            let _ = job.done.send(result.clone());
+            if let Some(done) = job.done {
+                let _ = done.send(result.clone());
+            }
         }
     }
 }
 
-async fn write_batch(pool: &PgPool, batch: &[Job]) -> Result<(), sqlx::Error> {
+async fn write_batch(pool: &PgPool, batch: &[Job], settle: &Settle) -> Result<(), sqlx::Error> {
     // Set-based: a handful of statements per batch, whatever its size.
-    let mut messages: BTreeMap<Uuid, &Envelope> = BTreeMap::new();
-    let mut accepted: Vec<(&Envelope, DateTime<Utc>)> = Vec::new();
+    let mut recorded: BTreeMap<Uuid, (&Envelope, &'static str)> = BTreeMap::new();
+    let mut finished: BTreeMap<Uuid, &Envelope> = BTreeMap::new();
     let mut updates: BTreeMap<(Uuid, &str), MergedUpdate> = BTreeMap::new();
     for job in batch {
         match &job.op {
-            Op::Record(envelope, accepted_at) => {
-                messages.insert(envelope.id, envelope);
-                accepted.push((envelope, *accepted_at));
+            Op::Record(envelope) => {
+                recorded.insert(envelope.id, (envelope, "accepted"));
             }
             Op::Delivery(update) => {
                 if update.state.is_final() {
-                    // The history row may be missing if the agent crashed
-                    // between the JetStream ack and its record.
-                    messages.insert(update.envelope.id, &update.envelope);
+                    finished.insert(update.envelope.id, &update.envelope);
                 }
                 updates
                     .entry((update.envelope.id, update.recipient.as_str()))
                     .and_modify(|merged| merged.merge(update))
                     .or_insert_with(|| MergedUpdate::from(update));
             }
+            Op::Barrier => {}
         }
     }
-    let mut tx = pool.begin().await?;
-    insert_messages(&mut tx, &messages).await?;
-    insert_accepted(&mut tx, &accepted).await?;
-    upsert_deliveries(&mut tx, &updates).await?;
-    if !updates.is_empty() {
-        let ids: Vec<String> = updates.keys().map(|(id, _)| id.to_string()).collect();
-        sqlx::query(
-            "UPDATE message_history h SET status = s.status FROM ( \
-               SELECT message_id, CASE \
-                 WHEN bool_and(state = 'delivered') THEN 'delivered' \
-                 WHEN bool_and(state IN ('delivered','dead_lettered','expired')) AND bool_or(state = 'dead_lettered') THEN 'dead_lettered' \
-                 WHEN bool_and(state IN ('delivered','dead_lettered','expired')) THEN 'expired' \
-                 ELSE 'accepted' END AS status \
-               FROM message_deliveries WHERE message_id = ANY($1) GROUP BY message_id) s \
-             WHERE h.message_id = s.message_id AND h.status IS DISTINCT FROM s.status",
-        )
-        .bind(&ids)
-        .execute(&mut *tx)
-        .await?;
+    if recorded.is_empty() && updates.is_empty() {
+        return Ok(());
     }
-    tx.commit().await
+    let mut tx = pool.begin().await?;
+    insert_messages(&mut tx, &recorded).await?;
+    upsert_deliveries(&mut tx, &updates).await?;
+    if !finished.is_empty() {
+        ensure_history(&mut tx, &finished).await?;
+    }
+    tx.commit().await?;
+    settle.add(finished.keys().copied());
+    Ok(())
+}
+
+/// SQL for the overall status of the `message_history` row aliased `h`,
+/// from its copies: `accepted` until every recipient's copy is final, then
+/// `delivered` when all were, else `dead_lettered` when one was, else
+/// `expired`. The one definition: the status and history endpoints compute
+/// it live, the settler stores it in `message_history.status`.
+pub const STATUS_SQL: &str = "(SELECT CASE \
+    WHEN count(*) FILTER (WHERE d.state IN ('delivered', 'dead_lettered', 'expired')) \
+         < jsonb_array_length(h.recipients) THEN 'accepted' \
+    WHEN bool_and(d.state = 'delivered') THEN 'delivered' \
+    WHEN bool_or(d.state = 'dead_lettered') THEN 'dead_lettered' \
+    ELSE 'expired' END \
+  FROM message_deliveries d WHERE d.message_id = h.message_id)";
+
+/// Writes the history row of any message that has none (its record was
+/// lost to a crash or a failed write) when one of its copies became final.
+async fn ensure_history(
+    tx: &mut sqlx::PgConnection,
+    finished: &BTreeMap<Uuid, &Envelope>,
+) -> Result<(), sqlx::Error> {
+    let ids: Vec<String> = finished.keys().map(Uuid::to_string).collect();
+    let existing: Vec<(String,)> =
+        sqlx::query_as("SELECT message_id FROM message_history WHERE message_id = ANY($1)")
+            .bind(&ids)
+            .fetch_all(&mut *tx)
+            .await?;
+    let existing: BTreeSet<&str> = existing.iter().map(|(id,)| id.as_str()).collect();
+    let missing: BTreeMap<Uuid, (&Envelope, &'static str)> = finished
+        .iter()
+        .zip(&ids)
+        .filter(|(_, text)| !existing.contains(text.as_str()))
+        .map(|((id, envelope), _)| (*id, (*envelope, "accepted")))
+        .collect();
+    insert_messages(&mut *tx, &missing).await
+}
+
+/// Most message ids waiting for the settler; past it the next run sweeps.
+const MAX_UNSETTLED: usize = 200_000;
+/// How often the settler stores overall statuses.
+const SETTLE_EVERY: Duration = Duration::from_millis(500);
+/// Most messages settled by one statement.
+const SETTLE_CHUNK: usize = 5000;
+
+/// Messages whose copies reached a final state since the settler last ran.
+///
+/// Storing the overall status is kept off the delivery path (a copy is
+/// acknowledged once its own row is stored): the settler updates
+/// `message_history.status` in bulk every [`SETTLE_EVERY`], and at start
+/// sweeps every row still `accepted` (statuses a crash left unsettled).
+#[derive(Clone, Default)]
+struct Settle {
+    inner: Arc<std::sync::Mutex<(BTreeSet<Uuid>, bool)>>,
+}
+
+impl Settle {
+    fn add(&self, ids: impl Iterator<Item = Uuid>) {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        for id in ids {
+            if inner.0.len() >= MAX_UNSETTLED {
+                inner.1 = true;
+                break;
+            }
+            inner.0.insert(id);
+        }
+    }
+
+    fn take(&self) -> (Vec<Uuid>, bool) {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let ids = std::mem::take(&mut inner.0).into_iter().collect();
+        (ids, std::mem::take(&mut inner.1))
+    }
+}
+
+async fn settler(pool: PgPool, settle: Settle) {
+    let mut sweep = true;
+    // Runs while a writer (holding a clone) is alive.
+    while Arc::strong_count(&settle.inner) > 1 {
+        let (ids, overflowed) = settle.take();
+        let result = if sweep || overflowed {
+            settle_statuses(&pool, None).await
+        } else {
+            let mut result = Ok(());
+            for chunk in ids.chunks(SETTLE_CHUNK) {
+                result = settle_statuses(&pool, Some(chunk)).await;
+                if result.is_err() {
+                    break;
+                }
+            }
+            result
+        };
+        sweep = match result {
+            Ok(()) => false,
+            Err(err) => {
+                tracing::warn!(error = %err, "message statuses not stored; will sweep");
+                true
+            }
+        };
+        tokio::time::sleep(SETTLE_EVERY).await;
+    }
+}
+
+/// Stores the overall status of `ids` (or of every row still `accepted`).
+async fn settle_statuses(pool: &PgPool, ids: Option<&[Uuid]>) -> Result<(), sqlx::Error> {
+    let filter = if ids.is_some() {
+        "h.message_id = ANY($1)"
+    } else {
+        "h.status = 'accepted'"
+    };
+    let sql = format!(
+        "UPDATE message_history m SET status = s.status FROM ( \
+           SELECT h.message_id, {STATUS_SQL} AS status FROM message_history h WHERE {filter}) s \
+         WHERE m.message_id = s.message_id AND s.status <> 'accepted' \
+           AND m.status IS DISTINCT FROM s.status"
+    );
+    let ids: Vec<String> = ids.unwrap_or(&[]).iter().map(Uuid::to_string).collect();
+    let query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    let query = if filter.contains("$1") {
+        query.bind(ids)
+    } else {
+        query
+    };
+    query.execute(pool).await.map(|_| ())
 }
 
 /// Several updates of one copy in one batch, folded into one row.
@@ -296,21 +470,22 @@ type NewInConversation<'a> = (i32, &'a Envelope, DateTime<Utc>, BTreeSet<&'a str
 /// conversations.
 async fn insert_messages(
     tx: &mut sqlx::PgConnection,
-    messages: &BTreeMap<Uuid, &Envelope>,
+    messages: &BTreeMap<Uuid, (&Envelope, &'static str)>,
 ) -> Result<(), sqlx::Error> {
     if messages.is_empty() {
         return Ok(());
     }
-    let list: Vec<&Envelope> = messages.values().copied().collect();
+    let list: Vec<&Envelope> = messages.values().map(|(e, _)| *e).collect();
     let inserted: Vec<(String,)> = sqlx::query_as(
         "INSERT INTO message_history (message_id, type, sender, recipients, subject, payload, status, \
            created_at, metadata, conversation_id, correlation_id, priority, expires_at) \
-         SELECT id, typ, sender, recipients::jsonb, subject, payload::jsonb, 'accepted', created_at, \
+         SELECT id, typ, sender, recipients::jsonb, subject, payload::jsonb, status, created_at, \
                 metadata::jsonb, conversation_id, correlation_id, priority, expires_at \
          FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
-                     $7::timestamptz[], $8::text[], $9::text[], $10::text[], $11::text[], $12::timestamptz[]) \
+                     $7::timestamptz[], $8::text[], $9::text[], $10::text[], $11::text[], $12::timestamptz[], \
+                     $13::text[]) \
            AS t(id, typ, sender, recipients, subject, payload, created_at, metadata, conversation_id, \
-                correlation_id, priority, expires_at) \
+                correlation_id, priority, expires_at, status) \
          ON CONFLICT (message_id) DO NOTHING RETURNING message_id",
     )
     .bind(list.iter().map(|e| e.id.to_string()).collect::<Vec<_>>())
@@ -329,12 +504,13 @@ async fn insert_messages(
     .bind(list.iter().map(|e| e.correlation_id.map(|c| c.to_string())).collect::<Vec<_>>())
     .bind(list.iter().map(|e| enum_text(e.priority)).collect::<Vec<_>>())
     .bind(list.iter().map(|e| e.expires_at).collect::<Vec<_>>())
+    .bind(messages.values().map(|(_, status)| *status).collect::<Vec<_>>())
     .fetch_all(&mut *tx)
     .await?;
     // New messages per conversation: count, first and last instant, everyone seen.
     let mut conversations: BTreeMap<&str, NewInConversation<'_>> = BTreeMap::new();
     for (id,) in &inserted {
-        let Some(envelope) = id.parse::<Uuid>().ok().and_then(|id| messages.get(&id)) else {
+        let Some((envelope, _)) = id.parse::<Uuid>().ok().and_then(|id| messages.get(&id)) else {
             continue;
         };
         let Some(conversation) = envelope.conversation_id.as_deref() else {
@@ -345,7 +521,7 @@ async fn insert_messages(
             .or_insert_with(|| (0, *envelope, envelope.created_at, BTreeSet::new()));
         entry.0 += 1;
         if envelope.created_at < entry.1.created_at {
-            entry.1 = envelope;
+            entry.1 = *envelope;
         }
         entry.2 = entry.2.max(envelope.created_at);
         entry.3.insert(envelope.sender.as_str());
@@ -361,6 +537,8 @@ async fn insert_messages(
              ON CONFLICT (conversation_id) DO UPDATE SET \
                message_count = conversation_archive.message_count + EXCLUDED.message_count, \
                last_activity = GREATEST(conversation_archive.last_activity, EXCLUDED.last_activity), \
+               topic = CASE WHEN EXCLUDED.created_at < conversation_archive.created_at \
+                 THEN EXCLUDED.topic ELSE conversation_archive.topic END, \
                created_at = LEAST(conversation_archive.created_at, EXCLUDED.created_at), \
                participants = (SELECT jsonb_agg(DISTINCT p ORDER BY p) FROM jsonb_array_elements_text( \
                    conversation_archive.participants || EXCLUDED.participants) AS p)",
@@ -374,38 +552,6 @@ async fn insert_messages(
         .execute(&mut *tx)
         .await?;
     }
-    Ok(())
-}
-
-/// One `accepted` delivery row per recipient of each recorded message.
-async fn insert_accepted(
-    tx: &mut sqlx::PgConnection,
-    accepted: &[(&Envelope, DateTime<Utc>)],
-) -> Result<(), sqlx::Error> {
-    if accepted.is_empty() {
-        return Ok(());
-    }
-    let mut ids = Vec::new();
-    let mut recipients = Vec::new();
-    let mut at = Vec::new();
-    for (envelope, accepted_at) in accepted {
-        for recipient in &envelope.recipients {
-            ids.push(envelope.id.to_string());
-            recipients.push(recipient.clone());
-            at.push(*accepted_at);
-        }
-    }
-    sqlx::query(
-        "INSERT INTO message_deliveries (message_id, recipient, state, attempts, accepted_at) \
-         SELECT id, recipient, 'accepted', 0, at \
-         FROM UNNEST($1::text[], $2::text[], $3::timestamptz[]) AS t(id, recipient, at) \
-         ON CONFLICT (message_id, recipient) DO NOTHING",
-    )
-    .bind(ids)
-    .bind(recipients)
-    .bind(at)
-    .execute(&mut *tx)
-    .await?;
     Ok(())
 }
 

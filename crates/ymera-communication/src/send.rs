@@ -71,7 +71,7 @@ pub async fn send(comm: &Arc<Communication>, envelope: Envelope) -> Result<SendR
     }
     let duplicate = duplicates == envelope.recipients.len();
     let envelope = Arc::new(envelope);
-    comm.journal.record(envelope.clone(), accepted_at).await?;
+    comm.journal.record(envelope.clone()).await?;
     if duplicate {
         comm.stats.deduplicated();
     } else {

@@ -126,6 +126,11 @@ pub const CATALOGUE: &[(&str, MetricKind, &str)] = &[
         "time from accept to recipient acknowledgement",
     ),
     (
+        "ymera_comm_journal_batch_seconds",
+        MetricKind::Histogram,
+        "time to write one batch of history and delivery rows to PostgreSQL",
+    ),
+    (
         "ymera_comm_backlog",
         MetricKind::Gauge,
         "undelivered messages queued for a recipient",

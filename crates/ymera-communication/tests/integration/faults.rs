@@ -84,14 +84,18 @@ async fn assert_all_delivered(
     .await;
     let states = states(&pool, name).await;
     assert_eq!(states.len(), 1, "only delivered copies: {states:?}");
-    let statuses: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM message_history WHERE status = 'delivered' AND recipients @> jsonb_build_array($1::text)",
-    )
-    .bind(name)
-    .fetch_one(&pool)
-    .await
-    .unwrap();
-    assert_eq!(statuses, MESSAGES as i64);
+    // The stored overall status follows (the settler writes it in bulk).
+    eventually(30, "every message's stored status delivered", || async {
+        let statuses: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM message_history WHERE status = 'delivered' AND recipients @> jsonb_build_array($1::text)",
+        )
+        .bind(name)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        statuses == MESSAGES as i64
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
