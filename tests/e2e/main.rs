@@ -2,4 +2,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod chat;
+mod live_settings;
 mod process;
+mod services;

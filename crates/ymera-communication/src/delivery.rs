@@ -306,7 +306,7 @@ async fn decide(
         comm.cache_attempts(envelope.id, recipient, None);
         return Ok(Outcome::Ack);
     }
-    if attempts >= comm.settings.max_attempts {
+    if attempts >= comm.live().max_attempts {
         let error = "attempts exhausted".to_owned();
         return dead_letter(
             comm,
@@ -362,7 +362,7 @@ async fn decide(
         Err(error) => {
             permit.failure();
             comm.stats.failed();
-            if attempt >= comm.settings.max_attempts {
+            if attempt >= comm.live().max_attempts {
                 return dead_letter(
                     comm,
                     recipient,
@@ -375,7 +375,7 @@ async fn decide(
                 .await;
             }
             let delay = comm
-                .settings
+                .live()
                 .retry_policy()
                 .delay(attempt - 1, &mut rand::rng());
             comm.journal
@@ -422,7 +422,7 @@ async fn call_inbox(
     let request = async_nats::Request::new()
         .payload(body.clone())
         .headers(headers)
-        .timeout(Some(comm.settings.inbox_timeout));
+        .timeout(Some(comm.live().inbox_timeout));
     let reply = comm
         .client
         .send_request(format!("agent.{recipient}.inbox"), request)
@@ -435,7 +435,7 @@ async fn call_inbox(
                 }
                 RequestErrorKind::TimedOut => format!(
                     "agent.{recipient}.inbox did not answer within {} ms",
-                    comm.settings.inbox_timeout.as_millis()
+                    comm.live().inbox_timeout.as_millis()
                 ),
                 _ => format!("request to agent.{recipient}.inbox failed: {e}"),
             }

@@ -35,7 +35,7 @@ pub async fn send(comm: &Arc<Communication>, envelope: Envelope) -> Result<SendR
     envelope.validate()?;
     let decision = comm
         .limiter
-        .check(&envelope.sender, comm.settings.rate(), 1)
+        .check(&envelope.sender, comm.live().rate(), 1)
         .await;
     if let Err(err) = decision.into_result() {
         comm.stats.rate_limited();

@@ -9,6 +9,18 @@ use ymera_core::config::ConfigError;
 use ymera_core::ratelimit::RateLimit;
 use ymera_core::resilience::{BreakerConfig, RetryPolicy};
 
+/// The settings the config manager may change while the agent runs (the
+/// keys of its document: the variable names without `COMM_`, lower case).
+/// The rest shape streams, consumers and breakers and are read at start.
+pub const LIVE_KEYS: &[&str] = &[
+    "rate_limit",
+    "rate_period_ms",
+    "max_attempts",
+    "retry_base_ms",
+    "retry_cap_ms",
+    "inbox_timeout_ms",
+];
+
 /// Tunables of routing and delivery.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CommSettings {
@@ -175,6 +187,58 @@ impl CommSettings {
         })
     }
 
+    /// These settings with the config manager's document for agent
+    /// `communication` applied over them: a JSON object whose keys
+    /// are the [`LIVE_KEYS`] (`{"rate_limit": 500, "max_attempts": 3}`),
+    /// checked with the same bounds as the variables. Any other key is an
+    /// error, so a bad document never goes live.
+    pub fn with_document(&self, document: &serde_json::Value) -> Result<Self, ConfigError> {
+        let empty = serde_json::Map::new();
+        let object = match document {
+            serde_json::Value::Object(map) => map,
+            serde_json::Value::Null => &empty,
+            _ => {
+                return Err(ConfigError {
+                    variable: "config",
+                    reason: "the communication agent's configuration must be a JSON object".into(),
+                });
+            }
+        };
+        if let Some(key) = object.keys().find(|k| !LIVE_KEYS.contains(&k.as_str())) {
+            return Err(ConfigError {
+                variable: "config",
+                reason: format!(
+                    "{key:?} cannot be changed while the agent runs; the keys are {}",
+                    LIVE_KEYS.join(", ")
+                ),
+            });
+        }
+        // The document's values, checked like the variables they stand for.
+        let given = Self::from_lookup(|name| {
+            let key = name
+                .strip_prefix("COMM_")
+                .unwrap_or(name)
+                .to_ascii_lowercase();
+            match object.get(&key)? {
+                serde_json::Value::String(text) => Some(text.clone()),
+                value => Some(value.to_string()),
+            }
+        })?;
+        let mut out = self.clone();
+        for key in object.keys() {
+            match key.as_str() {
+                "rate_limit" => out.rate_limit = given.rate_limit,
+                "rate_period_ms" => out.rate_period = given.rate_period,
+                "max_attempts" => out.max_attempts = given.max_attempts,
+                "retry_base_ms" => out.retry_base = given.retry_base,
+                "retry_cap_ms" => out.retry_cap = given.retry_cap,
+                "inbox_timeout_ms" => out.inbox_timeout = given.inbox_timeout,
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+
     /// The per-sender rate limit.
     pub fn rate(&self) -> RateLimit {
         RateLimit::new(self.rate_limit, self.rate_period)
@@ -215,6 +279,29 @@ mod tests {
         let s = CommSettings::from_lookup(|k| vars.get(k).map(|v| (*v).to_owned())).unwrap();
         assert_eq!(s.max_attempts, 3);
         assert_eq!(s.backlog_limit, 50);
+    }
+
+    #[test]
+    fn documents_override_live_settings_within_bounds() {
+        let base = CommSettings {
+            max_attempts: 7,
+            backlog_limit: 9,
+            ..CommSettings::default()
+        };
+        let doc = serde_json::json!({"rate_limit": 3, "retry_base_ms": "50"});
+        let s = base.with_document(&doc).unwrap();
+        assert_eq!((s.rate_limit, s.max_attempts, s.backlog_limit), (3, 7, 9));
+        assert_eq!(s.retry_base, Duration::from_millis(50));
+        assert_eq!(base.with_document(&serde_json::Value::Null).unwrap(), base);
+        for bad in [
+            serde_json::json!({"rate_limit": 0}),
+            serde_json::json!({"max_attempts": "many"}),
+            serde_json::json!({"backlog_limit": 5}),
+            serde_json::json!({"colour": "blue"}),
+            serde_json::json!([1, 2]),
+        ] {
+            assert!(base.with_document(&bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -1,0 +1,50 @@
+//! Service processes for the suites: the binaries the workspace build puts
+//! beside this test, started with authentication required.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+/// A service binary built beside this test (the workspace build puts every
+/// binary in the same target directory).
+pub fn service_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
+    let path = dir.join(format!("ymera-{name}"));
+    assert!(
+        path.is_file(),
+        "{} is not built: run the workspace tests (cargo nextest run --workspace)",
+        path.display()
+    );
+    path
+}
+
+pub fn spawn(name: &str, env: &[(&str, &str)]) -> tokio::process::Child {
+    tokio::process::Command::new(service_binary(name))
+        .envs(env.iter().copied())
+        .env("ENVIRONMENT", "development")
+        .env("YMERA_AUTH", "required")
+        .env("LOG_LEVEL", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
+pub async fn wait_healthy(client: &async_nats::Client, service: &str) {
+    for _ in 0..600 {
+        if let Ok(reply) = client
+            .request(format!("{service}.health"), Bytes::new())
+            .await
+            && reply.headers.is_none()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{service} never became healthy");
+}
