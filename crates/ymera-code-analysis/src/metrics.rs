@@ -68,8 +68,8 @@ fn has_body(language: Language, node: Node<'_>) -> bool {
 pub(crate) fn function_sites<'t>(language: Language, syntax: &Syntax<'t>) -> Vec<FunctionSite<'t>> {
     let mut sites = Vec::new();
     let mut anonymous = 0usize;
-    for node in &syntax.nodes {
-        if !is_function_kind(language, node.kind()) || !has_body(language, *node) {
+    for (node, &kind) in syntax.nodes.iter().zip(&syntax.kinds) {
+        if !is_function_kind(language, kind) || !has_body(language, *node) {
             continue;
         }
         let name = function_name(language, syntax, *node).unwrap_or_else(|| {
@@ -109,9 +109,8 @@ pub(crate) fn function_sites<'t>(language: Language, syntax: &Syntax<'t>) -> Vec
 /// before that `{` are part of it and not reported on their own.
 fn absorb_trait_declarations<'t>(syntax: &Syntax<'t>, sites: &mut Vec<FunctionSite<'t>>) {
     let mut absorbed_until = 0usize;
-    for decl in &syntax.nodes {
-        if decl.kind() != "function_signature_item"
-            || !ancestors(*decl).any(|a| a.kind() == "trait_item")
+    for (decl, &kind) in syntax.nodes.iter().zip(&syntax.kinds) {
+        if kind != "function_signature_item" || !ancestors(*decl).any(|a| a.kind() == "trait_item")
         {
             continue;
         }
@@ -163,8 +162,8 @@ fn absorb_trait_declarations<'t>(syntax: &Syntax<'t>, sites: &mut Vec<FunctionSi
 /// before the body makes it a declaration, so neither is a function here.
 fn token_tree_sites<'t>(syntax: &Syntax<'t>) -> Vec<FunctionSite<'t>> {
     let mut sites = Vec::new();
-    for node in &syntax.nodes {
-        if node.kind() != "fn" || node.parent().is_none_or(|p| p.kind() != "token_tree") {
+    for (node, &kind) in syntax.nodes.iter().zip(&syntax.kinds) {
+        if kind != "fn" || node.parent().is_none_or(|p| p.kind() != "token_tree") {
             continue;
         }
         let Some(name) = node.next_sibling().filter(|n| n.kind() == "identifier") else {
@@ -363,8 +362,8 @@ fn parameter_count(language: Language, syntax: &Syntax<'_>, node: Node<'_>) -> u
 
 /// Extra decision points that are structural rather than single tokens:
 /// Rust match arms beyond the first and `let … else`.
-fn structural_conditions(language: Language, node: Node<'_>) -> usize {
-    match (language, node.kind()) {
+fn structural_conditions(language: Language, node: Node<'_>, kind: &str) -> usize {
+    match (language, kind) {
         (Language::Rust, "match_block") => named_children(node)
             .iter()
             .filter(|c| c.kind() == "match_arm")
@@ -519,8 +518,8 @@ pub(crate) fn measure<'t>(
     }
     // Structural decision points go to the innermost function around them.
     let mut structural: Vec<(usize, usize)> = Vec::new();
-    for node in &syntax.nodes {
-        let extra = structural_conditions(language, *node);
+    for (node, &kind) in syntax.nodes.iter().zip(&syntax.kinds) {
+        let extra = structural_conditions(language, *node, kind);
         if extra > 0 {
             structural.push((node.start_byte(), extra));
         }

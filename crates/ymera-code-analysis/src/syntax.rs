@@ -56,14 +56,20 @@ pub(crate) fn parse(
 pub(crate) struct Syntax<'t> {
     pub source: &'t str,
     pub nodes: Vec<Node<'t>>,
+    /// `nodes[i].kind()`, computed once (tree-sitter's `kind()` converts the C
+    /// string on every call).
+    pub kinds: Vec<&'t str>,
 }
 
 impl<'t> Syntax<'t> {
     pub fn new(tree: &'t Tree, source: &'t str) -> Syntax<'t> {
         let mut nodes = Vec::new();
+        let mut kinds = Vec::new();
         let mut cursor = tree.walk();
         loop {
-            nodes.push(cursor.node());
+            let node = cursor.node();
+            kinds.push(node.kind());
+            nodes.push(node);
             if cursor.goto_first_child() {
                 continue;
             }
@@ -72,7 +78,11 @@ impl<'t> Syntax<'t> {
                     break;
                 }
                 if !cursor.goto_parent() {
-                    return Syntax { source, nodes };
+                    return Syntax {
+                        source,
+                        nodes,
+                        kinds,
+                    };
                 }
             }
         }

@@ -53,11 +53,10 @@ pub(crate) fn is_string_kind(language: Language, kind: &str) -> bool {
 pub(crate) fn tokens<'s>(language: Language, syntax: &Syntax<'s>) -> Vec<Token<'s>> {
     let mut raw: Vec<Token<'s>> = Vec::new();
     let mut skip_end = 0usize;
-    for node in &syntax.nodes {
+    for (node, &kind) in syntax.nodes.iter().zip(&syntax.kinds) {
         if node.start_byte() < skip_end {
             continue;
         }
-        let kind = node.kind();
         if is_comment_kind(kind) {
             skip_end = node.end_byte();
             continue;
@@ -104,12 +103,13 @@ pub(crate) fn tokens<'s>(language: Language, syntax: &Syntax<'s>) -> Vec<Token<'
         let key_colons: std::collections::BTreeSet<usize> = syntax
             .nodes
             .iter()
-            .filter(|n| {
-                n.kind() == ":"
+            .zip(&syntax.kinds)
+            .filter(|(n, kind)| {
+                **kind == ":"
                     && n.parent()
                         .is_some_and(|p| matches!(p.kind(), "pair" | "pair_pattern"))
             })
-            .map(|n| n.start_byte())
+            .map(|(n, _)| n.start_byte())
             .collect();
         exempt_binding_candidates(&mut tokens, &key_colons);
     }

@@ -14,8 +14,7 @@ const MAX_NLOC: usize = 60;
 const MAX_CCN: usize = 10;
 const MAX_NESTING: usize = 4;
 
-pub(super) fn check_node(ctx: &mut Ctx<'_, '_>, node: Node<'_>) {
-    let kind = node.kind();
+pub(super) fn check_node(ctx: &mut Ctx<'_, '_>, node: Node<'_>, kind: &str) {
     if is_comment_kind(kind) {
         let text = ctx.text(node);
         if has_word(text, "TODO") || has_word(text, "FIXME") {

@@ -5,8 +5,8 @@ use tree_sitter::Node;
 use super::{Ctx, looks_like_sql};
 use crate::syntax::{descendants, named_children};
 
-pub(super) fn check(ctx: &mut Ctx<'_, '_>, node: Node<'_>) {
-    match node.kind() {
+pub(super) fn check(ctx: &mut Ctx<'_, '_>, node: Node<'_>, kind: &str) {
+    match kind {
         "call_expression" => check_call(ctx, node),
         "keyed_element" => {
             let parts = named_children(node);

@@ -17,8 +17,8 @@ const QUERY_METHODS: [&str; 9] = [
     "createNativeQuery",
 ];
 
-pub(super) fn check(ctx: &mut Ctx<'_, '_>, node: Node<'_>) {
-    match node.kind() {
+pub(super) fn check(ctx: &mut Ctx<'_, '_>, node: Node<'_>, kind: &str) {
+    match kind {
         "method_invocation" => check_invocation(ctx, node),
         "object_creation_expression" => {
             if let Some(ty) = node.child_by_field_name("type") {

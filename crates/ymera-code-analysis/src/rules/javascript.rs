@@ -5,8 +5,8 @@ use tree_sitter::Node;
 use super::{Ctx, names_secret};
 use crate::syntax::{descendants, named_children};
 
-pub(super) fn check(ctx: &mut Ctx<'_, '_>, node: Node<'_>) {
-    match node.kind() {
+pub(super) fn check(ctx: &mut Ctx<'_, '_>, node: Node<'_>, kind: &str) {
+    match kind {
         "call_expression" => check_call(ctx, node),
         "new_expression" => check_new(ctx, node),
         "assignment_expression" | "augmented_assignment_expression" => check_assignment(ctx, node),

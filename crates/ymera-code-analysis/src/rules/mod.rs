@@ -144,8 +144,8 @@ pub(crate) fn looks_like_sql(text: &str) -> bool {
 /// Rule ids suppressed per 0-based line by `ymera: ignore[ID, …]` comments.
 fn suppressions(syntax: &Syntax<'_>) -> BTreeMap<usize, BTreeSet<String>> {
     let mut map: BTreeMap<usize, BTreeSet<String>> = BTreeMap::new();
-    for node in &syntax.nodes {
-        if !is_comment_kind(node.kind()) {
+    for (node, &kind) in syntax.nodes.iter().zip(&syntax.kinds) {
+        if !is_comment_kind(kind) {
             continue;
         }
         let text = syntax.text(*node);
@@ -192,15 +192,15 @@ pub(crate) fn check(
         imports,
         hits: Vec::new(),
     };
-    for node in &syntax.nodes {
+    for (node, &kind) in syntax.nodes.iter().zip(&syntax.kinds) {
         match language {
-            Language::Python => python::check(&mut ctx, *node),
-            Language::JavaScript => javascript::check(&mut ctx, *node),
-            Language::Java => java::check(&mut ctx, *node),
-            Language::Go => go::check(&mut ctx, *node),
-            Language::Rust => rust::check(&mut ctx, *node),
+            Language::Python => python::check(&mut ctx, *node, kind),
+            Language::JavaScript => javascript::check(&mut ctx, *node, kind),
+            Language::Java => java::check(&mut ctx, *node, kind),
+            Language::Go => go::check(&mut ctx, *node, kind),
+            Language::Rust => rust::check(&mut ctx, *node, kind),
         }
-        common::check_node(&mut ctx, *node);
+        common::check_node(&mut ctx, *node, kind);
     }
     common::check_functions(&mut ctx, metrics);
     let ignored = suppressions(syntax);

@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::{Ctx, looks_like_sql, names_secret};
 use crate::syntax::{Syntax, ancestors, descendants, named_children};
 
-pub(super) fn check(ctx: &mut Ctx<'_, '_>, node: Node<'_>) {
-    match node.kind() {
+pub(super) fn check(ctx: &mut Ctx<'_, '_>, node: Node<'_>, kind: &str) {
+    match kind {
         "call" => check_call(ctx, node),
         "assignment" => check_assignment(ctx, node),
         "comparison_operator" => check_comparison(ctx, node),
@@ -87,8 +87,8 @@ pub(crate) struct Imports {
 /// `from .m import x` counts as `m.x`, as bandit reads it).
 pub(crate) fn imports(syntax: &Syntax<'_>) -> Imports {
     let mut out = Imports::default();
-    for node in &syntax.nodes {
-        match node.kind() {
+    for (node, &kind) in syntax.nodes.iter().zip(&syntax.kinds) {
+        match kind {
             "import_statement" => {
                 for name in named_children(*node) {
                     if name.kind() == "aliased_import" {

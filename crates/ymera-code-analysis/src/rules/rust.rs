@@ -5,8 +5,8 @@ use tree_sitter::Node;
 use super::Ctx;
 use crate::syntax::{ancestors, children, descendants};
 
-pub(super) fn check(ctx: &mut Ctx<'_, '_>, node: Node<'_>) {
-    match node.kind() {
+pub(super) fn check(ctx: &mut Ctx<'_, '_>, node: Node<'_>, kind: &str) {
+    match kind {
         "unsafe_block" => ctx.hit("RS001", node),
         "call_expression" => check_call(ctx, node),
         "use_declaration" => {
