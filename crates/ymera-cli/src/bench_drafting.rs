@@ -966,17 +966,24 @@ fn apply_b64(doc: &Arc<Mutex<Doc>>, b64: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Where an editor's cursor may be: the first `CURSOR_REGION` UTF-16
+/// units. yrs finds an index by walking the document's blocks from the
+/// start, so random positions in a long document would make this load
+/// generator measure itself; the editors typing in one shared region also
+/// makes concurrent inserts and deletes interleave as often as possible.
+const CURSOR_REGION: usize = 64;
+
 /// One local edit (insert mostly, sometimes a short delete) → the update.
 fn local_edit(doc: &Arc<Mutex<Doc>>, rng: &mut Rng, label: &str) -> String {
     let doc = doc.lock().unwrap_or_else(|p| p.into_inner());
     let text = doc.get_or_insert_text("content");
     let mut txn = doc.transact_mut();
-    let len = text.len(&txn);
+    let len = text.len(&txn) as usize;
     if len > 40 && rng.below(5) == 0 {
-        let at = rng.below(len as usize - 3) as u32;
+        let at = rng.below((len - 3).min(CURSOR_REGION)) as u32;
         text.remove_range(&mut txn, at, 1 + rng.below(3) as u32);
     } else {
-        let at = rng.below(len as usize + 1) as u32;
+        let at = rng.below(len.min(CURSOR_REGION) + 1) as u32;
         text.insert(&mut txn, at, label);
     }
     B64.encode(txn.encode_update_v1())
