@@ -130,11 +130,6 @@ async fn bench_health(args: HealthBenchArgs, ctx: &Context) -> anyhow::Result<Ex
     let options = args.options;
     let nats = BenchNats::new(&options, ctx)?;
     let client = async_nats::connect(&nats.url).await?;
-    let echo_subject = format!(
-        "ymera.bench.echo.{}",
-        client.new_inbox().replace("_INBOX.", "")
-    );
-    let echo = spawn_raw_echo(client.clone(), echo_subject.clone()).await?;
 
     let mut config = ServiceConfig::default();
     config.nats.url = nats.url.clone();
@@ -144,25 +139,7 @@ async fn bench_health(args: HealthBenchArgs, ctx: &Context) -> anyhow::Result<Ex
     let service_client = ServiceClient::new(client.clone());
     wait_for(&service_client, "bench-example.health").await?;
 
-    let raw = client.clone();
-    let subject = echo_subject.clone();
-    let mut results = Vec::new();
-    results.push(
-        measure(
-            "raw NATS request/reply echo (baseline)",
-            &options,
-            move || {
-                let (raw, subject) = (raw.clone(), subject.clone());
-                async move {
-                    raw.request(subject, Bytes::from_static(b"ping"))
-                        .await
-                        .map(|_| ())
-                        .map_err(anyhow::Error::from)
-                }
-            },
-        )
-        .await,
-    );
+    let mut results = vec![measure_raw_echo(&client, &options).await?];
     for (label, subject, body) in [
         (
             "bench-example.health (runtime, dependency probe)",
@@ -191,7 +168,6 @@ async fn bench_health(args: HealthBenchArgs, ctx: &Context) -> anyhow::Result<Ex
     }
     shutdown.cancel();
     let _ = service.await;
-    echo.abort();
     finish_ratios(&mut results);
     report(ctx, "health", &results)?;
     let p99_ok = results[1..].iter().all(|r| r.p99_us <= 2000);
@@ -216,6 +192,48 @@ fn example_service(name: &str) -> ymera_core::runtime::ServiceBuilder {
 
 fn verdict(ok: bool) -> &'static str {
     if ok { "met" } else { "NOT met" }
+}
+
+/// The baseline of the request/reply benchmarks: a plain subscriber
+/// echoing each request, measured like any target.
+pub async fn measure_raw_echo(
+    client: &async_nats::Client,
+    options: &BenchOptions,
+) -> anyhow::Result<BenchResult> {
+    let subject = format!(
+        "ymera.bench.echo.{}",
+        client.new_inbox().replace("_INBOX.", "")
+    );
+    let echo = spawn_raw_echo(client.clone(), subject.clone()).await?;
+    let raw = client.clone();
+    let result = measure(
+        "raw NATS request/reply echo (baseline)",
+        options,
+        move || {
+            let (raw, subject) = (raw.clone(), subject.clone());
+            async move {
+                raw.request(subject, Bytes::from_static(b"ping"))
+                    .await
+                    .map(|_| ())
+                    .map_err(anyhow::Error::from)
+            }
+        },
+    )
+    .await;
+    echo.abort();
+    Ok(result)
+}
+
+/// The text of a service's `/metrics` on 127.0.0.1:`port`.
+pub async fn fetch_metrics(port: u16) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await?;
+    Ok(text)
 }
 
 /// A plain subscriber that answers every request with its body.

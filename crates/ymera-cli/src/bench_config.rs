@@ -10,7 +10,7 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 use ymera_core::client::ServiceClient;
 
-use crate::bench::{BenchOptions, finish_ratios, measure, new_histogram, report, spawn_raw_echo};
+use crate::bench::{BenchOptions, finish_ratios, measure, measure_raw_echo, new_histogram, report};
 use crate::context::Context;
 use crate::private_stack::PrivateStack;
 
@@ -50,28 +50,7 @@ pub async fn run(args: ConfigBenchArgs, ctx: &Context) -> anyhow::Result<ExitCod
         )
         .await?;
 
-    let echo_subject = format!(
-        "ymera.bench.echo.{}",
-        nats.new_inbox().replace("_INBOX.", "")
-    );
-    let echo = spawn_raw_echo(nats.clone(), echo_subject.clone()).await?;
-    let raw = nats.clone();
-    let mut results = vec![
-        measure(
-            "raw NATS request/reply echo (baseline)",
-            &args.options,
-            move || {
-                let (raw, subject) = (raw.clone(), echo_subject.clone());
-                async move {
-                    raw.request(subject, "ping".into())
-                        .await
-                        .map(|_| ())
-                        .map_err(anyhow::Error::from)
-                }
-            },
-        )
-        .await,
-    ];
+    let mut results = vec![measure_raw_echo(&nats, &args.options).await?];
     let get = client.clone();
     results.push(
         measure(
@@ -92,7 +71,6 @@ pub async fn run(args: ConfigBenchArgs, ctx: &Context) -> anyhow::Result<ExitCod
         )
         .await,
     );
-    echo.abort();
     finish_ratios(&mut results);
     report(ctx, "config", &results)?;
 
@@ -168,13 +146,7 @@ async fn notification_latency(
 
 /// hits / (hits + misses) from the service's `/metrics`.
 async fn cache_hit_rate(port: u16) -> anyhow::Result<f64> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .await?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text).await?;
+    let text = crate::bench::fetch_metrics(port).await?;
     let value = |name: &str| -> f64 {
         text.lines()
             .filter(|l| l.starts_with(name))

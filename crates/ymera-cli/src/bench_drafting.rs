@@ -766,13 +766,7 @@ async fn concurrent_analysis(
 
 /// (requests ≤ 5 ms, all requests) of `drafting.analyze` from /metrics.
 async fn analyze_buckets(port: u16) -> anyhow::Result<(f64, f64)> {
-    use tokio::io::AsyncReadExt;
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .await?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text).await?;
+    let text = crate::bench::fetch_metrics(port).await?;
     let pick = |suffix: &str| -> f64 {
         text.lines()
             .filter(|l| {

@@ -26,7 +26,7 @@ use tokio::io::AsyncWriteExt as _;
 use ymera_core::client::{Credential, ServiceClient};
 
 use crate::bench::{
-    BenchOptions, BenchResult, finish_ratios, measure, new_histogram, report, spawn_raw_echo,
+    BenchOptions, BenchResult, finish_ratios, measure, measure_raw_echo, new_histogram, report,
 };
 use crate::context::Context;
 use crate::private_stack::PrivateStack;
@@ -174,29 +174,7 @@ async fn bench(
     let jwks: Value = plain.request("security.jwks", &json!({})).await?;
 
     // a. Baseline and b. closed-loop authorize.
-    let echo_subject = format!(
-        "ymera.bench.echo.{}",
-        nats.new_inbox().replace("_INBOX.", "")
-    );
-    let echo = spawn_raw_echo(nats.clone(), echo_subject.clone()).await?;
-    let raw = nats.clone();
-    let mut results = vec![
-        measure(
-            "raw NATS request/reply echo (baseline)",
-            options,
-            move || {
-                let (raw, subject) = (raw.clone(), echo_subject.clone());
-                async move {
-                    raw.request(subject, Bytes::from_static(b"ping"))
-                        .await
-                        .map(|_| ())
-                        .map_err(anyhow::Error::from)
-                }
-            },
-        )
-        .await,
-    ];
-    echo.abort();
+    let mut results = vec![measure_raw_echo(&nats, options).await?];
     let by_key = authorize_body(&key);
     results.push(
         measure(
