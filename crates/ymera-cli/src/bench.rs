@@ -194,6 +194,21 @@ fn verdict(ok: bool) -> &'static str {
     if ok { "met" } else { "NOT met" }
 }
 
+/// The NATS URL a benchmark uses: its private stack's, else the context's.
+pub fn stack_url(stack: Option<&crate::private_stack::PrivateStack>, ctx: &Context) -> String {
+    stack
+        .map(crate::private_stack::PrivateStack::nats_url)
+        .unwrap_or_else(|| ctx.args.nats_url.clone())
+}
+
+/// Connects to `url`, naming it in the error.
+pub async fn connect(url: &str) -> anyhow::Result<async_nats::Client> {
+    use anyhow::Context as _;
+    async_nats::connect(url)
+        .await
+        .with_context(|| format!("connecting to {url}"))
+}
+
 /// The baseline of the request/reply benchmarks: a plain subscriber
 /// echoing each request, measured like any target.
 pub async fn measure_raw_echo(

@@ -12,7 +12,6 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use async_nats::jetstream;
 use bytes::Bytes;
 use futures::StreamExt;
@@ -117,13 +116,7 @@ pub async fn run(args: CommBenchArgs, ctx: &Context) -> anyhow::Result<ExitCode>
     } else {
         None
     };
-    let url = stack
-        .as_ref()
-        .map(|s| s.nats_url())
-        .unwrap_or_else(|| ctx.args.nats_url.clone());
-    let client = async_nats::connect(&url)
-        .await
-        .with_context(|| format!("connecting to {url}"))?;
+    let client = crate::bench::connect(&crate::bench::stack_url(stack.as_ref(), ctx)).await?;
     let epoch = Instant::now();
     let mut results = Vec::new();
 

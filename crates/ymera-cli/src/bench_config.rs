@@ -33,13 +33,7 @@ pub async fn run(args: ConfigBenchArgs, ctx: &Context) -> anyhow::Result<ExitCod
     } else {
         None
     };
-    let url = stack
-        .as_ref()
-        .map(|s| s.nats_url())
-        .unwrap_or_else(|| ctx.args.nats_url.clone());
-    let nats = async_nats::connect(&url)
-        .await
-        .with_context(|| format!("connecting to {url}"))?;
+    let nats = crate::bench::connect(&crate::bench::stack_url(stack.as_ref(), ctx)).await?;
     let client = ServiceClient::new(nats.clone()).with_credential(ctx.credential());
     let agent = "bench-config";
     let document = json!({"rate_limit": {"requests": 100, "period_ms": 1000}, "retry": {"max_attempts": 5}, "features": ["a", "b", "c"]});

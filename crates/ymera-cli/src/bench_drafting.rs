@@ -151,10 +151,7 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
-    let url = stack
-        .as_ref()
-        .map(PrivateStack::nats_url)
-        .unwrap_or_else(|| ctx.args.nats_url.clone());
+    let url = crate::bench::stack_url(stack.as_ref(), ctx);
     let credential = ctx.credential();
     let mut verdicts = Vec::new();
     let mut output = json!({"bench": "drafting"});

@@ -131,12 +131,7 @@ async fn bench(
     key_file: &std::path::Path,
 ) -> anyhow::Result<ExitCode> {
     let options = &args.options;
-    let url = stack
-        .map(PrivateStack::nats_url)
-        .unwrap_or_else(|| ctx.args.nats_url.clone());
-    let nats = async_nats::connect(&url)
-        .await
-        .with_context(|| format!("connecting to {url}"))?;
+    let nats = crate::bench::connect(&crate::bench::stack_url(stack, ctx)).await?;
     let admin = match stack {
         Some(_) => Some(Credential::ApiKey(
             std::fs::read_to_string(key_file)

@@ -416,13 +416,14 @@ async fn call_inbox(
     attempt: u32,
     envelope: &Envelope,
 ) -> Result<(), String> {
+    let inbox_timeout = comm.live().inbox_timeout;
     let mut headers = HeaderMap::new();
     headers.insert("Ymera-Message-Id", envelope.id.to_string().as_str());
     headers.insert(ATTEMPTS_HEADER, attempt.to_string().as_str());
     let request = async_nats::Request::new()
         .payload(body.clone())
         .headers(headers)
-        .timeout(Some(comm.live().inbox_timeout));
+        .timeout(Some(inbox_timeout));
     let reply = comm
         .client
         .send_request(format!("agent.{recipient}.inbox"), request)
@@ -435,7 +436,7 @@ async fn call_inbox(
                 }
                 RequestErrorKind::TimedOut => format!(
                     "agent.{recipient}.inbox did not answer within {} ms",
-                    comm.live().inbox_timeout.as_millis()
+                    inbox_timeout.as_millis()
                 ),
                 _ => format!("request to agent.{recipient}.inbox failed: {e}"),
             }

@@ -156,8 +156,8 @@ impl Journal {
     }
 
     fn shard(&self, id: Uuid) -> &mpsc::Sender<Job> {
-        let index = (id.as_u128() % self.shards.len().max(1) as u128) as usize;
-        &self.shards[index.min(self.shards.len() - 1)]
+        // `start` always makes WRITERS (> 0) shards.
+        &self.shards[(id.as_u128() % self.shards.len() as u128) as usize]
     }
 
     /// The pool, for queries.
@@ -392,10 +392,9 @@ async fn settler(pool: PgPool, settle: Settle) {
 
 /// Stores the overall status of `ids` (or of every row still `accepted`).
 async fn settle_statuses(pool: &PgPool, ids: Option<&[Uuid]>) -> Result<(), sqlx::Error> {
-    let filter = if ids.is_some() {
-        "h.message_id = ANY($1)"
-    } else {
-        "h.status = 'accepted'"
+    let filter = match ids {
+        Some(_) => "h.message_id = ANY($1)",
+        None => "h.status = 'accepted'",
     };
     let sql = format!(
         "UPDATE message_history m SET status = s.status FROM ( \
@@ -403,12 +402,10 @@ async fn settle_statuses(pool: &PgPool, ids: Option<&[Uuid]>) -> Result<(), sqlx
          WHERE m.message_id = s.message_id AND s.status <> 'accepted' \
            AND m.status IS DISTINCT FROM s.status"
     );
-    let ids: Vec<String> = ids.unwrap_or(&[]).iter().map(Uuid::to_string).collect();
     let query = sqlx::query(sqlx::AssertSqlSafe(sql));
-    let query = if filter.contains("$1") {
-        query.bind(ids)
-    } else {
-        query
+    let query = match ids {
+        Some(ids) => query.bind(ids.iter().map(Uuid::to_string).collect::<Vec<_>>()),
+        None => query,
     };
     query.execute(pool).await.map(|_| ())
 }
