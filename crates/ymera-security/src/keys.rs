@@ -90,11 +90,13 @@ pub async fn find(pool: &PgPool, key_id: &str) -> Result<Option<KeyRow>, sqlx::E
     .await
 }
 
-/// Inserts a key.
+/// Inserts a key and notifies every replica's key table
+/// ([`crate::keycache::CHANNEL`], delivered at commit).
 pub async fn insert(pool: &PgPool, row: &KeyRow) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO api_keys (key_id, secret_hash, owner, tenant, permissions, description, \
-         created_by, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        "WITH inserted AS (INSERT INTO api_keys (key_id, secret_hash, owner, tenant, permissions, description, \
+         created_by, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING key_id) \
+         SELECT pg_notify($10, key_id) FROM inserted",
     )
     .bind(&row.key_id)
     .bind(&row.secret_hash)
@@ -105,6 +107,7 @@ pub async fn insert(pool: &PgPool, row: &KeyRow) -> Result<(), sqlx::Error> {
     .bind(&row.created_by)
     .bind(row.created_at)
     .bind(row.expires_at)
+    .bind(crate::keycache::CHANNEL)
     .execute(pool)
     .await
     .map(|_| ())
@@ -130,13 +133,17 @@ pub async fn list(
     .await
 }
 
-/// Marks a key revoked (idempotent) and returns it.
+/// Marks a key revoked (idempotent) and returns it; every replica's key
+/// table is notified in the same statement (delivered at commit).
 pub async fn revoke(pool: &PgPool, key_id: &str) -> Result<Option<KeyRow>, sqlx::Error> {
     sqlx::query_as(concat!(
-        "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, now()) WHERE key_id = $1 RETURNING ",
-        columns!()
+        "WITH revoked AS (UPDATE api_keys SET revoked_at = COALESCE(revoked_at, now()) \
+         WHERE key_id = $1 RETURNING ",
+        columns!(),
+        ") SELECT *, pg_notify($2, key_id) AS notified FROM revoked"
     ))
     .bind(key_id)
+    .bind(crate::keycache::CHANNEL)
     .fetch_optional(pool)
     .await
 }
@@ -151,11 +158,15 @@ impl UsageCounter {
     /// Counts one use of `key_id` now. Returns true when the buffer is
     /// full and should be flushed early.
     pub fn record(&self, key_id: &str) -> bool {
-        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         let now = Utc::now();
-        let entry = pending.entry(key_id.to_owned()).or_insert((0, now));
-        entry.0 += 1;
-        entry.1 = now;
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        // No allocation for a key already counted since the last flush.
+        if let Some(entry) = pending.get_mut(key_id) {
+            entry.0 += 1;
+            entry.1 = now;
+            return false;
+        }
+        pending.insert(key_id.to_owned(), (1, now));
         pending.len() >= MAX_PENDING_USAGE
     }
 

@@ -6,6 +6,7 @@
 //! - [`token`]: issuing and strictly verifying JWTs.
 //! - [`events`]: scrubbed, published, batch-persisted security events.
 //! - [`keys`]: API key records and the batched usage counter.
+//! - [`keycache`]: the in-memory API key table, kept current with LISTEN/NOTIFY.
 //! - [`state`]: authentication and authorization decisions.
 //! - [`service`]: the NATS endpoints.
 //!
@@ -16,6 +17,7 @@
 
 pub mod apikey;
 pub mod events;
+pub mod keycache;
 pub mod keys;
 pub mod service;
 pub mod signing;
@@ -317,7 +319,14 @@ pub async fn build_state(
     let (events, rx) = events::EventRecorder::new(rt.client().clone());
     let shutdown = rt.shutdown_token();
     tokio::spawn(events::run_writer(pool.clone(), rx, shutdown.clone()));
+    let key_table = Arc::new(keycache::KeyCache::default());
+    tokio::spawn(keycache::run_listener(
+        pool.clone(),
+        key_table.clone(),
+        shutdown.clone(),
+    ));
     let state = Arc::new(SecurityState {
+        key_table,
         pool,
         redis: rt.redis().cloned(),
         pepper,

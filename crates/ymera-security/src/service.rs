@@ -26,6 +26,8 @@ pub const DEFAULT_KEY_DAYS: i64 = 30;
 pub const MAX_KEY_DAYS: i64 = 365;
 /// Most permissions on one key.
 pub const MAX_PERMISSIONS: usize = 32;
+/// Longest wait of `security.keys.revoke` for its own key-table notification.
+pub const REVOCATION_SYNC_LIMIT: Duration = Duration::from_secs(2);
 /// Tokens one key may be issued per minute.
 pub const TOKENS_PER_MINUTE: u32 = 60;
 
@@ -314,10 +316,23 @@ async fn keys_revoke(state: SharedState, req: ServiceRequest) -> Result<Reply> {
             .await;
         return Err(Error::not_found("no such key"));
     }
+    // The statement notifies every replica's key table at commit. This
+    // replica applies the change at once and answers once its own
+    // listener has the notification too (sent to all replicas together).
+    state.key_table.expect(&body.key_id);
     let row = keys::revoke(&state.pool, &body.key_id)
         .await
         .map_err(db)?
         .ok_or_else(|| Error::not_found("no such key"))?;
+    state.key_table.apply_local(&row);
+    if !state
+        .key_table
+        .wait_seen(&row.key_id, REVOCATION_SYNC_LIMIT)
+        .await
+        && state.key_table.is_live()
+    {
+        tracing::warn!(key_id = %row.key_id, "revocation notification not seen in time");
+    }
     if existing.revoked_at.is_none() {
         state
             .record(

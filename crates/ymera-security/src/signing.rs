@@ -89,6 +89,8 @@ pub struct SigningKey {
     pub kid: String,
     /// Raw 32-byte public key.
     pub public: [u8; 32],
+    /// The public key decompressed once, for verification.
+    pub verifying: ed25519_dalek::VerifyingKey,
     /// PKCS#8 DER of the private key, when it could be opened.
     pkcs8: Option<Vec<u8>>,
     /// Creation time.
@@ -116,11 +118,6 @@ impl SigningKey {
         self.pkcs8
             .as_deref()
             .map(jsonwebtoken::EncodingKey::from_ed_der)
-    }
-
-    /// The decoding key for jsonwebtoken (raw public key bytes).
-    pub fn decoding_key(&self) -> jsonwebtoken::DecodingKey {
-        jsonwebtoken::DecodingKey::from_ed_der(&self.public)
     }
 
     /// The JWK of the public half.
@@ -205,7 +202,10 @@ impl KeyRing {
         .await?;
         let mut keys = Vec::with_capacity(rows.len());
         for row in rows {
-            let Ok(public) = <[u8; 32]>::try_from(row.public_key.as_slice()) else {
+            let Some((public, verifying)) = <[u8; 32]>::try_from(row.public_key.as_slice())
+                .ok()
+                .and_then(|p| Some((p, ed25519_dalek::VerifyingKey::from_bytes(&p).ok()?)))
+            else {
                 tracing::warn!(kid = %row.kid, "signing key with a malformed public key skipped");
                 continue;
             };
@@ -227,6 +227,7 @@ impl KeyRing {
             keys.push(SigningKey {
                 kid: row.kid,
                 public,
+                verifying,
                 pkcs8,
                 created_at: row.created_at,
                 retire_at: row.retire_at,
@@ -301,11 +302,23 @@ impl KeyRing {
             .cloned()
     }
 
-    /// An unexpired key by id; on a miss for a well-formed id (a key
-    /// another replica created a moment ago), reloads the ring — at most
-    /// once a second, so unknown `kid`s cannot flood PostgreSQL.
-    pub async fn verifier_or_reload(&self, kid: &str) -> Option<SigningKey> {
-        if let Some(key) = self.verifier(kid) {
+    /// The verifying key of an unexpired key by id (no clone of the rest).
+    pub fn verifying_key(&self, kid: &str) -> Option<ed25519_dalek::VerifyingKey> {
+        let now = Utc::now();
+        self.keys
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .find(|k| k.kid == kid && k.expires_at > now)
+            .map(|k| k.verifying)
+    }
+
+    /// The verifying key of an unexpired key by id; on a miss for a
+    /// well-formed id (a key another replica created a moment ago), reloads
+    /// the ring — at most once a second, so unknown `kid`s cannot flood
+    /// PostgreSQL.
+    pub async fn verifying_key_or_reload(&self, kid: &str) -> Option<ed25519_dalek::VerifyingKey> {
+        if let Some(key) = self.verifying_key(kid) {
             return Some(key);
         }
         if !(kid.starts_with("ed-") && kid.len() == 35) {
@@ -323,7 +336,7 @@ impl KeyRing {
             due
         };
         if due && self.reload().await.is_ok() {
-            return self.verifier(kid);
+            return self.verifying_key(kid);
         }
         None
     }

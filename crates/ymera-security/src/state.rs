@@ -13,6 +13,7 @@ use ymera_core::ratelimit::RateLimiter;
 
 use crate::apikey::{self, Pepper, PresentedKey};
 use crate::events::{EventRecorder, SecurityEvent};
+use crate::keycache::{CachedKey, KeyCache};
 use crate::keys::{self, UsageCounter};
 use crate::signing::KeyRing;
 use crate::token::{self, Claims, TokenRejection};
@@ -94,6 +95,7 @@ pub struct SecurityState {
     pub(crate) events: EventRecorder,
     pub(crate) limiter: RateLimiter,
     pub(crate) usage: UsageCounter,
+    pub(crate) key_table: Arc<KeyCache>,
 }
 
 /// A shared handle.
@@ -157,61 +159,86 @@ impl SecurityState {
         Denial { reason }
     }
 
-    /// Checks an API key. Every presented key takes the same path: parse
-    /// (malformed → dummy id/secret), one database lookup, one HMAC, one
-    /// constant-time comparison against the stored or a dummy digest; the
-    /// outcomes are combined as `subtle::Choice`s before any branch.
+    /// The in-memory API key table.
+    pub fn key_table(&self) -> &KeyCache {
+        &self.key_table
+    }
+
+    /// Checks an API key. A valid key is answered from the in-memory key
+    /// table (kept current by PostgreSQL notifications, see
+    /// [`crate::keycache`]); every refused key takes one and the same path:
+    /// parse (malformed → dummy id/secret), table lookup, one HMAC, a
+    /// constant-time comparison against the table's digest or a dummy
+    /// digest, then — because that did not match — one PostgreSQL lookup
+    /// and a second constant-time comparison against the stored or a dummy
+    /// digest (which also accepts a key created on another replica a moment
+    /// ago, before its notification arrived). Outcomes are combined as
+    /// `subtle::Choice`s before any branch; unknown ids, wrong secrets, bad
+    /// checksums and truncated keys all end in the same refusal.
     pub async fn check_api_key(&self, presented: &str) -> Result<Result<Principal, Denial>, Error> {
         let parsed = PresentedKey::parse(presented);
-        let row = keys::find(&self.pool, &parsed.key_id).await.map_err(db)?;
         let actual = self.pepper.hash(&parsed.secret);
-        let expected: apikey::Digest = row
+        let well_formed = Choice::from(u8::from(parsed.well_formed));
+        let cached = self.key_table.get(&parsed.key_id);
+        let expected = cached
             .as_ref()
-            .and_then(|r| <[u8; 32]>::try_from(r.secret_hash.as_slice()).ok())
-            .unwrap_or(apikey::DUMMY_DIGEST);
+            .map_or(apikey::DUMMY_DIGEST, |k| k.secret_hash);
         let matches = apikey::digests_equal(&actual, &expected)
-            & Choice::from(u8::from(parsed.well_formed))
-            & Choice::from(u8::from(row.is_some()));
-        let row = match row {
-            Some(row) if bool::from(matches) => row,
+            & well_formed
+            & Choice::from(u8::from(cached.is_some()));
+        let key = match cached {
+            Some(key) if bool::from(matches) => key,
             _ => {
-                let event = SecurityEvent::new(
-                    "invalid_api_key",
-                    serde_json::json!({"key": apikey::redact(presented)}),
-                );
-                return Ok(Err(self
-                    .deny("invalid_api_key", "invalid_api_key", event)
-                    .await));
+                let row = keys::find(&self.pool, &parsed.key_id).await.map_err(db)?;
+                let expected: apikey::Digest = row
+                    .as_ref()
+                    .and_then(|r| <[u8; 32]>::try_from(r.secret_hash.as_slice()).ok())
+                    .unwrap_or(apikey::DUMMY_DIGEST);
+                let matches = apikey::digests_equal(&actual, &expected)
+                    & well_formed
+                    & Choice::from(u8::from(row.is_some()));
+                match row.filter(|_| bool::from(matches)).and_then(CachedKey::of) {
+                    Some(key) => Arc::new(key),
+                    None => {
+                        let event = SecurityEvent::new(
+                            "invalid_api_key",
+                            serde_json::json!({"key": apikey::redact(presented)}),
+                        );
+                        return Ok(Err(self
+                            .deny("invalid_api_key", "invalid_api_key", event)
+                            .await));
+                    }
+                }
             }
         };
         let who = |t: &'static str| {
             SecurityEvent::new(t, serde_json::json!({})).with_principal(
-                Some(&row.owner),
-                Some(&row.tenant),
-                Some(&row.key_id),
+                Some(&key.owner),
+                Some(&key.tenant),
+                Some(&key.key_id),
             )
         };
-        if row.revoked_at.is_some() {
+        if key.revoked_at.is_some() {
             return Ok(Err(self
                 .deny("revoked_key", "revoked_key", who("revoked_key"))
                 .await));
         }
-        if row.expires_at <= Utc::now() {
+        if key.expires_at <= Utc::now() {
             return Ok(Err(self
                 .deny("expired_key", "expired_key", who("expired_key"))
                 .await));
         }
-        if self.usage.record(&row.key_id) {
+        if self.usage.record(&key.key_id) {
             let _ = self.usage.flush(&self.pool).await;
         }
         Ok(Ok(Principal {
             kind: "api_key".into(),
-            owner: row.owner,
-            tenant: row.tenant,
-            key_id: row.key_id,
-            permissions: row.permissions,
+            owner: key.owner.clone(),
+            tenant: key.tenant.clone(),
+            key_id: key.key_id.clone(),
+            permissions: key.permissions.clone(),
             jti: None,
-            expires_at: row.expires_at,
+            expires_at: key.expires_at,
         }))
     }
 

@@ -5,14 +5,18 @@
 //! `alg` other than exactly `EdDSA` (so `none`, `None`, `HS256` signed with
 //! the public key, … are refused), a missing or malformed `kid`, a `kid` not
 //! in the key ring, and a `crit` header. `jku`, `x5u`, `jwk` and `x5c` are
-//! never read: keys come only from our own ring. jsonwebtoken then checks
-//! the signature, `exp`, `nbf` (numeric only: a string `exp` is refused),
-//! `iss`, `aud` and the required claims.
+//! never read: keys come only from our own ring. Then the signature is
+//! checked with ed25519-dalek against the key's decompressed point (built
+//! once per key, not per token), and only then are the claims decoded:
+//! `exp`, `nbf` (numeric only: a string `exp` is refused), `iss`, `aud` and
+//! the required claims. jsonwebtoken signs; verification no longer goes
+//! through it (it re-decoded the header, rebuilt the key from bytes and
+//! deserialized the claims twice on every call).
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::errors::ErrorKind as JwtErrorKind;
-use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation};
+use ed25519_dalek::{Signature, Verifier as _, VerifyingKey};
+use jsonwebtoken::{Algorithm, Header};
 use serde::{Deserialize, Serialize};
 
 use crate::signing::KeyRing;
@@ -138,8 +142,15 @@ fn valid_kid(kid: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-/// Checks the header alone: returns the `kid`.
-pub fn check_header(token: &str) -> Result<String, TokenRejection> {
+/// The three segments of a compact JWS after the shape checks: size,
+/// exactly three non-empty base64url segments, a header of at most 1 KiB.
+struct Segments<'a> {
+    header: &'a str,
+    payload: &'a str,
+    signature: &'a str,
+}
+
+fn segments(token: &str) -> Result<Segments<'_>, TokenRejection> {
     if token.len() > MAX_TOKEN_LEN {
         return Err(TokenRejection::TooLong);
     }
@@ -157,12 +168,23 @@ pub fn check_header(token: &str) -> Result<String, TokenRejection> {
     if !b64url(header) || !b64url(payload) || !b64url(signature) || header.len() > 1024 {
         return Err(TokenRejection::Malformed);
     }
+    Ok(Segments {
+        header,
+        payload,
+        signature,
+    })
+}
+
+/// The `kid` of a base64url header segment, after the header checks.
+fn header_kid(header: &str) -> Result<String, TokenRejection> {
     let raw = URL_SAFE_NO_PAD
         .decode(header)
         .map_err(|_| TokenRejection::Malformed)?;
     let value: serde_json::Value =
         serde_json::from_slice(&raw).map_err(|_| TokenRejection::Malformed)?;
-    let object = value.as_object().ok_or(TokenRejection::Malformed)?;
+    let serde_json::Value::Object(mut object) = value else {
+        return Err(TokenRejection::Malformed);
+    };
     // Exactly "EdDSA": case-sensitive, a JSON string.
     if object.get("alg").and_then(|a| a.as_str()) != Some("EdDSA") {
         return Err(TokenRejection::BadAlgorithm);
@@ -175,51 +197,99 @@ pub fn check_header(token: &str) -> Result<String, TokenRejection> {
     {
         return Err(TokenRejection::Malformed);
     }
-    match object.get("kid").and_then(|k| k.as_str()) {
-        Some(kid) if valid_kid(kid) => Ok(kid.to_owned()),
+    // Header parameters we never use must still have their registered
+    // types (as jsonwebtoken's header parsing required).
+    let strings = ["cty", "jku", "x5u", "x5t", "x5t#S256"];
+    if strings
+        .iter()
+        .any(|name| object.get(*name).is_some_and(|v| !v.is_string()))
+        || object.get("jwk").is_some_and(|v| !v.is_object())
+        || object.get("x5c").is_some_and(|v| {
+            v.as_array()
+                .is_none_or(|items| items.iter().any(|i| !i.is_string()))
+        })
+    {
+        return Err(TokenRejection::Malformed);
+    }
+    match object.remove("kid") {
+        Some(serde_json::Value::String(kid)) if valid_kid(&kid) => Ok(kid),
         _ => Err(TokenRejection::UnknownKey),
     }
 }
 
+/// Checks the header alone: returns the `kid`.
+pub fn check_header(token: &str) -> Result<String, TokenRejection> {
+    header_kid(segments(token)?.header)
+}
+
 /// Verifies everything but the deny-list.
 pub async fn verify(ring: &KeyRing, token: &str) -> Result<Claims, TokenRejection> {
-    let kid = check_header(token)?;
+    let parts = segments(token)?;
+    let kid = header_kid(parts.header)?;
     let key = ring
-        .verifier_or_reload(&kid)
+        .verifying_key_or_reload(&kid)
         .await
         .ok_or(TokenRejection::UnknownKey)?;
-    verify_signed(token, &key.decoding_key())
+    verify_segments(token, &parts, &key)
 }
 
 /// The checks after the header: signature with `key`, numeric `exp`/`nbf`
 /// (with [`LEEWAY_SECONDS`]), `iss`, `aud` and the required claims. Call
 /// [`check_header`] first (it picks the key); [`verify`] and
 /// [`JwksVerifier::verify`] both do.
-pub fn verify_signed(token: &str, key: &DecodingKey) -> Result<Claims, TokenRejection> {
-    let mut validation = Validation::new(Algorithm::EdDSA);
-    validation.set_issuer(&[ISSUER]);
-    validation.set_audience(&[AUDIENCE]);
-    validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
-    validation.validate_nbf = true;
-    validation.validate_exp = true;
-    validation.leeway = LEEWAY_SECONDS;
-    let data = jsonwebtoken::decode::<Claims>(token, key, &validation).map_err(|err| match err
-        .kind()
-    {
-        JwtErrorKind::ExpiredSignature => TokenRejection::Expired,
-        JwtErrorKind::ImmatureSignature => TokenRejection::NotYetValid,
-        JwtErrorKind::InvalidIssuer => TokenRejection::WrongIssuer,
-        JwtErrorKind::InvalidAudience => TokenRejection::WrongAudience,
-        JwtErrorKind::InvalidSignature => TokenRejection::BadSignature,
-        JwtErrorKind::InvalidAlgorithm
-        | JwtErrorKind::InvalidAlgorithmName
-        | JwtErrorKind::MissingAlgorithm => TokenRejection::BadAlgorithm,
-        JwtErrorKind::MissingRequiredClaim(_)
-        | JwtErrorKind::InvalidClaimFormat(_)
-        | JwtErrorKind::Json(_) => TokenRejection::BadClaims,
-        _ => TokenRejection::Malformed,
-    })?;
-    Ok(data.claims)
+pub fn verify_signed(token: &str, key: &VerifyingKey) -> Result<Claims, TokenRejection> {
+    verify_segments(token, &segments(token)?, key)
+}
+
+/// Seconds since the Unix epoch (0 if the clock is before it).
+fn now_seconds() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Signature first (over the untouched `header.payload` text, with the
+/// decompressed key: no per-call point decompression), then the payload is
+/// decoded once and deserialized once into [`Claims`] (every field
+/// required, `exp`/`nbf`/`iat` integers: a string `exp` is refused), then
+/// `exp`, `nbf`, `iss`, `aud`. The same order and outcomes as
+/// jsonwebtoken's `decode` with `Validation::new(EdDSA)`, the spec claims
+/// `exp nbf iss aud sub` required and [`LEEWAY_SECONDS`] of leeway, which
+/// this replaces on the hot path.
+fn verify_segments(
+    token: &str,
+    parts: &Segments<'_>,
+    key: &VerifyingKey,
+) -> Result<Claims, TokenRejection> {
+    let signature = URL_SAFE_NO_PAD
+        .decode(parts.signature)
+        .map_err(|_| TokenRejection::Malformed)?;
+    let signature = Signature::from_slice(&signature).map_err(|_| TokenRejection::BadSignature)?;
+    let signed = &token[..parts.header.len() + 1 + parts.payload.len()];
+    key.verify(signed.as_bytes(), &signature)
+        .map_err(|_| TokenRejection::BadSignature)?;
+    let payload = URL_SAFE_NO_PAD
+        .decode(parts.payload)
+        .map_err(|_| TokenRejection::Malformed)?;
+    let claims: Claims = serde_json::from_slice(&payload).map_err(|_| TokenRejection::BadClaims)?;
+    // Negative times are not NumericDates.
+    let (Ok(exp), Ok(nbf)) = (u64::try_from(claims.exp), u64::try_from(claims.nbf)) else {
+        return Err(TokenRejection::BadClaims);
+    };
+    let now = now_seconds();
+    if exp < now.saturating_sub(LEEWAY_SECONDS) {
+        return Err(TokenRejection::Expired);
+    }
+    if nbf > now.saturating_add(LEEWAY_SECONDS) {
+        return Err(TokenRejection::NotYetValid);
+    }
+    if claims.iss != ISSUER {
+        return Err(TokenRejection::WrongIssuer);
+    }
+    if claims.aud != AUDIENCE {
+        return Err(TokenRejection::WrongAudience);
+    }
+    Ok(claims)
 }
 
 /// Most keys a [`JwksVerifier`] takes from one JWKS document.
@@ -228,7 +298,8 @@ pub const MAX_JWKS_KEYS: usize = 64;
 /// Local verification for other services: the public keys of a
 /// `security.jwks` answer, and exactly the checks the security service
 /// makes ([`check_header`] then [`verify_signed`]), without a network round
-/// trip. It does not see the deny-list (revoked `jti`s, revoked keys):
+/// trip. Each key is decompressed once, when the verifier is built. It does
+/// not see the deny-list (revoked `jti`s, revoked keys):
 /// callers that must honour revocation within less than the token lifetime
 /// subscribe to `events.security.token_revoked` / `events.security.key_revoked`
 /// or ask `security.authorize` (see the README). Rebuild it from a fresh
@@ -236,7 +307,7 @@ pub const MAX_JWKS_KEYS: usize = 64;
 /// [`TokenRejection::UnknownKey`] (rate-limit those refetches).
 #[derive(Clone)]
 pub struct JwksVerifier {
-    keys: Vec<(String, DecodingKey)>,
+    keys: Vec<(String, VerifyingKey)>,
 }
 
 impl std::fmt::Debug for JwksVerifier {
@@ -251,9 +322,10 @@ impl std::fmt::Debug for JwksVerifier {
 }
 
 impl JwksVerifier {
-    /// The Ed25519 keys (`kty` `OKP`, `crv` `Ed25519`, 32-byte `x`, a
-    /// well-formed `kid`) of a JWKS document; other entries are skipped.
-    /// `None` when the document is not a JWKS or holds no usable key.
+    /// The Ed25519 keys (`kty` `OKP`, `crv` `Ed25519`, 32-byte `x` that is
+    /// a valid curve point, a well-formed `kid`) of a JWKS document; other
+    /// entries are skipped. `None` when the document is not a JWKS or holds
+    /// no usable key.
     pub fn from_jwks(jwks: &serde_json::Value) -> Option<JwksVerifier> {
         let entries = jwks.get("keys")?.as_array()?;
         let mut keys = Vec::new();
@@ -271,10 +343,16 @@ impl JwksVerifier {
             let Ok(public) = URL_SAFE_NO_PAD.decode(x) else {
                 continue;
             };
-            if !valid_kid(kid) || public.len() != 32 {
+            let Ok(public) = <[u8; 32]>::try_from(public.as_slice()) else {
+                continue;
+            };
+            let Ok(key) = VerifyingKey::from_bytes(&public) else {
+                continue;
+            };
+            if !valid_kid(kid) {
                 continue;
             }
-            keys.push((kid.to_owned(), DecodingKey::from_ed_der(&public)));
+            keys.push((kid.to_owned(), key));
         }
         (!keys.is_empty()).then_some(JwksVerifier { keys })
     }
@@ -286,14 +364,15 @@ impl JwksVerifier {
 
     /// Verifies `token` locally: everything [`verify`] checks.
     pub fn verify(&self, token: &str) -> Result<Claims, TokenRejection> {
-        let kid = check_header(token)?;
+        let parts = segments(token)?;
+        let kid = header_kid(parts.header)?;
         let key = self
             .keys
             .iter()
             .find(|(k, _)| *k == kid)
             .map(|(_, key)| key)
             .ok_or(TokenRejection::UnknownKey)?;
-        verify_signed(token, key)
+        verify_segments(token, &parts, key)
     }
 }
 

@@ -4,6 +4,7 @@
 
 mod common;
 mod keys;
+mod keytable;
 mod ratelimit;
 mod revocation;
 mod tokens;

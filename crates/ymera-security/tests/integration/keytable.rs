@@ -1,0 +1,119 @@
+//! The in-memory API key table of each replica: a key created on one
+//! replica works on another at once, a revocation on one replica is refused
+//! by the other immediately after the revoke call returns, and a replica
+//! whose notification connection is cut stops trusting its table, reloads
+//! it, and sees a revocation made meanwhile by plain SQL.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use ymera_testkit::NatsServer;
+
+use crate::common::{SecurityService, Servers, start_security};
+
+async fn authorize(svc: &SecurityService, credential: &str) -> Value {
+    svc.client
+        .request(
+            "security.authorize",
+            &json!({"credential": credential, "permission": "config:read"}),
+        )
+        .await
+        .unwrap()
+}
+
+async fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if check() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+#[tokio::test]
+async fn key_table_follows_creations_and_revocations_on_every_replica() {
+    let servers = Servers::start(false);
+    let nats_b = NatsServer::start().unwrap();
+    let a = start_security(servers.config()).await;
+    let b = start_security(servers.config_on(&nats_b)).await;
+    wait_until("both key tables are live", || {
+        a.state.key_table().is_live() && b.state.key_table().is_live()
+    })
+    .await;
+
+    for round in 0..10 {
+        let (key, key_id) = a
+            .create_key(&format!("user{round}"), "acme", &["config:read"])
+            .await;
+        // Created on A, used on B at once: granted (from B's table, or from
+        // PostgreSQL if B's notification is still on its way).
+        let answer = authorize(&b, &key).await;
+        assert_eq!(answer["allowed"], true, "round {round}: {answer}");
+        assert_eq!(answer["principal"]["key_id"], key_id.as_str());
+        // The creation notification reaches B's table.
+        wait_until("B's table holds the new key", || {
+            b.state.key_table().get(&key_id).is_some()
+        })
+        .await;
+        assert_eq!(authorize(&b, &key).await["allowed"], true);
+
+        let revoked: Value = a
+            .admin()
+            .request("security.keys.revoke", &json!({"key_id": key_id}))
+            .await
+            .unwrap();
+        assert_eq!(revoked["status"], "revoked");
+        // Immediately after the revoke call returns, on both replicas.
+        for (name, svc) in [("a", &a), ("b", &b)] {
+            let answer = authorize(svc, &key).await;
+            assert_eq!(answer["allowed"], false, "round {round} on {name}");
+            assert_eq!(answer["reason"], "revoked_key", "round {round} on {name}");
+        }
+    }
+
+    // Cut every notification connection: the replicas stop trusting their
+    // tables (keys are checked in PostgreSQL meanwhile), reconnect and reload.
+    let (key, key_id) = a.create_key("erin", "acme", &["config:read"]).await;
+    wait_until("B's table holds erin's key", || {
+        b.state.key_table().get(&key_id).is_some()
+    })
+    .await;
+    let terminated: Vec<(bool,)> = sqlx::query_as(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE query LIKE 'LISTEN%' AND pid <> pg_backend_pid()",
+    )
+    .fetch_all(&a.pool)
+    .await
+    .unwrap();
+    assert_eq!(terminated.len(), 2, "one listener per replica");
+    wait_until("B notices the lost listener", || {
+        !b.state.key_table().is_live()
+    })
+    .await;
+    // A revocation by plain SQL (no notification) while B is reconnecting.
+    sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE key_id = $1")
+        .bind(&key_id)
+        .execute(&a.pool)
+        .await
+        .unwrap();
+    let answer = authorize(&b, &key).await;
+    assert_eq!(answer["reason"], "revoked_key", "{answer}");
+    wait_until("B's table is live again", || b.state.key_table().is_live()).await;
+    let answer = authorize(&b, &key).await;
+    assert_eq!(answer["reason"], "revoked_key", "{answer}");
+    // And notifications flow again after the reconnect.
+    let (key, key_id) = a.create_key("frank", "acme", &["config:read"]).await;
+    wait_until("B's table holds frank's key", || {
+        b.state.key_table().get(&key_id).is_some()
+    })
+    .await;
+    a.admin()
+        .request::<_, Value>("security.keys.revoke", &json!({"key_id": key_id}))
+        .await
+        .unwrap();
+    assert_eq!(authorize(&b, &key).await["reason"], "revoked_key");
+
+    b.stop().await;
+    a.stop().await;
+}
