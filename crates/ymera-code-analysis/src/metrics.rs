@@ -372,6 +372,27 @@ fn structural_conditions(language: Language, node: Node<'_>, kind: &str) -> usiz
         (Language::Rust, "let_declaration") => {
             usize::from(node.child_by_field_name("alternative").is_some())
         }
+        // Inside a macro (token trees) there is no `match_block`: lizard counts
+        // the `=>` of the first `{ … }` after `match`, beyond the first.
+        (Language::Rust, "match") if node.parent().is_some_and(|p| p.kind() == "token_tree") => {
+            let mut next = node.next_sibling();
+            while let Some(sibling) = next {
+                if sibling.kind() == "token_tree"
+                    && sibling.child(0).is_some_and(|c| c.kind() == "{")
+                {
+                    return children(sibling)
+                        .iter()
+                        .filter(|c| c.kind() == "=>")
+                        .count()
+                        .saturating_sub(1);
+                }
+                if matches!(sibling.kind(), ";" | "match") {
+                    break;
+                }
+                next = sibling.next_sibling();
+            }
+            0
+        }
         _ => 0,
     }
 }

@@ -49,6 +49,36 @@ pub(crate) fn is_string_kind(language: Language, kind: &str) -> bool {
     }
 }
 
+/// A Python string with `{…}` interpolations (an f-string that has some).
+fn has_interpolation(node: tree_sitter::Node<'_>) -> bool {
+    let mut cursor = node.walk();
+    node.children(&mut cursor)
+        .any(|c| c.kind() == "interpolation")
+}
+
+/// The separator between a `token_repetition`'s `)` and its `*`/`+`/`?`.
+fn repetition_separator<'s>(syntax: &Syntax<'s>, op: tree_sitter::Node<'_>) -> Option<Token<'s>> {
+    if op.parent()?.kind() != "token_repetition" {
+        return None;
+    }
+    let close = op.prev_sibling().filter(|p| p.kind() == ")")?;
+    let gap = syntax.source.get(close.end_byte()..op.start_byte())?;
+    let text = gap.trim();
+    if text.is_empty() {
+        return None;
+    }
+    let start = close.end_byte() + (gap.len() - gap.trim_start().len());
+    Some(Token {
+        text: syntax.source.get(start..start + text.len())?,
+        kind: TokenKind::Punct,
+        start_byte: start,
+        end_byte: start + text.len(),
+        start_row: op.start_position().row,
+        end_row: op.start_position().row,
+        exempt: false,
+    })
+}
+
 /// The code tokens of a file in source order (no comments, strings whole).
 pub(crate) fn tokens<'s>(language: Language, syntax: &Syntax<'s>) -> Vec<Token<'s>> {
     let mut raw: Vec<Token<'s>> = Vec::new();
@@ -61,7 +91,27 @@ pub(crate) fn tokens<'s>(language: Language, syntax: &Syntax<'s>) -> Vec<Token<'
             skip_end = node.end_byte();
             continue;
         }
-        let is_string = is_string_kind(language, kind);
+        // Python f-string interpolations are code to lizard (its tokenizer
+        // re-reads each `{…}`): the string's pieces stay opaque, the
+        // expressions inside are tokens like any other.
+        if language == Language::Python && kind == "string" && has_interpolation(*node) {
+            continue;
+        }
+        if language == Language::Python && kind == "interpolation" {
+            continue;
+        }
+        let is_string = is_string_kind(language, kind)
+            || (language == Language::Python
+                && matches!(
+                    kind,
+                    "string_start" | "string_content" | "string_end" | "format_specifier"
+                ));
+        if language == Language::Python
+            && matches!(kind, "{" | "}")
+            && node.parent().is_some_and(|p| p.kind() == "interpolation")
+        {
+            continue;
+        }
         if !is_string && node.child_count() > 0 {
             continue;
         }
@@ -74,6 +124,14 @@ pub(crate) fn tokens<'s>(language: Language, syntax: &Syntax<'s>) -> Vec<Token<'
         let text = syntax.text(*node);
         if text.trim().is_empty() {
             continue;
+        }
+        // Rust: tree-sitter keeps no node for a macro repetition's separator
+        // (the `&&` of `$( … ) && *`); lizard reads it as a token.
+        if language == Language::Rust
+            && matches!(kind, "*" | "+" | "?")
+            && let Some(separator) = repetition_separator(syntax, *node)
+        {
+            raw.push(separator);
         }
         let kind = if is_string {
             TokenKind::Str

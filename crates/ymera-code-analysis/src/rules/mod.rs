@@ -7,6 +7,7 @@ mod common;
 mod go;
 mod java;
 mod javascript;
+mod nosec;
 mod python;
 mod rust;
 
@@ -141,7 +142,8 @@ pub(crate) fn looks_like_sql(text: &str) -> bool {
         || (has("select") && has("from") && has("where"))
 }
 
-/// Rule ids suppressed per 0-based line by `ymera: ignore[ID, …]` comments.
+/// Rule ids suppressed per 0-based line by `ymera: ignore[ID, …]` comments
+/// (Python's `# nosec` is read by `nosec`).
 fn suppressions(syntax: &Syntax<'_>) -> BTreeMap<usize, BTreeSet<String>> {
     let mut map: BTreeMap<usize, BTreeSet<String>> = BTreeMap::new();
     for (node, &kind) in syntax.nodes.iter().zip(&syntax.kinds) {
@@ -204,6 +206,11 @@ pub(crate) fn check(
     }
     common::check_functions(&mut ctx, metrics);
     let ignored = suppressions(syntax);
+    let nosec = if language == Language::Python {
+        nosec::lines(syntax)
+    } else {
+        BTreeMap::new()
+    };
     let source = syntax.source;
     let lines: Vec<&str> = source.lines().collect();
     let mut seen = BTreeSet::new();
@@ -218,6 +225,9 @@ pub(crate) fn check(
             .get(&hit.row)
             .is_some_and(|ids| ids.contains(hit.rule) || ids.contains("*"))
         {
+            continue;
+        }
+        if nosec::suppresses(&nosec, hit.rule, hit.row, hit.end_row) {
             continue;
         }
         let Some(info) = catalogue::rule(hit.rule) else {

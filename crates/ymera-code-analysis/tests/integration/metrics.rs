@@ -142,7 +142,7 @@ fn conditions_in_strings_and_comments_do_not_count() {
 
 #[test]
 fn rust_functions_inside_macros_match_lizard() {
-    // `fn $name` is not a function to lizard; the others are.
+    // `fn $name` is not a function to lizard; the others are (figures: lizard 1.24.3).
     check(
         "macros.rs",
         Language::Rust,
@@ -151,6 +151,9 @@ fn rust_functions_inside_macros_match_lizard() {
             ("pick", 13, 18, 6, 4, 3),
             ("inside_invocation", 23, 27, 5, 2, 1),
             ("outside", 30, 30, 1, 1, 0),
+            // Match arms and the `&&` of `$( … ) && *` inside a macro body.
+            ("kind", 35, 41, 7, 3, 1),
+            ("all", 42, 44, 3, 2, 1),
         ],
     );
 }
@@ -191,6 +194,36 @@ fn javascript_binding_candidates_follow_lizard() {
     ];
     for (source, ccn) in cases {
         let report = analyze_source("a.js", None, source).expect("analyses");
+        let f = report
+            .functions
+            .iter()
+            .find(|f| f.name == "a")
+            .expect("function a");
+        assert_eq!(f.ccn, ccn, "{source}");
+    }
+}
+
+#[test]
+fn python_fstring_interpolations_are_code() {
+    // (source, CCN lizard 1.24.3 prints for `a`): lizard re-reads every `{…}`
+    // of an f-string as Python code (its issue #317); a plain string's braces
+    // and the text around the interpolations stay opaque.
+    let cases = [
+        (
+            "def a(d):\n    print(f\"mode {'on' if d else 'off'}\")\n",
+            2,
+        ),
+        ("def a(x, y):\n    return f\"{x or y}://{x and y}\"\n", 3),
+        ("def a(x, y):\n    return \"{x or y}\"\n", 1),
+        ("def a(x, y):\n    return f\"{{x or y}} if {x}\"\n", 1),
+        (
+            "def a(x, y):\n    return f'''{x if y else f\"{y or x}\"}'''\n",
+            3,
+        ),
+        ("def a(x):\n    return f\"{x!r:>10} or {x}\"\n", 1),
+    ];
+    for (source, ccn) in cases {
+        let report = analyze_source("a.py", None, source).expect("analyses");
         let f = report
             .functions
             .iter()

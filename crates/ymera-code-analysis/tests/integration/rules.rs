@@ -391,6 +391,56 @@ fn ignore_comment_suppresses_only_the_named_rule() {
 }
 
 #[test]
+fn python_nosec_is_honoured_like_bandit() {
+    // Each case checked with bandit 1.9.4 (`bandit -f custom`): what it still reports.
+    let cases: [(&str, &[&str]); 11] = [
+        (
+            "import subprocess\nsubprocess.run(cmd, shell=True)  # nosec\n",
+            &[],
+        ),
+        (
+            "import subprocess\nsubprocess.run(cmd, shell=True)  # nosec B602\n",
+            &[],
+        ),
+        (
+            "import subprocess\nsubprocess.run(cmd, shell=True)  # nosec B605\n",
+            &["B602"],
+        ),
+        (
+            "import subprocess\nsubprocess.run(cmd, shell=True)  # nosec: subprocess_popen_with_shell_equals_true\n",
+            &[],
+        ),
+        // A comment on any line of the call counts.
+        (
+            "import subprocess\nsubprocess.run(\n    cmd,\n    shell=True,  # nosec B602\n)\n",
+            &[],
+        ),
+        // bandit keeps only the last id of `A,B` written without a space.
+        ("eval(x)  # nosec B307,B602\n", &["B307"]),
+        ("eval(x)  # nosec B602,B307\n", &[]),
+        ("password = 'hunter2'  # nosec\n", &[]),
+        // Inside a string it is not a comment.
+        ("x = '# nosec'; eval(y)\n", &["B307"]),
+        ("eval(x)  # noqa: S307 # nosec\n", &[]),
+        // Words that are not test ids or names leave a blanket nosec.
+        ("eval(x)  # nosec: reviewed\n", &[]),
+    ];
+    for (source, expected) in cases {
+        let report = analyze(Py, source);
+        assert_eq!(rule_ids(&report), expected.to_vec(), "{source}");
+    }
+    // `nosec` speaks of bandit's tests only: smells stay, `ymera: ignore` still works.
+    let code = "try:\n    f()\nexcept:  # nosec\n    pass\n";
+    assert!(
+        rule_ids(&analyze(Py, code))
+            .iter()
+            .any(|id| id == "SMELL002")
+    );
+    let code = "try:\n    f()\nexcept:  # nosec # ymera: ignore[SMELL002, SMELL003]\n    pass\n";
+    assert!(rule_ids(&analyze(Py, code)).is_empty());
+}
+
+#[test]
 fn rust_unwrap_is_fine_in_tests() {
     let code = "#[test]\nfn t() { Some(1).unwrap(); }\n#[cfg(test)]\nmod tests {\n    fn h() { Some(1).expect(\"x\"); }\n}\n";
     assert!(rule_ids(&analyze(Rs, code)).is_empty());
