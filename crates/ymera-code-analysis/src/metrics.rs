@@ -8,7 +8,7 @@ use tree_sitter::Node;
 
 use crate::language::Language;
 use crate::report::{FunctionMetrics, rank};
-use crate::syntax::{Syntax, ancestors, children, named_children};
+use crate::syntax::{Syntax, children, named_children};
 use crate::tokens::{Token, TokenKind, is_condition};
 
 /// A function found on the tree, before counting.
@@ -81,7 +81,8 @@ pub(crate) fn function_sites<'t>(language: Language, syntax: &Syntax<'t>) -> Vec
                 "(anonymous)".to_owned()
             }
         });
-        let mut scope: Vec<String> = ancestors(*node)
+        let mut scope: Vec<String> = syntax
+            .ancestors(*node)
             .filter_map(|a| scope_name(language, syntax, a))
             .collect();
         scope.reverse();
@@ -110,7 +111,8 @@ pub(crate) fn function_sites<'t>(language: Language, syntax: &Syntax<'t>) -> Vec
 fn absorb_trait_declarations<'t>(syntax: &Syntax<'t>, sites: &mut Vec<FunctionSite<'t>>) {
     let mut absorbed_until = 0usize;
     for (decl, &kind) in syntax.nodes.iter().zip(&syntax.kinds) {
-        if kind != "function_signature_item" || !ancestors(*decl).any(|a| a.kind() == "trait_item")
+        if kind != "function_signature_item"
+            || !syntax.ancestors(*decl).any(|a| a.kind() == "trait_item")
         {
             continue;
         }
@@ -130,7 +132,7 @@ fn absorb_trait_declarations<'t>(syntax: &Syntax<'t>, sites: &mut Vec<FunctionSi
         else {
             continue;
         };
-        let Some(block) = brace.parent() else {
+        let Some(block) = syntax.parent(*brace) else {
             continue;
         };
         let (start, end) = (fn_token.start_byte(), brace.start_byte());
@@ -138,7 +140,8 @@ fn absorb_trait_declarations<'t>(syntax: &Syntax<'t>, sites: &mut Vec<FunctionSi
         let name = decl
             .child_by_field_name("name")
             .map_or_else(String::new, |n| syntax.text(n).to_owned());
-        let mut scope: Vec<String> = ancestors(*decl)
+        let mut scope: Vec<String> = syntax
+            .ancestors(*decl)
             .filter_map(|a| scope_name(Language::Rust, syntax, a))
             .collect();
         scope.reverse();
@@ -163,7 +166,11 @@ fn absorb_trait_declarations<'t>(syntax: &Syntax<'t>, sites: &mut Vec<FunctionSi
 fn token_tree_sites<'t>(syntax: &Syntax<'t>) -> Vec<FunctionSite<'t>> {
     let mut sites = Vec::new();
     for (node, &kind) in syntax.nodes.iter().zip(&syntax.kinds) {
-        if kind != "fn" || node.parent().is_none_or(|p| p.kind() != "token_tree") {
+        if kind != "fn"
+            || syntax
+                .parent(*node)
+                .is_none_or(|p| p.kind() != "token_tree")
+        {
             continue;
         }
         let Some(name) = node.next_sibling().filter(|n| n.kind() == "identifier") else {
@@ -189,7 +196,8 @@ fn token_tree_sites<'t>(syntax: &Syntax<'t>) -> Vec<FunctionSite<'t>> {
             continue;
         };
         let name = syntax.text(name).to_owned();
-        let mut scope: Vec<String> = ancestors(*node)
+        let mut scope: Vec<String> = syntax
+            .ancestors(*node)
             .filter_map(|a| scope_name(Language::Rust, syntax, a))
             .collect();
         scope.reverse();
@@ -244,7 +252,7 @@ fn function_name(language: Language, syntax: &Syntax<'_>, node: Node<'_>) -> Opt
     if let Some(name) = node.child_by_field_name("name") {
         return Some(syntax.text(name).to_owned());
     }
-    let parent = node.parent()?;
+    let parent = syntax.parent(node)?;
     let named = match (language, parent.kind()) {
         (Language::JavaScript, "variable_declarator") => parent.child_by_field_name("name"),
         (Language::JavaScript, "assignment_expression") => parent
@@ -362,7 +370,12 @@ fn parameter_count(language: Language, syntax: &Syntax<'_>, node: Node<'_>) -> u
 
 /// Extra decision points that are structural rather than single tokens:
 /// Rust match arms beyond the first and `let … else`.
-fn structural_conditions(language: Language, node: Node<'_>, kind: &str) -> usize {
+fn structural_conditions(
+    language: Language,
+    syntax: &Syntax<'_>,
+    node: Node<'_>,
+    kind: &str,
+) -> usize {
     match (language, kind) {
         (Language::Rust, "match_block") => named_children(node)
             .iter()
@@ -374,7 +387,11 @@ fn structural_conditions(language: Language, node: Node<'_>, kind: &str) -> usiz
         }
         // Inside a macro (token trees) there is no `match_block`: lizard counts
         // the `=>` of the first `{ … }` after `match`, beyond the first.
-        (Language::Rust, "match") if node.parent().is_some_and(|p| p.kind() == "token_tree") => {
+        (Language::Rust, "match")
+            if syntax
+                .parent(node)
+                .is_some_and(|p| p.kind() == "token_tree") =>
+        {
             let mut next = node.next_sibling();
             while let Some(sibling) = next {
                 if sibling.kind() == "token_tree"
@@ -540,7 +557,7 @@ pub(crate) fn measure<'t>(
     // Structural decision points go to the innermost function around them.
     let mut structural: Vec<(usize, usize)> = Vec::new();
     for (node, &kind) in syntax.nodes.iter().zip(&syntax.kinds) {
-        let extra = structural_conditions(language, *node, kind);
+        let extra = structural_conditions(language, syntax, *node, kind);
         if extra > 0 {
             structural.push((node.start_byte(), extra));
         }

@@ -59,18 +59,29 @@ pub(crate) struct Syntax<'t> {
     /// `nodes[i].kind()`, computed once (tree-sitter's `kind()` converts the C
     /// string on every call).
     pub kinds: Vec<&'t str>,
+    /// Index in `nodes` of each node's parent (`NO_PARENT` for the root):
+    /// tree-sitter's `Node::parent` walks down from the root, so a chain of
+    /// `parent()` calls is quadratic in the depth.
+    parents: Vec<u32>,
 }
+
+const NO_PARENT: u32 = u32::MAX;
 
 impl<'t> Syntax<'t> {
     pub fn new(tree: &'t Tree, source: &'t str) -> Syntax<'t> {
         let mut nodes = Vec::new();
         let mut kinds = Vec::new();
+        let mut parents = Vec::new();
+        // Indices of the nodes on the cursor's path from the root.
+        let mut path: Vec<u32> = Vec::new();
         let mut cursor = tree.walk();
         loop {
             let node = cursor.node();
             kinds.push(node.kind());
+            parents.push(path.last().copied().unwrap_or(NO_PARENT));
             nodes.push(node);
             if cursor.goto_first_child() {
+                path.push(u32::try_from(nodes.len() - 1).unwrap_or(NO_PARENT));
                 continue;
             }
             loop {
@@ -82,10 +93,58 @@ impl<'t> Syntax<'t> {
                         source,
                         nodes,
                         kinds,
+                        parents,
                     };
                 }
+                path.pop();
             }
         }
+    }
+
+    /// Where `node` sits in `nodes` (pre-order is sorted by start byte).
+    fn index_of(&self, node: Node<'_>) -> Option<usize> {
+        let start = node.start_byte();
+        let from = self.nodes.partition_point(|n| n.start_byte() < start);
+        let id = node.id();
+        self.nodes
+            .get(from..)?
+            .iter()
+            .take_while(|n| n.start_byte() == start)
+            .position(|n| n.id() == id)
+            .map(|i| from + i)
+    }
+
+    /// The parent of `node`, without tree-sitter's walk from the root.
+    pub fn parent(&self, node: Node<'_>) -> Option<Node<'t>> {
+        match self.index_of(node) {
+            Some(index) => self.parent_at(index).map(|(_, p)| p),
+            // Not found in `nodes` (should not happen): tree-sitter's way.
+            None => node
+                .parent()
+                .and_then(|p| self.index_of(p))
+                .and_then(|i| self.nodes.get(i).copied()),
+        }
+    }
+
+    fn parent_at(&self, index: usize) -> Option<(usize, Node<'t>)> {
+        let parent = usize::try_from(*self.parents.get(index)?).ok()?;
+        self.nodes.get(parent).map(|n| (parent, *n))
+    }
+
+    /// Ancestors of a node, nearest first, in O(depth).
+    pub fn ancestors(&self, node: Node<'_>) -> impl Iterator<Item = Node<'t>> + '_ {
+        let mut next = match self.index_of(node) {
+            Some(index) => self.parent_at(index),
+            None => node
+                .parent()
+                .and_then(|p| self.index_of(p))
+                .and_then(|i| self.nodes.get(i).map(|n| (i, *n))),
+        };
+        std::iter::from_fn(move || {
+            let (index, node) = next.take()?;
+            next = self.parent_at(index);
+            Some(node)
+        })
     }
 
     /// The source text of a node (empty if the range is not on char boundaries).
@@ -104,11 +163,6 @@ pub(crate) fn children<'t>(node: Node<'t>) -> Vec<Node<'t>> {
 pub(crate) fn named_children<'t>(node: Node<'t>) -> Vec<Node<'t>> {
     let mut cursor = node.walk();
     node.named_children(&mut cursor).collect()
-}
-
-/// Ancestors of a node, nearest first.
-pub(crate) fn ancestors<'t>(node: Node<'t>) -> impl Iterator<Item = Node<'t>> {
-    std::iter::successors(node.parent(), |n| n.parent())
 }
 
 /// Every node under `node` (inclusive), pre-order, iteratively.

@@ -58,7 +58,7 @@ fn has_interpolation(node: tree_sitter::Node<'_>) -> bool {
 
 /// The separator between a `token_repetition`'s `)` and its `*`/`+`/`?`.
 fn repetition_separator<'s>(syntax: &Syntax<'s>, op: tree_sitter::Node<'_>) -> Option<Token<'s>> {
-    if op.parent()?.kind() != "token_repetition" {
+    if syntax.parent(op)?.kind() != "token_repetition" {
         return None;
     }
     let close = op.prev_sibling().filter(|p| p.kind() == ")")?;
@@ -108,7 +108,9 @@ pub(crate) fn tokens<'s>(language: Language, syntax: &Syntax<'s>) -> Vec<Token<'
                 ));
         if language == Language::Python
             && matches!(kind, "{" | "}")
-            && node.parent().is_some_and(|p| p.kind() == "interpolation")
+            && syntax
+                .parent(*node)
+                .is_some_and(|p| p.kind() == "interpolation")
         {
             continue;
         }
@@ -143,7 +145,7 @@ pub(crate) fn tokens<'s>(language: Language, syntax: &Syntax<'s>) -> Vec<Token<'
         // Java: the `?` of a wildcard (`List<?>`) is lizard's generic token.
         let exempt = language == Language::Java
             && text == "?"
-            && node.parent().is_some_and(|p| p.kind() == "wildcard");
+            && syntax.parent(*node).is_some_and(|p| p.kind() == "wildcard");
         raw.push(Token {
             text,
             kind,
@@ -164,7 +166,8 @@ pub(crate) fn tokens<'s>(language: Language, syntax: &Syntax<'s>) -> Vec<Token<'
             .zip(&syntax.kinds)
             .filter(|(n, kind)| {
                 **kind == ":"
-                    && n.parent()
+                    && syntax
+                        .parent(**n)
                         .is_some_and(|p| matches!(p.kind(), "pair" | "pair_pattern"))
             })
             .map(|(n, _)| n.start_byte())

@@ -6,7 +6,7 @@ use tree_sitter::Node;
 use super::Ctx;
 use crate::language::Language;
 use crate::metrics::{FileMetrics, is_function_kind};
-use crate::syntax::{ancestors, named_children};
+use crate::syntax::{Syntax, named_children};
 use crate::tokens::is_comment_kind;
 
 const MAX_PARAMETERS: usize = 5;
@@ -26,8 +26,8 @@ pub(super) fn check_node(ctx: &mut Ctx<'_, '_>, node: Node<'_>, kind: &str) {
         ctx.hit("SMELL001", node.child_by_field_name("name").unwrap_or(node));
     }
     if is_control_kind(ctx.language, kind)
-        && !is_else_if(ctx.language, node)
-        && nesting_depth(ctx.language, node) == MAX_NESTING + 1
+        && !is_else_if(ctx.syntax, node)
+        && nesting_depth(ctx.language, ctx.syntax, node) == MAX_NESTING + 1
     {
         ctx.hit_msg(
             "SMELL008",
@@ -181,21 +181,20 @@ fn is_if_kind(kind: &str) -> bool {
 }
 
 /// `else if` continues a chain; it does not nest.
-fn is_else_if(language: Language, node: Node<'_>) -> bool {
-    let _ = language;
+fn is_else_if(syntax: &Syntax<'_>, node: Node<'_>) -> bool {
     is_if_kind(node.kind())
-        && node
-            .parent()
+        && syntax
+            .parent(node)
             .is_some_and(|p| p.kind() == "else_clause" || is_if_kind(p.kind()))
 }
 
-fn nesting_depth(language: Language, node: Node<'_>) -> usize {
+fn nesting_depth(language: Language, syntax: &Syntax<'_>, node: Node<'_>) -> usize {
     let mut depth = 1;
-    for a in ancestors(node) {
+    for a in syntax.ancestors(node) {
         if is_function_kind(language, a.kind()) {
             break;
         }
-        if is_control_kind(language, a.kind()) && !is_else_if(language, a) {
+        if is_control_kind(language, a.kind()) && !is_else_if(syntax, a) {
             depth += 1;
         }
     }

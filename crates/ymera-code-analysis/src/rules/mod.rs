@@ -20,7 +20,7 @@ pub use catalogue::{RuleInfo, rules};
 use crate::language::Language;
 use crate::metrics::FileMetrics;
 use crate::report::Finding;
-use crate::syntax::{Syntax, ancestors};
+use crate::syntax::Syntax;
 use crate::tokens::is_comment_kind;
 
 /// One raw rule match before it becomes a [`Finding`].
@@ -69,7 +69,7 @@ impl<'t> Ctx<'_, 't> {
 
     /// Is `node` inside a loop of its own function?
     pub fn in_loop(&self, node: Node<'_>) -> bool {
-        for a in ancestors(node) {
+        for a in self.syntax.ancestors(node) {
             if crate::metrics::is_function_kind(self.language, a.kind()) {
                 return false;
             }
@@ -82,7 +82,9 @@ impl<'t> Ctx<'_, 't> {
 
     /// The innermost function around `node`.
     pub fn enclosing_function(&self, node: Node<'t>) -> Option<Node<'t>> {
-        ancestors(node).find(|a| crate::metrics::is_function_kind(self.language, a.kind()))
+        self.syntax
+            .ancestors(node)
+            .find(|a| crate::metrics::is_function_kind(self.language, a.kind()))
     }
 }
 

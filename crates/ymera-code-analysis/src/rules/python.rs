@@ -5,7 +5,7 @@ use tree_sitter::Node;
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::{Ctx, looks_like_sql, names_secret};
-use crate::syntax::{Syntax, ancestors, descendants, named_children};
+use crate::syntax::{Syntax, descendants, named_children};
 
 pub(super) fn check(ctx: &mut Ctx<'_, '_>, node: Node<'_>, kind: &str) {
     match kind {
@@ -584,9 +584,9 @@ fn check_string(ctx: &mut Ctx<'_, '_>, node: Node<'_>) {
     if prefix.contains(['b', 'B']) {
         return;
     }
-    let mut holder = node.parent();
+    let mut holder = ctx.syntax.parent(node);
     if holder.is_some_and(|p| p.kind() == "concatenated_string") {
-        holder = holder.and_then(|p| p.parent());
+        holder = holder.and_then(|p| ctx.syntax.parent(p));
     }
     if holder.is_some_and(|p| p.kind() == "expression_statement") {
         return;
@@ -690,7 +690,10 @@ fn check_sql_building(ctx: &mut Ctx<'_, '_>, node: Node<'_>) {
         "binary_operator" => {
             let op = node.child_by_field_name("operator").map(|o| ctx.text(o));
             matches!(op, Some("+" | "%"))
-                && node.parent().is_none_or(|p| p.kind() != "binary_operator")
+                && ctx
+                    .syntax
+                    .parent(node)
+                    .is_none_or(|p| p.kind() != "binary_operator")
         }
         // f-string with interpolation
         "string" => named_children(node)
@@ -699,11 +702,11 @@ fn check_sql_building(ctx: &mut Ctx<'_, '_>, node: Node<'_>) {
         _ => false,
     };
     let format_call = node.kind() == "string"
-        && node.parent().is_some_and(|p| {
+        && ctx.syntax.parent(node).is_some_and(|p| {
             p.kind() == "attribute"
                 && p.child_by_field_name("attribute")
                     .is_some_and(|a| ctx.text(a) == "format")
-                && p.parent().is_some_and(|c| c.kind() == "call")
+                && ctx.syntax.parent(p).is_some_and(|c| c.kind() == "call")
         });
     if !building && !format_call {
         return;
@@ -726,7 +729,9 @@ fn check_sql_building(ctx: &mut Ctx<'_, '_>, node: Node<'_>) {
         looks_like_sql(&content)
     });
     if sql
-        && !ancestors(node)
+        && !ctx
+            .syntax
+            .ancestors(node)
             .any(|a| a.kind() == "binary_operator" && node.kind() == "string" && !format_call)
     {
         ctx.hit("B608", node);

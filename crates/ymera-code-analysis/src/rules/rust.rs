@@ -3,7 +3,7 @@
 use tree_sitter::Node;
 
 use super::Ctx;
-use crate::syntax::{ancestors, children, descendants};
+use crate::syntax::{children, descendants};
 
 pub(super) fn check(ctx: &mut Ctx<'_, '_>, node: Node<'_>, kind: &str) {
     match kind {
@@ -52,7 +52,7 @@ fn check_call(ctx: &mut Ctx<'_, '_>, call: Node<'_>) {
     if (name == "Regex::new" || name.ends_with("regex::Regex::new")) && ctx.in_loop(call) {
         ctx.hit("PERF003", call);
     }
-    if matches!(name.as_str(), "std::thread::sleep" | "thread::sleep") && in_async(call) {
+    if matches!(name.as_str(), "std::thread::sleep" | "thread::sleep") && in_async(ctx, call) {
         ctx.hit("PERF004", call);
     }
 }
@@ -83,7 +83,7 @@ fn is_shell_command(ctx: &Ctx<'_, '_>, call: Node<'_>) -> bool {
         return false;
     }
     let mut top = call;
-    while let Some(parent) = top.parent() {
+    while let Some(parent) = ctx.syntax.parent(top) {
         if matches!(
             parent.kind(),
             "call_expression" | "field_expression" | "arguments"
@@ -98,8 +98,8 @@ fn is_shell_command(ctx: &Ctx<'_, '_>, call: Node<'_>) -> bool {
         .any(|d| string_content(ctx, *d).is_some_and(|s| s == "-c" || s.eq_ignore_ascii_case("/c")))
 }
 
-fn in_async(node: Node<'_>) -> bool {
-    for a in ancestors(node) {
+fn in_async(ctx: &Ctx<'_, '_>, node: Node<'_>) -> bool {
+    for a in ctx.syntax.ancestors(node) {
         match a.kind() {
             "async_block" => return true,
             "function_item" => {
@@ -135,6 +135,7 @@ fn has_test_attribute(ctx: &Ctx<'_, '_>, item: Node<'_>) -> bool {
 
 /// Inside a `#[test]` function or a `#[cfg(test)]` module.
 fn in_test_context(ctx: &Ctx<'_, '_>, node: Node<'_>) -> bool {
-    ancestors(node)
+    ctx.syntax
+        .ancestors(node)
         .any(|a| matches!(a.kind(), "function_item" | "mod_item") && has_test_attribute(ctx, a))
 }
