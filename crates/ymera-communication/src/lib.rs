@@ -32,9 +32,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
-use ymera_core::client::ServiceClient;
 use ymera_core::config::ServiceConfig;
-use ymera_core::config_watch::{ConfigWatcher, WatchOptions};
+use ymera_core::config_watch::follow_settings;
 use ymera_core::ratelimit::RateLimiter;
 use ymera_core::resilience::{BreakerRegistry, SystemClock};
 use ymera_core::runtime::{Runtime, RuntimeError, ServiceBuilder};
@@ -142,7 +141,10 @@ impl Communication {
         }
         Stats::register();
         metrics::gauge!("ymera_comm_backlog_capacity").set(f64::from(settings.backlog_limit));
-        let live = live_settings(runtime, &settings).await;
+        let live = follow_settings(runtime, NAME, settings.clone(), |start, document| {
+            start.with_document(document).map_err(|err| err.reason)
+        })
+        .await;
         let comm = Arc::new(Communication {
             live,
             authorizer: auth::Authorizer::new(runtime.config().auth, client.clone()),
@@ -225,59 +227,6 @@ impl Communication {
         let map = self.backlog.lock().unwrap_or_else(|p| p.into_inner());
         map.get(recipient).copied().unwrap_or(0)
     }
-}
-
-/// Follows agent `communication`'s document in the config manager (in the
-/// process's environment): each valid version is applied over the settings
-/// read at start; an invalid one is refused with a warning and the last
-/// good settings stay. Without a config manager the start settings hold.
-async fn live_settings(runtime: &Runtime, base: &CommSettings) -> watch::Receiver<CommSettings> {
-    let (tx, rx) = watch::channel(base.clone());
-    let client = ServiceClient::new(runtime.client().clone())
-        .with_credential(runtime.config().service_credential.clone());
-    let watcher = match ConfigWatcher::<serde_json::Value>::start_with_default(
-        client,
-        NAME,
-        runtime.config().environment.as_str(),
-        WatchOptions::from_config(runtime.config()),
-        serde_json::Value::Null,
-    )
-    .await
-    {
-        Ok(watcher) => watcher,
-        Err(err) => {
-            tracing::warn!(error = %err, "not following the config manager; start settings hold");
-            return rx;
-        }
-    };
-    let (base, shutdown) = (base.clone(), runtime.shutdown_token());
-    tokio::spawn(async move {
-        let mut documents = watcher.receiver();
-        loop {
-            let applied = base.with_document(&documents.borrow_and_update());
-            match applied {
-                Ok(settings) => {
-                    if *tx.borrow() != settings {
-                        tracing::info!(
-                            version = watcher.version(),
-                            "settings changed by the config manager"
-                        );
-                        tx.send_replace(settings);
-                    }
-                }
-                Err(err) => tracing::warn!(
-                    version = watcher.version(),
-                    error = %err.reason,
-                    "configuration refused; the last good settings stay"
-                ),
-            }
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                changed = documents.changed() => if changed.is_err() { break },
-            }
-        }
-    });
-    rx
 }
 
 async fn retention_loop(comm: Arc<Communication>) {

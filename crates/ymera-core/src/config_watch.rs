@@ -197,6 +197,77 @@ where
     }
 }
 
+/// Follows a service's own document in the config manager (agent `agent`
+/// in the process's `ENVIRONMENT`) and applies each valid version over the
+/// settings read at start with `apply(&start, &document)`. A document that
+/// `apply` refuses is logged and the last good settings stay; without a
+/// config manager (or before the agent has a document) the start settings
+/// hold. `apply` gets `Value::Null` while there is no document.
+///
+/// The returned receiver changes only when the applied settings differ.
+pub async fn follow_settings<S, E, F>(
+    runtime: &crate::runtime::Runtime,
+    agent: &str,
+    start: S,
+    apply: F,
+) -> watch::Receiver<S>
+where
+    S: Clone + PartialEq + Send + Sync + 'static,
+    E: std::fmt::Display,
+    F: Fn(&S, &Value) -> Result<S, E> + Send + 'static,
+{
+    let (tx, rx) = watch::channel(start.clone());
+    let client = ServiceClient::new(runtime.client().clone())
+        .with_credential(runtime.config().service_credential.clone());
+    let watcher = match ConfigWatcher::<Value>::start_with_default(
+        client,
+        agent,
+        runtime.config().environment.as_str(),
+        WatchOptions::from_config(runtime.config()),
+        Value::Null,
+    )
+    .await
+    {
+        Ok(watcher) => watcher,
+        Err(err) => {
+            tracing::warn!(agent, error = %err, "not following the config manager; start settings hold");
+            return rx;
+        }
+    };
+    let (agent, shutdown) = (agent.to_owned(), runtime.shutdown_token());
+    tokio::spawn(async move {
+        let mut documents = watcher.receiver();
+        loop {
+            // As text, so no `E` is held across the await below.
+            let applied =
+                apply(&start, &documents.borrow_and_update()).map_err(|err| err.to_string());
+            match applied {
+                Ok(settings) => {
+                    if *tx.borrow() != settings {
+                        tracing::info!(
+                            agent,
+                            version = watcher.version(),
+                            "settings changed by the config manager"
+                        );
+                        tx.send_replace(settings);
+                    }
+                }
+                Err(err) => tracing::warn!(
+                    agent,
+                    version = watcher.version(),
+                    error = %err,
+                    "configuration refused; the last good settings stay"
+                ),
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                changed = documents.changed() => if changed.is_err() { break },
+            }
+        }
+    });
+    rx
+}
+
 struct Source {
     client: ServiceClient,
     agent: String,

@@ -1,6 +1,7 @@
 //! Auto-save: updates marked `autosave` are acknowledged at once, buffered
 //! (Redis when configured, else process memory) and persisted at most once
-//! per `AUTO_SAVE_INTERVAL` per draft. Everything buffered is flushed at
+//! per `AUTO_SAVE_INTERVAL` per draft (the config manager can change the
+//! interval while the service runs, see [`live_interval`]). Everything buffered is flushed at
 //! shutdown. What a crash can lose: with Redis, nothing Redis kept (the
 //! buffer survives the process and is flushed by the next instance at
 //! start); in memory, the changes acknowledged since the last persist of
@@ -12,8 +13,40 @@ use std::time::{Duration, Instant};
 
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, watch};
 use ymera_core::Error;
+
+/// The one key of agent `drafting`'s document in the config manager.
+pub const LIVE_KEY: &str = "auto_save_interval_ms";
+/// Bounds of the auto-save interval set through the config manager.
+pub const INTERVAL_BOUNDS_MS: (u64, u64) = (50, 86_400_000);
+
+/// The auto-save interval a config-manager document asks for, over the one
+/// read at start (`AUTO_SAVE_INTERVAL`): `{"auto_save_interval_ms": N}` with
+/// N within [`INTERVAL_BOUNDS_MS`]; no document keeps `start`. Any other key
+/// or value is refused with the reason.
+pub fn live_interval(start: &Duration, document: &serde_json::Value) -> Result<Duration, String> {
+    let object = match document {
+        serde_json::Value::Null => return Ok(*start),
+        serde_json::Value::Object(map) => map,
+        _ => return Err("the drafting agent's configuration must be a JSON object".into()),
+    };
+    if let Some(key) = object.keys().find(|k| k.as_str() != LIVE_KEY) {
+        return Err(format!(
+            "{key:?} is not a setting of the drafting agent; the only key is {LIVE_KEY:?}"
+        ));
+    }
+    let Some(value) = object.get(LIVE_KEY) else {
+        return Ok(*start);
+    };
+    let (low, high) = INTERVAL_BOUNDS_MS;
+    match value.as_u64() {
+        Some(ms) if (low..=high).contains(&ms) => Ok(Duration::from_millis(ms)),
+        _ => Err(format!(
+            "{LIVE_KEY} must be a whole number of milliseconds from {low} to {high}, not {value}"
+        )),
+    }
+}
 
 /// One buffered auto-save (the latest wins).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -61,13 +94,21 @@ fn redis_err(err: redis::RedisError) -> Error {
 #[derive(Debug, Clone)]
 pub struct AutoSave {
     buffer: Buffer,
-    interval: Duration,
+    interval: watch::Receiver<Duration>,
     last_persist: Arc<Mutex<HashMap<String, Instant>>>,
 }
 
 impl AutoSave {
     /// A buffer persisting each draft at most once per `interval`.
     pub fn new(redis: Option<redis::aio::ConnectionManager>, interval: Duration) -> Self {
+        Self::following(redis, watch::channel(interval).1)
+    }
+
+    /// A buffer whose interval follows `interval` (e.g. the config manager).
+    pub fn following(
+        redis: Option<redis::aio::ConnectionManager>,
+        interval: watch::Receiver<Duration>,
+    ) -> Self {
         AutoSave {
             buffer: match redis {
                 Some(r) => Buffer::Redis(r),
@@ -76,6 +117,16 @@ impl AutoSave {
             interval,
             last_persist: Arc::default(),
         }
+    }
+
+    /// The interval in force now.
+    pub fn interval(&self) -> Duration {
+        *self.interval.borrow()
+    }
+
+    /// A receiver that changes when the interval does.
+    pub fn interval_receiver(&self) -> watch::Receiver<Duration> {
+        self.interval.clone()
     }
 
     /// "redis" or "memory".
@@ -157,12 +208,12 @@ impl AutoSave {
     /// Takes the saves that are due: every one when `force`, else those whose
     /// draft was last persisted at least one interval ago.
     pub async fn due(&self, force: bool) -> Result<Vec<PendingSave>, Error> {
-        let now = Instant::now();
+        let (now, interval) = (Instant::now(), self.interval());
         let mut due = Vec::new();
         for id in self.pending_ids().await? {
             if !force {
                 let last = self.last_persist.lock().await.get(&id).copied();
-                if last.is_some_and(|t| now.duration_since(t) < self.interval) {
+                if last.is_some_and(|t| now.duration_since(t) < interval) {
                     continue;
                 }
             }
@@ -186,8 +237,36 @@ impl AutoSave {
         let mut last = self.last_persist.lock().await;
         last.insert(draft_id.to_owned(), Instant::now());
         if last.len() > 100_000 {
-            let horizon = self.interval * 2;
+            let horizon = self.interval() * 2;
             last.retain(|_, t| t.elapsed() < horizon);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn documents_set_the_interval_within_bounds() {
+        let start = Duration::from_secs(30);
+        assert_eq!(live_interval(&start, &serde_json::Value::Null), Ok(start));
+        assert_eq!(live_interval(&start, &json!({})), Ok(start));
+        assert_eq!(
+            live_interval(&start, &json!({"auto_save_interval_ms": 250})),
+            Ok(Duration::from_millis(250))
+        );
+        for bad in [
+            json!({"auto_save_interval_ms": 0}),
+            json!({"auto_save_interval_ms": -5}),
+            json!({"auto_save_interval_ms": "fast"}),
+            json!({"auto_save_interval_ms": 86_400_001u64}),
+            json!({"auto_save_interval": 5}),
+            json!([1]),
+        ] {
+            let err = live_interval(&start, &bad).unwrap_err();
+            assert!(!err.is_empty(), "{bad} was accepted");
         }
     }
 }

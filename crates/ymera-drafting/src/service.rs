@@ -1223,7 +1223,9 @@ pub async fn flush(state: &State, force: bool) -> Result<usize, Error> {
 }
 
 /// The service's state from a started runtime (PostgreSQL is required).
-pub fn state(runtime: &Runtime) -> Result<Arc<State>, ymera_core::runtime::RuntimeError> {
+/// The auto-save interval follows agent `drafting`'s document in the config
+/// manager (`auto_save_interval_ms`) over `AUTO_SAVE_INTERVAL`.
+pub async fn state(runtime: &Runtime) -> Result<Arc<State>, ymera_core::runtime::RuntimeError> {
     let pool = runtime
         .postgres()
         .cloned()
@@ -1231,12 +1233,16 @@ pub fn state(runtime: &Runtime) -> Result<Arc<State>, ymera_core::runtime::Runti
             variable: "POSTGRES_URL",
             reason: "the drafting service stores drafts in PostgreSQL; set POSTGRES_URL".to_owned(),
         })?;
+    let interval = ymera_core::config_watch::follow_settings(
+        runtime,
+        NAME,
+        runtime.config().auto_save_interval,
+        crate::autosave::live_interval,
+    )
+    .await;
     Ok(Arc::new(State {
         store: DraftStore::new(pool),
-        autosave: AutoSave::new(
-            runtime.redis().cloned(),
-            runtime.config().auto_save_interval,
-        ),
+        autosave: AutoSave::following(runtime.redis().cloned(), interval),
         collab: Collab::default(),
         nats: runtime.client().clone(),
         auth: runtime.config().auth,
@@ -1287,9 +1293,8 @@ pub fn builder(state: &Arc<State>) -> ServiceBuilder {
 /// returns, i.e. after in-flight requests finished, so nothing acknowledged
 /// is left behind.
 pub async fn serve(runtime: Runtime) -> Result<(), ymera_core::runtime::RuntimeError> {
-    let state = state(&runtime)?;
+    let state = state(&runtime).await?;
     let shutdown = runtime.shutdown_token();
-    let interval = runtime.config().auto_save_interval;
     // Saves a previous instance left in Redis.
     if let Err(e) = flush(&state, false).await {
         tracing::warn!(error = %e, "initial auto-save flush failed");
@@ -1302,12 +1307,19 @@ pub async fn serve(runtime: Runtime) -> Result<(), ymera_core::runtime::RuntimeE
         }),
     );
     let ticker_state = state.clone();
-    let tick = (interval / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
+    // Ticks at a quarter of the interval, and at once when the config
+    // manager changes the interval.
+    let mut interval = ticker_state.autosave.interval_receiver();
     let ticker = tokio::spawn(async move {
+        // False once nothing can change the interval any more.
+        let mut live = true;
         loop {
+            let tick = (*interval.borrow_and_update() / 4)
+                .clamp(Duration::from_millis(50), Duration::from_secs(5));
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep(tick) => {}
+                changed = interval.changed(), if live => live = changed.is_ok(),
             }
             if let Err(e) = flush(&ticker_state, false).await {
                 tracing::warn!(error = %e, "auto-save flush failed");
