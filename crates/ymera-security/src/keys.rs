@@ -134,16 +134,22 @@ pub async fn list(
 }
 
 /// Marks a key revoked (idempotent) and returns it; every replica's key
-/// table is notified in the same statement (delivered at commit).
-pub async fn revoke(pool: &PgPool, key_id: &str) -> Result<Option<KeyRow>, sqlx::Error> {
+/// table is notified in the same statement (delivered at commit) with
+/// `payload` (`<key id>:<nonce>`, see [`crate::keycache`]).
+pub async fn revoke(
+    pool: &PgPool,
+    key_id: &str,
+    payload: &str,
+) -> Result<Option<KeyRow>, sqlx::Error> {
     sqlx::query_as(concat!(
         "WITH revoked AS (UPDATE api_keys SET revoked_at = COALESCE(revoked_at, now()) \
          WHERE key_id = $1 RETURNING ",
         columns!(),
-        ") SELECT *, pg_notify($2, key_id) AS notified FROM revoked"
+        ") SELECT *, pg_notify($2, $3) AS notified FROM revoked"
     ))
     .bind(key_id)
     .bind(crate::keycache::CHANNEL)
+    .bind(payload)
     .fetch_optional(pool)
     .await
 }

@@ -316,22 +316,29 @@ async fn keys_revoke(state: SharedState, req: ServiceRequest) -> Result<Reply> {
             .await;
         return Err(Error::not_found("no such key"));
     }
-    // The statement notifies every replica's key table at commit. This
-    // replica applies the change at once and answers once its own
-    // listener has the notification too (sent to all replicas together).
-    state.key_table.expect(&body.key_id);
-    let row = keys::revoke(&state.pool, &body.key_id)
-        .await
-        .map_err(db)?
-        .ok_or_else(|| Error::not_found("no such key"))?;
-    state.key_table.apply_local(&row);
+    // The statement notifies every replica's key table at commit; the
+    // answer waits until every replica with a working key table has
+    // applied it (see keycache.rs), so the key is refused everywhere once
+    // this call returns.
+    let payload = crate::keycache::revocation_payload(&body.key_id);
+    state.key_table.expect(&payload);
+    let row = match keys::revoke(&state.pool, &body.key_id, &payload).await {
+        Ok(Some(row)) => row,
+        Ok(None) => {
+            state.key_table.forget(&payload);
+            return Err(Error::not_found("no such key"));
+        }
+        Err(err) => {
+            state.key_table.forget(&payload);
+            return Err(db(err));
+        }
+    };
     if !state
         .key_table
-        .wait_seen(&row.key_id, REVOCATION_SYNC_LIMIT)
+        .wait_seen(&payload, REVOCATION_SYNC_LIMIT)
         .await
-        && state.key_table.is_live()
     {
-        tracing::warn!(key_id = %row.key_id, "revocation notification not seen in time");
+        tracing::warn!(key_id = %row.key_id, "not every replica confirmed the revocation in time");
     }
     if existing.revoked_at.is_none() {
         state

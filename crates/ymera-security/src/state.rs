@@ -13,7 +13,7 @@ use ymera_core::ratelimit::RateLimiter;
 
 use crate::apikey::{self, Pepper, PresentedKey};
 use crate::events::{EventRecorder, SecurityEvent};
-use crate::keycache::{CachedKey, KeyCache};
+use crate::keycache::{CachedKey, KeyCache, TokenStatus};
 use crate::keys::{self, UsageCounter};
 use crate::signing::KeyRing;
 use crate::token::{self, Claims, TokenRejection};
@@ -248,7 +248,15 @@ impl SecurityState {
             Ok(claims) => claims,
             Err(rejection) => return Ok(Err(rejection)),
         };
-        match self.revocation(&claims.jti, &claims.key_id).await? {
+        // From the key table when it can tell (live, the key held, the
+        // deny-list fits in memory); else one Redis / PostgreSQL round trip.
+        let status = match self.key_table.token_status(&claims.jti, &claims.key_id) {
+            Some(TokenStatus::Valid) => Revocation::None,
+            Some(TokenStatus::TokenRevoked) => Revocation::Token,
+            Some(TokenStatus::KeyRevoked) => Revocation::Key,
+            None => self.revocation(&claims.jti, &claims.key_id).await?,
+        };
+        match status {
             Revocation::None => Ok(Ok(claims)),
             Revocation::Token => Ok(Err(TokenRejection::Revoked)),
             Revocation::Key => Ok(Err(TokenRejection::KeyRevoked)),
@@ -364,15 +372,32 @@ impl SecurityState {
 
     /// Puts `jti` on the deny-list until `until` (PostgreSQL always, Redis too when present).
     pub async fn revoke_jti(&self, jti: &str, until: DateTime<Utc>) -> Result<(), Error> {
+        // Every replica's table learns it at commit (same statement); this
+        // replica answers once its own listener has it.
+        let payload = format!("{}{}:{jti}", crate::keycache::JTI_PREFIX, until.timestamp());
+        self.key_table.expect(&payload);
         sqlx::query(
-            "INSERT INTO revoked_tokens (jti, expires_at) VALUES ($1, $2) \
-             ON CONFLICT (jti) DO UPDATE SET expires_at = GREATEST(revoked_tokens.expires_at, EXCLUDED.expires_at)",
+            "WITH revoked AS (INSERT INTO revoked_tokens (jti, expires_at) VALUES ($1, $2) \
+             ON CONFLICT (jti) DO UPDATE SET expires_at = GREATEST(revoked_tokens.expires_at, EXCLUDED.expires_at) \
+             RETURNING jti) SELECT pg_notify($3, $4) FROM revoked",
         )
         .bind(jti)
         .bind(until)
+        .bind(crate::keycache::CHANNEL)
+        .bind(&payload)
         .execute(&self.pool)
         .await
-        .map_err(db)?;
+        .map_err(|err| {
+            self.key_table.forget(&payload);
+            db(err)
+        })?;
+        if !self
+            .key_table
+            .wait_seen(&payload, crate::service::REVOCATION_SYNC_LIMIT)
+            .await
+        {
+            tracing::warn!(jti, "token revocation notification not seen in time");
+        }
         if let Some(redis) = &self.redis {
             let mut conn = redis.clone();
             let at_ms = until

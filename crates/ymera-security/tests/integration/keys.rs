@@ -168,11 +168,29 @@ async fn keys_authorize_events_and_report() {
 
     // Expired and revoked keys.
     let (old, old_id) = svc.create_key("carol", "acme", &["config:read"]).await;
-    sqlx::query("UPDATE api_keys SET expires_at = now() - interval '1 second' WHERE key_id = $1")
-        .bind(&old_id)
-        .execute(&svc.pool)
-        .await
-        .unwrap();
+    // An out-of-band edit notifies the key tables like the service's own
+    // statements do (see keycache.rs; without it the periodic reload picks
+    // it up); wait until this replica's table has it.
+    sqlx::query(
+        "WITH e AS (UPDATE api_keys SET expires_at = now() - interval '1 second' \
+         WHERE key_id = $1 RETURNING key_id) SELECT pg_notify($2, key_id) FROM e",
+    )
+    .bind(&old_id)
+    .bind(ymera_security::keycache::CHANNEL)
+    .execute(&svc.pool)
+    .await
+    .unwrap();
+    for _ in 0..200 {
+        if svc
+            .state
+            .key_table()
+            .get(&old_id)
+            .is_some_and(|k| k.expires_at <= chrono::Utc::now())
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
     assert_eq!(
         authorize(&svc, &old, "config:read", None).await["reason"],
         "expired_key"

@@ -1,12 +1,14 @@
 //! The in-memory API key table of each replica: a key created on one
 //! replica works on another at once, a revocation on one replica is refused
-//! by the other immediately after the revoke call returns, and a replica
+//! by the other immediately after the revoke call returns (keys and
+//! tokens), and a replica
 //! whose notification connection is cut stops trusting its table, reloads
 //! it, and sees a revocation made meanwhile by plain SQL.
 
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use ymera_security::keycache::TokenStatus;
 use ymera_testkit::NatsServer;
 
 use crate::common::{SecurityService, Servers, start_security};
@@ -70,6 +72,43 @@ async fn key_table_follows_creations_and_revocations_on_every_replica() {
             assert_eq!(answer["allowed"], false, "round {round} on {name}");
             assert_eq!(answer["reason"], "revoked_key", "round {round} on {name}");
         }
+    }
+
+    // A revoked token (its jti) is refused by the other replica at once,
+    // from that replica's memory.
+    let (key, key_id) = a.create_key("dora", "acme", &["config:read"]).await;
+    wait_until("B's table holds dora's key", || {
+        b.state.key_table().get(&key_id).is_some()
+    })
+    .await;
+    for round in 0..5 {
+        let issued: Value = a
+            .with_key(&key)
+            .request("security.tokens.issue", &json!({"ttl_seconds": 600}))
+            .await
+            .unwrap();
+        let token = issued["token"].as_str().unwrap().to_owned();
+        let jti = issued["jti"].as_str().unwrap().to_owned();
+        assert_eq!(
+            b.state.key_table().token_status(&jti, &key_id),
+            Some(TokenStatus::Valid)
+        );
+        assert_eq!(
+            authorize(&b, &format!("Bearer {token}")).await["allowed"],
+            true
+        );
+        let revoked: Value = a
+            .client
+            .request("security.tokens.revoke", &json!({"token": token}))
+            .await
+            .unwrap();
+        assert_eq!(revoked["revoked"], true);
+        let answer = authorize(&b, &format!("Bearer {token}")).await;
+        assert_eq!(answer["reason"], "revoked_token", "round {round}: {answer}");
+        assert_eq!(
+            b.state.key_table().token_status(&jti, &key_id),
+            Some(TokenStatus::TokenRevoked)
+        );
     }
 
     // Cut every notification connection: the replicas stop trusting their
