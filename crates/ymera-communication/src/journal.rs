@@ -8,6 +8,13 @@
 //! the copies, and a message whose row was lost (a crash between the two, or
 //! PostgreSQL down) gets it with the first final state of one of its copies.
 //!
+//! A new message's history row is held back briefly ([`HOLD`]) so that it
+//! is usually inserted once with its final status: a single-recipient
+//! message delivered within the hold costs one insert, with no later status
+//! update. The row is written in the same transaction as the first final
+//! state of one of its copies (so an acknowledged copy always has its
+//! history row), when the hold ends, or at a barrier ([`Journal::flush`]).
+//!
 //! The writer is sharded by message id: every write about one message goes
 //! through the same shard, in order, so a message's row is always written
 //! before (or in the same transaction as) its copies' final states, and
@@ -15,7 +22,7 @@
 //! one writer at a time. A copy without a row in `message_deliveries` is
 //! `accepted` (nothing happened to it yet): acceptance is the history row.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,6 +31,7 @@ use serde::Serialize;
 use sqlx::PgPool;
 use sqlx::types::Json;
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 use uuid::Uuid;
 use ymera_core::Error;
 use ymera_core::envelope::Envelope;
@@ -34,6 +42,11 @@ pub const MAX_BATCH: usize = 512;
 pub const QUEUE_CAPACITY: usize = 8192;
 /// Writer shards: concurrent transactions on separate connections.
 pub const WRITERS: usize = 2;
+/// Longest time a new message's history row waits for its copies' final
+/// states before it is written as `accepted`.
+pub const HOLD: Duration = Duration::from_millis(1000);
+/// Most history rows held per shard; past it the oldest are written.
+pub const MAX_HELD: usize = 20_000;
 /// Attempts at writing one batch before its callers get an error.
 const WRITE_ATTEMPTS: u32 = 3;
 
@@ -213,20 +226,136 @@ impl Journal {
     }
 }
 
+/// History rows to write in one batch, with the status each is written with.
+type Released = BTreeMap<Uuid, (Arc<Envelope>, &'static str)>;
+
+/// A held history row and the final states of its copies seen so far.
+struct Held {
+    envelope: Arc<Envelope>,
+    finals: BTreeMap<String, DeliveryState>,
+}
+
+/// The history rows a writer shard holds back (see [`HOLD`]).
+#[derive(Default)]
+struct Holding {
+    rows: HashMap<Uuid, Held>,
+    /// Hold deadlines in arrival order (entries of released rows linger
+    /// until their deadline and are skipped).
+    order: VecDeque<(Instant, Uuid)>,
+}
+
+impl Holding {
+    fn hold(&mut self, envelope: &Arc<Envelope>) {
+        if self.rows.contains_key(&envelope.id) {
+            return;
+        }
+        self.order.push_back((Instant::now() + HOLD, envelope.id));
+        self.rows.insert(
+            envelope.id,
+            Held {
+                envelope: envelope.clone(),
+                finals: BTreeMap::new(),
+            },
+        );
+    }
+
+    /// A copy's new state: a final one releases its message's row.
+    fn note(&mut self, update: &DeliveryUpdate, released: &mut Released) {
+        if !update.state.is_final() {
+            return;
+        }
+        if let Some(held) = self.rows.get_mut(&update.envelope.id) {
+            held.finals
+                .entry(update.recipient.clone())
+                .or_insert(update.state);
+            self.release(update.envelope.id, released);
+        }
+    }
+
+    fn release(&mut self, id: Uuid, released: &mut Released) {
+        if let Some(held) = self.rows.remove(&id) {
+            let status = overall_status(held.envelope.recipients.len(), &held.finals);
+            released.insert(id, (held.envelope, status));
+        }
+    }
+
+    fn release_all(&mut self, released: &mut Released) {
+        for (id, held) in self.rows.drain() {
+            let status = overall_status(held.envelope.recipients.len(), &held.finals);
+            released.insert(id, (held.envelope, status));
+        }
+        self.order.clear();
+    }
+
+    /// Releases the rows whose hold ended (and the oldest past [`MAX_HELD`]).
+    fn release_due(&mut self, now: Instant, released: &mut Released) {
+        while let Some(&(deadline, id)) = self.order.front() {
+            if deadline > now && self.rows.len() <= MAX_HELD {
+                break;
+            }
+            self.order.pop_front();
+            self.release(id, released);
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        self.order.front().map(|(deadline, _)| *deadline)
+    }
+}
+
+/// A message's overall status from its copies' final states, as
+/// [`STATUS_SQL`] computes it from the stored rows.
+fn overall_status(recipients: usize, finals: &BTreeMap<String, DeliveryState>) -> &'static str {
+    if finals.len() < recipients {
+        "accepted"
+    } else if finals.values().all(|s| *s == DeliveryState::Delivered) {
+        "delivered"
+    } else if finals.values().any(|s| *s == DeliveryState::DeadLettered) {
+        "dead_lettered"
+    } else {
+        "expired"
+    }
+}
+
 async fn writer(pool: PgPool, mut rx: mpsc::Receiver<Job>, settle: Settle) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = rx.recv().await {
-        batch.push(first);
+    let mut holding = Holding::default();
+    let mut open = true;
+    while open || !holding.rows.is_empty() {
+        let deadline = holding.next_deadline();
+        tokio::select! {
+            job = rx.recv(), if open => match job {
+                Some(job) => batch.push(job),
+                None => open = false,
+            },
+            _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {}
+        }
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
                 Ok(job) => batch.push(job),
                 Err(_) => break,
             }
         }
+        let mut released = Released::new();
+        for job in &batch {
+            match &job.op {
+                Op::Record(envelope) => holding.hold(envelope),
+                Op::Delivery(update) => holding.note(update, &mut released),
+                Op::Barrier => holding.release_all(&mut released),
+            }
+        }
+        if open {
+            holding.release_due(Instant::now(), &mut released);
+        } else {
+            holding.release_all(&mut released);
+        }
+        if batch.is_empty() && released.is_empty() {
+            continue;
+        }
         let started = std::time::Instant::now();
         let mut result = Err(String::new());
         for attempt in 0..WRITE_ATTEMPTS {
-            result = write_batch(&pool, &batch, &settle)
+            result = write_batch(&pool, &batch, &released, &settle)
                 .await
                 .map_err(|e| e.to_string());
             if result.is_ok() {
@@ -236,15 +365,11 @@ async fn writer(pool: PgPool, mut rx: mpsc::Receiver<Job>, settle: Settle) {
         }
         metrics::histogram!("ymera_comm_journal_batch_seconds")
             .record(started.elapsed().as_secs_f64());
-        if let Err(reason) = &result {
-            let lost = batch
-                .iter()
-                .filter(|job| matches!(job.op, Op::Record(_)))
-                .count();
-            if lost > 0 {
-                tracing::warn!(error = %reason, messages = lost,
-                    "history rows not written; they are written with the copies' final states");
-            }
+        if let Err(reason) = &result
+            && !released.is_empty()
+        {
+            tracing::warn!(error = %reason, messages = released.len(),
+                "history rows not written; they are written with the copies' final states");
         }
         for job in batch.drain(..) {
             if let Some(done) = job.done {
@@ -254,18 +379,26 @@ async fn writer(pool: PgPool, mut rx: mpsc::Receiver<Job>, settle: Settle) {
     }
 }
 
-async fn write_batch(pool: &PgPool, batch: &[Job], settle: &Settle) -> Result<(), sqlx::Error> {
+async fn write_batch(
+    pool: &PgPool,
+    batch: &[Job],
+    released: &Released,
+    settle: &Settle,
+) -> Result<(), sqlx::Error> {
     // Set-based: a handful of statements per batch, whatever its size.
-    let mut recorded: BTreeMap<Uuid, (&Envelope, &'static str)> = BTreeMap::new();
+    let recorded: BTreeMap<Uuid, (&Envelope, &'static str)> = released
+        .iter()
+        .map(|(id, (envelope, status))| (*id, (&**envelope, *status)))
+        .collect();
+    // Messages with a copy newly final whose row is not written here: it
+    // may be missing (ensure_history), and their status needs settling.
     let mut finished: BTreeMap<Uuid, &Envelope> = BTreeMap::new();
     let mut updates: BTreeMap<(Uuid, &str), MergedUpdate> = BTreeMap::new();
     for job in batch {
         match &job.op {
-            Op::Record(envelope) => {
-                recorded.insert(envelope.id, (envelope, "accepted"));
-            }
+            Op::Record(_) | Op::Barrier => {}
             Op::Delivery(update) => {
-                if update.state.is_final() {
+                if update.state.is_final() && !released.contains_key(&update.envelope.id) {
                     finished.insert(update.envelope.id, &update.envelope);
                 }
                 updates
@@ -273,7 +406,6 @@ async fn write_batch(pool: &PgPool, batch: &[Job], settle: &Settle) -> Result<()
                     .and_modify(|merged| merged.merge(update))
                     .or_insert_with(|| MergedUpdate::from(update));
             }
-            Op::Barrier => {}
         }
     }
     if recorded.is_empty() && updates.is_empty() {
@@ -715,6 +847,53 @@ mod tests {
         assert!(DeliveryState::Delivered.is_final());
         assert!(!DeliveryState::Retrying.is_final());
         assert_eq!(DeliveryState::parse("lost"), None);
+    }
+
+    #[test]
+    fn overall_status_matches_the_stored_definition() {
+        let finals = |states: &[DeliveryState]| -> BTreeMap<String, DeliveryState> {
+            states
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (format!("r{i}"), *s))
+                .collect()
+        };
+        use DeliveryState::*;
+        assert_eq!(overall_status(2, &finals(&[Delivered])), "accepted");
+        assert_eq!(
+            overall_status(2, &finals(&[Delivered, Delivered])),
+            "delivered"
+        );
+        assert_eq!(
+            overall_status(2, &finals(&[Expired, DeadLettered])),
+            "dead_lettered"
+        );
+        assert_eq!(overall_status(2, &finals(&[Delivered, Expired])), "expired");
+    }
+
+    #[test]
+    fn held_rows_leave_with_their_first_final_copy_or_at_a_barrier() {
+        let mut holding = Holding::default();
+        let delivered = update(DeliveryState::Delivered, 1, None);
+        let retrying = update(DeliveryState::Retrying, 1, Some("boom"));
+        let other = update(DeliveryState::Retrying, 1, None);
+        holding.hold(&delivered.envelope);
+        holding.hold(&retrying.envelope);
+        holding.hold(&other.envelope);
+        let mut released = Released::new();
+        holding.note(&retrying, &mut released);
+        assert!(released.is_empty(), "a retry keeps the row held");
+        holding.note(&delivered, &mut released);
+        assert_eq!(released[&delivered.envelope.id].1, "delivered");
+        holding.release_due(Instant::now(), &mut released);
+        assert_eq!(released.len(), 1, "the hold has not ended");
+        holding.release_due(Instant::now() + HOLD, &mut released);
+        assert_eq!(released.len(), 3, "the hold ended");
+        assert_eq!(released[&other.envelope.id].1, "accepted");
+        assert!(holding.rows.is_empty() && holding.next_deadline().is_none());
+        holding.hold(&other.envelope);
+        holding.release_all(&mut released);
+        assert!(holding.rows.is_empty() && holding.next_deadline().is_none());
     }
 
     #[test]
