@@ -456,26 +456,11 @@ async fn listen_once(
     let mut sequence = 0u64;
     let mut pending: Option<String> = None;
     loop {
+        // Biased: buffered notifications (our own ping's echo included)
+        // are drained before a ping or reload tick is looked at.
         tokio::select! {
+            biased;
             () = shutdown.cancelled() => return Ok(()),
-            _ = ping.tick() => {
-                if pending.is_some() {
-                    anyhow::bail!("own notification not received within {PING_EVERY:?}");
-                }
-                sequence += 1;
-                let payload = format!("{PING_PREFIX}{me}:{sequence}");
-                sqlx::query("SELECT pg_notify($1, $2)")
-                    .bind(CHANNEL)
-                    .bind(&payload)
-                    .execute(pool)
-                    .await?;
-                pending = Some(payload);
-            }
-            _ = reload.tick() => {
-                // Notifications received meanwhile wait in the listener and
-                // are applied after the swap.
-                full_load(pool, cache).await?;
-            }
             received = listener.try_recv() => {
                 let Some(notification) = received? else {
                     // Connection lost: notifications may be missing.
@@ -518,6 +503,24 @@ async fn listen_once(
                         tracing::warn!(error = %err, "cannot re-read a notified API key");
                     }
                 }
+            }
+            _ = ping.tick() => {
+                if pending.is_some() {
+                    anyhow::bail!("own notification not received within {PING_EVERY:?}");
+                }
+                sequence += 1;
+                let payload = format!("{PING_PREFIX}{me}:{sequence}");
+                sqlx::query("SELECT pg_notify($1, $2)")
+                    .bind(CHANNEL)
+                    .bind(&payload)
+                    .execute(pool)
+                    .await?;
+                pending = Some(payload);
+            }
+            _ = reload.tick() => {
+                // Notifications received meanwhile wait in the listener and
+                // are applied after the swap.
+                full_load(pool, cache).await?;
             }
         }
     }
