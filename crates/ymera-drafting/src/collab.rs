@@ -3,13 +3,12 @@
 //! editing, and the merged text to commit as a revision.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
-use tokio::sync::Mutex;
 use ymera_core::Error;
 use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
@@ -48,6 +47,11 @@ struct Session {
     /// Whether an update was applied since the last commit check (so the
     /// periodic check only builds the text of sessions that changed).
     changed: bool,
+    /// Removed from the live sessions (committed or being committed).
+    closed: bool,
+    /// When the text was last committed (or loaded): the periodic commit
+    /// waits a whole interval after it.
+    committed_at: Instant,
 }
 
 impl Session {
@@ -68,6 +72,8 @@ impl Session {
             committed: content.to_owned(),
             authors: Vec::new(),
             changed: false,
+            closed: false,
+            committed_at: Instant::now(),
         }
     }
 
@@ -130,10 +136,18 @@ pub struct PendingCommit {
     pub closed: bool,
 }
 
-/// All live sessions of this instance.
+/// One session behind its own lock. `closed` is set (under the map's write
+/// lock) when the session leaves the map, so a holder of a stale handle
+/// never applies to a session nobody will commit.
+type Slot = Arc<Mutex<Session>>;
+
+/// All live sessions of this instance: a map behind a briefly held
+/// read-write lock, each session behind its own mutex, so updates to
+/// different drafts never wait for each other. No lock is held across an
+/// await. Lock order: the map, then a session.
 #[derive(Clone, Default)]
 pub struct Collab {
-    sessions: Arc<Mutex<HashMap<String, Session>>>,
+    sessions: Arc<RwLock<HashMap<String, Slot>>>,
 }
 
 impl std::fmt::Debug for Collab {
@@ -147,70 +161,120 @@ fn decode_b64(field: &str, value: &str) -> Result<Vec<u8>, Error> {
         .map_err(|e| Error::invalid_request(format!("{field} is not base64: {e}")))
 }
 
+/// A poisoned lock only means a panic elsewhere; the data is still usable
+/// (a yrs transaction is dropped on unwind).
+fn lock(slot: &Slot) -> MutexGuard<'_, Session> {
+    slot.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 impl Collab {
+    fn read(&self) -> RwLockReadGuard<'_, HashMap<String, Slot>> {
+        self.sessions.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, HashMap<String, Slot>> {
+        self.sessions
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn slot(&self, draft_id: &str) -> Option<Slot> {
+        self.read().get(draft_id).cloned()
+    }
+
+    fn gauge(len: usize) {
+        metrics::gauge!("ymera_drafting_collab_sessions").set(len as f64);
+    }
+
     /// Whether a draft has a live session.
-    pub async fn is_active(&self, draft_id: &str) -> bool {
-        self.sessions.lock().await.contains_key(draft_id)
+    pub fn is_active(&self, draft_id: &str) -> bool {
+        self.read().contains_key(draft_id)
     }
 
     /// Number of live sessions.
-    pub async fn len(&self) -> usize {
-        self.sessions.lock().await.len()
+    pub fn len(&self) -> usize {
+        self.read().len()
     }
 
     /// Whether there are no sessions.
-    pub async fn is_empty(&self) -> bool {
-        self.len().await == 0
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Joins (opening the session from `content` when there is none).
-    pub async fn join(
+    pub fn join(
         &self,
         draft_id: &str,
         content: &str,
         client_id: &str,
         user_id: &str,
     ) -> Result<JoinState, Error> {
-        let mut sessions = self.sessions.lock().await;
-        if !sessions.contains_key(draft_id) && sessions.len() >= MAX_SESSIONS {
-            return Err(Error::rate_limited(5_000));
+        loop {
+            let slot = self.open(draft_id, content)?;
+            let mut session = lock(&slot);
+            if session.closed {
+                // Its last editor left meanwhile: open it anew.
+                continue;
+            }
+            if !session.editors.contains_key(client_id) && session.editors.len() >= MAX_EDITORS {
+                return Err(Error::conflict(format!(
+                    "draft {draft_id} already has {MAX_EDITORS} editors"
+                )));
+            }
+            session.editors.insert(
+                client_id.to_owned(),
+                (user_id.to_owned(), chrono::Utc::now(), Instant::now()),
+            );
+            let txn = session.doc.transact();
+            return Ok(JoinState {
+                state: B64.encode(txn.encode_state_as_update_v1(&StateVector::default())),
+                state_vector: B64.encode(txn.state_vector().encode_v1()),
+                text: session.text.get_string(&txn),
+                editors: session.editors(),
+            });
         }
-        let session = sessions
-            .entry(draft_id.to_owned())
-            .or_insert_with(|| Session::new(content));
-        if !session.editors.contains_key(client_id) && session.editors.len() >= MAX_EDITORS {
-            return Err(Error::conflict(format!(
-                "draft {draft_id} already has {MAX_EDITORS} editors"
-            )));
-        }
-        session.editors.insert(
-            client_id.to_owned(),
-            (user_id.to_owned(), chrono::Utc::now(), Instant::now()),
-        );
-        metrics::gauge!("ymera_drafting_collab_sessions").set(sessions.len() as f64);
-        let session = sessions
-            .get(draft_id)
-            .ok_or_else(|| Error::internal("session vanished"))?;
-        let txn = session.doc.transact();
-        Ok(JoinState {
-            state: B64.encode(txn.encode_state_as_update_v1(&StateVector::default())),
-            state_vector: B64.encode(txn.state_vector().encode_v1()),
-            text: session.text.get_string(&txn),
-            editors: session.editors(),
-        })
     }
 
-    /// Applies a client's update (base64 v1). Returns the raw update bytes
-    /// to broadcast and the new state (with the text when `want_text`).
-    pub async fn apply(
+    /// The session of a draft, opened from `content` when there is none.
+    fn open(&self, draft_id: &str, content: &str) -> Result<Slot, Error> {
+        if let Some(slot) = self.slot(draft_id) {
+            return Ok(slot);
+        }
+        // Built outside any lock: loading a long text takes time.
+        let fresh = Arc::new(Mutex::new(Session::new(content)));
+        let mut sessions = self.write();
+        if let Some(slot) = sessions.get(draft_id) {
+            return Ok(slot.clone());
+        }
+        if sessions.len() >= MAX_SESSIONS {
+            return Err(Error::rate_limited(5_000));
+        }
+        sessions.insert(draft_id.to_owned(), fresh.clone());
+        Self::gauge(sessions.len());
+        Ok(fresh)
+    }
+
+    /// Applies a client's update (base64 v1) and returns the new state
+    /// (with the text when `want_text`). `on_applied` runs when an update
+    /// was applied, still under the session's lock, so what it does (queue
+    /// the broadcast) happens in the order updates were applied; it must
+    /// not block.
+    pub fn apply(
         &self,
         draft_id: &str,
         client_id: &str,
         update: Option<&str>,
         state_vector: Option<&str>,
         want_text: bool,
-    ) -> Result<(Option<Vec<u8>>, Applied), Error> {
-        let raw = update.map(|u| decode_b64("update", u)).transpose()?;
+        on_applied: impl FnOnce(),
+    ) -> Result<Applied, Error> {
+        let decoded = update
+            .map(|u| {
+                let bytes = decode_b64("update", u)?;
+                Update::decode_v1(&bytes)
+                    .map_err(|e| Error::invalid_request(format!("bad update: {e}")))
+            })
+            .transpose()?;
         let sv = state_vector
             .map(|s| decode_b64("state_vector", s))
             .transpose()?
@@ -219,117 +283,264 @@ impl Collab {
                     .map_err(|e| Error::invalid_request(format!("bad state_vector: {e}")))
             })
             .transpose()?;
-        let mut sessions = self.sessions.lock().await;
-        let session = sessions.get_mut(draft_id).ok_or_else(|| {
+        let not_found = || {
             Error::not_found(format!(
                 "no collaboration session for {draft_id}; join first"
             ))
-        })?;
+        };
+        let slot = self.slot(draft_id).ok_or_else(not_found)?;
+        let mut session = lock(&slot);
+        if session.closed {
+            return Err(not_found());
+        }
         let Some(editor) = session.editors.get_mut(client_id) else {
             return Err(Error::forbidden(format!(
                 "client {client_id} has not joined draft {draft_id}"
             )));
         };
         editor.2 = Instant::now();
-        let user = editor.0.clone();
-        if let Some(bytes) = &raw {
-            let decoded = Update::decode_v1(bytes)
-                .map_err(|e| Error::invalid_request(format!("bad update: {e}")))?;
+        if let Some(decoded) = decoded {
+            let user = editor.0.clone();
             let mut txn = session.doc.transact_mut();
             txn.apply_update(decoded)
                 .map_err(|e| Error::invalid_request(format!("update cannot be applied: {e}")))?;
             drop(txn);
+            on_applied();
             session.changed = true;
             if !session.authors.contains(&user) {
                 session.authors.push(user);
             }
         }
         let txn = session.doc.transact();
-        let applied = Applied {
+        Ok(Applied {
             state_vector: B64.encode(txn.state_vector().encode_v1()),
             missing: sv.map(|sv| B64.encode(txn.encode_state_as_update_v1(&sv))),
             text: want_text.then(|| session.text.get_string(&txn)),
             editors: session.editors(),
-        };
-        Ok((raw, applied))
+        })
     }
 
-    /// Removes an editor; when it was the last, closes the session and
-    /// returns the text to commit.
-    pub async fn leave(&self, draft_id: &str, client_id: &str) -> Option<PendingCommit> {
-        let mut sessions = self.sessions.lock().await;
-        let session = sessions.get_mut(draft_id)?;
-        session.editors.remove(client_id);
-        if !session.editors.is_empty() {
+    /// Closes and removes a session whose editors are all gone (under the
+    /// map's write lock), returning what to commit; `None` when someone
+    /// joined meanwhile or it is already closed.
+    fn close_if_empty(
+        sessions: &mut HashMap<String, Slot>,
+        draft_id: &str,
+    ) -> Option<PendingCommit> {
+        let slot = sessions.get(draft_id)?.clone();
+        let mut session = lock(&slot);
+        if session.closed || !session.editors.is_empty() {
             return None;
         }
-        let session = sessions.remove(draft_id)?;
-        metrics::gauge!("ymera_drafting_collab_sessions").set(sessions.len() as f64);
+        session.closed = true;
+        sessions.remove(draft_id);
         Some(PendingCommit {
             draft_id: draft_id.to_owned(),
             text: session.text(),
-            authors: session.authors,
+            authors: std::mem::take(&mut session.authors),
             closed: true,
         })
     }
 
-    /// Texts changed since their last commit (marking them committed), and
-    /// sessions whose editors all timed out (closed).
-    pub async fn due_commits(&self) -> Vec<PendingCommit> {
-        let mut sessions = self.sessions.lock().await;
+    /// Removes an editor; when it was the last, closes the session and
+    /// returns the text to commit.
+    pub fn leave(&self, draft_id: &str, client_id: &str) -> Option<PendingCommit> {
+        let slot = self.slot(draft_id)?;
+        {
+            let mut session = lock(&slot);
+            session.editors.remove(client_id);
+            if session.closed || !session.editors.is_empty() {
+                return None;
+            }
+        }
+        let mut sessions = self.write();
+        let commit = Self::close_if_empty(&mut sessions, draft_id);
+        Self::gauge(sessions.len());
+        commit
+    }
+
+    /// Texts changed and last committed at least `interval` ago (marking
+    /// them committed), and sessions whose editors all timed out (closed).
+    /// Each session is locked only while its text is built.
+    pub fn due_commits(&self, interval: Duration) -> Vec<PendingCommit> {
+        let slots: Vec<(String, Slot)> = self
+            .read()
+            .iter()
+            .map(|(id, slot)| (id.clone(), slot.clone()))
+            .collect();
         let mut out = Vec::new();
-        let mut closed = Vec::new();
-        for (id, session) in sessions.iter_mut() {
+        let mut idle = Vec::new();
+        for (id, slot) in slots {
+            let mut session = lock(&slot);
+            if session.closed {
+                continue;
+            }
             session
                 .editors
                 .retain(|_, (_, _, seen)| seen.elapsed() < PRESENCE_TIMEOUT);
-            let idle = session.editors.is_empty();
-            if !session.changed && !idle {
+            if session.editors.is_empty() {
+                idle.push(id);
+                continue;
+            }
+            if !session.changed || session.committed_at.elapsed() < interval {
                 continue;
             }
             session.changed = false;
+            session.committed_at = Instant::now();
             let text = session.text();
-            if text != session.committed || idle {
+            if text != session.committed {
                 session.committed = text.clone();
                 out.push(PendingCommit {
-                    draft_id: id.clone(),
+                    draft_id: id,
                     text,
                     authors: std::mem::take(&mut session.authors),
-                    closed: idle,
+                    closed: false,
                 });
             }
-            if idle {
-                closed.push(id.clone());
-            }
         }
-        for id in closed {
-            sessions.remove(&id);
+        if !idle.is_empty() {
+            let mut sessions = self.write();
+            out.extend(
+                idle.iter()
+                    .filter_map(|id| Self::close_if_empty(&mut sessions, id)),
+            );
+            Self::gauge(sessions.len());
         }
-        metrics::gauge!("ymera_drafting_collab_sessions").set(sessions.len() as f64);
         out
     }
 
     /// Everything still open, for the final commit at shutdown.
-    pub async fn drain(&self) -> Vec<PendingCommit> {
-        let mut sessions = self.sessions.lock().await;
-        sessions
+    pub fn drain(&self) -> Vec<PendingCommit> {
+        let mut sessions = self.write();
+        let out = sessions
             .drain()
-            .map(|(id, s)| PendingCommit {
-                text: s.text(),
-                draft_id: id,
-                authors: s.authors,
-                closed: true,
+            .map(|(id, slot)| {
+                let mut session = lock(&slot);
+                session.closed = true;
+                PendingCommit {
+                    text: session.text(),
+                    draft_id: id,
+                    authors: std::mem::take(&mut session.authors),
+                    closed: true,
+                }
             })
-            .collect()
+            .collect();
+        Self::gauge(0);
+        out
     }
 
     /// Who is editing a draft.
-    pub async fn editors(&self, draft_id: &str) -> Vec<Editor> {
-        self.sessions
-            .lock()
-            .await
-            .get(draft_id)
-            .map(Session::editors)
+    pub fn editors(&self, draft_id: &str) -> Vec<Editor> {
+        self.slot(draft_id)
+            .map(|slot| lock(&slot).editors())
             .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A client edit as a base64 v1 update, made on `doc`.
+    fn edit(doc: &Doc, at: u32, s: &str) -> String {
+        let text = doc.get_or_insert_text(TEXT_NAME);
+        let mut txn = doc.transact_mut();
+        text.insert(&mut txn, at, s);
+        B64.encode(txn.encode_update_v1())
+    }
+
+    fn client(state: &JoinState) -> Doc {
+        let doc = Doc::with_options(Options {
+            offset_kind: OffsetKind::Utf16,
+            ..Options::default()
+        });
+        let bytes = B64.decode(&state.state).unwrap();
+        doc.transact_mut()
+            .apply_update(Update::decode_v1(&bytes).unwrap())
+            .unwrap();
+        doc
+    }
+
+    #[test]
+    fn sessions_are_edited_in_parallel_and_each_commits_its_own_text() {
+        let collab = Collab::default();
+        let broadcasts = Arc::new(AtomicUsize::new(0));
+        std::thread::scope(|scope| {
+            for d in 0..8 {
+                let (collab, broadcasts) = (collab.clone(), broadcasts.clone());
+                scope.spawn(move || {
+                    let id = format!("d{d}");
+                    let joined = collab.join(&id, "start ", "c", "u").unwrap();
+                    let doc = client(&joined);
+                    for k in 0..50 {
+                        let update = edit(&doc, 0, &format!("{k}é "));
+                        collab
+                            .apply(&id, "c", Some(&update), None, false, || {
+                                broadcasts.fetch_add(1, Ordering::Relaxed);
+                            })
+                            .unwrap();
+                    }
+                });
+            }
+        });
+        assert_eq!(broadcasts.load(Ordering::Relaxed), 400);
+        let mut commits = collab.due_commits(Duration::ZERO);
+        commits.sort_by(|a, b| a.draft_id.cmp(&b.draft_id));
+        assert_eq!(commits.len(), 8);
+        for c in &commits {
+            assert!(c.text.starts_with("49é 48é "), "{}", c.text);
+            assert!(c.text.ends_with("0é start "), "{}", c.text);
+            assert_eq!(c.authors, vec!["u".to_owned()]);
+            assert!(!c.closed);
+        }
+        // Committed and unchanged since: nothing more to commit.
+        assert!(collab.due_commits(Duration::ZERO).is_empty());
+    }
+
+    #[test]
+    fn the_periodic_commit_waits_an_interval_after_the_last() {
+        let collab = Collab::default();
+        let doc = client(&collab.join("d", "", "c", "u").unwrap());
+        let update = edit(&doc, 0, "hi");
+        collab
+            .apply("d", "c", Some(&update), None, false, || {})
+            .unwrap();
+        assert!(collab.due_commits(Duration::from_secs(3600)).is_empty());
+        let commits = collab.due_commits(Duration::ZERO);
+        assert_eq!(commits.len(), 1);
+        assert_eq!(commits[0].text, "hi");
+    }
+
+    #[test]
+    fn a_rejected_update_is_not_broadcast_and_the_last_leave_commits() {
+        let collab = Collab::default();
+        let doc = client(&collab.join("d", "a", "c1", "u1").unwrap());
+        collab.join("d", "ignored", "c2", "u2").unwrap();
+        let mut called = false;
+        let bad = collab.apply("d", "c1", Some("@@@"), None, false, || called = true);
+        assert!(bad.is_err());
+        let update = edit(&doc, 0, "x");
+        let stranger = collab.apply("d", "c9", Some(&update), None, false, || called = true);
+        assert!(stranger.is_err());
+        assert!(!called);
+        let applied = collab
+            .apply("d", "c1", Some(&update), None, true, || called = true)
+            .unwrap();
+        assert!(called);
+        assert_eq!(applied.text.as_deref(), Some("xa"));
+        assert_eq!(applied.editors.len(), 2);
+        assert_eq!(collab.leave("d", "c1"), None);
+        let commit = collab.leave("d", "c2").unwrap();
+        assert_eq!(commit.text, "xa");
+        assert!(commit.closed);
+        assert!(!collab.is_active("d"));
+        assert!(
+            collab
+                .apply("d", "c2", Some(&update), None, false, || {})
+                .is_err()
+        );
+        // A later join opens the session anew from the given content.
+        assert_eq!(collab.join("d", "fresh", "c3", "u3").unwrap().text, "fresh");
     }
 }

@@ -9,6 +9,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use tokio::sync::mpsc;
 use ymera_core::auth::Authorizer;
 use ymera_core::config::AuthMode;
 use ymera_core::error::Violation;
@@ -38,7 +39,9 @@ pub struct State {
     store: DraftStore,
     autosave: AutoSave,
     collab: Collab,
-    nats: async_nats::Client,
+    /// Collaboration broadcasts (subject, payload), published in queue
+    /// order by one task.
+    broadcasts: mpsc::Sender<(String, bytes::Bytes)>,
     auth: AuthMode,
     authorizer: Arc<Authorizer>,
 }
@@ -559,7 +562,7 @@ async fn get(state: Shared, req: ServiceRequest) -> Result<Reply, Error> {
     let draft = state.store.get(&body.draft_id).await?;
     let mut value = serde_json::to_value(&draft).map_err(Error::internal)?;
     value["autosave_pending"] = json!(state.autosave.peek(&body.draft_id).await?.is_some());
-    value["editors"] = json!(state.collab.editors(&body.draft_id).await);
+    value["editors"] = json!(state.collab.editors(&body.draft_id));
     if body.include.iter().any(|i| i == "comments") {
         value["comments"] = json!(state.store.comments(&body.draft_id).await?);
     }
@@ -581,7 +584,7 @@ async fn update(state: Shared, req: ServiceRequest) -> Result<Reply, Error> {
     if let Some(t) = &body.tags {
         check_tags(t)?;
     }
-    if state.collab.is_active(&body.draft_id).await {
+    if state.collab.is_active(&body.draft_id) {
         return Err(Error::conflict(format!(
             "draft {} is being edited collaboratively; send changes through drafting.collab.update",
             body.draft_id
@@ -708,7 +711,7 @@ async fn delete(state: Shared, req: ServiceRequest) -> Result<Reply, Error> {
         return Reply::json(&json!({"draft_id": body.draft_id, "deleted": true}));
     }
     state.authorize(&req, "drafting:write").await?;
-    if state.collab.is_active(&body.draft_id).await {
+    if state.collab.is_active(&body.draft_id) {
         return Err(Error::conflict(
             "the draft is being edited collaboratively; wait until the editors leave",
         ));
@@ -855,7 +858,7 @@ async fn diff(state: Shared, req: ServiceRequest) -> Result<Reply, Error> {
 async fn restore(state: Shared, req: ServiceRequest) -> Result<Reply, Error> {
     let body: RestoreRequest = req.json()?;
     state.authorize(&req, "drafting:write").await?;
-    if state.collab.is_active(&body.draft_id).await {
+    if state.collab.is_active(&body.draft_id) {
         return Err(Error::conflict("the draft is being edited collaboratively"));
     }
     let old = state.store.revision(&body.draft_id, body.revision).await?;
@@ -985,7 +988,7 @@ async fn transition(state: Shared, req: ServiceRequest) -> Result<Reply, Error> 
             format!("one of {}", STATUSES.join(", ")),
         )]));
     }
-    if state.collab.is_active(&body.draft_id).await {
+    if state.collab.is_active(&body.draft_id) {
         return Err(Error::conflict(
             "the draft is being edited collaboratively; wait until the editors leave",
         ));
@@ -1063,8 +1066,7 @@ async fn collab_join(state: Shared, req: ServiceRequest) -> Result<Reply, Error>
     }
     let joined = state
         .collab
-        .join(&body.draft_id, &draft.content, &client_id, &body.user_id)
-        .await?;
+        .join(&body.draft_id, &draft.content, &client_id, &body.user_id)?;
     let mut value = serde_json::to_value(&joined).map_err(Error::internal)?;
     value["draft_id"] = json!(body.draft_id);
     value["client_id"] = json!(client_id);
@@ -1077,36 +1079,44 @@ async fn collab_update(state: Shared, req: ServiceRequest) -> Result<Reply, Erro
     let body: CollabUpdateRequest = req.json()?;
     state.authorize(&req, "drafting:write").await?;
     check_id("/draft_id", &body.draft_id)?;
-    let (raw, applied) = state
-        .collab
-        .apply(
-            &body.draft_id,
-            &body.client_id,
-            body.update.as_deref(),
-            body.state_vector.as_deref(),
-            body.text
-                .unwrap_or(body.update.is_none() || body.state_vector.is_some()),
-        )
-        .await?;
-    if let Some(raw) = raw {
-        let event = json!({
-            "draft_id": body.draft_id, "client_id": body.client_id,
-            "update": base64::engine::general_purpose::STANDARD.encode(raw),
-        });
-        let payload = serde_json::to_vec(&event).map_err(Error::internal)?;
-        state
-            .nats
-            .publish(
-                format!("drafting.collab.{}.updates", body.draft_id),
-                payload.into(),
-            )
-            .await
-            .map_err(|_| Error::dependency_down("nats"))?;
+    // The broadcast is queued while the session's lock is held, so each
+    // draft's updates go out in the order they were applied; the queue
+    // slot is reserved first so nothing waits under that lock.
+    let broadcast = match body.update.as_deref() {
+        Some(update) => {
+            let event = json!({
+                "draft_id": body.draft_id, "client_id": body.client_id,
+                "update": update.trim(),
+            });
+            let payload = serde_json::to_vec(&event).map_err(Error::internal)?;
+            let permit = state
+                .broadcasts
+                .reserve()
+                .await
+                .map_err(|_| Error::dependency_down("nats"))?;
+            Some((permit, payload))
+        }
+        None => None,
+    };
+    let subject = format!("drafting.collab.{}.updates", body.draft_id);
+    let applied = state.collab.apply(
+        &body.draft_id,
+        &body.client_id,
+        body.update.as_deref(),
+        body.state_vector.as_deref(),
+        body.text
+            .unwrap_or(body.update.is_none() || body.state_vector.is_some()),
+        || {
+            if let Some((permit, payload)) = broadcast {
+                permit.send((subject, payload.into()));
+            }
+        },
+    )?;
+    if !body.leave {
+        return Reply::json(&applied);
     }
     let mut value = serde_json::to_value(&applied).map_err(Error::internal)?;
-    if body.leave
-        && let Some(commit) = state.collab.leave(&body.draft_id, &body.client_id).await
-    {
+    if let Some(commit) = state.collab.leave(&body.draft_id, &body.client_id) {
         let revision = commit_collab(&state, commit).await?;
         value["committed_version"] = json!(revision);
         value["editors"] = json!([]);
@@ -1208,9 +1218,9 @@ pub async fn flush(state: &State, force: bool) -> Result<usize, Error> {
         done += 1;
     }
     let commits = if force {
-        state.collab.drain().await
+        state.collab.drain()
     } else {
-        state.collab.due_commits().await
+        state.collab.due_commits(state.autosave.interval())
     };
     for commit in commits {
         if let Err(e) = commit_collab(state, commit).await {
@@ -1220,6 +1230,24 @@ pub async fn flush(state: &State, force: bool) -> Result<usize, Error> {
         }
     }
     Ok(done)
+}
+
+/// Queued collaboration broadcasts before `drafting.collab.update` waits.
+const BROADCAST_QUEUE: usize = 8_192;
+
+/// The sending end of the broadcast queue; a task publishes what arrives,
+/// in order, until every sender is gone.
+fn broadcaster(nats: async_nats::Client) -> mpsc::Sender<(String, bytes::Bytes)> {
+    let (tx, mut rx) = mpsc::channel::<(String, bytes::Bytes)>(BROADCAST_QUEUE);
+    tokio::spawn(async move {
+        while let Some((subject, payload)) = rx.recv().await {
+            if let Err(e) = nats.publish(subject, payload).await {
+                metrics::counter!("ymera_drafting_collab_broadcast_failures_total").increment(1);
+                tracing::warn!(error = %e, "collaboration broadcast failed");
+            }
+        }
+    });
+    tx
 }
 
 /// The service's state from a started runtime (PostgreSQL is required).
@@ -1244,7 +1272,7 @@ pub async fn state(runtime: &Runtime) -> Result<Arc<State>, ymera_core::runtime:
         store: DraftStore::new(pool),
         autosave: AutoSave::following(runtime.redis().cloned(), interval),
         collab: Collab::default(),
-        nats: runtime.client().clone(),
+        broadcasts: broadcaster(runtime.client().clone()),
         auth: runtime.config().auth,
         authorizer: Arc::new(Authorizer::new(
             runtime.config().auth,
