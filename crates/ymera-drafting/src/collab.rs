@@ -52,10 +52,24 @@ struct Session {
     /// When the text was last committed (or loaded): the periodic commit
     /// waits a whole interval after it.
     committed_at: Instant,
+    /// Share of the interval (0.5-1, from the draft id) the first periodic
+    /// commit waits, so sessions opened together do not all commit on the
+    /// same tick and again together every interval.
+    first_wait: f64,
+    /// Periodic commits so far.
+    commits: u64,
+}
+
+/// A stable number in [0.5, 1) from a draft id.
+fn spread(draft_id: &str) -> f64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    draft_id.hash(&mut h);
+    0.5 + (h.finish() % 1024) as f64 / 2048.0
 }
 
 impl Session {
-    fn new(content: &str) -> Session {
+    fn new(draft_id: &str, content: &str) -> Session {
         let doc = Doc::with_options(Options {
             offset_kind: OffsetKind::Utf16,
             ..Options::default()
@@ -74,6 +88,8 @@ impl Session {
             changed: false,
             closed: false,
             committed_at: Instant::now(),
+            first_wait: spread(draft_id),
+            commits: 0,
         }
     }
 
@@ -241,7 +257,7 @@ impl Collab {
             return Ok(slot);
         }
         // Built outside any lock: loading a long text takes time.
-        let fresh = Arc::new(Mutex::new(Session::new(content)));
+        let fresh = Arc::new(Mutex::new(Session::new(draft_id, content)));
         let mut sessions = self.write();
         if let Some(slot) = sessions.get(draft_id) {
             return Ok(slot.clone());
@@ -382,11 +398,17 @@ impl Collab {
                 idle.push(id);
                 continue;
             }
-            if !session.changed || session.committed_at.elapsed() < interval {
+            let wait = if session.commits == 0 {
+                interval.mul_f64(session.first_wait)
+            } else {
+                interval
+            };
+            if !session.changed || session.committed_at.elapsed() < wait {
                 continue;
             }
             session.changed = false;
             session.committed_at = Instant::now();
+            session.commits += 1;
             let text = session.text();
             if text != session.committed {
                 session.committed = text.clone();
@@ -507,9 +529,20 @@ mod tests {
             .apply("d", "c", Some(&update), None, false, || {})
             .unwrap();
         assert!(collab.due_commits(Duration::from_secs(3600)).is_empty());
+        let first = Duration::from_millis(400).mul_f64(spread("d"));
+        std::thread::sleep(first + Duration::from_millis(10));
+        let commits = collab.due_commits(Duration::from_millis(400));
+        assert_eq!(commits.len(), 1, "the first commit waits {first:?}");
+        assert_eq!(commits[0].text, "hi");
+        let update = edit(&doc, 2, "!");
+        collab
+            .apply("d", "c", Some(&update), None, false, || {})
+            .unwrap();
+        // Later ones wait a whole interval.
+        assert!(collab.due_commits(Duration::from_secs(3600)).is_empty());
         let commits = collab.due_commits(Duration::ZERO);
         assert_eq!(commits.len(), 1);
-        assert_eq!(commits[0].text, "hi");
+        assert_eq!(commits[0].text, "hi!");
     }
 
     #[test]
