@@ -23,7 +23,7 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use rand::Rng;
 use serde_json::json;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use ymera_core::Error;
 use ymera_core::envelope::Envelope;
 use ymera_core::error::{ERROR_CODE_HEADER, ERROR_HEADER};
@@ -222,8 +222,7 @@ async fn worker(comm: Arc<Communication>, recipient: String, consumer: PullConsu
             };
             let (comm2, recipient2) = (comm.clone(), recipient.clone());
             comm.tracker.spawn(async move {
-                handle_copy(&comm2, &recipient2, message).await;
-                drop(permit);
+                handle_copy(&comm2, &recipient2, message, permit).await;
             });
         }
     }
@@ -236,12 +235,18 @@ enum Outcome {
     Nak(Duration),
 }
 
+/// Tries one copy. `slot` (one of the recipient's concurrency permits) is
+/// given back as soon as the inbox answered: storing the outcome and the
+/// JetStream ack follow without it, bounded by the consumer's
+/// `max_ack_pending`, so a slow journal batch does not hold back the next
+/// deliveries.
 async fn handle_copy(
     comm: &Arc<Communication>,
     recipient: &str,
     message: async_nats::jetstream::Message,
+    slot: OwnedSemaphorePermit,
 ) {
-    let outcome = match decide(comm, recipient, &message).await {
+    let outcome = match decide(comm, recipient, &message, slot).await {
         Ok(outcome) => outcome,
         Err(err) => {
             // The journal could not store the new state: try again later;
@@ -263,6 +268,7 @@ async fn decide(
     comm: &Arc<Communication>,
     recipient: &str,
     message: &async_nats::jetstream::Message,
+    slot: OwnedSemaphorePermit,
 ) -> Result<Outcome, Error> {
     let envelope: Envelope = match serde_json::from_slice(&message.payload) {
         Ok(envelope) => envelope,
@@ -334,7 +340,9 @@ async fn decide(
     };
     let attempt = attempts + 1;
     let attempted_at = Utc::now();
-    match call_inbox(comm, recipient, &message.payload, attempt, &envelope).await {
+    let answer = call_inbox(comm, recipient, &message.payload, attempt, &envelope).await;
+    drop(slot);
+    match answer {
         Ok(()) => {
             permit.success();
             let latency = (Utc::now() - accepted_at).to_std().unwrap_or_default();

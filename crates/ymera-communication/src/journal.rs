@@ -412,13 +412,16 @@ async fn write_batch(
         return Ok(());
     }
     let mut tx = pool.begin().await?;
-    insert_messages(&mut tx, &recorded).await?;
+    let inserted = insert_messages(&mut tx, &recorded).await?;
     upsert_deliveries(&mut tx, &updates).await?;
     if !finished.is_empty() {
         ensure_history(&mut tx, &finished).await?;
     }
     tx.commit().await?;
-    settle.add(finished.keys().copied());
+    // A released row that was stored already (an id sent again after its
+    // first row left the hold) kept its stored status: settle it too.
+    let kept = recorded.keys().filter(|id| !inserted.contains(id));
+    settle.add(finished.keys().chain(kept).copied());
     Ok(())
 }
 
@@ -454,7 +457,7 @@ async fn ensure_history(
         .filter(|(_, text)| !existing.contains(text.as_str()))
         .map(|((id, envelope), _)| (*id, (*envelope, "accepted")))
         .collect();
-    insert_messages(&mut *tx, &missing).await
+    insert_messages(&mut *tx, &missing).await.map(|_| ())
 }
 
 /// Most message ids waiting for the settler; past it the next run sweeps.
@@ -595,14 +598,14 @@ fn json_text<T: Serialize + ?Sized>(value: &T) -> String {
 /// latest instant and every participant.
 type NewInConversation<'a> = (i32, &'a Envelope, DateTime<Utc>, BTreeSet<&'a str>);
 
-/// Inserts the history rows not yet stored; counts the new ones in their
-/// conversations.
+/// Inserts the history rows not yet stored and counts the new ones in their
+/// conversations; returns the ids inserted.
 async fn insert_messages(
     tx: &mut sqlx::PgConnection,
     messages: &BTreeMap<Uuid, (&Envelope, &'static str)>,
-) -> Result<(), sqlx::Error> {
+) -> Result<BTreeSet<Uuid>, sqlx::Error> {
     if messages.is_empty() {
-        return Ok(());
+        return Ok(BTreeSet::new());
     }
     let list: Vec<&Envelope> = messages.values().map(|(e, _)| *e).collect();
     let inserted: Vec<(String,)> = sqlx::query_as(
@@ -637,9 +640,13 @@ async fn insert_messages(
     .fetch_all(&mut *tx)
     .await?;
     // New messages per conversation: count, first and last instant, everyone seen.
+    let inserted: BTreeSet<Uuid> = inserted
+        .iter()
+        .filter_map(|(id,)| id.parse::<Uuid>().ok())
+        .collect();
     let mut conversations: BTreeMap<&str, NewInConversation<'_>> = BTreeMap::new();
-    for (id,) in &inserted {
-        let Some((envelope, _)) = id.parse::<Uuid>().ok().and_then(|id| messages.get(&id)) else {
+    for id in &inserted {
+        let Some((envelope, _)) = messages.get(id) else {
             continue;
         };
         let Some(conversation) = envelope.conversation_id.as_deref() else {
@@ -681,7 +688,7 @@ async fn insert_messages(
         .execute(&mut *tx)
         .await?;
     }
-    Ok(())
+    Ok(inserted)
 }
 
 /// Stores each copy's new state; final states are never overwritten.
