@@ -13,28 +13,17 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 use ymera_testkit::{NatsServer, Postgres};
 
-use crate::services::{spawn, wait_healthy};
+use crate::services::{spawn, spawn_security, wait_healthy};
 
 #[tokio::test]
 async fn built_in_agents_answer_chat_requests_through_the_communication_agent() {
     let nats = NatsServer::start().unwrap();
     let pg = Postgres::start().unwrap();
     let db = pg.create_database().unwrap();
-    let key_dir = tempfile::tempdir().unwrap();
-    let key_path = key_dir.path().join("admin.key");
     let base = [("NATS_URL", nats.url()), ("POSTGRES_URL", db.clone())];
     let base: Vec<(&str, &str)> = base.iter().map(|(k, v)| (*k, v.as_str())).collect();
-
-    let mut security_env = base.clone();
-    let key_str = key_path.display().to_string();
-    security_env.push(("YMERA_BOOTSTRAP_ADMIN_KEY", &key_str));
-    let _security = spawn("security", &security_env);
     let client = async_nats::connect(nats.url()).await.unwrap();
-    wait_healthy(&client, "security").await;
-    let admin_key = std::fs::read_to_string(&key_path)
-        .unwrap()
-        .trim()
-        .to_owned();
+    let (_security, admin_key) = spawn_security(&client, &base).await;
 
     let mut agent_env = base.clone();
     agent_env.push(("YMERA_SERVICE_API_KEY", &admin_key));

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 use ymera_testkit::{NatsServer, Postgres};
 
-use crate::services::{spawn, wait_healthy};
+use crate::services::{spawn, spawn_security, wait_healthy};
 
 async fn call(client: &async_nats::Client, key: &str, subject: &str, body: Value) -> Value {
     let mut headers = async_nats::HeaderMap::new();
@@ -70,20 +70,10 @@ impl Stack {
         let nats = NatsServer::start().unwrap();
         let pg = Postgres::start().unwrap();
         let db = pg.create_database().unwrap();
-        let key_dir = tempfile::tempdir().unwrap();
-        let key_path = key_dir.path().join("admin.key");
-        let key_str = key_path.display().to_string();
         let url = nats.url();
         let base = vec![("NATS_URL", url.as_str()), ("POSTGRES_URL", db.as_str())];
-        let mut security_env = base.clone();
-        security_env.push(("YMERA_BOOTSTRAP_ADMIN_KEY", &key_str));
-        let security = spawn("security", &security_env);
         let client = async_nats::connect(nats.url()).await.unwrap();
-        wait_healthy(&client, "security").await;
-        let key = std::fs::read_to_string(&key_path)
-            .unwrap()
-            .trim()
-            .to_owned();
+        let (security, key) = spawn_security(&client, &base).await;
         let mut service_env = base.clone();
         service_env.push(("YMERA_SERVICE_API_KEY", &key));
         let config = spawn("config", &service_env);

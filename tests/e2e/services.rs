@@ -48,3 +48,23 @@ pub async fn wait_healthy(client: &async_nats::Client, service: &str) {
     }
     panic!("{service} never became healthy");
 }
+
+/// Starts the security service with `env` and a bootstrap admin key, waits
+/// until it is healthy, and returns it with the admin key (`ymk_…`).
+pub async fn spawn_security(
+    client: &async_nats::Client,
+    env: &[(&str, &str)],
+) -> (tokio::process::Child, String) {
+    let key_dir = tempfile::tempdir().unwrap();
+    let key_path = key_dir.path().join("admin.key");
+    let key_str = key_path.display().to_string();
+    let mut security_env = env.to_vec();
+    security_env.push(("YMERA_BOOTSTRAP_ADMIN_KEY", &key_str));
+    let security = spawn("security", &security_env);
+    wait_healthy(client, "security").await;
+    let key = std::fs::read_to_string(&key_path)
+        .unwrap()
+        .trim()
+        .to_owned();
+    (security, key)
+}

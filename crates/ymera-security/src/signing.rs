@@ -291,26 +291,25 @@ impl KeyRing {
             .cloned()
     }
 
-    /// An unexpired key by id.
-    pub fn verifier(&self, kid: &str) -> Option<SigningKey> {
+    /// `pick` of the unexpired key `kid`, if there is one.
+    fn unexpired<T>(&self, kid: &str, pick: impl FnOnce(&SigningKey) -> T) -> Option<T> {
         let now = Utc::now();
         self.keys
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
             .find(|k| k.kid == kid && k.expires_at > now)
-            .cloned()
+            .map(pick)
+    }
+
+    /// An unexpired key by id.
+    pub fn verifier(&self, kid: &str) -> Option<SigningKey> {
+        self.unexpired(kid, SigningKey::clone)
     }
 
     /// The verifying key of an unexpired key by id (no clone of the rest).
     pub fn verifying_key(&self, kid: &str) -> Option<ed25519_dalek::VerifyingKey> {
-        let now = Utc::now();
-        self.keys
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .find(|k| k.kid == kid && k.expires_at > now)
-            .map(|k| k.verifying)
+        self.unexpired(kid, |k| k.verifying)
     }
 
     /// The verifying key of an unexpired key by id; on a miss for a

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use futures::StreamExt;
-use serde_json::Value;
+use serde_json::{Value, json};
 use ymera_core::client::{Credential, ServiceClient};
 use ymera_core::config::ServiceConfig;
 use ymera_core::runtime::Runtime;
@@ -236,4 +236,26 @@ pub fn code_and_reason(err: &ymera_core::Error) -> (u16, Option<String>) {
             .and_then(Value::as_str)
             .map(str::to_owned),
     )
+}
+
+/// `security.authorize` through the service's client.
+pub async fn authorize(
+    svc: &SecurityService,
+    credential: &str,
+    permission: &str,
+    tenant: Option<&str>,
+) -> Value {
+    let mut body = json!({"credential": credential, "permission": permission});
+    if let Some(t) = tenant {
+        body["tenant"] = json!(t);
+    }
+    svc.client
+        .request("security.authorize", &body)
+        .await
+        .unwrap()
+}
+
+/// `security.authorize` for `config:read`, no tenant.
+pub async fn authorize_read(svc: &SecurityService, credential: &str) -> Value {
+    authorize(svc, credential, "config:read", None).await
 }

@@ -5,23 +5,9 @@ use std::os::unix::fs::PermissionsExt;
 use serde_json::{Value, json};
 use ymera_security::BootstrapOutcome;
 
-use crate::common::{Servers, code_and_reason, start_security, subscribe_events, test_pepper};
-
-async fn authorize(
-    svc: &crate::common::SecurityService,
-    credential: &str,
-    permission: &str,
-    tenant: Option<&str>,
-) -> Value {
-    let mut body = json!({"credential": credential, "permission": permission});
-    if let Some(t) = tenant {
-        body["tenant"] = json!(t);
-    }
-    svc.client
-        .request("security.authorize", &body)
-        .await
-        .unwrap()
-}
+use crate::common::{
+    Servers, authorize, code_and_reason, start_security, subscribe_events, test_pepper,
+};
 
 #[tokio::test]
 async fn keys_authorize_events_and_report() {

@@ -11,17 +11,7 @@ use serde_json::{Value, json};
 use ymera_security::keycache::TokenStatus;
 use ymera_testkit::NatsServer;
 
-use crate::common::{SecurityService, Servers, start_security};
-
-async fn authorize(svc: &SecurityService, credential: &str) -> Value {
-    svc.client
-        .request(
-            "security.authorize",
-            &json!({"credential": credential, "permission": "config:read"}),
-        )
-        .await
-        .unwrap()
-}
+use crate::common::{Servers, authorize_read, start_security};
 
 async fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
     for _ in 0..200 {
@@ -50,7 +40,7 @@ async fn key_table_follows_creations_and_revocations_on_every_replica() {
             .await;
         // Created on A, used on B at once: granted (from B's table, or from
         // PostgreSQL if B's notification is still on its way).
-        let answer = authorize(&b, &key).await;
+        let answer = authorize_read(&b, &key).await;
         assert_eq!(answer["allowed"], true, "round {round}: {answer}");
         assert_eq!(answer["principal"]["key_id"], key_id.as_str());
         // The creation notification reaches B's table.
@@ -58,7 +48,7 @@ async fn key_table_follows_creations_and_revocations_on_every_replica() {
             b.state.key_table().get(&key_id).is_some()
         })
         .await;
-        assert_eq!(authorize(&b, &key).await["allowed"], true);
+        assert_eq!(authorize_read(&b, &key).await["allowed"], true);
 
         let revoked: Value = a
             .admin()
@@ -68,7 +58,7 @@ async fn key_table_follows_creations_and_revocations_on_every_replica() {
         assert_eq!(revoked["status"], "revoked");
         // Immediately after the revoke call returns, on both replicas.
         for (name, svc) in [("a", &a), ("b", &b)] {
-            let answer = authorize(svc, &key).await;
+            let answer = authorize_read(svc, &key).await;
             assert_eq!(answer["allowed"], false, "round {round} on {name}");
             assert_eq!(answer["reason"], "revoked_key", "round {round} on {name}");
         }
@@ -94,7 +84,7 @@ async fn key_table_follows_creations_and_revocations_on_every_replica() {
             Some(TokenStatus::Valid)
         );
         assert_eq!(
-            authorize(&b, &format!("Bearer {token}")).await["allowed"],
+            authorize_read(&b, &format!("Bearer {token}")).await["allowed"],
             true
         );
         let revoked: Value = a
@@ -103,7 +93,7 @@ async fn key_table_follows_creations_and_revocations_on_every_replica() {
             .await
             .unwrap();
         assert_eq!(revoked["revoked"], true);
-        let answer = authorize(&b, &format!("Bearer {token}")).await;
+        let answer = authorize_read(&b, &format!("Bearer {token}")).await;
         assert_eq!(answer["reason"], "revoked_token", "round {round}: {answer}");
         assert_eq!(
             b.state.key_table().token_status(&jti, &key_id),
@@ -136,10 +126,10 @@ async fn key_table_follows_creations_and_revocations_on_every_replica() {
         .execute(&a.pool)
         .await
         .unwrap();
-    let answer = authorize(&b, &key).await;
+    let answer = authorize_read(&b, &key).await;
     assert_eq!(answer["reason"], "revoked_key", "{answer}");
     wait_until("B's table is live again", || b.state.key_table().is_live()).await;
-    let answer = authorize(&b, &key).await;
+    let answer = authorize_read(&b, &key).await;
     assert_eq!(answer["reason"], "revoked_key", "{answer}");
     // And notifications flow again after the reconnect.
     let (key, key_id) = a.create_key("frank", "acme", &["config:read"]).await;
@@ -151,7 +141,7 @@ async fn key_table_follows_creations_and_revocations_on_every_replica() {
         .request::<_, Value>("security.keys.revoke", &json!({"key_id": key_id}))
         .await
         .unwrap();
-    assert_eq!(authorize(&b, &key).await["reason"], "revoked_key");
+    assert_eq!(authorize_read(&b, &key).await["reason"], "revoked_key");
 
     b.stop().await;
     a.stop().await;

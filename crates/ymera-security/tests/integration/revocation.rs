@@ -9,7 +9,9 @@ use serde_json::{Value, json};
 use ymera_security::token::{JwksVerifier, TokenRejection};
 use ymera_testkit::NatsServer;
 
-use crate::common::{SecurityService, Servers, code_and_reason, start_security, subscribe_events};
+use crate::common::{
+    SecurityService, Servers, authorize_read, code_and_reason, start_security, subscribe_events,
+};
 
 async fn issue(svc: &SecurityService, key: &str) -> String {
     let issued: Value = svc
@@ -18,16 +20,6 @@ async fn issue(svc: &SecurityService, key: &str) -> String {
         .await
         .unwrap();
     issued["token"].as_str().unwrap().to_owned()
-}
-
-async fn authorize(svc: &SecurityService, credential: &str) -> Value {
-    svc.client
-        .request(
-            "security.authorize",
-            &json!({"credential": credential, "permission": "config:read"}),
-        )
-        .await
-        .unwrap()
 }
 
 async fn verify(svc: &SecurityService, token: &str) -> Result<Value, ymera_core::Error> {
@@ -50,7 +42,7 @@ async fn check_revocation(with_redis: bool) {
     for svc in [&a, &b] {
         assert_eq!(verify(svc, &token).await.unwrap()["valid"], true);
         assert_eq!(
-            authorize(svc, &format!("Bearer {token}")).await["allowed"],
+            authorize_read(svc, &format!("Bearer {token}")).await["allowed"],
             true
         );
     }
@@ -75,11 +67,11 @@ async fn check_revocation(with_redis: bool) {
             (401, Some("revoked_key".to_owned())),
             "redis: {with_redis}"
         );
-        let answer = authorize(svc, &format!("Bearer {token}")).await;
+        let answer = authorize_read(svc, &format!("Bearer {token}")).await;
         assert_eq!(answer["allowed"], false);
         assert_eq!(answer["reason"], "revoked_key");
         assert_eq!(answer["principal"], Value::Null);
-        let answer = authorize(svc, &key).await;
+        let answer = authorize_read(svc, &key).await;
         assert_eq!(answer["reason"], "revoked_key");
         // Another key's token is untouched.
         assert_eq!(verify(svc, &other_token).await.unwrap()["valid"], true);
