@@ -1,9 +1,7 @@
 //! Acceptance: every accepted message reaches its recipient and ends
 //! `delivered` while, in turn, the recipient, nats-server (kill -9) and the
-//! communication agent itself (runtime dropped) go down mid-run.
-//!
-//! Scaled down from the 10,000 messages to `MESSAGES` per scenario
-//! so the crate's tests stay within a few minutes on a 2-core machine.
+//! communication agent itself (runtime dropped) go down mid-run: the
+//! issue's 10,000 messages per scenario, the recipient down for 5 s.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -17,10 +15,10 @@ use crate::common::{
     send_until_accepted, states,
 };
 
-/// Messages per scenario (3 scenarios: 3,000 in all).
-const MESSAGES: usize = 1000;
-/// Concurrent senders.
-const SENDERS: usize = 8;
+/// Messages per scenario (3 scenarios: 30,000 in all).
+const MESSAGES: usize = 10_000;
+/// Concurrent senders (a divisor of `MESSAGES`).
+const SENDERS: usize = 40;
 
 async fn send_many(
     client: ServiceClient,
@@ -110,7 +108,7 @@ async fn recipient_outage_loses_nothing() {
     wait_progress(&progress, MESSAGES / 3).await;
     recipient.down().await;
     assert_mid_run(&progress);
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
     recipient.up().await;
     let accepted = sender.await.unwrap();
     assert_all_delivered(&recipient, "outage-recipient", &db, &accepted).await;
