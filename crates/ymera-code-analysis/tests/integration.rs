@@ -10,6 +10,8 @@ mod inbox;
 mod limits;
 #[path = "integration/metrics.rs"]
 mod metrics;
+#[path = "integration/proto.rs"]
+mod proto;
 #[path = "integration/reports.rs"]
 mod reports;
 #[path = "integration/robustness.rs"]
