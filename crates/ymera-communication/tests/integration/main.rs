@@ -5,5 +5,6 @@
 mod common;
 mod failures;
 mod faults;
+mod proto;
 mod queries;
 mod requests;
