@@ -1,0 +1,305 @@
+//! The wire contract in `proto/`: every endpoint is called with a valid
+//! request, and the request sent, the reply received, the events published and
+//! the refusals are validated against the schemas, so code and `proto/`
+//! cannot drift apart.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+use crate::common::*;
+
+fn proto_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto")
+}
+
+/// Resolves `https://ymera.dev/schemas/…` to the files under `proto/schemas`.
+struct ProtoFiles;
+
+impl jsonschema::Retrieve for ProtoFiles {
+    fn retrieve(
+        &self,
+        uri: &jsonschema::Uri<String>,
+    ) -> Result<Value, Box<dyn std::error::Error + Send + Sync>> {
+        let rel = uri
+            .as_str()
+            .strip_prefix("https://ymera.dev/schemas/")
+            .ok_or_else(|| format!("not a proto schema: {uri}"))?;
+        let text = std::fs::read_to_string(proto_dir().join("schemas").join(rel))?;
+        Ok(serde_json::from_str(&text)?)
+    }
+}
+
+fn schema(name: &str) -> jsonschema::Validator {
+    let path = proto_dir().join("schemas").join(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let value: Value = serde_json::from_str(&text).unwrap();
+    jsonschema::options()
+        .should_validate_formats(true)
+        .with_retriever(ProtoFiles)
+        .build(&value)
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+#[track_caller]
+fn assert_valid(name: &str, value: &Value) {
+    let errors: Vec<String> = schema(name)
+        .iter_errors(value)
+        .map(|e| format!("{e} at {}", e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "{name} rejects {value}: {errors:?}");
+}
+
+/// Sends `request` to `config.<endpoint>`, validates both sides, returns
+/// the reply.
+async fn call(nats: &async_nats::Client, endpoint: &str, request: Value) -> Value {
+    assert_valid(&format!("config/{endpoint}.request.schema.json"), &request);
+    let message = nats
+        .request(
+            format!("config.{endpoint}"),
+            Bytes::from(serde_json::to_vec(&request).unwrap()),
+        )
+        .await
+        .unwrap();
+    let error = message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get("Nats-Service-Error"));
+    assert!(error.is_none(), "{endpoint} refused {request}: {error:?}");
+    let reply: Value = serde_json::from_slice(&message.payload).unwrap();
+    assert_valid(&format!("config/{endpoint}.reply.schema.json"), &reply);
+    reply
+}
+
+/// A refusal: error headers and an error.schema.json body with `code`.
+async fn refused(nats: &async_nats::Client, endpoint: &str, request: Value, code: &str) {
+    let message = nats
+        .request(
+            format!("config.{endpoint}"),
+            Bytes::from(serde_json::to_vec(&request).unwrap()),
+        )
+        .await
+        .unwrap();
+    let headers = message.headers.as_ref().expect("error headers");
+    assert!(headers.get("Nats-Service-Error").is_some());
+    assert!(headers.get("Nats-Service-Error-Code").is_some());
+    let body: Value = serde_json::from_slice(&message.payload).unwrap();
+    assert_valid("error.schema.json", &body);
+    assert_eq!(body["error"]["code"], code, "{body}");
+}
+
+#[tokio::test]
+async fn endpoints_and_events_match_the_proto_schemas() {
+    let stack = stack().await;
+    let raw = stack.client.nats().clone();
+    let mut events = raw.subscribe("config.changed.>").await.unwrap();
+    raw.flush().await.unwrap();
+
+    let schema =
+        json!({"type": "object", "properties": {"pool": {"type": "integer", "minimum": 1}}});
+    let s = call(
+        &raw,
+        "schema.set",
+        json!({"agent": "svc", "schema": schema, "expected_version": 0, "actor": "ops"}),
+    )
+    .await;
+    assert_eq!(s["version"], 1);
+    assert_eq!(
+        call(&raw, "schema.get", json!({"agent": "svc"})).await["schema"],
+        schema
+    );
+
+    let w = call(
+        &raw,
+        "set",
+        json!({"agent": "svc", "environment": "base", "config": {"pool": 5, "name": "a"}}),
+    )
+    .await;
+    assert_eq!(w["version"], 1);
+    call(
+        &raw,
+        "set",
+        json!({"agent": "svc", "environment": "production", "config": 10,
+                             "pointer": "/pool", "expected_version": 0, "actor": "ops"}),
+    )
+    .await;
+    call(
+        &raw,
+        "set",
+        json!({"agent": "svc", "environment": "base", "config": {"name": "b"}, "merge": true}),
+    )
+    .await;
+    let got = call(
+        &raw,
+        "get",
+        json!({"agent": "svc", "environment": "production"}),
+    )
+    .await;
+    assert_eq!(got["config"], json!({"pool": 10, "name": "b"}));
+    let one = call(
+        &raw,
+        "get",
+        json!({"agent": "svc", "environment": "production", "raw": true, "pointer": "/pool"}),
+    )
+    .await;
+    assert_eq!(one["config"], 10);
+    call(&raw, "get", json!({"agent": "svc"})).await;
+
+    let history = call(
+        &raw,
+        "history",
+        json!({"agent": "svc", "environment": "base", "limit": 10, "documents": true}),
+    )
+    .await;
+    let versions = history["versions"].as_array().unwrap();
+    assert_eq!(versions.len(), 2);
+    let (newest, oldest) = (
+        versions[0]["version"].clone(),
+        versions[1]["version"].clone(),
+    );
+    let diff = call(
+        &raw,
+        "diff",
+        json!({"agent": "svc", "environment": "base", "from_version": oldest}),
+    )
+    .await;
+    assert_eq!(diff["to_version"], newest);
+    call(
+        &raw,
+        "diff",
+        json!({"agent": "svc", "environment": "base", "from_version": oldest, "to_version": newest}),
+    )
+    .await;
+    let back = call(
+        &raw,
+        "rollback",
+        json!({"agent": "svc", "environment": "base", "to_version": oldest,
+               "expected_version": newest, "actor": "ops"}),
+    )
+    .await;
+    assert_eq!(back["previous_version"], newest);
+    assert_eq!(back["changed"], true);
+    call(
+        &raw,
+        "delete",
+        json!({"agent": "svc", "environment": "production", "pointer": "/pool"}),
+    )
+    .await;
+    call(
+        &raw,
+        "delete",
+        json!({"agent": "svc", "environment": "production"}),
+    )
+    .await;
+
+    let t = call(
+        &raw,
+        "template.set",
+        json!({"name": "tpl", "template": {"pool": "${n}", "tag": "x"},
+                                              "description": "a pool", "actor": "ops"}),
+    )
+    .await;
+    assert_eq!(t["variables"], json!(["n"]));
+    call(
+        &raw,
+        "template.apply",
+        json!({"template": "tpl", "agent": "svc2", "environment": "staging",
+                                        "vars": {"n": "3"}, "expected_version": 0}),
+    )
+    .await;
+
+    let bundle = call(&raw, "export", json!({"environment": "staging"})).await;
+    assert!(!bundle["agents"].as_array().unwrap().is_empty());
+    let dry = call(
+        &raw,
+        "import",
+        json!({"bundle": bundle, "dry_run": true, "actor": "ops"}),
+    )
+    .await;
+    assert_eq!(dry["applied"], false);
+    let mut changed = bundle.clone();
+    changed["agents"][0]["layers"]["staging"] = json!({"pool": 7});
+    let applied = call(&raw, "import", json!({"bundle": changed})).await;
+    assert_eq!(applied["applied"], true);
+
+    // Change events: at least one per committed layer change, each valid.
+    let mut seen = 0;
+    while let Ok(Some(message)) = tokio::time::timeout(Duration::from_secs(2), events.next()).await
+    {
+        let body: Value = serde_json::from_slice(&message.payload).unwrap();
+        assert_valid("config/event.changed.schema.json", &body);
+        assert_eq!(
+            message.subject.as_str(),
+            format!(
+                "config.changed.{}.{}",
+                body["agent"].as_str().unwrap(),
+                body["environment"].as_str().unwrap()
+            )
+        );
+        seen += 1;
+    }
+    assert!(seen >= 8, "{seen} change events");
+
+    // Refusals carry error.schema.json bodies.
+    refused(&raw, "get", json!({"agent": "nobody"}), "not_found").await;
+    refused(
+        &raw,
+        "get",
+        json!({"agent": "svc", "bogus": 1}),
+        "invalid_request",
+    )
+    .await;
+    refused(
+        &raw,
+        "set",
+        json!({"agent": "svc", "environment": "base", "config": {"pool": 0}}),
+        "validation_failed",
+    )
+    .await;
+    refused(
+        &raw,
+        "set",
+        json!({"agent": "svc", "environment": "base", "config": {}, "expected_version": 99}),
+        "conflict",
+    )
+    .await;
+}
+
+/// What the schemas refuse, the endpoints refuse too (the request side of
+/// the contract is not looser than the code).
+#[test]
+fn request_schemas_refuse_what_the_code_refuses() {
+    let cases = [
+        ("get", json!({"agent": "Bad Name"})),
+        ("get", json!({"agent": "a", "environment": "qa"})),
+        ("get", json!({"agent": "a", "bogus": 1})),
+        ("set", json!({"agent": "a", "environment": "base"})),
+        (
+            "history",
+            json!({"agent": "a", "environment": "base", "limit": 0}),
+        ),
+        (
+            "history",
+            json!({"agent": "a", "environment": "base", "limit": 1001}),
+        ),
+        ("schema.get", json!({})),
+        (
+            "import",
+            json!({"bundle": {"format": "other/1", "agents": []}}),
+        ),
+        (
+            "template.set",
+            json!({"name": "t", "template": 1, "description": "d".repeat(4097)}),
+        ),
+    ];
+    for (endpoint, request) in cases {
+        let validator = schema(&format!("config/{endpoint}.request.schema.json"));
+        assert!(
+            !validator.is_valid(&request),
+            "{endpoint} schema accepts {request}"
+        );
+    }
+}
