@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use serde::Deserialize;
+use ymera_core::auth::Authorizer;
 use ymera_core::error::{Error, ErrorKind, Violation};
 use ymera_core::runtime::{Reply, Runtime, RuntimeError, ServiceBuilder, ServiceRequest};
 
@@ -100,7 +101,15 @@ fn record_metrics(report: &Report) {
     }
 }
 
-async fn handle_analyze(req: ServiceRequest, limits: Limits) -> Result<Reply, Error> {
+/// The permission `code-analysis.analyze` requires with `YMERA_AUTH=required`.
+pub const ANALYZE_PERMISSION: &str = "analysis:run";
+
+async fn handle_analyze(
+    req: ServiceRequest,
+    limits: Limits,
+    authorizer: &Authorizer,
+) -> Result<Reply, Error> {
+    authorizer.check(&req, ANALYZE_PERMISSION).await?;
     let body: AnalyzeRequest = req.json()?;
     if body.files.len() > MAX_FILES_PER_REQUEST {
         return Err(Error::validation(vec![Violation::new(
@@ -126,8 +135,10 @@ async fn handle_analyze(req: ServiceRequest, limits: Limits) -> Result<Reply, Er
     }
 }
 
-/// The service with its endpoints, for a transport limit of `max_message_size`.
-pub fn service(max_message_size: usize) -> ServiceBuilder {
+/// The service with its endpoints, for a transport limit of
+/// `max_message_size`; `analyze` asks `authorizer` for `analysis:run`
+/// (nothing when auth is off), `rules` is open like health.
+pub fn service(max_message_size: usize, authorizer: Arc<Authorizer>) -> ServiceBuilder {
     let limits = Arc::new(limits_for(max_message_size));
     ServiceBuilder::new(
         NAME,
@@ -135,8 +146,8 @@ pub fn service(max_message_size: usize) -> ServiceBuilder {
         "Code analysis: complexity metrics and security, performance and smell findings",
     )
     .endpoint("code-analysis.analyze", move |req: ServiceRequest| {
-        let limits = *limits;
-        async move { handle_analyze(req, limits).await }
+        let (limits, authorizer) = (*limits, authorizer.clone());
+        async move { handle_analyze(req, limits, &authorizer).await }
     })
     .endpoint("code-analysis.rules", |_req: ServiceRequest| async move {
         Reply::json(&serde_json::json!({ "rules": crate::rules() }))
@@ -152,5 +163,9 @@ pub async fn serve(runtime: Runtime) -> Result<(), RuntimeError> {
             crate::inbox::answer(&envelope, max).await
         }),
     );
-    service(max).serve(runtime).await
+    let authorizer = Arc::new(Authorizer::new(
+        runtime.config().auth,
+        runtime.client().clone(),
+    ));
+    service(max, authorizer).serve(runtime).await
 }

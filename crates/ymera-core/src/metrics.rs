@@ -166,6 +166,16 @@ pub const CATALOGUE: &[(&str, MetricKind, &str)] = &[
         "security events recorded (audit)",
     ),
     (
+        "ymera_security_key_table_live",
+        MetricKind::Gauge,
+        "1 while the in-memory key table follows PostgreSQL notifications, 0 while keys are checked in PostgreSQL",
+    ),
+    (
+        "ymera_security_key_table_size",
+        MetricKind::Gauge,
+        "API keys held in the in-memory key table",
+    ),
+    (
         "ymera_auth_failures_total",
         MetricKind::Counter,
         "rejected credentials (bad key, expired token, …)",

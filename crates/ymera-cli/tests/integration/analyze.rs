@@ -104,6 +104,7 @@ fn service_batches_are_split_under_the_request_limit() {
         let mut config = ymera_core::config::ServiceConfig::default();
         config.nats.url = nats.url();
         config.max_message_size = 64 * 1024;
+        config.auth = ymera_core::config::AuthMode::Off;
         let runtime = ymera_core::runtime::Runtime::start("code-analysis", config)
             .await
             .unwrap();

@@ -36,6 +36,14 @@ impl Drop for RunningService {
 /// Starts nats-server (8 MiB max_payload) and the service with MAX_MESSAGE_SIZE
 /// = `max_message_size`, and waits until it answers.
 pub async fn start_service(max_message_size: usize) -> RunningService {
+    start_service_with(max_message_size, ymera_core::config::AuthMode::Off).await
+}
+
+/// [`start_service`] with authentication `auth` (no security service runs).
+pub async fn start_service_with(
+    max_message_size: usize,
+    auth: ymera_core::config::AuthMode,
+) -> RunningService {
     let nats_server = ymera_testkit::NatsServer::start_with(ymera_testkit::NatsOptions {
         max_payload: Some(8 * 1024 * 1024),
         ..Default::default()
@@ -44,6 +52,7 @@ pub async fn start_service(max_message_size: usize) -> RunningService {
     let mut config = ymera_core::config::ServiceConfig::default();
     config.nats.url = nats_server.url();
     config.max_message_size = max_message_size;
+    config.auth = auth;
     let runtime = ymera_core::runtime::Runtime::start(ymera_code_analysis::service::NAME, config)
         .await
         .expect("runtime starts");

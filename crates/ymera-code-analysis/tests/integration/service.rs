@@ -6,7 +6,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use serde_json::{Value, json};
 
-use crate::common::start_service;
+use crate::common::{start_service, start_service_with};
 
 const EVAL_PY: &str = "def run(cmd):\n    return eval(cmd)\n";
 
@@ -189,4 +189,38 @@ async fn srv_ping_finds_code_analysis() {
         names.push(ping["name"].as_str().unwrap().to_owned());
     }
     assert_eq!(names, ["code-analysis"]);
+}
+
+#[tokio::test]
+async fn analyze_requires_a_credential_when_auth_is_required() {
+    let svc = start_service_with(1024 * 1024, ymera_core::config::AuthMode::Required).await;
+    // No credential: 401 before any work (no security service is needed).
+    let err = svc
+        .client
+        .request::<_, Value>("code-analysis.analyze", &eval_request("json"))
+        .await
+        .expect_err("an anonymous analyze must be refused");
+    assert_eq!(
+        err.kind,
+        ymera_core::error::ErrorKind::Unauthenticated,
+        "{err}"
+    );
+    // A credential the service cannot check (security is down): 503, not a report.
+    let err = svc
+        .client
+        .clone()
+        .with_credential(Some(ymera_core::client::Credential::ApiKey(
+            "ymk_abc_def".into(),
+        )))
+        .request::<_, Value>("code-analysis.analyze", &eval_request("json"))
+        .await
+        .expect_err("an unverifiable credential must be refused");
+    assert_eq!(err.kind, ymera_core::error::ErrorKind::Unavailable, "{err}");
+    // The rule catalogue stays open, like health.
+    let rules: Value = svc
+        .client
+        .request("code-analysis.rules", &json!({}))
+        .await
+        .unwrap();
+    assert!(rules["rules"].as_array().is_some_and(|r| r.len() >= 30));
 }
