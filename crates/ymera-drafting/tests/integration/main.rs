@@ -7,3 +7,4 @@ mod autosave;
 mod collab;
 mod common;
 mod drafts;
+mod proto;
