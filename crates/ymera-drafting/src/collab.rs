@@ -164,6 +164,9 @@ type Slot = Arc<Mutex<Session>>;
 #[derive(Clone, Default)]
 pub struct Collab {
     sessions: Arc<RwLock<HashMap<String, Slot>>>,
+    /// Drafts whose session closed and whose final text is not committed
+    /// yet: no new session opens from the stored content until it is.
+    closing: Arc<Mutex<std::collections::HashSet<String>>>,
 }
 
 impl std::fmt::Debug for Collab {
@@ -218,19 +221,25 @@ impl Collab {
     }
 
     /// Joins (opening the session from `content` when there is none).
+    /// `Ok(None)` when the draft's previous session closed and its text is
+    /// not committed yet (or closes meanwhile): `content` may be stale, so
+    /// the caller waits for [`Collab::is_closing`] to clear, reads the
+    /// draft again and retries.
     pub fn join(
         &self,
         draft_id: &str,
         content: &str,
         client_id: &str,
         user_id: &str,
-    ) -> Result<JoinState, Error> {
-        loop {
-            let slot = self.open(draft_id, content)?;
+    ) -> Result<Option<JoinState>, Error> {
+        {
+            let Some(slot) = self.open(draft_id, content)? else {
+                return Ok(None);
+            };
             let mut session = lock(&slot);
             if session.closed {
-                // Its last editor left meanwhile: open it anew.
-                continue;
+                // Its last editor left meanwhile; its text is being committed.
+                return Ok(None);
             }
             if !session.editors.contains_key(client_id) && session.editors.len() >= MAX_EDITORS {
                 return Err(Error::conflict(format!(
@@ -242,32 +251,54 @@ impl Collab {
                 (user_id.to_owned(), chrono::Utc::now(), Instant::now()),
             );
             let txn = session.doc.transact();
-            return Ok(JoinState {
+            Ok(Some(JoinState {
                 state: B64.encode(txn.encode_state_as_update_v1(&StateVector::default())),
                 state_vector: B64.encode(txn.state_vector().encode_v1()),
                 text: session.text.get_string(&txn),
                 editors: session.editors(),
-            });
+            }))
         }
     }
 
-    /// The session of a draft, opened from `content` when there is none.
-    fn open(&self, draft_id: &str, content: &str) -> Result<Slot, Error> {
+    /// Whether a closed session's final text of `draft_id` awaits its commit.
+    pub fn is_closing(&self, draft_id: &str) -> bool {
+        self.closing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(draft_id)
+    }
+
+    /// The final text of a closed session was committed (or its commit
+    /// failed): sessions may open from the stored content again.
+    pub fn close_committed(&self, draft_id: &str) {
+        self.closing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(draft_id);
+    }
+
+    /// The session of a draft, opened from `content` when there is none;
+    /// `None` while a closed session's text awaits its commit.
+    fn open(&self, draft_id: &str, content: &str) -> Result<Option<Slot>, Error> {
         if let Some(slot) = self.slot(draft_id) {
-            return Ok(slot);
+            return Ok(Some(slot));
         }
         // Built outside any lock: loading a long text takes time.
         let fresh = Arc::new(Mutex::new(Session::new(draft_id, content)));
         let mut sessions = self.write();
         if let Some(slot) = sessions.get(draft_id) {
-            return Ok(slot.clone());
+            return Ok(Some(slot.clone()));
+        }
+        // Checked under the map's write lock, where sessions close.
+        if self.is_closing(draft_id) {
+            return Ok(None);
         }
         if sessions.len() >= MAX_SESSIONS {
             return Err(Error::rate_limited(5_000));
         }
         sessions.insert(draft_id.to_owned(), fresh.clone());
         Self::gauge(sessions.len());
-        Ok(fresh)
+        Ok(Some(fresh))
     }
 
     /// Applies a client's update (base64 v1) and returns the new state
@@ -340,6 +371,7 @@ impl Collab {
     /// map's write lock), returning what to commit; `None` when someone
     /// joined meanwhile or it is already closed.
     fn close_if_empty(
+        &self,
         sessions: &mut HashMap<String, Slot>,
         draft_id: &str,
     ) -> Option<PendingCommit> {
@@ -350,6 +382,10 @@ impl Collab {
         }
         session.closed = true;
         sessions.remove(draft_id);
+        self.closing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(draft_id.to_owned());
         Some(PendingCommit {
             draft_id: draft_id.to_owned(),
             text: session.text(),
@@ -370,7 +406,7 @@ impl Collab {
             }
         }
         let mut sessions = self.write();
-        let commit = Self::close_if_empty(&mut sessions, draft_id);
+        let commit = self.close_if_empty(&mut sessions, draft_id);
         Self::gauge(sessions.len());
         commit
     }
@@ -424,7 +460,7 @@ impl Collab {
             let mut sessions = self.write();
             out.extend(
                 idle.iter()
-                    .filter_map(|id| Self::close_if_empty(&mut sessions, id)),
+                    .filter_map(|id| self.close_if_empty(&mut sessions, id)),
             );
             Self::gauge(sessions.len());
         }
@@ -493,7 +529,7 @@ mod tests {
                 let (collab, broadcasts) = (collab.clone(), broadcasts.clone());
                 scope.spawn(move || {
                     let id = format!("d{d}");
-                    let joined = collab.join(&id, "start ", "c", "u").unwrap();
+                    let joined = collab.join(&id, "start ", "c", "u").unwrap().unwrap();
                     let doc = client(&joined);
                     for k in 0..50 {
                         let update = edit(&doc, 0, &format!("{k}é "));
@@ -523,7 +559,7 @@ mod tests {
     #[test]
     fn the_periodic_commit_waits_an_interval_after_the_last() {
         let collab = Collab::default();
-        let doc = client(&collab.join("d", "", "c", "u").unwrap());
+        let doc = client(&collab.join("d", "", "c", "u").unwrap().unwrap());
         let update = edit(&doc, 0, "hi");
         collab
             .apply("d", "c", Some(&update), None, false, || {})
@@ -548,8 +584,8 @@ mod tests {
     #[test]
     fn a_rejected_update_is_not_broadcast_and_the_last_leave_commits() {
         let collab = Collab::default();
-        let doc = client(&collab.join("d", "a", "c1", "u1").unwrap());
-        collab.join("d", "ignored", "c2", "u2").unwrap();
+        let doc = client(&collab.join("d", "a", "c1", "u1").unwrap().unwrap());
+        collab.join("d", "ignored", "c2", "u2").unwrap().unwrap();
         let mut called = false;
         let bad = collab.apply("d", "c1", Some("@@@"), None, false, || called = true);
         assert!(bad.is_err());
@@ -573,7 +609,14 @@ mod tests {
                 .apply("d", "c2", Some(&update), None, false, || {})
                 .is_err()
         );
-        // A later join opens the session anew from the given content.
-        assert_eq!(collab.join("d", "fresh", "c3", "u3").unwrap().text, "fresh");
+        // Until the closed session's text is committed, no session opens
+        // from (possibly stale) stored content; then a join opens it anew.
+        assert!(collab.is_closing("d"));
+        assert!(collab.join("d", "stale", "c3", "u3").unwrap().is_none());
+        collab.close_committed("d");
+        assert_eq!(
+            collab.join("d", "fresh", "c3", "u3").unwrap().unwrap().text,
+            "fresh"
+        );
     }
 }

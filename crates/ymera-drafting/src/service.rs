@@ -1058,15 +1058,34 @@ async fn collab_join(state: Shared, req: ServiceRequest) -> Result<Reply, Error>
         .client_id
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
     check_id("/client_id", &client_id)?;
-    // Typing buffered before the session starts belongs in its base text.
-    flush_one(&state, &body.draft_id).await?;
-    let draft = state.store.get(&body.draft_id).await?;
-    if draft.status == "archived" {
-        return Err(Error::conflict("the draft is archived"));
-    }
-    let joined = state
-        .collab
-        .join(&body.draft_id, &draft.content, &client_id, &body.user_id)?;
+    // A session that just closed opens again only from its committed text.
+    let mut attempt = 0;
+    let (draft, joined) = loop {
+        attempt += 1;
+        if attempt > MAX_JOIN_ATTEMPTS {
+            return Err(Error::new(
+                ErrorKind::Unavailable,
+                "the previous collaboration session is still being committed; try again",
+            ));
+        }
+        if state.collab.is_closing(&body.draft_id) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        }
+        // Typing buffered before the session starts belongs in its base text.
+        flush_one(&state, &body.draft_id).await?;
+        let draft = state.store.get(&body.draft_id).await?;
+        if draft.status == "archived" {
+            return Err(Error::conflict("the draft is archived"));
+        }
+        if let Some(joined) =
+            state
+                .collab
+                .join(&body.draft_id, &draft.content, &client_id, &body.user_id)?
+        {
+            break (draft, joined);
+        }
+    };
     let mut value = serde_json::to_value(&joined).map_err(Error::internal)?;
     value["draft_id"] = json!(body.draft_id);
     value["client_id"] = json!(client_id);
@@ -1126,7 +1145,22 @@ async fn collab_update(state: Shared, req: ServiceRequest) -> Result<Reply, Erro
 
 // ---- background ----
 
+/// Most waits of one join for a closing session's commit (10 ms each).
+const MAX_JOIN_ATTEMPTS: u32 = 1000;
+
+/// Commits a session's text; a closed session's draft may then be opened
+/// again from the stored content (also when the commit failed: what it
+/// held is then lost, as before).
 async fn commit_collab(state: &State, commit: PendingCommit) -> Result<Option<i32>, Error> {
+    let (draft_id, closed) = (commit.draft_id.clone(), commit.closed);
+    let result = store_collab(state, commit).await;
+    if closed {
+        state.collab.close_committed(&draft_id);
+    }
+    result
+}
+
+async fn store_collab(state: &State, commit: PendingCommit) -> Result<Option<i32>, Error> {
     let author = commit
         .authors
         .first()
