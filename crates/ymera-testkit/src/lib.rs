@@ -75,6 +75,7 @@ mod nats;
 mod postgres;
 mod probe;
 mod process;
+pub mod proto;
 mod redis;
 
 pub use binaries::{

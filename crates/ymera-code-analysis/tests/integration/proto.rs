@@ -2,29 +2,13 @@
 //! the running service validates against `proto/schemas/code-analysis/*`, so
 //! the schemas and the code cannot drift apart.
 
-use std::path::PathBuf;
-
 use serde_json::{Value, json};
 
 use crate::common::start_service;
-
-fn schema(name: &str) -> jsonschema::Validator {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../proto/schemas")
-        .join(name);
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let value: Value = serde_json::from_str(&text).unwrap();
-    jsonschema::options()
-        .should_validate_formats(true)
-        .build(&value)
-        .unwrap()
-}
+use ymera_testkit::proto::{schema, violations};
 
 fn assert_valid(validator: &jsonschema::Validator, value: &Value, what: &str) {
-    let errors: Vec<String> = validator
-        .iter_errors(value)
-        .map(|e| format!("{e} at {}", e.instance_path()))
-        .collect();
+    let errors = violations(validator, value);
     assert!(errors.is_empty(), "{what}: {errors:?}\n{value}");
 }
 

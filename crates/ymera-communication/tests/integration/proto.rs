@@ -3,7 +3,6 @@
 //! the refusals are validated against the schemas, so code and `proto/`
 //! cannot drift apart.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -11,47 +10,7 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 
 use crate::common::*;
-
-fn proto_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto")
-}
-
-/// Resolves `https://ymera.dev/schemas/…` to the files under `proto/schemas`.
-struct ProtoFiles;
-
-impl jsonschema::Retrieve for ProtoFiles {
-    fn retrieve(
-        &self,
-        uri: &jsonschema::Uri<String>,
-    ) -> Result<Value, Box<dyn std::error::Error + Send + Sync>> {
-        let rel = uri
-            .as_str()
-            .strip_prefix("https://ymera.dev/schemas/")
-            .ok_or_else(|| format!("not a proto schema: {uri}"))?;
-        let text = std::fs::read_to_string(proto_dir().join("schemas").join(rel))?;
-        Ok(serde_json::from_str(&text)?)
-    }
-}
-
-fn schema(name: &str) -> jsonschema::Validator {
-    let path = proto_dir().join("schemas").join(name);
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let value: Value = serde_json::from_str(&text).unwrap();
-    jsonschema::options()
-        .should_validate_formats(true)
-        .with_retriever(ProtoFiles)
-        .build(&value)
-        .unwrap_or_else(|e| panic!("{name}: {e}"))
-}
-
-#[track_caller]
-fn assert_valid(name: &str, value: &Value) {
-    let errors: Vec<String> = schema(name)
-        .iter_errors(value)
-        .map(|e| format!("{e} at {}", e.instance_path()))
-        .collect();
-    assert!(errors.is_empty(), "{name} rejects {value}: {errors:?}");
-}
+use ymera_testkit::proto::{assert_valid, schema};
 
 /// Sends `request` (or an empty body for `Value::Null`) to
 /// `communication.<endpoint>`, validates both sides, returns the reply.

@@ -6,18 +6,7 @@ use std::path::PathBuf;
 use serde_json::{Value, json};
 use ymera_core::envelope::{Envelope, MessageType};
 use ymera_core::error::{Error, ErrorKind, Violation};
-
-fn schema(name: &str) -> jsonschema::Validator {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../proto/schemas")
-        .join(name);
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let value: Value = serde_json::from_str(&text).unwrap();
-    jsonschema::options()
-        .should_validate_formats(true)
-        .build(&value)
-        .unwrap()
-}
+use ymera_testkit::proto::schema;
 
 fn examples() -> Vec<Envelope> {
     let minimal = Envelope::new(MessageType::Event, "a", vec!["b".into()], "", Value::Null);

@@ -5,7 +5,6 @@
 //! code fails here); refused requests carry a body valid against
 //! `error.schema.json`, and requests the schemas reject the service refuses.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use base64::Engine;
@@ -16,27 +15,7 @@ use yrs::updates::encoder::Encode;
 use yrs::{Doc, OffsetKind, Options, ReadTxn, Text, Transact};
 
 use crate::common::{Drafting, Servers};
-
-fn schema(name: &str) -> jsonschema::Validator {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../proto/schemas")
-        .join(name);
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let value: Value = serde_json::from_str(&text).unwrap();
-    jsonschema::options()
-        .should_validate_formats(true)
-        .build(&value)
-        .unwrap_or_else(|e| panic!("{name}: {e}"))
-}
-
-fn assert_valid(name: &str, value: &Value) {
-    let validator = schema(name);
-    let errors: Vec<String> = validator
-        .iter_errors(value)
-        .map(|e| format!("{e} at {}", e.instance_path()))
-        .collect();
-    assert!(errors.is_empty(), "{name}: {errors:?}\n{value}");
-}
+use ymera_testkit::proto::{assert_valid, schema};
 
 struct Wire<'a> {
     nats: &'a async_nats::Client,

@@ -3,7 +3,6 @@
 //! against `proto/schemas/security/*`, so the schemas and the code cannot
 //! drift apart.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -11,26 +10,7 @@ use serde_json::{Value, json};
 use ymera_core::client::Credential;
 
 use crate::common::{SecurityService, Servers, start_security};
-
-fn schema(name: &str) -> jsonschema::Validator {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../proto/schemas")
-        .join(name);
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let value: Value = serde_json::from_str(&text).unwrap();
-    jsonschema::options()
-        .should_validate_formats(true)
-        .build(&value)
-        .unwrap()
-}
-
-fn assert_valid(name: &str, value: &Value) {
-    let errors: Vec<String> = schema(name)
-        .iter_errors(value)
-        .map(|e| format!("{e} at {}", e.instance_path()))
-        .collect();
-    assert!(errors.is_empty(), "{name}: {errors:?}\n{value}");
-}
+use ymera_testkit::proto::{assert_valid, schema};
 
 /// Sends `body` raw to `security.<endpoint>` with `credential`; returns the
 /// error code header (None on success) and the reply body.
