@@ -497,6 +497,12 @@ pub(crate) fn measure<'t>(
         })
         .collect();
     let mut file_lines = BTreeSet::new();
+    // Like lizard, a line counts for the function owning its first counted
+    // token (and each function for its own start line), so a line where a
+    // nested function closes and its parent goes on (`}()`, `})`) counts
+    // for the nested one only.
+    let mut line_owner: std::collections::HashMap<usize, Option<usize>> =
+        std::collections::HashMap::new();
     let mut stack: Vec<usize> = Vec::new();
     let mut next_site = 0usize;
     let innermost_at =
@@ -539,10 +545,22 @@ pub(crate) fn measure<'t>(
         {
             parent.lines.extend(token.start_row..=token.end_row);
         }
-        if let Some(acc) = owner.and_then(|o| accs.get_mut(o)) {
+        if counted {
+            for row in token.start_row..=token.end_row {
+                line_owner.entry(row).or_insert(owner);
+            }
+        }
+        if let Some(o) = owner
+            && let Some(acc) = accs.get_mut(o)
+        {
             acc.tokens += 1;
             if counted {
-                acc.lines.extend(token.start_row..=token.end_row);
+                let start_row = sites.get(o).map(|s| s.start_row);
+                acc.lines.extend(
+                    (token.start_row..=token.end_row).filter(|row| {
+                        line_owner.get(row) == Some(&owner) || Some(*row) == start_row
+                    }),
+                );
             }
             if is_condition(language, token.text) && token.kind != TokenKind::Str && !token.exempt {
                 acc.ccn += 1;

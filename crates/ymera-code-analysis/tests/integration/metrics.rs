@@ -232,3 +232,18 @@ fn python_fstring_interpolations_are_code() {
         assert_eq!(f.ccn, ccn, "{source}");
     }
 }
+
+#[test]
+fn a_line_counts_for_the_function_owning_its_first_token() {
+    // `}()` closes the literal and goes on in `f`: lizard 1.24.3 counts the
+    // line for the literal only (f 5 NLOC, anonymous__0 3).
+    let src = "package p\n\nfunc f(v int) error {\n\tdefer func() {\n\t\tx()\n\t}()\n\ty(v)\n\treturn nil\n}\n";
+    let report = analyze_source("a.go", None, src).expect("analyses");
+    let nloc: Vec<(&str, usize)> = report
+        .functions
+        .iter()
+        .map(|f| (f.qualified_name.as_str(), f.nloc))
+        .collect();
+    assert!(nloc.contains(&("f", 5)), "{nloc:?}");
+    assert!(nloc.contains(&("anonymous__0", 3)), "{nloc:?}");
+}
