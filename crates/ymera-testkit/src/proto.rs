@@ -34,8 +34,7 @@ impl jsonschema::Retrieve for ProtoFiles {
 /// the file is missing or not a valid schema: a test fixture.
 pub fn schema(name: &str) -> jsonschema::Validator {
     let path = proto_dir().join("schemas").join(name);
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let value: Value =
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     jsonschema::options()
