@@ -280,9 +280,9 @@ impl Holding {
     }
 
     fn release_all(&mut self, released: &mut Released) {
-        for (id, held) in self.rows.drain() {
-            let status = overall_status(held.envelope.recipients.len(), &held.finals);
-            released.insert(id, (held.envelope, status));
+        let ids: Vec<Uuid> = self.rows.keys().copied().collect();
+        for id in ids {
+            self.release(id, released);
         }
         self.order.clear();
     }

@@ -59,3 +59,74 @@ pub fn assert_valid(name: &str, value: &Value) {
     let errors = violations(&schema(name), value);
     assert!(errors.is_empty(), "{name} rejects {value}: {errors:?}");
 }
+
+/// Sends `body` (no body for `Value::Null`) to `subject` with `headers`;
+/// returns the error code header (`None` on success) and the reply body
+/// (`Null` when it is not JSON).
+pub async fn request_raw(
+    nats: &async_nats::Client,
+    subject: &str,
+    headers: async_nats::HeaderMap,
+    body: &Value,
+) -> (Option<String>, Value) {
+    let payload = if body.is_null() {
+        bytes::Bytes::new()
+    } else {
+        bytes::Bytes::from(serde_json::to_vec(body).unwrap_or_default())
+    };
+    let reply = nats
+        .request_with_headers(subject.to_owned(), headers, payload)
+        .await
+        .unwrap_or_else(|e| panic!("{subject}: {e}"));
+    let code = reply
+        .headers
+        .as_ref()
+        .and_then(|h| h.get("Nats-Service-Error-Code"))
+        .map(|v| v.as_str().to_owned());
+    (
+        code,
+        serde_json::from_slice(&reply.payload).unwrap_or(Value::Null),
+    )
+}
+
+/// Validates `request` against `<service>/<endpoint>.request.schema.json`
+/// (an empty body, `Value::Null`, is not validated), calls
+/// `<service>.<endpoint>`, asserts it answered without an error and that the
+/// reply is valid against `<service>/<endpoint>.reply.schema.json`; returns it.
+pub async fn exchange(
+    nats: &async_nats::Client,
+    service: &str,
+    endpoint: &str,
+    request: Value,
+) -> Value {
+    if !request.is_null() {
+        assert_valid(
+            &format!("{service}/{endpoint}.request.schema.json"),
+            &request,
+        );
+    }
+    let subject = format!("{service}.{endpoint}");
+    let (code, reply) = request_raw(nats, &subject, async_nats::HeaderMap::new(), &request).await;
+    assert!(
+        code.is_none(),
+        "{subject} refused {request}: {code:?} {reply}"
+    );
+    assert_valid(&format!("{service}/{endpoint}.reply.schema.json"), &reply);
+    reply
+}
+
+/// Asserts `<service>.<endpoint>` refuses `request` with error `code` and a
+/// body valid against `error.schema.json`.
+pub async fn assert_refused(
+    nats: &async_nats::Client,
+    service: &str,
+    endpoint: &str,
+    request: Value,
+    code: &str,
+) {
+    let subject = format!("{service}.{endpoint}");
+    let (status, body) = request_raw(nats, &subject, async_nats::HeaderMap::new(), &request).await;
+    assert!(status.is_some(), "{subject} accepted {request}: {body}");
+    assert_valid("error.schema.json", &body);
+    assert_eq!(body["error"]["code"], code, "{body}");
+}

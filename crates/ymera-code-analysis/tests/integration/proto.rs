@@ -5,31 +5,26 @@
 use serde_json::{Value, json};
 
 use crate::common::start_service;
-use ymera_testkit::proto::{schema, violations};
+use ymera_testkit::proto::{request_raw, schema, violations};
 
 fn assert_valid(validator: &jsonschema::Validator, value: &Value, what: &str) {
     let errors = violations(validator, value);
     assert!(errors.is_empty(), "{what}: {errors:?}\n{value}");
 }
 
-/// Sends `body` raw and returns (error header present, reply body).
+/// Sends `body` raw and returns (error code header, reply body).
 async fn call(
     svc: &crate::common::RunningService,
     subject: &str,
     body: &Value,
 ) -> (Option<String>, Value) {
-    let reply = svc
-        .client
-        .nats()
-        .request(subject.to_owned(), serde_json::to_vec(body).unwrap().into())
-        .await
-        .unwrap();
-    let code = reply
-        .headers
-        .as_ref()
-        .and_then(|h| h.get("Nats-Service-Error-Code"))
-        .map(|v| v.as_str().to_owned());
-    (code, serde_json::from_slice(&reply.payload).unwrap())
+    request_raw(
+        svc.client.nats(),
+        subject,
+        async_nats::HeaderMap::new(),
+        body,
+    )
+    .await
 }
 
 const SOURCE: &str = "import hashlib\n\ndef run(cmd, n):\n    if n > 1 and cmd:\n        return eval(cmd)\n    return hashlib.md5(cmd).hexdigest()\n";

@@ -5,57 +5,20 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures::StreamExt;
 use serde_json::{Value, json};
 
 use crate::common::*;
-use ymera_testkit::proto::{assert_valid, schema};
+use ymera_testkit::proto::{assert_refused, assert_valid, exchange, schema};
 
-/// Sends `request` (or an empty body for `Value::Null`) to
-/// `communication.<endpoint>`, validates both sides, returns the reply.
+/// `ymera_testkit::proto::exchange` on `communication.<endpoint>`.
 async fn call(nats: &async_nats::Client, endpoint: &str, request: Value) -> Value {
-    let body = if request.is_null() {
-        Bytes::new()
-    } else {
-        assert_valid(
-            &format!("communication/{endpoint}.request.schema.json"),
-            &request,
-        );
-        Bytes::from(serde_json::to_vec(&request).unwrap())
-    };
-    let message = nats
-        .request(format!("communication.{endpoint}"), body)
-        .await
-        .unwrap();
-    let error = message
-        .headers
-        .as_ref()
-        .and_then(|h| h.get("Nats-Service-Error"));
-    assert!(error.is_none(), "{endpoint} refused {request}: {error:?}");
-    let reply: Value = serde_json::from_slice(&message.payload).unwrap();
-    assert_valid(
-        &format!("communication/{endpoint}.reply.schema.json"),
-        &reply,
-    );
-    reply
+    exchange(nats, "communication", endpoint, request).await
 }
 
-/// A refusal: error headers and an error.schema.json body with `code`.
+/// `ymera_testkit::proto::assert_refused` on `communication.<endpoint>`.
 async fn refused(nats: &async_nats::Client, endpoint: &str, request: Value, code: &str) {
-    let message = nats
-        .request(
-            format!("communication.{endpoint}"),
-            Bytes::from(serde_json::to_vec(&request).unwrap()),
-        )
-        .await
-        .unwrap();
-    let headers = message.headers.as_ref().expect("error headers");
-    assert!(headers.get("Nats-Service-Error").is_some());
-    assert!(headers.get("Nats-Service-Error-Code").is_some());
-    let body: Value = serde_json::from_slice(&message.payload).unwrap();
-    assert_valid("error.schema.json", &body);
-    assert_eq!(body["error"]["code"], code, "{body}");
+    assert_refused(nats, "communication", endpoint, request, code).await
 }
 
 #[tokio::test]

@@ -5,49 +5,20 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures::StreamExt;
 use serde_json::{Value, json};
 
 use crate::common::*;
-use ymera_testkit::proto::{assert_valid, schema};
+use ymera_testkit::proto::{assert_refused, assert_valid, exchange, schema};
 
-/// Sends `request` to `config.<endpoint>`, validates both sides, returns
-/// the reply.
+/// `ymera_testkit::proto::exchange` on `config.<endpoint>`.
 async fn call(nats: &async_nats::Client, endpoint: &str, request: Value) -> Value {
-    assert_valid(&format!("config/{endpoint}.request.schema.json"), &request);
-    let message = nats
-        .request(
-            format!("config.{endpoint}"),
-            Bytes::from(serde_json::to_vec(&request).unwrap()),
-        )
-        .await
-        .unwrap();
-    let error = message
-        .headers
-        .as_ref()
-        .and_then(|h| h.get("Nats-Service-Error"));
-    assert!(error.is_none(), "{endpoint} refused {request}: {error:?}");
-    let reply: Value = serde_json::from_slice(&message.payload).unwrap();
-    assert_valid(&format!("config/{endpoint}.reply.schema.json"), &reply);
-    reply
+    exchange(nats, "config", endpoint, request).await
 }
 
-/// A refusal: error headers and an error.schema.json body with `code`.
+/// `ymera_testkit::proto::assert_refused` on `config.<endpoint>`.
 async fn refused(nats: &async_nats::Client, endpoint: &str, request: Value, code: &str) {
-    let message = nats
-        .request(
-            format!("config.{endpoint}"),
-            Bytes::from(serde_json::to_vec(&request).unwrap()),
-        )
-        .await
-        .unwrap();
-    let headers = message.headers.as_ref().expect("error headers");
-    assert!(headers.get("Nats-Service-Error").is_some());
-    assert!(headers.get("Nats-Service-Error-Code").is_some());
-    let body: Value = serde_json::from_slice(&message.payload).unwrap();
-    assert_valid("error.schema.json", &body);
-    assert_eq!(body["error"]["code"], code, "{body}");
+    assert_refused(nats, "config", endpoint, request, code).await
 }
 
 #[tokio::test]

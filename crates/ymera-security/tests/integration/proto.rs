@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use ymera_core::client::Credential;
 
 use crate::common::{SecurityService, Servers, start_security};
-use ymera_testkit::proto::{assert_valid, schema};
+use ymera_testkit::proto::{assert_valid, request_raw, schema};
 
 /// Sends `body` raw to `security.<endpoint>` with `credential`; returns the
 /// error code header (None on success) and the reply body.
@@ -24,22 +24,13 @@ async fn call(
     if let Some(credential) = credential {
         credential.apply(&mut headers);
     }
-    let reply = svc
-        .client
-        .nats()
-        .request_with_headers(
-            format!("security.{endpoint}"),
-            headers,
-            serde_json::to_vec(body).unwrap().into(),
-        )
-        .await
-        .unwrap();
-    let code = reply
-        .headers
-        .as_ref()
-        .and_then(|h| h.get("Nats-Service-Error-Code"))
-        .map(|v| v.as_str().to_owned());
-    (code, serde_json::from_slice(&reply.payload).unwrap())
+    request_raw(
+        svc.client.nats(),
+        &format!("security.{endpoint}"),
+        headers,
+        body,
+    )
+    .await
 }
 
 /// Validates `body` against the endpoint's request schema, calls it and
