@@ -7,7 +7,6 @@
 use std::sync::Arc;
 
 use serde::Deserialize;
-use ymera_core::auth::Authorizer;
 use ymera_core::error::{Error, ErrorKind, Violation};
 use ymera_core::runtime::{Reply, Runtime, RuntimeError, ServiceBuilder, ServiceRequest};
 
@@ -104,12 +103,7 @@ fn record_metrics(report: &Report) {
 /// The permission `code-analysis.analyze` requires with `YMERA_AUTH=required`.
 pub const ANALYZE_PERMISSION: &str = "analysis:run";
 
-async fn handle_analyze(
-    req: ServiceRequest,
-    limits: Limits,
-    authorizer: &Authorizer,
-) -> Result<Reply, Error> {
-    authorizer.check(&req, ANALYZE_PERMISSION).await?;
+async fn handle_analyze(req: ServiceRequest, limits: Limits) -> Result<Reply, Error> {
     let body: AnalyzeRequest = req.json()?;
     if body.files.len() > MAX_FILES_PER_REQUEST {
         return Err(Error::validation(vec![Violation::new(
@@ -136,19 +130,20 @@ async fn handle_analyze(
 }
 
 /// The service with its endpoints, for a transport limit of
-/// `max_message_size`; `analyze` asks `authorizer` for `analysis:run`
-/// (nothing when auth is off), `rules` is open like health.
-pub fn service(max_message_size: usize, authorizer: Arc<Authorizer>) -> ServiceBuilder {
+/// `max_message_size`; `analyze` declares `analysis:run` (checked by the
+/// runtime when auth is required), `rules` is open like health.
+pub fn service(max_message_size: usize) -> ServiceBuilder {
     let limits = Arc::new(limits_for(max_message_size));
     ServiceBuilder::new(
         NAME,
         env!("CARGO_PKG_VERSION"),
         "Code analysis: complexity metrics and security, performance and smell findings",
     )
-    .endpoint("code-analysis.analyze", move |req: ServiceRequest| {
-        let (limits, authorizer) = (*limits, authorizer.clone());
-        async move { handle_analyze(req, limits, &authorizer).await }
-    })
+    .secured(
+        "code-analysis.analyze",
+        ANALYZE_PERMISSION,
+        move |req: ServiceRequest| handle_analyze(req, *limits),
+    )
     .endpoint("code-analysis.rules", |_req: ServiceRequest| async move {
         Reply::json(&serde_json::json!({ "rules": crate::rules() }))
     })
@@ -163,9 +158,5 @@ pub async fn serve(runtime: Runtime) -> Result<(), RuntimeError> {
             crate::inbox::answer(&envelope, max).await
         }),
     );
-    let authorizer = Arc::new(Authorizer::new(
-        runtime.config().auth,
-        runtime.client().clone(),
-    ));
-    service(max, authorizer).serve(runtime).await
+    service(max).serve(runtime).await
 }

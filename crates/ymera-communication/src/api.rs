@@ -27,59 +27,52 @@ pub const DEFAULT_PAGE: u32 = 100;
 /// Registers every endpoint on `builder`.
 pub fn endpoints(builder: ServiceBuilder, comm: Arc<Communication>) -> ServiceBuilder {
     let c = comm.clone();
-    let builder = builder.endpoint("communication.send", move |req: ServiceRequest| {
+    let builder = builder.secured("communication.send", auth::SEND, move |req: ServiceRequest| {
         let comm = c.clone();
         async move {
-            comm.authorizer.check(&req, auth::SEND).await?;
             let envelope: Envelope = req.json()?;
             Reply::json(&crate::send::send(&comm, envelope).await?)
         }
     });
     let c = comm.clone();
-    let builder = builder.endpoint("communication.status", move |req: ServiceRequest| {
+    let builder = builder.secured("communication.status", auth::READ, move |req: ServiceRequest| {
         let comm = c.clone();
         async move {
-            comm.authorizer.check(&req, auth::READ).await?;
             Reply::json(&status(&comm, req.json()?).await?)
         }
     });
     let c = comm.clone();
-    let builder = builder.endpoint("communication.history", move |req: ServiceRequest| {
+    let builder = builder.secured("communication.history", auth::READ, move |req: ServiceRequest| {
         let comm = c.clone();
         async move {
-            comm.authorizer.check(&req, auth::READ).await?;
             Reply::json(&history(&comm, req.json_or_default()?).await?)
         }
     });
     let c = comm.clone();
-    let builder = builder.endpoint("communication.conversations", move |req: ServiceRequest| {
+    let builder = builder.secured("communication.conversations", auth::READ, move |req: ServiceRequest| {
         let comm = c.clone();
         async move {
-            comm.authorizer.check(&req, auth::READ).await?;
             Reply::json(&conversations(&comm, req.json_or_default()?).await?)
         }
     });
     let c = comm.clone();
-    let builder = builder.endpoint("communication.metrics", move |req: ServiceRequest| {
+    let builder = builder.secured("communication.metrics", auth::READ, move |_req: ServiceRequest| {
         let comm = c.clone();
         async move {
-            comm.authorizer.check(&req, auth::READ).await?;
             Reply::json(&metrics_snapshot(&comm).await)
         }
     });
     let c = comm.clone();
-    let builder = builder.endpoint("communication.dlq.list", move |req: ServiceRequest| {
+    let builder = builder.secured("communication.dlq.list", auth::READ, move |req: ServiceRequest| {
         let comm = c.clone();
         async move {
-            comm.authorizer.check(&req, auth::READ).await?;
             Reply::json(&dlq_list(&comm, req.json_or_default()?).await?)
         }
     });
     let c = comm;
-    builder.endpoint("communication.dlq.replay", move |req: ServiceRequest| {
+    builder.secured("communication.dlq.replay", auth::SEND, move |req: ServiceRequest| {
         let comm = c.clone();
         async move {
-            comm.authorizer.check(&req, auth::SEND).await?;
             Reply::json(&dlq_replay(&comm, req.json()?).await?)
         }
     })

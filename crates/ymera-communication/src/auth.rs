@@ -1,9 +1,8 @@
-//! Authorization of callers through the security service
-//! (`security.authorize`) when `YMERA_AUTH=required`.
-//!
-//! Permissions (the security service's catalogue): `comm:send` (send and
-//! dlq.replay, which re-sends), `comm:read` (status, history, conversations,
-//! metrics, dlq.list). Grants are cached for [`GRANT_TTL`] per credential and
+//! The permissions the endpoints declare (checked by the runtime with
+//! [`Authorizer`] when `YMERA_AUTH=required`, before any handler runs):
+//! `comm:send` (send and dlq.replay, which re-sends), `comm:read` (status,
+//! history, conversations, metrics, dlq.list). Bearer tokens are verified
+//! locally; API key grants are cached for [`GRANT_TTL`] per credential and
 //! permission, so a busy sender costs one security round trip per TTL;
 //! refusals are never cached.
 

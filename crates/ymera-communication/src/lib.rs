@@ -90,7 +90,6 @@ pub struct Communication {
     js: jetstream::Context,
     journal: Journal,
     limiter: RateLimiter,
-    authorizer: auth::Authorizer,
     breakers: BreakerRegistry,
     stats: Stats,
     workers: Mutex<HashMap<String, ()>>,
@@ -147,7 +146,6 @@ impl Communication {
         .await;
         let comm = Arc::new(Communication {
             live,
-            authorizer: auth::Authorizer::new(runtime.config().auth, client.clone()),
             limiter: RateLimiter::new("ymera:rl:comm:", runtime.redis().cloned()),
             breakers: BreakerRegistry::new(
                 "communication",

@@ -1,10 +1,10 @@
-//! Authorization of callers through the security service when
-//! `YMERA_AUTH=required` (the client is `ymera_core::auth::Authorizer`).
-//!
-//! Permissions (the security service's catalogue): `config:read` for
-//! `get`, `history`, `diff`, `schema.get`, `export`; `config:write` for every
-//! write. With auth on, the audit trail's actor is the credential's verified
-//! owner that [`Authorizer::check`] returns, not the request's `actor` field.
+//! The permissions the endpoints declare (checked by the runtime with
+//! `ymera_core::auth::Authorizer` when `YMERA_AUTH=required`, before any
+//! handler runs): `config:read` for `get`, `history`, `diff`, `schema.get`,
+//! `export`; `config:write` for every write. With auth on, the audit
+//! trail's actor is the verified owner of the credential (the request's
+//! [`principal`](ymera_core::runtime::ServiceRequest::principal)), not the
+//! request's `actor` field.
 
 pub use ymera_core::auth::{Authorizer, GRANT_TTL};
 

@@ -131,7 +131,6 @@ pub async fn start_manager(
         runtime.client().clone(),
         settings,
         runtime.config().max_message_size,
-        runtime.config().auth,
     );
     let events = runtime
         .client()
@@ -222,13 +221,12 @@ where
     Fut: std::future::Future<Output = Result<Resp, ymera_core::Error>> + Send + 'static,
 {
     let manager = manager.clone();
-    builder.endpoint(subject, move |req: ServiceRequest| {
+    builder.secured(subject, Req::PERMISSION, move |req: ServiceRequest| {
         let (manager, f) = (manager.clone(), f.clone());
         async move {
-            let owner = manager.authorizer().check(&req, Req::PERMISSION).await?;
             let mut body: Req = req.json()?;
-            if let Some(owner) = owner {
-                body.set_actor(owner);
+            if let Some(principal) = req.principal() {
+                body.set_actor(principal.owner.clone());
             }
             let limit = manager.max_message_size();
             let resp = f(manager, body).await?;

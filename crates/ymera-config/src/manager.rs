@@ -25,7 +25,6 @@ pub struct ConfigManager {
     nats: async_nats::Client,
     settings: Settings,
     max_message_size: usize,
-    authorizer: crate::auth::Authorizer,
 }
 
 /// A committed layer change, announced after the commit.
@@ -45,16 +44,13 @@ impl ConfigManager {
         nats: async_nats::Client,
         settings: Settings,
         max_message_size: usize,
-        auth: ymera_core::config::AuthMode,
     ) -> Arc<ConfigManager> {
-        let authorizer = crate::auth::Authorizer::new(auth, nats.clone());
         Arc::new(ConfigManager {
             pool,
             cache,
             nats,
             settings,
             max_message_size,
-            authorizer,
         })
     }
 
@@ -69,11 +65,6 @@ impl ConfigManager {
         self.settings
             .max_config_size
             .min(self.max_message_size.saturating_sub(REPLY_OVERHEAD))
-    }
-
-    /// Who may call which endpoint.
-    pub fn authorizer(&self) -> &crate::auth::Authorizer {
-        &self.authorizer
     }
 
     /// The cache (the change-event listener updates it).

@@ -19,6 +19,7 @@ pub mod error;
 pub mod example;
 pub mod health;
 pub mod http;
+pub mod jwt;
 pub mod limits;
 pub mod metrics;
 pub mod ratelimit;

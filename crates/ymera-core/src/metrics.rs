@@ -181,6 +181,11 @@ pub const CATALOGUE: &[(&str, MetricKind, &str)] = &[
         "rejected credentials (bad key, expired token, …)",
     ),
     (
+        "ymera_auth_token_checks_total",
+        MetricKind::Counter,
+        "bearer tokens checked by a service's authorizer, locally against the JWKS or by the security service",
+    ),
+    (
         "ymera_rate_limited_total",
         MetricKind::Counter,
         "requests refused by the security rate limiter",

@@ -8,6 +8,11 @@
 //! let runtime = Runtime::start("echo", ServiceConfig::default()).await?;
 //! ServiceBuilder::new("echo", "0.1.0", "Echoes requests")
 //!     .endpoint("echo.say", |req: ServiceRequest| async move { Ok(Reply::bytes(req.payload)) })
+//!     // With YMERA_AUTH=required the runtime checks `echo:admin` before the handler runs.
+//!     .secured("echo.reset", "echo:admin", |req: ServiceRequest| async move {
+//!         let who = req.principal().map(|p| p.owner.clone());
+//!         Reply::json(&serde_json::json!({"reset_by": who}))
+//!     })
 //!     .serve(runtime)
 //!     .await
 //! # }
@@ -16,7 +21,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use async_nats::service::ServiceExt;
@@ -31,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use crate::auth::{Authorizer, Principal};
 use crate::client::{ConnectError, Credential, connect_nats};
 use crate::config::ServiceConfig;
 use crate::error::{Error, ErrorKind};
@@ -96,6 +102,7 @@ pub struct Runtime {
     redis: Option<redis::aio::ConnectionManager>,
     shutdown: CancellationToken,
     started: Instant,
+    authorizer: OnceLock<Arc<Authorizer>>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -148,6 +155,7 @@ impl Runtime {
             redis,
             shutdown: CancellationToken::new(),
             started: Instant::now(),
+            authorizer: OnceLock::new(),
         })
     }
 
@@ -169,6 +177,16 @@ impl Runtime {
     /// The Redis connection, when `REDIS_URL` is set.
     pub fn redis(&self) -> Option<&redis::aio::ConnectionManager> {
         self.redis.as_ref()
+    }
+
+    /// The one [`Authorizer`] of this process (made on first use, following
+    /// `YMERA_AUTH`): the runtime checks [`ServiceBuilder::secured`]
+    /// endpoints with it, and handlers use it for checks that depend on the
+    /// request's content.
+    pub fn authorizer(&self) -> Arc<Authorizer> {
+        self.authorizer
+            .get_or_init(|| Arc::new(Authorizer::new(self.config.auth, self.client.clone())))
+            .clone()
     }
 
     /// Cancelled when the process is asked to stop; background tasks of a
@@ -202,6 +220,7 @@ pub struct ServiceRequest {
     /// The body.
     pub payload: Bytes,
     max_size: usize,
+    principal: Option<Arc<Principal>>,
 }
 
 impl ServiceRequest {
@@ -217,7 +236,20 @@ impl ServiceRequest {
             headers,
             payload,
             max_size,
+            principal: None,
         }
+    }
+
+    /// Who sent it, when the endpoint is [`ServiceBuilder::secured`] and
+    /// auth is required (`None` with `YMERA_AUTH=off`).
+    pub fn principal(&self) -> Option<&Principal> {
+        self.principal.as_deref()
+    }
+
+    /// The request as seen after its credential was checked.
+    pub fn with_principal(mut self, principal: Option<Arc<Principal>>) -> Self {
+        self.principal = principal;
+        self
     }
 
     /// Parses the body as JSON into `T` (400 on malformed JSON, unknown
@@ -306,6 +338,8 @@ where
 
 struct EndpointSpec {
     subject: String,
+    /// Checked by the runtime before the handler runs.
+    permission: Option<&'static str>,
     handler: Arc<dyn Handler>,
 }
 
@@ -337,13 +371,38 @@ impl ServiceBuilder {
     }
 
     /// Adds an endpoint answering requests on `subject` (queue group `q`,
-    /// so instances share the load).
+    /// so instances share the load) that anyone may call: health-like
+    /// endpoints, and the security service's own, which check credentials
+    /// themselves.
     pub fn endpoint(mut self, subject: &str, handler: impl Handler) -> Self {
         self.endpoints.push(EndpointSpec {
             subject: subject.to_owned(),
+            permission: None,
             handler: Arc::new(handler),
         });
         self
+    }
+
+    /// Adds an endpoint that needs `permission`: with `YMERA_AUTH=required`
+    /// the runtime checks the request's credential with the process's
+    /// [`Authorizer`] before `handler` runs (401 without a valid
+    /// credential, 403 without the permission) and hands the handler the
+    /// [`Principal`] ([`ServiceRequest::principal`]).
+    pub fn secured(mut self, subject: &str, permission: &'static str, handler: impl Handler) -> Self {
+        self.endpoints.push(EndpointSpec {
+            subject: subject.to_owned(),
+            permission: Some(permission),
+            handler: Arc::new(handler),
+        });
+        self
+    }
+
+    /// The permission each endpoint declares (`None`: open), by subject.
+    pub fn permissions(&self) -> BTreeMap<&str, Option<&'static str>> {
+        self.endpoints
+            .iter()
+            .map(|spec| (spec.subject.as_str(), spec.permission))
+            .collect()
     }
 
     /// How long one handler may run before the caller gets 503 (default 30 s).
@@ -387,7 +446,13 @@ impl ServiceBuilder {
             crate::http::serve(runtime.config.http_addr, probe.clone(), shutdown.clone()).await?;
         tracing::info!(service = %self.name, instance = %instance_id, http = %http_addr, "service started");
 
+        let authorizer = self
+            .endpoints
+            .iter()
+            .any(|spec| spec.permission.is_some())
+            .then(|| runtime.authorizer());
         let ctx = Arc::new(RequestContext {
+            authorizer,
             service: self.name.clone(),
             max_size: runtime.config.max_message_size,
             timeout: self.request_timeout,
@@ -405,6 +470,7 @@ impl ServiceBuilder {
             let health_probe = probe.clone();
             endpoints.push(EndpointSpec {
                 subject,
+                permission: None,
                 handler: Arc::new(move |_req: ServiceRequest| {
                     let probe = health_probe.clone();
                     async move { Reply::json(&probe.report().await) }
@@ -453,6 +519,8 @@ impl ServiceBuilder {
 
 /// Per-service state shared by the endpoint loops.
 struct RequestContext {
+    /// Present when an endpoint is secured.
+    authorizer: Option<Arc<Authorizer>>,
     service: String,
     max_size: usize,
     timeout: Duration,
@@ -542,12 +610,15 @@ async fn handle_request(
                 ctx.max_size,
             ));
         }
-        let req = ServiceRequest::new(
+        let mut req = ServiceRequest::new(
             spec.subject.clone(),
             message.headers.clone(),
             message.payload.clone(),
             ctx.max_size,
         );
+        if let (Some(permission), Some(authorizer)) = (spec.permission, &ctx.authorizer) {
+            req.principal = authorizer.check(&req, permission).await?;
+        }
         run_handler(spec.handler.clone(), req, ctx.timeout).await
     }
     .instrument(span.clone())

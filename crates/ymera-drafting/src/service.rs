@@ -112,11 +112,12 @@ fn check_title(title: &str) -> Result<(), Error> {
 }
 
 impl State {
-    /// Checks the caller's permission with the shared
-    /// [`ymera_core::auth::Authorizer`] (`security.authorize`, grants cached
-    /// briefly) when `YMERA_AUTH=required`; with auth off everything is
-    /// allowed except admin actions, which need the `X-Ymera-Role: admin`
-    /// header.
+    /// A check that depends on the request's content (hard delete needs
+    /// `drafting:admin` on top of the declared `drafting:write`; analysing
+    /// a stored draft needs `drafting:read`), with the process's
+    /// [`ymera_core::auth::Authorizer`] when `YMERA_AUTH=required`; with
+    /// auth off everything is allowed except admin actions, which need the
+    /// `X-Ymera-Role: admin` header.
     async fn authorize(&self, req: &ServiceRequest, permission: &'static str) -> Result<(), Error> {
         if self.auth == AuthMode::Off {
             if permission == "drafting:admin" && req.header("X-Ymera-Role") != Some("admin") {
@@ -505,7 +506,6 @@ fn fill_template(content: &str, vars: &BTreeMap<String, String>) -> Result<Strin
 
 async fn create(state: Shared, req: ServiceRequest) -> Result<Reply, Error> {
     let body: CreateRequest = req.json()?;
-    state.authorize(&req, "drafting:write").await?;
     check_id("/author_id", &body.author_id)?;
     let draft_id = body
         .draft_id
@@ -558,7 +558,6 @@ async fn create(state: Shared, req: ServiceRequest) -> Result<Reply, Error> {
 
 async fn get(state: Shared, req: ServiceRequest) -> Result<Reply, Error> {
     let body: IdRequest = req.json()?;
-    state.authorize(&req, "drafting:read").await?;
     let draft = state.store.get(&body.draft_id).await?;
     let mut value = serde_json::to_value(&draft).map_err(Error::internal)?;
     value["autosave_pending"] = json!(state.autosave.peek(&body.draft_id).await?.is_some());
@@ -574,7 +573,6 @@ async fn get(state: Shared, req: ServiceRequest) -> Result<Reply, Error> {
 
 async fn update(state: Shared, req: ServiceRequest) -> Result<Reply, Error> {
     let body: UpdateRequest = req.json()?;
-    state.authorize(&req, "drafting:write").await?;
     if let Some(c) = &body.content {
         check_size(c)?;
     }
@@ -657,7 +655,6 @@ fn decode_cursor(cursor: &str) -> Result<(DateTime<Utc>, String), Error> {
 
 async fn list(state: Shared, req: ServiceRequest) -> Result<Reply, Error> {
     let body: ListRequest = req.json_or_default()?;
-    state.authorize(&req, "drafting:read").await?;
     if let Some(s) = &body.status
         && !STATUSES.contains(&s.as_str())
     {
@@ -710,7 +707,6 @@ async fn delete(state: Shared, req: ServiceRequest) -> Result<Reply, Error> {
         state.store.hard_delete(&body.draft_id).await?;
         return Reply::json(&json!({"draft_id": body.draft_id, "deleted": true}));
     }
-    state.authorize(&req, "drafting:write").await?;
     if state.collab.is_active(&body.draft_id) {
         return Err(Error::conflict(
             "the draft is being edited collaboratively; wait until the editors leave",
@@ -776,7 +772,6 @@ async fn analyze(state: Shared, req: ServiceRequest) -> Result<Reply, Error> {
 
 async fn export(state: Shared, req: ServiceRequest) -> Result<Reply, Error> {
     let body: ExportRequest = req.json()?;
-    state.authorize(&req, "drafting:read").await?;
     let mut draft = state.store.get(&body.draft_id).await?;
     if let Some(r) = body.revision {
         let rev = state.store.revision(&body.draft_id, r).await?;
@@ -805,7 +800,6 @@ async fn export(state: Shared, req: ServiceRequest) -> Result<Reply, Error> {
 
 async fn revisions(state: Shared, req: ServiceRequest) -> Result<Reply, Error> {
     let body: RevisionsRequest = req.json()?;
-    state.authorize(&req, "drafting:read").await?;
     let limit = body.limit.unwrap_or(50);
     if !(1..=500).contains(&limit) {
         return Err(Error::validation(vec![Violation::new("/limit", "1-500")]));
@@ -828,7 +822,6 @@ async fn revisions(state: Shared, req: ServiceRequest) -> Result<Reply, Error> {
 
 async fn diff(state: Shared, req: ServiceRequest) -> Result<Reply, Error> {
     let body: DiffRequest = req.json()?;
-    state.authorize(&req, "drafting:read").await?;
     let to_rev = match body.to {
         Some(t) => t,
         None => state.store.get(&body.draft_id).await?.version,
@@ -857,7 +850,6 @@ async fn diff(state: Shared, req: ServiceRequest) -> Result<Reply, Error> {
 
 async fn restore(state: Shared, req: ServiceRequest) -> Result<Reply, Error> {
     let body: RestoreRequest = req.json()?;
-    state.authorize(&req, "drafting:write").await?;
     if state.collab.is_active(&body.draft_id) {
         return Err(Error::conflict("the draft is being edited collaboratively"));
     }
@@ -890,7 +882,6 @@ async fn restore(state: Shared, req: ServiceRequest) -> Result<Reply, Error> {
 
 async fn comment(state: Shared, req: ServiceRequest) -> Result<Reply, Error> {
     let body: CommentRequest = req.json()?;
-    state.authorize(&req, "drafting:write").await?;
     match body.action.as_str() {
         "add" => {
             // Anchors refer to committed text: persist pending typing first.
@@ -981,7 +972,6 @@ async fn comment(state: Shared, req: ServiceRequest) -> Result<Reply, Error> {
 
 async fn transition(state: Shared, req: ServiceRequest) -> Result<Reply, Error> {
     let body: TransitionRequest = req.json()?;
-    state.authorize(&req, "drafting:write").await?;
     if !STATUSES.contains(&body.to.as_str()) {
         return Err(Error::validation(vec![Violation::new(
             "/to",
@@ -1021,7 +1011,6 @@ async fn transition(state: Shared, req: ServiceRequest) -> Result<Reply, Error> 
 
 async fn template_set(state: Shared, req: ServiceRequest) -> Result<Reply, Error> {
     let body: TemplateSetRequest = req.json()?;
-    state.authorize(&req, "drafting:write").await?;
     let id = body
         .template_id
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
@@ -1045,14 +1034,12 @@ async fn template_set(state: Shared, req: ServiceRequest) -> Result<Reply, Error
 
 async fn template_list(state: Shared, req: ServiceRequest) -> Result<Reply, Error> {
     let body: TemplateListRequest = req.json_or_default()?;
-    state.authorize(&req, "drafting:read").await?;
     let templates = state.store.templates(body.document_type.as_deref()).await?;
     Reply::json(&json!({"templates": templates}))
 }
 
 async fn collab_join(state: Shared, req: ServiceRequest) -> Result<Reply, Error> {
     let body: JoinRequest = req.json()?;
-    state.authorize(&req, "drafting:write").await?;
     check_id("/user_id", &body.user_id)?;
     let client_id = body
         .client_id
@@ -1096,7 +1083,6 @@ async fn collab_join(state: Shared, req: ServiceRequest) -> Result<Reply, Error>
 
 async fn collab_update(state: Shared, req: ServiceRequest) -> Result<Reply, Error> {
     let body: CollabUpdateRequest = req.json()?;
-    state.authorize(&req, "drafting:write").await?;
     check_id("/draft_id", &body.draft_id)?;
     // The broadcast is queued while the session's lock is held, so each
     // draft's updates go out in the order they were applied; the queue
@@ -1308,17 +1294,22 @@ pub async fn state(runtime: &Runtime) -> Result<Arc<State>, ymera_core::runtime:
         collab: Collab::default(),
         broadcasts: broadcaster(runtime.client().clone()),
         auth: runtime.config().auth,
-        authorizer: Arc::new(Authorizer::new(
-            runtime.config().auth,
-            runtime.client().clone(),
-        )),
+        authorizer: runtime.authorizer(),
     }))
 }
 
+/// Registers `$handler`; with a permission, the runtime checks it first.
 macro_rules! route {
     ($builder:expr, $state:expr, $subject:literal, $handler:path) => {{
         let state = $state.clone();
         $builder.endpoint($subject, move |req: ServiceRequest| {
+            let state = state.clone();
+            async move { $handler(state, req).await }
+        })
+    }};
+    ($builder:expr, $state:expr, $subject:literal, $permission:literal, $handler:path) => {{
+        let state = $state.clone();
+        $builder.secured($subject, $permission, move |req: ServiceRequest| {
             let state = state.clone();
             async move { $handler(state, req).await }
         })
@@ -1332,22 +1323,22 @@ pub fn builder(state: &Arc<State>) -> ServiceBuilder {
         env!("CARGO_PKG_VERSION"),
         "Drafting agent: documents with revisions, analysis and real-time collaboration",
     );
-    let b = route!(b, state, "drafting.create", create);
-    let b = route!(b, state, "drafting.get", get);
-    let b = route!(b, state, "drafting.update", update);
-    let b = route!(b, state, "drafting.list", list);
-    let b = route!(b, state, "drafting.delete", delete);
+    let b = route!(b, state, "drafting.create", "drafting:write", create);
+    let b = route!(b, state, "drafting.get", "drafting:read", get);
+    let b = route!(b, state, "drafting.update", "drafting:write", update);
+    let b = route!(b, state, "drafting.list", "drafting:read", list);
+    let b = route!(b, state, "drafting.delete", "drafting:write", delete);
     let b = route!(b, state, "drafting.analyze", analyze);
-    let b = route!(b, state, "drafting.export", export);
-    let b = route!(b, state, "drafting.revisions", revisions);
-    let b = route!(b, state, "drafting.diff", diff);
-    let b = route!(b, state, "drafting.restore", restore);
-    let b = route!(b, state, "drafting.comment", comment);
-    let b = route!(b, state, "drafting.transition", transition);
-    let b = route!(b, state, "drafting.template.set", template_set);
-    let b = route!(b, state, "drafting.template.list", template_list);
-    let b = route!(b, state, "drafting.collab.join", collab_join);
-    route!(b, state, "drafting.collab.update", collab_update)
+    let b = route!(b, state, "drafting.export", "drafting:read", export);
+    let b = route!(b, state, "drafting.revisions", "drafting:read", revisions);
+    let b = route!(b, state, "drafting.diff", "drafting:read", diff);
+    let b = route!(b, state, "drafting.restore", "drafting:write", restore);
+    let b = route!(b, state, "drafting.comment", "drafting:write", comment);
+    let b = route!(b, state, "drafting.transition", "drafting:write", transition);
+    let b = route!(b, state, "drafting.template.set", "drafting:write", template_set);
+    let b = route!(b, state, "drafting.template.list", "drafting:read", template_list);
+    let b = route!(b, state, "drafting.collab.join", "drafting:write", collab_join);
+    route!(b, state, "drafting.collab.update", "drafting:write", collab_update)
 }
 
 /// Serves until shutdown, then flushes every buffered auto-save and open

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;
 
-use chrono::{Duration as ChronoDuration, TimeZone, Utc};
+use chrono::{DateTime, Duration as ChronoDuration, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use ymera_core::client::Credential;
 use ymera_core::error::Violation;
@@ -91,6 +91,10 @@ pub fn service(state: SharedState) -> ServiceBuilder {
     .endpoint("security.tokens.verify", handler(&state, tokens_verify))
     .endpoint("security.tokens.revoke", handler(&state, tokens_revoke))
     .endpoint("security.jwks", handler(&state, jwks))
+    .endpoint(
+        ymera_core::auth::REVOKED_SUBJECT,
+        handler(&state, tokens_revoked),
+    )
     .endpoint("security.ratelimit.check", handler(&state, ratelimit_check))
     .endpoint("security.events.report", handler(&state, events_report))
 }
@@ -685,6 +689,44 @@ async fn tokens_revoke(state: SharedState, req: ServiceRequest) -> Result<Reply>
         )
         .await;
     Reply::json(&serde_json::json!({"revoked": true, "jti": jti, "until": until}))
+}
+
+/// Most entries of each kind `security.tokens.revoked` lists; past it the
+/// answer says `complete: false` (and services ask about tokens here).
+pub const MAX_REVOKED_LISTED: i64 = 5_000;
+
+/// `security.tokens.revoked`: the deny-list services verifying tokens
+/// locally follow. Revoked token ids until their tokens expire, and API
+/// keys revoked recently enough that tokens issued from them may still be
+/// unexpired, each with the time it stops mattering. Open, like
+/// `security.jwks`: it names only ids of credentials that no longer work.
+async fn tokens_revoked(state: SharedState, req: ServiceRequest) -> Result<Reply> {
+    let _: serde_json::Map<String, serde_json::Value> = req.json_or_default()?;
+    let tokens: Vec<(String, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT jti, expires_at FROM revoked_tokens WHERE expires_at > now() \
+         ORDER BY expires_at DESC LIMIT $1",
+    )
+    .bind(MAX_REVOKED_LISTED + 1)
+    .fetch_all(&state.pool)
+    .await
+    .map_err(db)?;
+    let window = (token::MAX_TTL_SECONDS + 2 * token::LEEWAY_SECONDS as i64) as f64;
+    let keys: Vec<(String, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT key_id, revoked_at + make_interval(secs => $2) FROM api_keys \
+         WHERE revoked_at > now() - make_interval(secs => $2) ORDER BY revoked_at DESC LIMIT $1",
+    )
+    .bind(MAX_REVOKED_LISTED + 1)
+    .bind(window)
+    .fetch_all(&state.pool)
+    .await
+    .map_err(db)?;
+    let limit = MAX_REVOKED_LISTED as usize;
+    let complete = tokens.len() <= limit && keys.len() <= limit;
+    Reply::json(&serde_json::json!({
+        "tokens": tokens.iter().take(limit).map(|(jti, until)| serde_json::json!({"jti": jti, "until": until})).collect::<Vec<_>>(),
+        "keys": keys.iter().take(limit).map(|(key_id, until)| serde_json::json!({"key_id": key_id, "until": until})).collect::<Vec<_>>(),
+        "complete": complete,
+    }))
 }
 
 async fn jwks(state: SharedState, _req: ServiceRequest) -> Result<Reply> {

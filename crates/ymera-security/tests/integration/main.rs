@@ -5,6 +5,7 @@
 mod common;
 mod keys;
 mod keytable;
+mod local;
 mod proto;
 mod ratelimit;
 mod revocation;

@@ -13,7 +13,7 @@ use crate::common::{
     SecurityService, Servers, authorize_read, code_and_reason, start_security, subscribe_events,
 };
 
-async fn issue(svc: &SecurityService, key: &str) -> String {
+pub async fn issue(svc: &SecurityService, key: &str) -> String {
     let issued: Value = svc
         .with_key(key)
         .request("security.tokens.issue", &json!({"ttl_seconds": 600}))

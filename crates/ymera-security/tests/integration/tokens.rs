@@ -55,99 +55,18 @@ async fn authorize_reason(svc: &SecurityService, token: &str) -> String {
     reply["reason"].as_str().unwrap().to_owned()
 }
 
-#[tokio::test]
-async fn tokens_issue_verify_revoke_rotate_and_refuse_forgeries() {
-    let servers = Servers::start(true);
-    let svc = start_security(servers.config()).await;
-    let (key, key_id) = svc
-        .create_key("alice", "acme", &["config:read", "config:write"])
-        .await;
-
-    // Issue: permissions ⊆ the key's.
-    let issued: Value = svc
-        .with_key(&key)
-        .request(
-            "security.tokens.issue",
-            &json!({"permissions": ["config:read"], "ttl_seconds": 300}),
-        )
-        .await
-        .unwrap();
-    let token = issued["token"].as_str().unwrap().to_owned();
-    assert_eq!(issued["permissions"], json!(["config:read"]));
-    let err = svc
-        .with_key(&key)
-        .request::<_, Value>(
-            "security.tokens.issue",
-            &json!({"permissions": ["security:admin"]}),
-        )
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), 403);
-    let err = svc
-        .client
-        .request::<_, Value>("security.tokens.issue", &json!({}))
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), 401);
-
-    // Verify and authorize with the token.
-    let verified: Value = svc
-        .client
-        .request("security.tokens.verify", &json!({"token": token}))
-        .await
-        .unwrap();
-    assert_eq!(verified["valid"], true);
-    let claims_v = &verified["claims"];
-    assert_eq!(claims_v["sub"], "alice");
-    assert_eq!(claims_v["key_id"], json!(key_id));
-    assert_eq!(claims_v["iss"], "ymera-security");
-    assert_eq!(claims_v["aud"], "ymera");
-    let header: Value = serde_json::from_slice(
-        &URL_SAFE_NO_PAD
-            .decode(token.split('.').next().unwrap())
-            .unwrap(),
-    )
-    .unwrap();
-    assert_eq!(header["alg"], "EdDSA");
-    let kid = header["kid"].as_str().unwrap().to_owned();
-    let ok: Value = svc
-        .client
-        .request(
-            "security.authorize",
-            &json!({"credential": token, "permission": "config:read", "tenant": "acme"}),
-        )
-        .await
-        .unwrap();
-    assert_eq!(ok["allowed"], true, "{ok}");
-    assert_eq!(ok["principal"]["kind"], "token");
-    let no: Value = svc
-        .client
-        .request(
-            "security.authorize",
-            &json!({"credential": token, "permission": "config:write"}),
-        )
-        .await
-        .unwrap();
-    assert_eq!(no["reason"], "insufficient_permissions");
-
-    // JWKS publishes the public key (OKP / Ed25519) and nothing private.
-    let jwks: Value = svc
-        .client
-        .request("security.jwks", &json!({}))
-        .await
-        .unwrap();
-    let jwk = jwks["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|k| k["kid"] == json!(kid))
-        .unwrap()
-        .clone();
-    assert_eq!(jwk["kty"], "OKP");
-    assert_eq!(jwk["crv"], "Ed25519");
-    assert!(jwk.get("d").is_none());
-
-    // ---- adversarial cases
+/// Forgeries of `token` (issued by `svc`, signed with `kid`, whose JWK is
+/// `jwk`) and of tokens signed with the service's real key, each with the
+/// reason it must be refused with: alg none / None, HS256 keyed with the
+/// public key, unknown and injected `kid`s, attacker keys in `jwk` / `jku` /
+/// `x5u` headers, expired, `nbf` in the future, `exp` as a string, wrong
+/// `aud` / `iss`, no `exp`, tampered payload and signature, garbage.
+pub fn forged_tokens(
+    svc: &SecurityService,
+    token: &str,
+    kid: &str,
+    jwk: &Value,
+) -> Vec<(&'static str, String, &'static str)> {
     let parts: Vec<&str> = token.split('.').collect();
     let payload_b64 = parts[1];
     let now = chrono::Utc::now().timestamp();
@@ -249,7 +168,7 @@ async fn tokens_issue_verify_revoke_rotate_and_refuse_forgeries() {
     expired["nbf"] = json!(now - 7200);
     cases.push((
         "expired",
-        sign_with_service_key(&svc, &header, &expired),
+        sign_with_service_key(svc, &header, &expired),
         "expired_token",
     ));
     let mut future = claims(now);
@@ -257,35 +176,35 @@ async fn tokens_issue_verify_revoke_rotate_and_refuse_forgeries() {
     future["exp"] = json!(now + 7200);
     cases.push((
         "nbf in the future",
-        sign_with_service_key(&svc, &header, &future),
+        sign_with_service_key(svc, &header, &future),
         "token_not_yet_valid",
     ));
     let mut string_exp = claims(now);
     string_exp["exp"] = json!((now + 600).to_string());
     cases.push((
         "exp as a string",
-        sign_with_service_key(&svc, &header, &string_exp),
+        sign_with_service_key(svc, &header, &string_exp),
         "bad_claims",
     ));
     let mut wrong_aud = claims(now);
     wrong_aud["aud"] = json!("someone-else");
     cases.push((
         "wrong aud",
-        sign_with_service_key(&svc, &header, &wrong_aud),
+        sign_with_service_key(svc, &header, &wrong_aud),
         "wrong_audience",
     ));
     let mut wrong_iss = claims(now);
     wrong_iss["iss"] = json!("https://evil.example");
     cases.push((
         "wrong iss",
-        sign_with_service_key(&svc, &header, &wrong_iss),
+        sign_with_service_key(svc, &header, &wrong_iss),
         "wrong_issuer",
     ));
     let mut no_exp = claims(now);
     no_exp.as_object_mut().unwrap().remove("exp");
     cases.push((
         "no exp",
-        sign_with_service_key(&svc, &header, &no_exp),
+        sign_with_service_key(svc, &header, &no_exp),
         "bad_claims",
     ));
     // Tampered payload (escalated permissions) and tampered signature.
@@ -305,6 +224,103 @@ async fn tokens_issue_verify_revoke_rotate_and_refuse_forgeries() {
         "bad_signature",
     ));
     cases.push(("garbage", "not-a-jwt".into(), "malformed_token"));
+    cases
+}
+
+#[tokio::test]
+async fn tokens_issue_verify_revoke_rotate_and_refuse_forgeries() {
+    let servers = Servers::start(true);
+    let svc = start_security(servers.config()).await;
+    let (key, key_id) = svc
+        .create_key("alice", "acme", &["config:read", "config:write"])
+        .await;
+
+    // Issue: permissions ⊆ the key's.
+    let issued: Value = svc
+        .with_key(&key)
+        .request(
+            "security.tokens.issue",
+            &json!({"permissions": ["config:read"], "ttl_seconds": 300}),
+        )
+        .await
+        .unwrap();
+    let token = issued["token"].as_str().unwrap().to_owned();
+    assert_eq!(issued["permissions"], json!(["config:read"]));
+    let err = svc
+        .with_key(&key)
+        .request::<_, Value>(
+            "security.tokens.issue",
+            &json!({"permissions": ["security:admin"]}),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), 403);
+    let err = svc
+        .client
+        .request::<_, Value>("security.tokens.issue", &json!({}))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), 401);
+
+    // Verify and authorize with the token.
+    let verified: Value = svc
+        .client
+        .request("security.tokens.verify", &json!({"token": token}))
+        .await
+        .unwrap();
+    assert_eq!(verified["valid"], true);
+    let claims_v = &verified["claims"];
+    assert_eq!(claims_v["sub"], "alice");
+    assert_eq!(claims_v["key_id"], json!(key_id));
+    assert_eq!(claims_v["iss"], "ymera-security");
+    assert_eq!(claims_v["aud"], "ymera");
+    let header: Value = serde_json::from_slice(
+        &URL_SAFE_NO_PAD
+            .decode(token.split('.').next().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(header["alg"], "EdDSA");
+    let kid = header["kid"].as_str().unwrap().to_owned();
+    let ok: Value = svc
+        .client
+        .request(
+            "security.authorize",
+            &json!({"credential": token, "permission": "config:read", "tenant": "acme"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ok["allowed"], true, "{ok}");
+    assert_eq!(ok["principal"]["kind"], "token");
+    let no: Value = svc
+        .client
+        .request(
+            "security.authorize",
+            &json!({"credential": token, "permission": "config:write"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(no["reason"], "insufficient_permissions");
+
+    // JWKS publishes the public key (OKP / Ed25519) and nothing private.
+    let jwks: Value = svc
+        .client
+        .request("security.jwks", &json!({}))
+        .await
+        .unwrap();
+    let jwk = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kid"] == json!(kid))
+        .unwrap()
+        .clone();
+    assert_eq!(jwk["kty"], "OKP");
+    assert_eq!(jwk["crv"], "Ed25519");
+    assert!(jwk.get("d").is_none());
+
+    // ---- adversarial cases
+    let cases = forged_tokens(&svc, &token, &kid, &jwk);
 
     for (name, forged, want) in &cases {
         assert_eq!(
@@ -325,6 +341,7 @@ async fn tokens_issue_verify_revoke_rotate_and_refuse_forgeries() {
     svc.wait_for_events("expired_token", 3).await;
 
     // Authorization header over 8 KiB: refused before any crypto, with an event.
+    let parts: Vec<&str> = token.split('.').collect();
     let huge = format!("{}.{}.{}", parts[0], "A".repeat(9000), parts[2]);
     let before = svc.event_count("invalid_credential").await;
     let err = svc
