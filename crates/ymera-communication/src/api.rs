@@ -27,55 +27,71 @@ pub const DEFAULT_PAGE: u32 = 100;
 /// Registers every endpoint on `builder`.
 pub fn endpoints(builder: ServiceBuilder, comm: Arc<Communication>) -> ServiceBuilder {
     let c = comm.clone();
-    let builder = builder.secured("communication.send", auth::SEND, move |req: ServiceRequest| {
-        let comm = c.clone();
-        async move {
-            let envelope: Envelope = req.json()?;
-            Reply::json(&crate::send::send(&comm, envelope).await?)
-        }
-    });
+    let builder = builder.secured(
+        "communication.send",
+        auth::SEND,
+        move |req: ServiceRequest| {
+            let comm = c.clone();
+            async move {
+                let envelope: Envelope = req.json()?;
+                Reply::json(&crate::send::send(&comm, envelope).await?)
+            }
+        },
+    );
     let c = comm.clone();
-    let builder = builder.secured("communication.status", auth::READ, move |req: ServiceRequest| {
-        let comm = c.clone();
-        async move {
-            Reply::json(&status(&comm, req.json()?).await?)
-        }
-    });
+    let builder = builder.secured(
+        "communication.status",
+        auth::READ,
+        move |req: ServiceRequest| {
+            let comm = c.clone();
+            async move { Reply::json(&status(&comm, req.json()?).await?) }
+        },
+    );
     let c = comm.clone();
-    let builder = builder.secured("communication.history", auth::READ, move |req: ServiceRequest| {
-        let comm = c.clone();
-        async move {
-            Reply::json(&history(&comm, req.json_or_default()?).await?)
-        }
-    });
+    let builder = builder.secured(
+        "communication.history",
+        auth::READ,
+        move |req: ServiceRequest| {
+            let comm = c.clone();
+            async move { Reply::json(&history(&comm, req.json_or_default()?).await?) }
+        },
+    );
     let c = comm.clone();
-    let builder = builder.secured("communication.conversations", auth::READ, move |req: ServiceRequest| {
-        let comm = c.clone();
-        async move {
-            Reply::json(&conversations(&comm, req.json_or_default()?).await?)
-        }
-    });
+    let builder = builder.secured(
+        "communication.conversations",
+        auth::READ,
+        move |req: ServiceRequest| {
+            let comm = c.clone();
+            async move { Reply::json(&conversations(&comm, req.json_or_default()?).await?) }
+        },
+    );
     let c = comm.clone();
-    let builder = builder.secured("communication.metrics", auth::READ, move |_req: ServiceRequest| {
-        let comm = c.clone();
-        async move {
-            Reply::json(&metrics_snapshot(&comm).await)
-        }
-    });
+    let builder = builder.secured(
+        "communication.metrics",
+        auth::READ,
+        move |_req: ServiceRequest| {
+            let comm = c.clone();
+            async move { Reply::json(&metrics_snapshot(&comm).await) }
+        },
+    );
     let c = comm.clone();
-    let builder = builder.secured("communication.dlq.list", auth::READ, move |req: ServiceRequest| {
-        let comm = c.clone();
-        async move {
-            Reply::json(&dlq_list(&comm, req.json_or_default()?).await?)
-        }
-    });
+    let builder = builder.secured(
+        "communication.dlq.list",
+        auth::READ,
+        move |req: ServiceRequest| {
+            let comm = c.clone();
+            async move { Reply::json(&dlq_list(&comm, req.json_or_default()?).await?) }
+        },
+    );
     let c = comm;
-    builder.secured("communication.dlq.replay", auth::SEND, move |req: ServiceRequest| {
-        let comm = c.clone();
-        async move {
-            Reply::json(&dlq_replay(&comm, req.json()?).await?)
-        }
-    })
+    builder.secured(
+        "communication.dlq.replay",
+        auth::SEND,
+        move |req: ServiceRequest| {
+            let comm = c.clone();
+            async move { Reply::json(&dlq_replay(&comm, req.json()?).await?) }
+        },
+    )
 }
 
 // ---------------------------------------------------------------- status

@@ -210,8 +210,7 @@ impl Authorizer {
         };
         if verdict == Err(TokenRejection::UnknownKey) {
             if !local.refetch_jwks(&self.client).await {
-                metrics::counter!("ymera_auth_token_checks_total", "path" => "remote")
-                    .increment(1);
+                metrics::counter!("ymera_auth_token_checks_total", "path" => "remote").increment(1);
                 return None;
             }
             verdict = local.verifier()?.verify(token);

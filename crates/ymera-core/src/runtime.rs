@@ -388,7 +388,12 @@ impl ServiceBuilder {
     /// [`Authorizer`] before `handler` runs (401 without a valid
     /// credential, 403 without the permission) and hands the handler the
     /// [`Principal`] ([`ServiceRequest::principal`]).
-    pub fn secured(mut self, subject: &str, permission: &'static str, handler: impl Handler) -> Self {
+    pub fn secured(
+        mut self,
+        subject: &str,
+        permission: &'static str,
+        handler: impl Handler,
+    ) -> Self {
         self.endpoints.push(EndpointSpec {
             subject: subject.to_owned(),
             permission: Some(permission),

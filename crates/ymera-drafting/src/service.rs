@@ -1334,11 +1334,41 @@ pub fn builder(state: &Arc<State>) -> ServiceBuilder {
     let b = route!(b, state, "drafting.diff", "drafting:read", diff);
     let b = route!(b, state, "drafting.restore", "drafting:write", restore);
     let b = route!(b, state, "drafting.comment", "drafting:write", comment);
-    let b = route!(b, state, "drafting.transition", "drafting:write", transition);
-    let b = route!(b, state, "drafting.template.set", "drafting:write", template_set);
-    let b = route!(b, state, "drafting.template.list", "drafting:read", template_list);
-    let b = route!(b, state, "drafting.collab.join", "drafting:write", collab_join);
-    route!(b, state, "drafting.collab.update", "drafting:write", collab_update)
+    let b = route!(
+        b,
+        state,
+        "drafting.transition",
+        "drafting:write",
+        transition
+    );
+    let b = route!(
+        b,
+        state,
+        "drafting.template.set",
+        "drafting:write",
+        template_set
+    );
+    let b = route!(
+        b,
+        state,
+        "drafting.template.list",
+        "drafting:read",
+        template_list
+    );
+    let b = route!(
+        b,
+        state,
+        "drafting.collab.join",
+        "drafting:write",
+        collab_join
+    );
+    route!(
+        b,
+        state,
+        "drafting.collab.update",
+        "drafting:write",
+        collab_update
+    )
 }
 
 /// Serves until shutdown, then flushes every buffered auto-save and open

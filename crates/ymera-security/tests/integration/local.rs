@@ -11,7 +11,9 @@ use ymera_core::client::{Credential, ServiceClient};
 use ymera_core::config::{AuthMode, ServiceConfig};
 use ymera_core::runtime::{Reply, Runtime, ServiceBuilder, ServiceRequest};
 
-use crate::common::{SecurityService, Servers, code_and_reason, start_security, wait_until_serving};
+use crate::common::{
+    SecurityService, Servers, code_and_reason, start_security, wait_until_serving,
+};
 use crate::revocation::issue;
 
 /// A service with one endpoint per permission that answers who called.
@@ -98,7 +100,11 @@ async fn services_verify_tokens_locally_and_follow_revocations() {
     // Every forgery gets the security service's own refusal reason, and
     // the refusal is recorded as an event.
     let kid = ymera_security::token::check_header(&token).unwrap();
-    let jwks: Value = svc.client.request("security.jwks", &json!({})).await.unwrap();
+    let jwks: Value = svc
+        .client
+        .request("security.jwks", &json!({}))
+        .await
+        .unwrap();
     let jwk = jwks["keys"]
         .as_array()
         .unwrap()
@@ -112,7 +118,11 @@ async fn services_verify_tokens_locally_and_follow_revocations() {
         let err = call(&as_bearer(&svc.client, forged), "probe.read")
             .await
             .unwrap_err();
-        assert_eq!(code_and_reason(&err), (401, Some((*want).to_owned())), "{name}");
+        assert_eq!(
+            code_and_reason(&err),
+            (401, Some((*want).to_owned())),
+            "{name}"
+        );
     }
     let invalid = cases.iter().filter(|c| c.2 != "expired_token").count() as i64;
     svc.wait_for_events("invalid_token", invalid_before + invalid)

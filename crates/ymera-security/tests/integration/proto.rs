@@ -173,6 +173,24 @@ async fn every_endpoint_and_event_follows_the_schemas() {
     .await;
     let revoked = exchange(&svc, "keys.revoke", admin(), json!({"key_id": key_id})).await;
     assert_eq!(revoked["status"], "revoked", "{revoked}");
+    let deny_list = exchange(&svc, "tokens.revoked", None, json!({})).await;
+    assert_eq!(deny_list["complete"], true, "{deny_list}");
+    assert!(
+        deny_list["tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["jti"] == issued["jti"]),
+        "{deny_list}"
+    );
+    assert!(
+        deny_list["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["key_id"] == json!(key_id)),
+        "{deny_list}"
+    );
 
     let report = exchange(&svc, "events.report", admin(), json!({})).await;
     assert!(
