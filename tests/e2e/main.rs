@@ -1,6 +1,7 @@
 //! End-to-end suites across processes, against real servers.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod bearer;
 mod chat;
 mod live_settings;
 mod process;
