@@ -60,8 +60,8 @@ ENDPOINTS = {
                  "template.set", "template.list", "collab.join", "collab.update"],
     "code-analysis": ["analyze", "rules"],
     "security": ["keys.create", "keys.list", "keys.revoke", "authorize", "tokens.issue",
-                 "tokens.verify", "tokens.revoke", "jwks", "ratelimit.check",
-                 "events.report"],
+                 "tokens.verify", "tokens.revoke", "jwks", "tokens.revoked",
+                 "ratelimit.check", "events.report"],
 }
 
 TIMEOUT = 1.0
@@ -208,6 +208,15 @@ async def run(url):
     # 3. Calls services make to each other (ymera-core clients).
     for svc in ["communication", "config", "drafting", "code-analysis"]:
         await request_ok(clients[svc], "security.authorize", f"{svc} -> security.authorize", expect=b"security")
+    # Local bearer verification: the JWKS, the deny-list and the revocation events.
+    for svc in ["communication", "config", "drafting", "code-analysis"]:
+        for subj in ["security.jwks", "security.tokens.revoked"]:
+            await request_ok(clients[svc], subj, f"{svc} -> {subj}", expect=b"security")
+        for subj in ["events.security.token_revoked", "events.security.key_revoked"]:
+            await expect_allowed(clients[svc], f"subscribe {subj}",
+                                 lambda c=clients[svc], s=subj: c.nc.subscribe(s))
+        await expect_denied(clients[svc], "subscribe events.security.invalid_api_key",
+                            lambda c=clients[svc]: c.nc.subscribe("events.security.invalid_api_key"))
     for svc in ["communication", "drafting", "code-analysis", "security"]:
         await request_ok(clients[svc], "config.get", f"{svc} -> config.get", expect=b"config")
     for svc in ["drafting", "code-analysis"]:

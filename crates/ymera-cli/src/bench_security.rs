@@ -9,7 +9,12 @@
 //!   by `ymera-security-jwt-bench` (built beside `ymera`; it runs
 //!   `ymera_security::token::JwksVerifier`, the security service's own checks);
 //! - timing equality of refused API keys: wrong secret on a real key id,
-//!   unknown key id, bad checksum and truncated key, interleaved.
+//!   unknown key id, bad checksum and truncated key, interleaved;
+//! - a secured endpoint of another service (`config.get`, `config:read`,
+//!   `YMERA_AUTH=required`) called with the Bearer JWT (verified by the
+//!   config process against its cached JWKS) and with the API key (asked of
+//!   `security.authorize`, grant cached 10 s), when a config manager runs
+//!   (always on `--private`).
 //!
 //! Targets (issue #5): authorize P99 ≤ 5 ms at ≥ 5,000 requests/s; local JWT
 //! verification ≥ 20,000/s per core.
@@ -108,8 +113,11 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<ExitCode> {
     let stack = if options.private {
         Some(
             PrivateStack::start(
-                &["security"],
-                &[("YMERA_BOOTSTRAP_ADMIN_KEY", key_file_text.as_str())],
+                &["security", "config"],
+                &[
+                    ("YMERA_BOOTSTRAP_ADMIN_KEY", key_file_text.as_str()),
+                    ("YMERA_AUTH", "required"),
+                ],
             )
             .await?,
         )
@@ -187,6 +195,33 @@ async fn bench(
         )
         .await,
     );
+    // e. A secured endpoint of another service, both credentials.
+    if secured_endpoint_ready(&admin_client).await {
+        for (label, credential) in [
+            (
+                "config.get secured (Bearer, verified locally)",
+                Credential::Bearer(token.clone()),
+            ),
+            (
+                "config.get secured (API key, grant cached)",
+                Credential::ApiKey(key.clone()),
+            ),
+        ] {
+            let client = plain.clone().with_credential(Some(credential));
+            results.push(
+                measure(label, options, move || {
+                    let client = client.clone();
+                    async move {
+                        let _: Value = client
+                            .request("config.get", &json!({"agent": SECURED_AGENT}))
+                            .await?;
+                        Ok(())
+                    }
+                })
+                .await,
+            );
+        }
+    }
     finish_ratios(&mut results);
 
     // b. Open loop at the target rate.
@@ -206,6 +241,28 @@ async fn bench(
     }
     print(ctx, args, &results, &paced, &local, &timing)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The config document the secured-endpoint rows read.
+const SECURED_AGENT: &str = "bench-secured";
+
+/// Writes the document the secured-endpoint rows read; false (rows skipped)
+/// when no config manager answers. Waits long enough for the config
+/// process to have loaded the JWKS and the deny-list (it retries every
+/// second until the security service answers).
+async fn secured_endpoint_ready(admin: &ServiceClient) -> bool {
+    let written: Result<Value, _> = admin
+        .request(
+            "config.set",
+            &json!({"agent": SECURED_AGENT, "environment": "base", "config": {"probe": true}}),
+        )
+        .await;
+    if let Err(err) = written {
+        eprintln!("secured endpoint rows skipped: config.set: {err}");
+        return false;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    true
 }
 
 fn authorize_body(credential: &str) -> Bytes {

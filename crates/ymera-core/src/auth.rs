@@ -25,6 +25,9 @@
 //!   reconnect is caught up by the next load. Until a complete list has been
 //!   loaded (or when it would exceed [`MAX_DENIED`] entries) tokens are
 //!   asked of the security service instead.
+//! - A verified token's claims are reused for [`VERIFIED_TTL`] (at most
+//!   10,000 tokens): its signature cannot change, and expiry, the deny-list
+//!   and the permission are checked again on every request.
 //! - A token refused here is reported to `security.authorize` in the
 //!   background (at most [`MAX_REPORTS_IN_FLIGHT`] at once), so the security
 //!   service records the same event it would have recorded itself.
@@ -55,6 +58,11 @@ pub const REFRESH_EVERY: Duration = Duration::from_secs(30);
 /// Most deny-list entries (token ids plus key ids) held; beyond, tokens are
 /// asked of the security service.
 pub const MAX_DENIED: usize = 100_000;
+/// How long a token's verified signature and claims are reused (expiry,
+/// the deny-list and the permission are still checked on every request).
+pub const VERIFIED_TTL: Duration = Duration::from_secs(60);
+/// Most tokens whose verification is remembered.
+const MAX_VERIFIED: usize = 10_000;
 /// Most background refusal reports in flight (more are dropped).
 pub const MAX_REPORTS_IN_FLIGHT: usize = 16;
 /// The subject answering the deny-list.
@@ -204,23 +212,31 @@ impl Authorizer {
             metrics::counter!("ymera_auth_token_checks_total", "path" => "remote").increment(1);
             return None;
         }
-        let mut verdict = match local.verifier() {
-            Some(verifier) => verifier.verify(token),
-            None => Err(TokenRejection::UnknownKey),
-        };
-        if verdict == Err(TokenRejection::UnknownKey) {
-            if !local.refetch_jwks(&self.client).await {
-                metrics::counter!("ymera_auth_token_checks_total", "path" => "remote").increment(1);
-                return None;
+        let verdict = match local.remembered(token) {
+            Some(claims) if claims.expired() => Err(TokenRejection::Expired),
+            Some(claims) => Ok(claims),
+            None => {
+                let mut verdict = match local.verifier() {
+                    Some(verifier) => verifier.verify(token),
+                    None => Err(TokenRejection::UnknownKey),
+                };
+                if verdict == Err(TokenRejection::UnknownKey) {
+                    if !local.refetch_jwks(&self.client).await {
+                        metrics::counter!("ymera_auth_token_checks_total", "path" => "remote")
+                            .increment(1);
+                        return None;
+                    }
+                    verdict = local.verifier()?.verify(token);
+                }
+                verdict.map(|claims| local.remember(token, claims))
             }
-            verdict = local.verifier()?.verify(token);
-        }
+        };
         metrics::counter!("ymera_auth_token_checks_total", "path" => "local").increment(1);
         let refusal = match verdict {
             Ok(claims) => match local.revocation(&claims) {
                 Some(rejection) => Err(rejection),
                 None if claims.permissions.iter().any(|p| p == permission) => {
-                    return Some(Ok(Arc::new(Principal::of_token(claims))));
+                    return Some(Ok(Arc::new(Principal::of_token((*claims).clone()))));
                 }
                 None => Ok(()),
             },
@@ -340,6 +356,8 @@ struct LocalTokens {
     fetching: tokio::sync::Mutex<()>,
     deny: RwLock<DenyList>,
     events: Mutex<Vec<async_nats::Subscriber>>,
+    /// token → (reused until, its verified claims).
+    verified: Mutex<HashMap<String, (Instant, Arc<Claims>)>>,
 }
 
 /// `security.tokens.revoked` answer.
@@ -388,6 +406,33 @@ impl LocalTokens {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// The claims of `token` if its signature and claims were verified
+    /// within [`VERIFIED_TTL`].
+    fn remembered(&self, token: &str) -> Option<Arc<Claims>> {
+        let verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        verified
+            .get(token)
+            .filter(|(until, _)| *until > Instant::now())
+            .map(|(_, claims)| claims.clone())
+    }
+
+    fn remember(&self, token: &str, claims: Claims) -> Arc<Claims> {
+        let claims = Arc::new(claims);
+        let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        if verified.len() >= MAX_VERIFIED {
+            let now = Instant::now();
+            verified.retain(|_, (until, _)| *until > now);
+            if verified.len() >= MAX_VERIFIED {
+                verified.clear();
+            }
+        }
+        verified.insert(
+            token.to_owned(),
+            (Instant::now() + VERIFIED_TTL, claims.clone()),
+        );
+        claims
     }
 
     fn deny_list_usable(&self) -> bool {

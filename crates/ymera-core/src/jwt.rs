@@ -217,6 +217,18 @@ fn now_seconds() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+fn expired_at(exp: u64, now: u64) -> bool {
+    exp < now.saturating_sub(LEEWAY_SECONDS)
+}
+
+impl Claims {
+    /// Whether the token has expired by now (with [`LEEWAY_SECONDS`]), the
+    /// check a token verified earlier must pass again on every use.
+    pub fn expired(&self) -> bool {
+        u64::try_from(self.exp).map_or(true, |exp| expired_at(exp, now_seconds()))
+    }
+}
+
 /// Signature first (over the untouched `header.payload` text, with the
 /// decompressed key: no per-call point decompression), then the payload is
 /// decoded once and deserialized once into [`Claims`] (every field
@@ -246,7 +258,7 @@ fn verify_segments(
         return Err(TokenRejection::BadClaims);
     };
     let now = now_seconds();
-    if exp < now.saturating_sub(LEEWAY_SECONDS) {
+    if expired_at(exp, now) {
         return Err(TokenRejection::Expired);
     }
     if nbf > now.saturating_add(LEEWAY_SECONDS) {
@@ -401,4 +413,27 @@ mod tests {
         );
         assert_eq!(check_header(&ok), Ok("ed-1".to_owned()));
     }
+
+    #[test]
+    fn a_remembered_token_expires_like_a_verified_one() {
+        let now = now_seconds() as i64;
+        let claims = |exp: i64| Claims {
+            iss: ISSUER.into(),
+            aud: AUDIENCE.into(),
+            sub: "alice".into(),
+            tenant: "acme".into(),
+            key_id: "k".into(),
+            permissions: vec![],
+            iat: now,
+            nbf: now,
+            exp,
+            jti: "j".into(),
+        };
+        assert!(!claims(now + 60).expired());
+        // The same leeway as verification.
+        assert!(!claims(now - LEEWAY_SECONDS as i64 + 2).expired());
+        assert!(claims(now - LEEWAY_SECONDS as i64 - 2).expired());
+        assert!(claims(-1).expired());
+    }
+
 }

@@ -96,6 +96,9 @@ pub struct AutoSave {
     buffer: Buffer,
     interval: watch::Receiver<Duration>,
     last_persist: Arc<Mutex<HashMap<String, Instant>>>,
+    /// Drafts whose save this process has taken out of the buffer and not
+    /// yet committed (or put back): still pending to a reader.
+    in_flight: Arc<std::sync::Mutex<HashMap<String, usize>>>,
 }
 
 impl AutoSave {
@@ -116,6 +119,7 @@ impl AutoSave {
             },
             interval,
             last_persist: Arc::default(),
+            in_flight: Arc::default(),
         }
     }
 
@@ -173,7 +177,42 @@ impl AutoSave {
 
     /// Drops a buffered save (a committed update supersedes it).
     pub async fn discard(&self, draft_id: &str) -> Result<(), Error> {
-        self.take(draft_id).await.map(|_| ())
+        if self.take(draft_id).await?.is_some() {
+            self.settled(draft_id);
+        }
+        Ok(())
+    }
+
+    /// Whether a save of the draft waits in the buffer or is being
+    /// committed by this process. Ask it before reading the draft: a
+    /// `false` then means the draft read afterwards holds every save
+    /// taken so far.
+    pub async fn pending(&self, draft_id: &str) -> Result<bool, Error> {
+        // The buffer first: `take` marks a save in flight before it leaves
+        // the buffer, so a save is always visible in one of the two.
+        Ok(self.peek(draft_id).await?.is_some() || self.is_in_flight(draft_id))
+    }
+
+    fn is_in_flight(&self, draft_id: &str) -> bool {
+        let in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        in_flight.contains_key(draft_id)
+    }
+
+    fn begin(&self, draft_id: &str) {
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        *in_flight.entry(draft_id.to_owned()).or_default() += 1;
+    }
+
+    /// A save returned by [`take`](Self::take) or [`due`](Self::due) was
+    /// committed, dropped or put back: it is no longer in flight.
+    pub fn settled(&self, draft_id: &str) {
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = in_flight.get_mut(draft_id) {
+            *n -= 1;
+            if *n == 0 {
+                in_flight.remove(draft_id);
+            }
+        }
     }
 
     async fn pending_ids(&self) -> Result<Vec<String>, Error> {
@@ -186,8 +225,18 @@ impl AutoSave {
         }
     }
 
-    /// Takes a draft's buffered save out of the buffer.
+    /// Takes a draft's buffered save out of the buffer; a save returned is
+    /// in flight until [`settled`](Self::settled).
     pub async fn take(&self, draft_id: &str) -> Result<Option<PendingSave>, Error> {
+        self.begin(draft_id);
+        let taken = self.take_buffered(draft_id).await;
+        if !matches!(taken, Ok(Some(_))) {
+            self.settled(draft_id);
+        }
+        taken
+    }
+
+    async fn take_buffered(&self, draft_id: &str) -> Result<Option<PendingSave>, Error> {
         match &self.buffer {
             Buffer::Redis(conn) => {
                 let mut conn = conn.clone();
@@ -217,8 +266,15 @@ impl AutoSave {
                     continue;
                 }
             }
-            if let Some(save) = self.take(&id).await? {
-                due.push(save);
+            match self.take(&id).await {
+                Ok(Some(save)) => due.push(save),
+                Ok(None) => {}
+                // Saves already taken must still reach the caller.
+                Err(err) if due.is_empty() => return Err(err),
+                Err(err) => {
+                    tracing::warn!(error = %err.message, "auto-save buffer unavailable; persisting what was taken");
+                    break;
+                }
             }
         }
         Ok(due)
@@ -268,5 +324,35 @@ mod tests {
             let err = live_interval(&start, &bad).unwrap_err();
             assert!(!err.is_empty(), "{bad} was accepted");
         }
+    }
+
+    #[tokio::test]
+    async fn a_taken_save_stays_pending_until_settled() {
+        let autosave = AutoSave::new(None, Duration::from_secs(30));
+        let save = PendingSave {
+            draft_id: "d".into(),
+            author_id: "ann".into(),
+            title: None,
+            content: "v2".into(),
+        };
+        assert!(!autosave.pending("d").await.unwrap());
+        autosave.put(save).await.unwrap();
+        assert!(autosave.pending("d").await.unwrap());
+        // Out of the buffer but not committed yet: still pending to readers.
+        let taken = autosave.due(true).await.unwrap();
+        assert_eq!(taken.len(), 1);
+        assert!(autosave.peek("d").await.unwrap().is_none());
+        assert!(autosave.pending("d").await.unwrap());
+        autosave.settled("d");
+        assert!(!autosave.pending("d").await.unwrap());
+        // Taking nothing leaves nothing in flight; discard settles itself.
+        assert!(autosave.take("d").await.unwrap().is_none());
+        assert!(!autosave.pending("d").await.unwrap());
+        autosave
+            .put(taken.into_iter().next().unwrap())
+            .await
+            .unwrap();
+        autosave.discard("d").await.unwrap();
+        assert!(!autosave.pending("d").await.unwrap());
     }
 }

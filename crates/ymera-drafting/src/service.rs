@@ -558,9 +558,11 @@ async fn create(state: Shared, req: ServiceRequest) -> Result<Reply, Error> {
 
 async fn get(state: Shared, req: ServiceRequest) -> Result<Reply, Error> {
     let body: IdRequest = req.json()?;
+    // Before the read: not pending then means the content has every save.
+    let pending = state.autosave.pending(&body.draft_id).await?;
     let draft = state.store.get(&body.draft_id).await?;
     let mut value = serde_json::to_value(&draft).map_err(Error::internal)?;
-    value["autosave_pending"] = json!(state.autosave.peek(&body.draft_id).await?.is_some());
+    value["autosave_pending"] = json!(pending);
     value["editors"] = json!(state.collab.editors(&body.draft_id));
     if body.include.iter().any(|i| i == "comments") {
         value["comments"] = json!(state.store.comments(&body.draft_id).await?);
@@ -1182,7 +1184,16 @@ async fn store_collab(state: &State, commit: PendingCommit) -> Result<Option<i32
     Ok(rev.map(|_| draft.version))
 }
 
+/// Commits a save taken from the buffer; it stops being in flight once
+/// committed, dropped or put back.
 async fn persist_save(state: &State, save: PendingSave) -> Result<(), Error> {
+    let draft_id = save.draft_id.clone();
+    let result = commit_save(state, save).await;
+    state.autosave.settled(&draft_id);
+    result
+}
+
+async fn commit_save(state: &State, save: PendingSave) -> Result<(), Error> {
     let draft_id = save.draft_id.clone();
     let result = state
         .store
@@ -1233,9 +1244,13 @@ async fn flush_one(state: &State, draft_id: &str) -> Result<(), Error> {
 /// them (shutdown).
 pub async fn flush(state: &State, force: bool) -> Result<usize, Error> {
     let mut done = 0;
+    let mut failed = None;
+    // Every taken save is committed or put back, even after a failure.
     for save in state.autosave.due(force).await? {
-        persist_save(state, save).await?;
-        done += 1;
+        match persist_save(state, save).await {
+            Ok(()) => done += 1,
+            Err(e) => failed = Some(e),
+        }
     }
     let commits = if force {
         state.collab.drain()
@@ -1249,7 +1264,10 @@ pub async fn flush(state: &State, force: bool) -> Result<usize, Error> {
             done += 1;
         }
     }
-    Ok(done)
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(done),
+    }
 }
 
 /// Queued collaboration broadcasts before `drafting.collab.update` waits.

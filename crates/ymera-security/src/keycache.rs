@@ -21,8 +21,11 @@
 //!   nothing ([`KeyCache::get`] is `None`): every check goes to PostgreSQL.
 //!   After a reconnect the table is reloaded whole (notifications sent
 //!   while disconnected are lost). A full reload also runs every
-//!   [`RELOAD_EVERY`], which bounds how long a change made outside this
-//!   service (plain SQL without `pg_notify`) can go unseen.
+//!   [`RELOAD_EVERY`]. Changes made outside this service (plain SQL) notify
+//!   too: triggers on `api_keys` (creation, deletion, and updates of
+//!   `revoked_at`, `expires_at`, `secret_hash`, `permissions`, `owner`,
+//!   `tenant`) and `revoked_tokens` send the same payloads (migration
+//!   `20261122030002_security_notify.sql`).
 //! - Revoked token ids (`revoked_tokens`, unexpired, at most
 //!   [`MAX_REVOKED_JTIS`]) are held the same way: loaded with the keys, and
 //!   `security.tokens.revoke` notifies `jti:<exp>:<jti>` in its insert. A

@@ -143,6 +143,45 @@ async fn key_table_follows_creations_and_revocations_on_every_replica() {
         .unwrap();
     assert_eq!(authorize_read(&b, &key).await["reason"], "revoked_key");
 
+    // With the listener live, a revocation by plain SQL reaches B's table
+    // at commit (the migration's trigger), not at the next 60 s reload.
+    let (key, key_id) = a.create_key("george", "acme", &["config:read"]).await;
+    wait_until("B's table holds george's key", || {
+        b.state.key_table().get(&key_id).is_some()
+    })
+    .await;
+    sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE key_id = $1")
+        .bind(&key_id)
+        .execute(&a.pool)
+        .await
+        .unwrap();
+    wait_until("B's table sees the plain-SQL revocation", || {
+        b.state
+            .key_table()
+            .get(&key_id)
+            .is_none_or(|k| k.revoked_at.is_some())
+    })
+    .await;
+    assert_eq!(authorize_read(&b, &key).await["reason"], "revoked_key");
+    // So does a token id put on the deny-list by plain SQL.
+    let (_, harry_id) = a.create_key("harry", "acme", &["config:read"]).await;
+    wait_until("B's table holds harry's key", || {
+        b.state.key_table().get(&harry_id).is_some()
+    })
+    .await;
+    let jti = uuid::Uuid::now_v7().to_string();
+    sqlx::query(
+        "INSERT INTO revoked_tokens (jti, expires_at) VALUES ($1, now() + interval '10 minutes')",
+    )
+    .bind(&jti)
+    .execute(&a.pool)
+    .await
+    .unwrap();
+    wait_until("B's table holds the plain-SQL jti", || {
+        b.state.key_table().token_status(&jti, &harry_id) == Some(TokenStatus::TokenRevoked)
+    })
+    .await;
+
     b.stop().await;
     a.stop().await;
 }
