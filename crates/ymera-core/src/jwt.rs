@@ -435,5 +435,4 @@ mod tests {
         assert!(claims(now - LEEWAY_SECONDS as i64 - 2).expired());
         assert!(claims(-1).expired());
     }
-
 }
