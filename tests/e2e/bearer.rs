@@ -11,9 +11,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use ymera_testkit::{NatsServer, Postgres, free_port};
+use ymera_testkit::free_port;
 
-use crate::services::{spawn, spawn_security, wait_healthy};
+use crate::services::{Servers, spawn, spawn_security, wait_healthy};
 
 /// Calls `subject` with a credential header; (error code or None, body).
 async fn call(
@@ -75,24 +75,20 @@ async fn local_checks(http_port: u16) -> u64 {
 
 #[tokio::test]
 async fn services_verify_bearer_tokens_locally_and_follow_revocations() {
-    let nats = NatsServer::start().unwrap();
-    let pg = Postgres::start().unwrap();
-    let db = pg.create_database().unwrap();
-    let url = nats.url();
-    let base = vec![("NATS_URL", url.as_str()), ("POSTGRES_URL", db.as_str())];
-    let client = async_nats::connect(nats.url()).await.unwrap();
-    let (mut security, admin) = spawn_security(&client, &base).await;
+    let servers = Servers::start().await;
+    let (client, url, base) = (&servers.client, servers.url.as_str(), servers.env());
+    let (mut security, admin) = spawn_security(client, &base).await;
     let http_port = free_port().unwrap().to_string();
     let http_addr = format!("127.0.0.1:{http_port}");
     let mut config_env = base.clone();
     config_env.push(("YMERA_HTTP_ADDR", &http_addr));
     let _config = spawn("config", &config_env);
-    let _analysis = spawn("code-analysis", &[("NATS_URL", url.as_str())]);
-    wait_healthy(&client, "config").await;
-    wait_healthy(&client, "code-analysis").await;
+    let _analysis = spawn("code-analysis", &[("NATS_URL", url)]);
+    wait_healthy(client, "config").await;
+    wait_healthy(client, "code-analysis").await;
 
     let (code, created) = call(
-        &client,
+        client,
         ("X-API-Key", &admin),
         "security.keys.create",
         json!({"owner": "alice", "tenant": "acme", "permissions": ["config:read", "config:write"]}),
@@ -100,41 +96,41 @@ async fn services_verify_bearer_tokens_locally_and_follow_revocations() {
     .await;
     assert_eq!(code, None, "{created}");
     let key = created["key"].as_str().unwrap().to_owned();
-    let token = issue(&client, &key, &["config:read", "config:write"]).await;
+    let token = issue(client, &key, &["config:read", "config:write"]).await;
     let (name, value) = bearer(&token);
     let set = json!({"agent": "billing", "environment": "base", "config": {"retries": 3}});
-    let (code, reply) = call(&client, (name, &value), "config.set", set).await;
+    let (code, reply) = call(client, (name, &value), "config.set", set).await;
     assert_eq!(code, None, "{reply}");
     // The writer recorded is the token's verified owner.
     let get = json!({"agent": "billing"});
-    let (code, reply) = call(&client, (name, &value), "config.get", get.clone()).await;
+    let (code, reply) = call(client, (name, &value), "config.get", get.clone()).await;
     assert_eq!(code, None, "{reply}");
     assert_eq!(reply["config"]["retries"], 3, "{reply}");
     assert_eq!(reply["updated_by"], "alice", "{reply}");
 
     // The declared permission is enforced before the handler runs.
     let analyze = json!({"files": [{"path": "a.py", "content": "x = 1\n"}]});
-    let (code, _) = call(&client, (name, &value), "code-analysis.analyze", analyze).await;
+    let (code, _) = call(client, (name, &value), "code-analysis.analyze", analyze).await;
     assert_eq!(code.as_deref(), Some("403"));
-    let (code, _) = call(&client, ("X-Other", "x"), "config.get", get.clone()).await;
+    let (code, _) = call(client, ("X-Other", "x"), "config.get", get.clone()).await;
     assert_eq!(code.as_deref(), Some("401"));
 
     // A revoked token is refused by the next request.
-    let doomed = issue(&client, &key, &["config:read"]).await;
+    let doomed = issue(client, &key, &["config:read"]).await;
     let (n, v) = bearer(&doomed);
     assert_eq!(
-        call(&client, (n, &v), "config.get", get.clone()).await.0,
+        call(client, (n, &v), "config.get", get.clone()).await.0,
         None
     );
     let (code, _) = call(
-        &client,
+        client,
         (n, &v),
         "security.tokens.revoke",
         json!({"token": doomed}),
     )
     .await;
     assert_eq!(code, None);
-    let (code, reply) = call(&client, (n, &v), "config.get", get.clone()).await;
+    let (code, reply) = call(client, (n, &v), "config.get", get.clone()).await;
     assert_eq!(code.as_deref(), Some("401"), "{reply}");
     assert_eq!(
         reply["error"]["details"]["reason"], "revoked_token",
@@ -146,12 +142,12 @@ async fn services_verify_bearer_tokens_locally_and_follow_revocations() {
     // ...so with the security service gone it still accepts a valid token,
     // while an API key (which only the security service can check) gets 503.
     security.kill().await.unwrap();
-    let (code, reply) = call(&client, (name, &value), "config.get", get.clone()).await;
+    let (code, reply) = call(client, (name, &value), "config.get", get.clone()).await;
     assert_eq!(code, None, "{reply}");
     assert_eq!(reply["config"]["retries"], 3);
     let mut unavailable = false;
     for _ in 0..50 {
-        let (code, _) = call(&client, ("X-API-Key", &key), "config.get", get.clone()).await;
+        let (code, _) = call(client, ("X-API-Key", &key), "config.get", get.clone()).await;
         // A grant cached in the last 10 s may still answer; then 503.
         if code.as_deref() == Some("503") {
             unavailable = true;

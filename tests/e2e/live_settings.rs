@@ -10,9 +10,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::{Value, json};
-use ymera_testkit::{NatsServer, Postgres};
 
-use crate::services::{spawn, spawn_security, wait_healthy};
+use crate::services::{Servers, spawn, spawn_security, wait_healthy};
 
 async fn call(client: &async_nats::Client, key: &str, subject: &str, body: Value) -> Value {
     let mut headers = async_nats::HeaderMap::new();
@@ -58,33 +57,28 @@ async fn set_config(client: &async_nats::Client, key: &str, agent: &str, config:
 /// Security (with a bootstrap admin key), the config manager and `service`
 /// as processes with authentication required, each service with the key.
 struct Stack {
-    _nats: NatsServer,
-    _pg: Postgres,
     _children: Vec<tokio::process::Child>,
+    _servers: Servers,
     client: async_nats::Client,
     key: String,
 }
 
 impl Stack {
     async fn start(service: &str, extra_env: &[(&str, &str)]) -> Stack {
-        let nats = NatsServer::start().unwrap();
-        let pg = Postgres::start().unwrap();
-        let db = pg.create_database().unwrap();
-        let url = nats.url();
-        let base = vec![("NATS_URL", url.as_str()), ("POSTGRES_URL", db.as_str())];
-        let client = async_nats::connect(nats.url()).await.unwrap();
-        let (security, key) = spawn_security(&client, &base).await;
-        let mut service_env = base.clone();
+        let servers = Servers::start().await;
+        let client = servers.client.clone();
+        let (security, key) = spawn_security(&client, &servers.env()).await;
+        let mut service_env = servers.env();
         service_env.push(("YMERA_SERVICE_API_KEY", &key));
         let config = spawn("config", &service_env);
         service_env.extend_from_slice(extra_env);
         let child = spawn(service, &service_env);
         wait_healthy(&client, "config").await;
         wait_healthy(&client, service).await;
+        drop(service_env);
         Stack {
-            _nats: nats,
-            _pg: pg,
             _children: vec![security, config, child],
+            _servers: servers,
             client,
             key,
         }

@@ -68,3 +68,35 @@ pub async fn spawn_security(
         .to_owned();
     (security, key)
 }
+
+/// nats-server and PostgreSQL for one suite, with a client and the
+/// environment every service needs.
+pub struct Servers {
+    pub _nats: ymera_testkit::NatsServer,
+    pub _pg: ymera_testkit::Postgres,
+    pub url: String,
+    pub db: String,
+    pub client: async_nats::Client,
+}
+
+impl Servers {
+    pub async fn start() -> Servers {
+        let nats = ymera_testkit::NatsServer::start().unwrap();
+        let pg = ymera_testkit::Postgres::start().unwrap();
+        let db = pg.create_database().unwrap();
+        let url = nats.url();
+        let client = async_nats::connect(&url).await.unwrap();
+        Servers {
+            _nats: nats,
+            _pg: pg,
+            url,
+            db,
+            client,
+        }
+    }
+
+    /// `NATS_URL` and `POSTGRES_URL`.
+    pub fn env(&self) -> Vec<(&str, &str)> {
+        vec![("NATS_URL", &self.url), ("POSTGRES_URL", &self.db)]
+    }
+}

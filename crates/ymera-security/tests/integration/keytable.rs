@@ -23,6 +23,15 @@ async fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
     panic!("timed out waiting until {what}");
 }
 
+/// Revokes a key behind the service's back.
+async fn revoke_by_sql(pool: &sqlx::PgPool, key_id: &str) {
+    sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE key_id = $1")
+        .bind(key_id)
+        .execute(pool)
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn key_table_follows_creations_and_revocations_on_every_replica() {
     let servers = Servers::start(false);
@@ -121,11 +130,7 @@ async fn key_table_follows_creations_and_revocations_on_every_replica() {
     })
     .await;
     // A revocation by plain SQL (no notification) while B is reconnecting.
-    sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE key_id = $1")
-        .bind(&key_id)
-        .execute(&a.pool)
-        .await
-        .unwrap();
+    revoke_by_sql(&a.pool, &key_id).await;
     let answer = authorize_read(&b, &key).await;
     assert_eq!(answer["reason"], "revoked_key", "{answer}");
     wait_until("B's table is live again", || b.state.key_table().is_live()).await;
@@ -150,11 +155,7 @@ async fn key_table_follows_creations_and_revocations_on_every_replica() {
         b.state.key_table().get(&key_id).is_some()
     })
     .await;
-    sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE key_id = $1")
-        .bind(&key_id)
-        .execute(&a.pool)
-        .await
-        .unwrap();
+    revoke_by_sql(&a.pool, &key_id).await;
     wait_until("B's table sees the plain-SQL revocation", || {
         b.state
             .key_table()

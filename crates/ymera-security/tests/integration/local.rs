@@ -100,18 +100,7 @@ async fn services_verify_tokens_locally_and_follow_revocations() {
     // Every forgery gets the security service's own refusal reason, and
     // the refusal is recorded as an event.
     let kid = ymera_security::token::check_header(&token).unwrap();
-    let jwks: Value = svc
-        .client
-        .request("security.jwks", &json!({}))
-        .await
-        .unwrap();
-    let jwk = jwks["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|k| k["kid"] == json!(kid))
-        .unwrap()
-        .clone();
+    let jwk = crate::tokens::jwk_of(&svc, &kid).await;
     let invalid_before = svc.event_count("invalid_token").await;
     let cases = crate::tokens::forged_tokens(&svc, &token, &kid, &jwk);
     for (name, forged, want) in &cases {

@@ -55,6 +55,22 @@ async fn authorize_reason(svc: &SecurityService, token: &str) -> String {
     reply["reason"].as_str().unwrap().to_owned()
 }
 
+/// The JWK of `kid` in the service's `security.jwks` answer.
+pub async fn jwk_of(svc: &SecurityService, kid: &str) -> Value {
+    let jwks: Value = svc
+        .client
+        .request("security.jwks", &json!({}))
+        .await
+        .unwrap();
+    jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kid"] == json!(kid))
+        .unwrap()
+        .clone()
+}
+
 /// Forgeries of `token` (issued by `svc`, signed with `kid`, whose JWK is
 /// `jwk`) and of tokens signed with the service's real key, each with the
 /// reason it must be refused with: alg none / None, HS256 keyed with the
@@ -303,18 +319,7 @@ async fn tokens_issue_verify_revoke_rotate_and_refuse_forgeries() {
     assert_eq!(no["reason"], "insufficient_permissions");
 
     // JWKS publishes the public key (OKP / Ed25519) and nothing private.
-    let jwks: Value = svc
-        .client
-        .request("security.jwks", &json!({}))
-        .await
-        .unwrap();
-    let jwk = jwks["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|k| k["kid"] == json!(kid))
-        .unwrap()
-        .clone();
+    let jwk = jwk_of(&svc, &kid).await;
     assert_eq!(jwk["kty"], "OKP");
     assert_eq!(jwk["crv"], "Ed25519");
     assert!(jwk.get("d").is_none());
