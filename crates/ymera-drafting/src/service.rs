@@ -504,8 +504,23 @@ fn fill_template(content: &str, vars: &BTreeMap<String, String>) -> Result<Strin
     Ok(out)
 }
 
+/// Who made a change: with `YMERA_AUTH=required`, the verified owner of the
+/// request's credential (whatever the request's own field says);
+/// otherwise that field, or `fallback`.
+fn author(
+    req: &ServiceRequest,
+    given: Option<String>,
+    fallback: impl FnOnce() -> String,
+) -> String {
+    match req.principal() {
+        Some(principal) => principal.owner.clone(),
+        None => given.unwrap_or_else(fallback),
+    }
+}
+
 async fn create(state: Shared, req: ServiceRequest) -> Result<Reply, Error> {
-    let body: CreateRequest = req.json()?;
+    let mut body: CreateRequest = req.json()?;
+    body.author_id = author(&req, Some(body.author_id), String::new);
     check_id("/author_id", &body.author_id)?;
     let draft_id = body
         .draft_id
@@ -591,7 +606,7 @@ async fn update(state: Shared, req: ServiceRequest) -> Result<Reply, Error> {
         )));
     }
     let draft = state.store.get(&body.draft_id).await?;
-    let author = body.author_id.clone().unwrap_or(draft.author_id.clone());
+    let author = author(&req, body.author_id.clone(), || draft.author_id.clone());
     check_id("/author_id", &author)?;
     if body.autosave {
         let Some(content) = body.content else {
@@ -719,7 +734,7 @@ async fn delete(state: Shared, req: ServiceRequest) -> Result<Reply, Error> {
         return Reply::json(&json!({"draft_id": body.draft_id, "status": "archived"}));
     }
     flush_one(&state, &body.draft_id).await?;
-    let actor = body.actor.unwrap_or(draft.author_id.clone());
+    let actor = author(&req, body.actor, || draft.author_id.clone());
     let draft = state
         .store
         .transition(
@@ -869,7 +884,7 @@ async fn restore(state: Shared, req: ServiceRequest) -> Result<Reply, Error> {
                 tone: None,
                 target_audience: None,
                 document_type: None,
-                author_id: body.author_id.unwrap_or(draft.author_id),
+                author_id: author(&req, body.author_id, || draft.author_id),
                 source: "restore",
                 message: Some(format!("restore revision {}", body.revision)),
                 expected_version: body.expected_version,
@@ -889,7 +904,7 @@ async fn comment(state: Shared, req: ServiceRequest) -> Result<Reply, Error> {
             // Anchors refer to committed text: persist pending typing first.
             flush_one(&state, &body.draft_id).await?;
             let draft = state.store.get(&body.draft_id).await?;
-            let author = body.author_id.unwrap_or(draft.author_id.clone());
+            let author = author(&req, body.author_id, || draft.author_id.clone());
             let text = body.body.unwrap_or_default();
             if text.trim().is_empty() || text.chars().count() > 10_000 {
                 return Err(Error::validation(vec![Violation::new(
@@ -937,7 +952,7 @@ async fn comment(state: Shared, req: ServiceRequest) -> Result<Reply, Error> {
             } else {
                 "open"
             };
-            let actor = body.author_id.unwrap_or_else(|| "unknown".to_owned());
+            let actor = author(&req, body.author_id, || "unknown".to_owned());
             let c = state
                 .store
                 .set_comment_status(&body.draft_id, &id, status, &actor)
@@ -994,7 +1009,7 @@ async fn transition(state: Shared, req: ServiceRequest) -> Result<Reply, Error> 
         .with_detail("status", draft.status.clone()));
     }
     flush_one(&state, &body.draft_id).await?;
-    let actor = body.actor.unwrap_or(draft.author_id.clone());
+    let actor = author(&req, body.actor, || draft.author_id.clone());
     let draft = state
         .store
         .transition(
@@ -1041,7 +1056,8 @@ async fn template_list(state: Shared, req: ServiceRequest) -> Result<Reply, Erro
 }
 
 async fn collab_join(state: Shared, req: ServiceRequest) -> Result<Reply, Error> {
-    let body: JoinRequest = req.json()?;
+    let mut body: JoinRequest = req.json()?;
+    body.user_id = author(&req, Some(body.user_id), String::new);
     check_id("/user_id", &body.user_id)?;
     let client_id = body
         .client_id

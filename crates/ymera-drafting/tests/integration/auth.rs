@@ -84,16 +84,22 @@ async fn permissions_come_from_the_security_service() {
         kind(&with("reader"), "drafting.create", create.clone()).await,
         Some(ErrorKind::Forbidden)
     );
-    assert_eq!(kind(&with("writer"), "drafting.create", create).await, None);
-    assert_eq!(
-        kind(
-            &with("reader"),
-            "drafting.get",
-            json!({"draft_id": "secure"})
-        )
-        .await,
-        None
-    );
+    // The author is the verified owner, whatever the request claims.
+    let mut forged = create.clone();
+    forged["author_id"] = json!("mallory");
+    assert_eq!(kind(&with("writer"), "drafting.create", forged).await, None);
+    let draft: Value = with("reader")
+        .request("drafting.get", &json!({"draft_id": "secure"}))
+        .await
+        .unwrap();
+    assert_eq!(draft["author_id"], "alice", "{draft}");
+    let comment =
+        json!({"draft_id": "secure", "action": "add", "body": "Nice.", "author_id": "mallory"});
+    let added: Value = with("writer")
+        .request("drafting.comment", &comment)
+        .await
+        .unwrap();
+    assert_eq!(added["author_id"], "alice", "{added}");
     // Raw-text analysis needs no draft and no permission.
     assert_eq!(
         kind(
