@@ -8,7 +8,6 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use ymera_testkit::free_port;
@@ -24,19 +23,7 @@ async fn call(
 ) -> (Option<String>, Value) {
     let mut headers = async_nats::HeaderMap::new();
     headers.insert(header.0, header.1);
-    let reply = client
-        .request_with_headers(subject.to_owned(), headers, Bytes::from(body.to_string()))
-        .await
-        .unwrap();
-    let code = reply
-        .headers
-        .as_ref()
-        .and_then(|h| h.get("Nats-Service-Error-Code"))
-        .map(|c| c.as_str().to_owned());
-    (
-        code,
-        serde_json::from_slice(&reply.payload).unwrap_or(Value::Null),
-    )
+    ymera_testkit::proto::request_raw(client, subject, headers, &body).await
 }
 
 fn bearer(token: &str) -> (&'static str, String) {
