@@ -4,6 +4,7 @@
 //! - `ymera keys list [--tenant acme|*] [--all]`, `ymera keys revoke <KEY_ID>`
 //! - `ymera token issue [--permission P]… [--ttl 900]` (with `--api-key`)
 //! - `ymera token verify <TOKEN>`
+//! - `ymera token revoke <TOKEN>` or `ymera token revoke --jti <JTI>` (admin)
 //! - `ymera security report [--tenant acme|*]`
 
 use std::process::ExitCode;
@@ -83,6 +84,16 @@ pub enum TokenCommand {
     Verify {
         /// The JWT.
         token: String,
+    },
+    /// Revoke a token until it expires: the token itself, or its id with
+    /// security:admin. Every service refuses it from the next request on.
+    Revoke {
+        /// The JWT.
+        #[arg(required_unless_present = "jti", conflicts_with = "jti")]
+        token: Option<String>,
+        /// The token id (`jti`) instead of the token.
+        #[arg(long)]
+        jti: Option<String>,
     },
 }
 
@@ -174,6 +185,20 @@ pub async fn run(command: SecurityCommand, ctx: &Context) -> anyhow::Result<Exit
                 .request("security.tokens.verify", &json!({"token": token}))
                 .await?;
             println!("{}", serde_json::to_string_pretty(&reply)?);
+        }
+        SecurityCommand::Token(TokenCommand::Revoke { token, jti }) => {
+            let body = match (token, jti) {
+                (Some(token), _) => json!({"token": token}),
+                (None, jti) => json!({"jti": jti}),
+            };
+            let reply: Value = client.request("security.tokens.revoke", &body).await?;
+            print_value(ctx, &reply, || {
+                format!(
+                    "revoked token {} until {}",
+                    reply["jti"].as_str().unwrap_or_default(),
+                    reply["until"].as_str().unwrap_or_default()
+                )
+            })?;
         }
         SecurityCommand::Security(SecuritySubcommand::Report { tenant }) => {
             let mut body = json!({});

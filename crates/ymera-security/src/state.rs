@@ -79,9 +79,11 @@ pub struct Denial {
 }
 
 impl Denial {
-    /// As a 401 error with `details.reason`.
+    /// As a 401 error naming the reason (also in `details.reason`), as the
+    /// other services' authorizer words it.
     pub fn into_error(self) -> Error {
-        Error::unauthenticated("invalid credential").with_detail("reason", self.reason)
+        Error::unauthenticated(format!("credential refused: {}", self.reason))
+            .with_detail("reason", self.reason)
     }
 }
 

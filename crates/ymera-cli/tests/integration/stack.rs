@@ -130,6 +130,40 @@ fn up_health_restart_down() {
             .mode();
         assert_eq!(mode & 0o777, 0o600, "admin.key must be private");
         assert!(read(&key).starts_with("ymk_"));
+
+        // Keys and tokens from the CLI: create, issue, verify, revoke.
+        let admin = read(&key).trim().to_owned();
+        let run = |args: &[&str]| {
+            let out = ymera(&[&["--nats-url", &nats_url, "--json"], args].concat());
+            assert!(
+                out.status.success(),
+                "{args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+        };
+        let created = run(&[
+            "keys",
+            "create",
+            "--api-key",
+            &admin,
+            "--owner",
+            "ci",
+            "-p",
+            "config:read",
+        ]);
+        let ci_key = created["key"].as_str().unwrap().to_owned();
+        let issued = run(&["token", "issue", "--api-key", &ci_key, "--ttl", "300"]);
+        let token = issued["token"].as_str().unwrap().to_owned();
+        assert_eq!(run(&["token", "verify", &token])["claims"]["sub"], "ci");
+        assert_eq!(run(&["token", "revoke", &token])["revoked"], true);
+        let refused = ymera(&["--nats-url", &nats_url, "token", "verify", &token]);
+        assert!(!refused.status.success());
+        assert!(
+            String::from_utf8_lossy(&refused.stderr).contains("revoked_token"),
+            "{}",
+            String::from_utf8_lossy(&refused.stderr)
+        );
     }
 
     // Crash one service: the supervisor restarts it and it is healthy again.
