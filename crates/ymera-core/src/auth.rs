@@ -39,7 +39,7 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use futures::{FutureExt as _, StreamExt as _};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::Semaphore;
 
@@ -79,7 +79,7 @@ const DRAIN_EVERY: Duration = Duration::from_millis(250);
 const MAX_DRAIN: usize = 10_000;
 
 /// Who a request was made by, once its credential has been checked.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Principal {
     /// `api_key` or `token`.
     #[serde(default)]
@@ -103,7 +103,8 @@ impl Principal {
         self.permissions.iter().any(|p| p == permission)
     }
 
-    fn of_token(claims: Claims) -> Principal {
+    /// The principal of a verified token's claims.
+    pub fn of_token(claims: Claims) -> Principal {
         Principal {
             kind: "token".into(),
             owner: claims.sub,

@@ -38,19 +38,14 @@ pub const MAX_CREDENTIAL_LEN: usize = ymera_core::limits::MAX_CREDENTIAL_HEADER;
 const REVOKED_PREFIX: &str = "ymera:security:revoked:";
 const REVOKED_KEY_PREFIX: &str = "ymera:security:revoked-key:";
 
-/// Who a credential belongs to.
+/// Who a credential belongs to: what every service's authorizer knows
+/// ([`ymera_core::auth::Principal`]: kind, owner, tenant, key id,
+/// permissions; reached through `Deref`), plus the token id and expiry.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Principal {
-    /// `api_key` or `token`.
-    pub kind: String,
-    /// The key's owner (the token's `sub`).
-    pub owner: String,
-    /// The tenant.
-    pub tenant: String,
-    /// The API key id.
-    pub key_id: String,
-    /// Permissions of the key or token.
-    pub permissions: Vec<String>,
+    /// Kind, owner, tenant, key id and permissions.
+    #[serde(flatten)]
+    pub who: ymera_core::auth::Principal,
     /// The token id, for tokens.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub jti: Option<String>,
@@ -58,12 +53,15 @@ pub struct Principal {
     pub expires_at: DateTime<Utc>,
 }
 
-impl Principal {
-    /// Whether it holds `permission`.
-    pub fn has(&self, permission: &str) -> bool {
-        self.permissions.iter().any(|p| p == permission)
-    }
+impl std::ops::Deref for Principal {
+    type Target = ymera_core::auth::Principal;
 
+    fn deref(&self) -> &Self::Target {
+        &self.who
+    }
+}
+
+impl Principal {
     /// Whether it may act on `tenant`'s resources.
     pub fn in_tenant(&self, tenant: &str) -> bool {
         self.tenant == tenant || self.tenant == SYSTEM_TENANT
@@ -234,11 +232,13 @@ impl SecurityState {
             let _ = self.usage.flush(&self.pool).await;
         }
         Ok(Ok(Principal {
-            kind: "api_key".into(),
-            owner: key.owner.clone(),
-            tenant: key.tenant.clone(),
-            key_id: key.key_id.clone(),
-            permissions: key.permissions.clone(),
+            who: ymera_core::auth::Principal {
+                kind: "api_key".into(),
+                owner: key.owner.clone(),
+                tenant: key.tenant.clone(),
+                key_id: key.key_id.clone(),
+                permissions: key.permissions.clone(),
+            },
             jti: None,
             expires_at: key.expires_at,
         }))
@@ -517,16 +517,10 @@ impl SecurityState {
 
 /// The principal of verified claims.
 pub fn principal_of(claims: Claims) -> Principal {
+    let (jti, exp) = (claims.jti.clone(), claims.exp);
     Principal {
-        kind: "token".into(),
-        owner: claims.sub,
-        tenant: claims.tenant,
-        key_id: claims.key_id,
-        permissions: claims.permissions,
-        jti: Some(claims.jti),
-        expires_at: Utc
-            .timestamp_opt(claims.exp, 0)
-            .single()
-            .unwrap_or_else(Utc::now),
+        who: ymera_core::auth::Principal::of_token(claims),
+        jti: Some(jti),
+        expires_at: Utc.timestamp_opt(exp, 0).single().unwrap_or_else(Utc::now),
     }
 }
