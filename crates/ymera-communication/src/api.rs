@@ -24,74 +24,47 @@ pub const MAX_PAGE: u32 = 1000;
 /// Rows per page when the request gives no limit.
 pub const DEFAULT_PAGE: u32 = 100;
 
+/// Registers `$subject`, checked for `$permission` by the runtime, whose
+/// reply is the JSON of `$call` (an expression over `$comm` and `$req`).
+macro_rules! route {
+    ($builder:expr, $shared:expr, $subject:literal, $permission:expr,
+     |$comm:ident, $req:ident| $call:expr) => {{
+        let shared = $shared.clone();
+        $builder.secured($subject, $permission, move |$req: ServiceRequest| {
+            let $comm = shared.clone();
+            async move { Reply::json(&$call) }
+        })
+    }};
+}
+
 /// Registers every endpoint on `builder`.
 pub fn endpoints(builder: ServiceBuilder, comm: Arc<Communication>) -> ServiceBuilder {
-    let c = comm.clone();
-    let builder = builder.secured(
-        "communication.send",
-        auth::SEND,
-        move |req: ServiceRequest| {
-            let comm = c.clone();
-            async move {
-                let envelope: Envelope = req.json()?;
-                Reply::json(&crate::send::send(&comm, envelope).await?)
-            }
-        },
-    );
-    let c = comm.clone();
-    let builder = builder.secured(
-        "communication.status",
-        auth::READ,
-        move |req: ServiceRequest| {
-            let comm = c.clone();
-            async move { Reply::json(&status(&comm, req.json()?).await?) }
-        },
-    );
-    let c = comm.clone();
-    let builder = builder.secured(
-        "communication.history",
-        auth::READ,
-        move |req: ServiceRequest| {
-            let comm = c.clone();
-            async move { Reply::json(&history(&comm, req.json_or_default()?).await?) }
-        },
-    );
-    let c = comm.clone();
-    let builder = builder.secured(
+    let b = builder;
+    let b = route!(b, comm, "communication.send", auth::SEND, |c, req| {
+        crate::send::send(&c, req.json()?).await?
+    });
+    let b = route!(b, comm, "communication.status", auth::READ, |c, req| {
+        status(&c, req.json()?).await?
+    });
+    let b = route!(b, comm, "communication.history", auth::READ, |c, req| {
+        history(&c, req.json_or_default()?).await?
+    });
+    let b = route!(
+        b,
+        comm,
         "communication.conversations",
         auth::READ,
-        move |req: ServiceRequest| {
-            let comm = c.clone();
-            async move { Reply::json(&conversations(&comm, req.json_or_default()?).await?) }
-        },
+        |c, req| { conversations(&c, req.json_or_default()?).await? }
     );
-    let c = comm.clone();
-    let builder = builder.secured(
-        "communication.metrics",
-        auth::READ,
-        move |_req: ServiceRequest| {
-            let comm = c.clone();
-            async move { Reply::json(&metrics_snapshot(&comm).await) }
-        },
-    );
-    let c = comm.clone();
-    let builder = builder.secured(
-        "communication.dlq.list",
-        auth::READ,
-        move |req: ServiceRequest| {
-            let comm = c.clone();
-            async move { Reply::json(&dlq_list(&comm, req.json_or_default()?).await?) }
-        },
-    );
-    let c = comm;
-    builder.secured(
-        "communication.dlq.replay",
-        auth::SEND,
-        move |req: ServiceRequest| {
-            let comm = c.clone();
-            async move { Reply::json(&dlq_replay(&comm, req.json()?).await?) }
-        },
-    )
+    let b = route!(b, comm, "communication.metrics", auth::READ, |c, _req| {
+        metrics_snapshot(&c).await
+    });
+    let b = route!(b, comm, "communication.dlq.list", auth::READ, |c, req| {
+        dlq_list(&c, req.json_or_default()?).await?
+    });
+    route!(b, comm, "communication.dlq.replay", auth::SEND, |c, req| {
+        dlq_replay(&c, req.json()?).await?
+    })
 }
 
 // ---------------------------------------------------------------- status
