@@ -5,4 +5,5 @@ mod bearer;
 mod chat;
 mod live_settings;
 mod process;
+mod sender;
 mod services;

@@ -41,7 +41,7 @@ macro_rules! route {
 pub fn endpoints(builder: ServiceBuilder, comm: Arc<Communication>) -> ServiceBuilder {
     let b = builder;
     let b = route!(b, comm, "communication.send", auth::SEND, |c, req| {
-        crate::send::send(&c, req.json()?).await?
+        crate::send::send(&c, auth::check_sender(&req, req.json()?)?).await?
     });
     let b = route!(b, comm, "communication.status", auth::READ, |c, req| {
         status(&c, req.json()?).await?

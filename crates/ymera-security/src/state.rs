@@ -25,6 +25,9 @@ pub const ADMIN_PERMISSION: &str = "security:admin";
 /// Permissions of the platform (the bootstrap admin gets all of them).
 pub const ALL_PERMISSIONS: &[&str] = &[
     "comm:send",
+    // Send envelopes whose `sender` is not the credential's owner (the
+    // platform's own agents answering with the service credential).
+    "comm:send_as",
     "comm:read",
     "config:read",
     "config:write",
