@@ -216,4 +216,13 @@ async fn drafting_follows_its_auto_save_interval_in_the_config_manager() {
     );
     let draft = call(client, key, "drafting.get", json!({"draft_id": "live"})).await;
     assert_eq!(draft["content"], "v2", "get: {draft}");
+    // The bootstrap admin holds drafting:admin: a hard delete goes through.
+    let deleted = call(
+        client,
+        key,
+        "drafting.delete",
+        json!({"draft_id": "live", "hard": true}),
+    )
+    .await;
+    assert_eq!(deleted["deleted"], true, "hard delete: {deleted}");
 }

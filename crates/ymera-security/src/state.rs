@@ -33,6 +33,8 @@ pub const ALL_PERMISSIONS: &[&str] = &[
     "config:write",
     "drafting:read",
     "drafting:write",
+    // Hard delete of drafts.
+    "drafting:admin",
     "analysis:run",
     "security:admin",
 ];
