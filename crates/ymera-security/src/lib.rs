@@ -213,7 +213,9 @@ pub enum BootstrapOutcome {
 
 /// Ensures `path` holds a valid admin key: owner `admin`, tenant `system`,
 /// every platform permission, 30 days. If the file holds a key that is
-/// still valid (and not expiring within a day) it is kept; otherwise a new
+/// still valid (not expiring within a day) and holds every platform
+/// permission (a key from before a permission was added does not) it is
+/// kept; otherwise a new
 /// key is created and written atomically with mode 0600 (parent directory
 /// created with mode 0700). The key itself is never logged.
 pub async fn bootstrap_admin_key(
@@ -236,7 +238,9 @@ pub async fn bootstrap_admin_key(
             if bool::from(apikey::digests_equal(&hash, &stored))
                 && row.revoked_at.is_none()
                 && row.expires_at > chrono::Utc::now() + ChronoDuration::days(1)
-                && row.permissions.iter().any(|p| p == state::ADMIN_PERMISSION)
+                && state::ALL_PERMISSIONS
+                    .iter()
+                    .all(|needed| row.permissions.iter().any(|p| p == needed))
             {
                 return Ok(BootstrapOutcome::Existing { key_id: row.key_id });
             }

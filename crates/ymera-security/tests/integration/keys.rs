@@ -312,6 +312,30 @@ async fn keys_authorize_events_and_report() {
         .unwrap();
     assert_eq!(stored, 1);
 
+    // An admin key from before a platform permission existed is replaced
+    // at the next bootstrap (else the platform's agents, answering with it,
+    // would lack e.g. comm:send_as).
+    let BootstrapOutcome::Existing { key_id: old_id } = again else {
+        unreachable!()
+    };
+    sqlx::query(
+        "UPDATE api_keys SET permissions = array_remove(permissions, 'comm:send_as') WHERE key_id = $1",
+    )
+    .bind(&old_id)
+    .execute(&svc.pool)
+    .await
+    .unwrap();
+    let renewed =
+        ymera_security::bootstrap_admin_key(svc.state.pool(), &test_pepper(), &svc.admin_key_path)
+            .await
+            .unwrap();
+    let BootstrapOutcome::Created { key_id: new_id } = renewed else {
+        panic!("an admin key lacking a permission must be replaced: {renewed:?}")
+    };
+    assert_ne!(new_id, old_id);
+    let new_key = std::fs::read_to_string(&svc.admin_key_path).unwrap();
+    assert!(new_key.contains(&new_id));
+
     svc.stop().await;
 }
 
