@@ -84,7 +84,8 @@ impl Drop for PrivateStack {
     }
 }
 
-async fn wait_healthy(client: &async_nats::Client, service: &str) -> anyhow::Result<()> {
+/// Waits until `<service>.health` answers healthy (at most 60 s).
+pub(crate) async fn wait_healthy(client: &async_nats::Client, service: &str) -> anyhow::Result<()> {
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(60) {
         if let Ok(Ok(reply)) = tokio::time::timeout(

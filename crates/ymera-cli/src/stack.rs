@@ -148,7 +148,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
             // With authentication on, services that call others on their own
             // behalf (agents answering through communication.send) use the
             // development admin key.
-            if let Some(key) = wait_for_admin_key(&dir).await {
+            if let Some(key) = wait_for_admin_key(&dir, &servers.nats.url()).await {
                 env.push(("YMERA_SERVICE_API_KEY".into(), key));
             }
         }
@@ -281,8 +281,18 @@ fn ensure_database(postgres: &Postgres, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_for_admin_key(dir: &Path) -> Option<String> {
+async fn wait_for_admin_key(dir: &Path, nats_url: &str) -> Option<String> {
     let path = dir.join("admin.key");
+    // The security service bootstraps the key before it serves: once it
+    // answers, the file holds the key it kept or made (a key left by an
+    // earlier run may have been replaced).
+    let healthy = match async_nats::connect(nats_url).await {
+        Ok(client) => crate::private_stack::wait_healthy(&client, "security").await,
+        Err(err) => Err(err.into()),
+    };
+    if let Err(err) = healthy {
+        eprintln!("{err}; reading the admin key as it is");
+    }
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
         if let Ok(key) = std::fs::read_to_string(&path)
