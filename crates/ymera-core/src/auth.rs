@@ -577,6 +577,9 @@ async fn follow(weak: Weak<LocalTokens>, client: ServiceClient) {
         }
     }
     let mut next_load = Instant::now();
+    // Until both are in: 1 s, doubling to REFRESH_EVERY (so a security
+    // service that is down is neither hammered nor logged every second).
+    let mut retry = Duration::from_secs(1);
     let mut tick = tokio::time::interval(DRAIN_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -589,12 +592,14 @@ async fn follow(weak: Weak<LocalTokens>, client: ServiceClient) {
             *local.fetched_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
             local.load_jwks(&client).await;
             let loaded = local.deny_list_usable() && local.verifier().is_some();
-            // Until both are in, try again soon.
             next_load = Instant::now()
                 + if loaded {
+                    retry = Duration::from_secs(1);
                     REFRESH_EVERY
                 } else {
-                    Duration::from_secs(1)
+                    let wait = retry;
+                    retry = (retry * 2).min(REFRESH_EVERY);
+                    wait
                 };
         }
     }
