@@ -9,7 +9,8 @@
 //!   refusals are never cached.
 //! - **`Authorization: Bearer`**: verified here, without a round trip,
 //!   against the public keys of `security.jwks` ([`crate::jwt`], the same
-//!   checks as the security service). The key set is fetched at start,
+//!   checks as the security service). The key set is fetched at start
+//!   (retried from 1 s, doubling up to [`REFRESH_EVERY`], until it is in),
 //!   every [`REFRESH_EVERY`], and again when a token names an unknown `kid`
 //!   (at most once per [`JWKS_REFETCH_MIN`]; an unknown `kid` within that
 //!   window is asked of the security service, so a just-rotated key is never
