@@ -127,15 +127,56 @@ struct Answer {
 
 /// (credential, permission).
 type GrantKey = (String, &'static str);
-/// (valid until, the verified principal).
-type Grant = (Instant, Arc<Principal>);
+
+/// A bounded map whose entries are reused for a fixed time (API key
+/// grants, verified tokens). When full, expired entries are dropped, and if
+/// none had expired, all of them.
+struct Expiring<K, V> {
+    entries: Mutex<HashMap<K, (Instant, V)>>,
+    ttl: Duration,
+    max: usize,
+}
+
+impl<K: Eq + std::hash::Hash, V: Clone> Expiring<K, V> {
+    fn new(ttl: Duration, max: usize) -> Self {
+        Expiring {
+            entries: Mutex::new(HashMap::new()),
+            ttl,
+            max,
+        }
+    }
+
+    fn get<Q>(&self, key: &Q) -> Option<V>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Eq + std::hash::Hash + ?Sized,
+    {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries
+            .get(key)
+            .filter(|(until, _)| *until > Instant::now())
+            .map(|(_, value)| value.clone())
+    }
+
+    fn insert(&self, key: K, value: V) {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        if entries.len() >= self.max {
+            entries.retain(|_, (until, _)| *until > now);
+            if entries.len() >= self.max {
+                entries.clear();
+            }
+        }
+        entries.insert(key, (now + self.ttl, value));
+    }
+}
 
 /// Checks callers' permissions: API keys with the security service, bearer
 /// tokens locally.
 pub struct Authorizer {
     mode: AuthMode,
     client: ServiceClient,
-    grants: Mutex<HashMap<GrantKey, Grant>>,
+    grants: Expiring<GrantKey, Arc<Principal>>,
     local: Option<Arc<LocalTokens>>,
     reports: Arc<Semaphore>,
 }
@@ -155,14 +196,14 @@ impl Authorizer {
     pub fn new(mode: AuthMode, nats: async_nats::Client) -> Self {
         let client = ServiceClient::new(nats).with_timeout(Duration::from_secs(5));
         let local = (mode == AuthMode::Required).then(|| {
-            let local = Arc::new(LocalTokens::default());
+            let local = Arc::new(LocalTokens::new());
             tokio::spawn(follow(Arc::downgrade(&local), client.clone()));
             local
         });
         Authorizer {
             mode,
             client,
-            grants: Mutex::new(HashMap::new()),
+            grants: Expiring::new(GRANT_TTL, MAX_GRANTS),
             local,
             reports: Arc::new(Semaphore::new(MAX_REPORTS_IN_FLIGHT)),
         }
@@ -214,7 +255,7 @@ impl Authorizer {
             metrics::counter!("ymera_auth_token_checks_total", "path" => "remote").increment(1);
             return None;
         }
-        let verdict = match local.remembered(token) {
+        let verdict = match local.verified.get(token) {
             Some(claims) if claims.expired() => Err(TokenRejection::Expired),
             Some(claims) => Ok(claims),
             None => {
@@ -230,7 +271,11 @@ impl Authorizer {
                     }
                     verdict = local.verifier()?.verify(token);
                 }
-                verdict.map(|claims| local.remember(token, claims))
+                verdict.map(|claims| {
+                    let claims = Arc::new(claims);
+                    local.verified.insert(token.to_owned(), claims.clone());
+                    claims
+                })
             }
         };
         metrics::counter!("ymera_auth_token_checks_total", "path" => "local").increment(1);
@@ -272,7 +317,7 @@ impl Authorizer {
         permission: &'static str,
     ) -> Result<Arc<Principal>, Error> {
         let key = (credential, permission);
-        if let Some(principal) = self.granted(&key) {
+        if let Some(principal) = self.grants.get(&key) {
             return Ok(principal);
         }
         let answer: Answer = self
@@ -292,24 +337,8 @@ impl Authorizer {
         let principal = Arc::new(answer.principal.ok_or_else(|| {
             Error::internal("security.authorize allowed a credential without a principal")
         })?);
-        let mut grants = self.grants.lock().unwrap_or_else(|p| p.into_inner());
-        if grants.len() >= MAX_GRANTS {
-            let now = Instant::now();
-            grants.retain(|_, (until, _)| *until > now);
-            if grants.len() >= MAX_GRANTS {
-                grants.clear();
-            }
-        }
-        grants.insert(key, (Instant::now() + GRANT_TTL, principal.clone()));
+        self.grants.insert(key, principal.clone());
         Ok(principal)
-    }
-
-    fn granted(&self, key: &GrantKey) -> Option<Arc<Principal>> {
-        let grants = self.grants.lock().unwrap_or_else(|p| p.into_inner());
-        grants
-            .get(key)
-            .filter(|(until, _)| *until > Instant::now())
-            .map(|(_, principal)| principal.clone())
     }
 }
 
@@ -319,11 +348,16 @@ impl Authorizer {
 fn refused(permission: &str, reason: &str) -> Error {
     match reason {
         "insufficient_permissions" | "tenant_mismatch" => {
-            Error::forbidden(format!("{permission} denied: {reason}"))
+            Error::forbidden(format!("{permission} denied: {reason}")).with_detail("reason", reason)
         }
-        _ => Error::unauthenticated(format!("credential refused: {reason}")),
+        _ => credential_refused(reason),
     }
-    .with_detail("reason", reason)
+}
+
+/// The 401 for a credential refused for `reason` (the security service's
+/// slug, also in `details.reason`), worded alike by every service.
+pub fn credential_refused(reason: &str) -> Error {
+    Error::unauthenticated(format!("credential refused: {reason}")).with_detail("reason", reason)
 }
 
 /// Revoked token ids and API keys, each until its tokens have expired.
@@ -349,7 +383,6 @@ impl DenyList {
 }
 
 /// What bearer tokens are checked against locally.
-#[derive(Default)]
 struct LocalTokens {
     verifier: RwLock<Option<Arc<JwksVerifier>>>,
     /// When the JWKS was last asked for (whatever the outcome).
@@ -358,8 +391,8 @@ struct LocalTokens {
     fetching: tokio::sync::Mutex<()>,
     deny: RwLock<DenyList>,
     events: Mutex<Vec<async_nats::Subscriber>>,
-    /// token → (reused until, its verified claims).
-    verified: Mutex<HashMap<String, (Instant, Arc<Claims>)>>,
+    /// token → its verified claims, for [`VERIFIED_TTL`].
+    verified: Expiring<String, Arc<Claims>>,
 }
 
 /// `security.tokens.revoked` answer.
@@ -410,31 +443,15 @@ impl LocalTokens {
             .clone()
     }
 
-    /// The claims of `token` if its signature and claims were verified
-    /// within [`VERIFIED_TTL`].
-    fn remembered(&self, token: &str) -> Option<Arc<Claims>> {
-        let verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
-        verified
-            .get(token)
-            .filter(|(until, _)| *until > Instant::now())
-            .map(|(_, claims)| claims.clone())
-    }
-
-    fn remember(&self, token: &str, claims: Claims) -> Arc<Claims> {
-        let claims = Arc::new(claims);
-        let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
-        if verified.len() >= MAX_VERIFIED {
-            let now = Instant::now();
-            verified.retain(|_, (until, _)| *until > now);
-            if verified.len() >= MAX_VERIFIED {
-                verified.clear();
-            }
+    fn new() -> Self {
+        LocalTokens {
+            verifier: RwLock::default(),
+            fetched_at: Mutex::default(),
+            fetching: tokio::sync::Mutex::default(),
+            deny: RwLock::default(),
+            events: Mutex::default(),
+            verified: Expiring::new(VERIFIED_TTL, MAX_VERIFIED),
         }
-        verified.insert(
-            token.to_owned(),
-            (Instant::now() + VERIFIED_TTL, claims.clone()),
-        );
-        claims
     }
 
     fn deny_list_usable(&self) -> bool {

@@ -246,12 +246,6 @@ impl ServiceRequest {
         self.principal.as_deref()
     }
 
-    /// The request as seen after its credential was checked.
-    pub fn with_principal(mut self, principal: Option<Arc<Principal>>) -> Self {
-        self.principal = principal;
-        self
-    }
-
     /// Parses the body as JSON into `T` (400 on malformed JSON, unknown
     /// fields where `T` denies them, too-deep nesting, NUL or bad UTF-8).
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, Error> {
@@ -320,6 +314,20 @@ impl Reply {
 
 type BoxFuture = Pin<Box<dyn Future<Output = Result<Reply, Error>> + Send + 'static>>;
 
+/// A handler calling `f` with a clone of the service's shared `state` and
+/// the request (for `async fn f(state: Arc<S>, req: ServiceRequest)`).
+pub fn with_state<S, Fut>(
+    state: &Arc<S>,
+    f: fn(Arc<S>, ServiceRequest) -> Fut,
+) -> impl Fn(ServiceRequest) -> Fut + Send + Sync + 'static
+where
+    S: Send + Sync + 'static,
+    Fut: Future<Output = Result<Reply, Error>> + Send + 'static,
+{
+    let state = state.clone();
+    move |req| f(state.clone(), req)
+}
+
 /// An endpoint handler: an async function from request to reply.
 pub trait Handler: Send + Sync + 'static {
     /// Handles one request.
@@ -374,13 +382,8 @@ impl ServiceBuilder {
     /// so instances share the load) that anyone may call: health-like
     /// endpoints, and the security service's own, which check credentials
     /// themselves.
-    pub fn endpoint(mut self, subject: &str, handler: impl Handler) -> Self {
-        self.endpoints.push(EndpointSpec {
-            subject: subject.to_owned(),
-            permission: None,
-            handler: Arc::new(handler),
-        });
-        self
+    pub fn endpoint(self, subject: &str, handler: impl Handler) -> Self {
+        self.add(subject, None, handler)
     }
 
     /// Adds an endpoint that needs `permission`: with `YMERA_AUTH=required`
@@ -388,15 +391,19 @@ impl ServiceBuilder {
     /// [`Authorizer`] before `handler` runs (401 without a valid
     /// credential, 403 without the permission) and hands the handler the
     /// [`Principal`] ([`ServiceRequest::principal`]).
-    pub fn secured(
+    pub fn secured(self, subject: &str, permission: &'static str, handler: impl Handler) -> Self {
+        self.add(subject, Some(permission), handler)
+    }
+
+    fn add(
         mut self,
         subject: &str,
-        permission: &'static str,
+        permission: Option<&'static str>,
         handler: impl Handler,
     ) -> Self {
         self.endpoints.push(EndpointSpec {
             subject: subject.to_owned(),
-            permission: Some(permission),
+            permission,
             handler: Arc::new(handler),
         });
         self

@@ -1,7 +1,6 @@
 //! The endpoints of the `security` service.
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::time::Duration;
 
 use chrono::{DateTime, Duration as ChronoDuration, TimeZone, Utc};
@@ -9,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use ymera_core::client::Credential;
 use ymera_core::error::Violation;
 use ymera_core::ratelimit::RateLimit;
-use ymera_core::runtime::{Reply, ServiceBuilder, ServiceRequest};
+use ymera_core::runtime::{Reply, ServiceBuilder, ServiceRequest, with_state};
 use ymera_core::{Error, Result};
 
 use crate::apikey;
@@ -65,17 +64,6 @@ pub fn valid_owner(o: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"._@-".contains(&b))
 }
 
-fn handler<Fut>(
-    state: &SharedState,
-    f: fn(SharedState, ServiceRequest) -> Fut,
-) -> impl Fn(ServiceRequest) -> Fut + Send + Sync + 'static
-where
-    Fut: Future<Output = Result<Reply>> + Send + 'static,
-{
-    let state = state.clone();
-    move |req| f(state.clone(), req)
-}
-
 /// The service with every endpoint.
 pub fn service(state: SharedState) -> ServiceBuilder {
     ServiceBuilder::new(
@@ -83,20 +71,23 @@ pub fn service(state: SharedState) -> ServiceBuilder {
         env!("CARGO_PKG_VERSION"),
         "API keys, tokens, permissions, rate limits and the security audit trail",
     )
-    .endpoint("security.keys.create", handler(&state, keys_create))
-    .endpoint("security.keys.list", handler(&state, keys_list))
-    .endpoint("security.keys.revoke", handler(&state, keys_revoke))
-    .endpoint("security.authorize", handler(&state, authorize))
-    .endpoint("security.tokens.issue", handler(&state, tokens_issue))
-    .endpoint("security.tokens.verify", handler(&state, tokens_verify))
-    .endpoint("security.tokens.revoke", handler(&state, tokens_revoke))
-    .endpoint("security.jwks", handler(&state, jwks))
+    .endpoint("security.keys.create", with_state(&state, keys_create))
+    .endpoint("security.keys.list", with_state(&state, keys_list))
+    .endpoint("security.keys.revoke", with_state(&state, keys_revoke))
+    .endpoint("security.authorize", with_state(&state, authorize))
+    .endpoint("security.tokens.issue", with_state(&state, tokens_issue))
+    .endpoint("security.tokens.verify", with_state(&state, tokens_verify))
+    .endpoint("security.tokens.revoke", with_state(&state, tokens_revoke))
+    .endpoint("security.jwks", with_state(&state, jwks))
     .endpoint(
         ymera_core::auth::REVOKED_SUBJECT,
-        handler(&state, tokens_revoked),
+        with_state(&state, tokens_revoked),
     )
-    .endpoint("security.ratelimit.check", handler(&state, ratelimit_check))
-    .endpoint("security.events.report", handler(&state, events_report))
+    .endpoint(
+        "security.ratelimit.check",
+        with_state(&state, ratelimit_check),
+    )
+    .endpoint("security.events.report", with_state(&state, events_report))
 }
 
 // ---------------------------------------------------------------- keys

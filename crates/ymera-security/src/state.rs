@@ -85,8 +85,7 @@ impl Denial {
     /// As a 401 error naming the reason (also in `details.reason`), as the
     /// other services' authorizer words it.
     pub fn into_error(self) -> Error {
-        Error::unauthenticated(format!("credential refused: {}", self.reason))
-            .with_detail("reason", self.reason)
+        ymera_core::auth::credential_refused(self.reason)
     }
 }
 
