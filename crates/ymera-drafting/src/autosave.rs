@@ -143,35 +143,47 @@ impl AutoSave {
 
     /// Buffers a save (replacing an older one of the same draft).
     pub async fn put(&self, save: PendingSave) -> Result<(), Error> {
+        self.store(save, true).await
+    }
+
+    /// Buffers `save`; with `replace` false, only when no save of the draft
+    /// is buffered (atomically: `SET NX` in Redis).
+    async fn store(&self, save: PendingSave, replace: bool) -> Result<(), Error> {
         match &self.buffer {
             Buffer::Redis(conn) => {
                 let mut conn = conn.clone();
                 let json = serde_json::to_string(&save).map_err(Error::internal)?;
-                let _: () = conn
-                    .set(key(&save.draft_id), json)
-                    .await
-                    .map_err(redis_err)?;
-                let _: () = conn
-                    .sadd(PENDING_SET, &save.draft_id)
-                    .await
-                    .map_err(redis_err)?;
+                let mut set = redis::cmd("SET");
+                set.arg(key(&save.draft_id)).arg(json);
+                if !replace {
+                    set.arg("NX");
+                }
+                let stored: Option<String> = set.query_async(&mut conn).await.map_err(redis_err)?;
+                if stored.is_some() {
+                    let _: () = conn
+                        .sadd(PENDING_SET, &save.draft_id)
+                        .await
+                        .map_err(redis_err)?;
+                }
             }
             Buffer::Memory(map) => {
-                map.lock().await.insert(save.draft_id.clone(), save);
+                let mut map = map.lock().await;
+                if replace || !map.contains_key(&save.draft_id) {
+                    map.insert(save.draft_id.clone(), save);
+                }
             }
         }
         Ok(())
     }
 
-    /// The buffered save of a draft, if any.
-    pub async fn peek(&self, draft_id: &str) -> Result<Option<PendingSave>, Error> {
+    /// Whether a save of the draft waits in the buffer (without reading it).
+    pub async fn is_buffered(&self, draft_id: &str) -> Result<bool, Error> {
         match &self.buffer {
             Buffer::Redis(conn) => {
                 let mut conn = conn.clone();
-                let json: Option<String> = conn.get(key(draft_id)).await.map_err(redis_err)?;
-                Ok(json.and_then(|j| serde_json::from_str(&j).ok()))
+                conn.exists(key(draft_id)).await.map_err(redis_err)
             }
-            Buffer::Memory(map) => Ok(map.lock().await.get(draft_id).cloned()),
+            Buffer::Memory(map) => Ok(map.lock().await.contains_key(draft_id)),
         }
     }
 
@@ -190,7 +202,7 @@ impl AutoSave {
     pub async fn pending(&self, draft_id: &str) -> Result<bool, Error> {
         // The buffer first: `take` marks a save in flight before it leaves
         // the buffer, so a save is always visible in one of the two.
-        Ok(self.peek(draft_id).await?.is_some() || self.is_in_flight(draft_id))
+        Ok(self.is_buffered(draft_id).await? || self.is_in_flight(draft_id))
     }
 
     fn is_in_flight(&self, draft_id: &str) -> bool {
@@ -282,10 +294,7 @@ impl AutoSave {
 
     /// Puts a save back after a failed persist (unless a newer one arrived).
     pub async fn restore(&self, save: PendingSave) -> Result<(), Error> {
-        if self.peek(&save.draft_id).await?.is_none() {
-            self.put(save).await?;
-        }
-        Ok(())
+        self.store(save, false).await
     }
 
     /// Records that a draft was persisted now.
@@ -341,7 +350,7 @@ mod tests {
         // Out of the buffer but not committed yet: still pending to readers.
         let taken = autosave.due(true).await.unwrap();
         assert_eq!(taken.len(), 1);
-        assert!(autosave.peek("d").await.unwrap().is_none());
+        assert!(!autosave.is_buffered("d").await.unwrap());
         assert!(autosave.pending("d").await.unwrap());
         autosave.settled("d");
         assert!(!autosave.pending("d").await.unwrap());

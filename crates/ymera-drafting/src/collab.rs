@@ -52,12 +52,11 @@ struct Session {
     /// When the text was last committed (or loaded): the periodic commit
     /// waits a whole interval after it.
     committed_at: Instant,
-    /// Share of the interval (0.5-1, from the draft id) the first periodic
-    /// commit waits, so sessions opened together do not all commit on the
-    /// same tick and again together every interval.
-    first_wait: f64,
-    /// Periodic commits so far.
-    commits: u64,
+    /// Share of the interval the next periodic commit waits: 0.5-1 (from
+    /// the draft id) before the first, so sessions opened together do not
+    /// all commit on the same tick and again together every interval; 1
+    /// after it.
+    wait_share: f64,
 }
 
 /// A stable number in [0.5, 1) from a draft id.
@@ -88,8 +87,7 @@ impl Session {
             changed: false,
             closed: false,
             committed_at: Instant::now(),
-            first_wait: spread(draft_id),
-            commits: 0,
+            wait_share: spread(draft_id),
         }
     }
 
@@ -262,19 +260,17 @@ impl Collab {
 
     /// Whether a closed session's final text of `draft_id` awaits its commit.
     pub fn is_closing(&self, draft_id: &str) -> bool {
-        self.closing
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(draft_id)
+        self.closing().contains(draft_id)
     }
 
     /// The final text of a closed session was committed (or its commit
     /// failed): sessions may open from the stored content again.
     pub fn close_committed(&self, draft_id: &str) {
-        self.closing
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(draft_id);
+        self.closing().remove(draft_id);
+    }
+
+    fn closing(&self) -> MutexGuard<'_, std::collections::HashSet<String>> {
+        self.closing.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The session of a draft, opened from `content` when there is none;
@@ -382,10 +378,7 @@ impl Collab {
         }
         session.closed = true;
         sessions.remove(draft_id);
-        self.closing
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(draft_id.to_owned());
+        self.closing().insert(draft_id.to_owned());
         Some(PendingCommit {
             draft_id: draft_id.to_owned(),
             text: session.text(),
@@ -434,17 +427,14 @@ impl Collab {
                 idle.push(id);
                 continue;
             }
-            let wait = if session.commits == 0 {
-                interval.mul_f64(session.first_wait)
-            } else {
-                interval
-            };
-            if !session.changed || session.committed_at.elapsed() < wait {
+            if !session.changed
+                || session.committed_at.elapsed() < interval.mul_f64(session.wait_share)
+            {
                 continue;
             }
             session.changed = false;
             session.committed_at = Instant::now();
-            session.commits += 1;
+            session.wait_share = 1.0;
             let text = session.text();
             if text != session.committed {
                 session.committed = text.clone();

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use ymera_core::auth::Authorizer;
 use ymera_core::config::AuthMode;
 use ymera_core::error::Violation;
-use ymera_core::runtime::{Reply, Runtime, ServiceBuilder, ServiceRequest};
+use ymera_core::runtime::{Reply, Runtime, ServiceBuilder, ServiceRequest, with_state};
 use ymera_core::{Error, ErrorKind};
 
 use crate::autosave::{AutoSave, PendingSave};
@@ -42,7 +42,6 @@ pub struct State {
     /// Collaboration broadcasts (subject, payload), published in queue
     /// order by one task.
     broadcasts: mpsc::Sender<(String, bytes::Bytes)>,
-    auth: AuthMode,
     authorizer: Arc<Authorizer>,
 }
 
@@ -119,7 +118,7 @@ impl State {
     /// auth off everything is allowed except admin actions, which need the
     /// `X-Ymera-Role: admin` header.
     async fn authorize(&self, req: &ServiceRequest, permission: &'static str) -> Result<(), Error> {
-        if self.auth == AuthMode::Off {
+        if self.authorizer.mode() == AuthMode::Off {
             if permission == "drafting:admin" && req.header("X-Ymera-Role") != Some("admin") {
                 return Err(Error::forbidden("hard delete needs an administrator"));
             }
@@ -758,7 +757,7 @@ async fn analyze(state: Shared, req: ServiceRequest) -> Result<Reply, Error> {
     let body: AnalyzeRequest = req.json()?;
     let (text, tone, audience) = match (&body.draft_id, body.text) {
         (Some(id), None) => {
-            state.authorize(&req, "drafting:read").await?;
+            state.authorize(&req, READ).await?;
             let d = state.store.get(id).await?;
             (
                 d.content,
@@ -1327,81 +1326,53 @@ pub async fn state(runtime: &Runtime) -> Result<Arc<State>, ymera_core::runtime:
         autosave: AutoSave::following(runtime.redis().cloned(), interval),
         collab: Collab::default(),
         broadcasts: broadcaster(runtime.client().clone()),
-        auth: runtime.config().auth,
         authorizer: runtime.authorizer(),
     }))
 }
 
-/// Registers `$handler`; with a permission, the runtime checks it first.
-macro_rules! route {
-    ($builder:expr, $state:expr, $subject:literal, $handler:path) => {{
-        let state = $state.clone();
-        $builder.endpoint($subject, move |req: ServiceRequest| {
-            let state = state.clone();
-            async move { $handler(state, req).await }
-        })
-    }};
-    ($builder:expr, $state:expr, $subject:literal, $permission:literal, $handler:path) => {{
-        let state = $state.clone();
-        $builder.secured($subject, $permission, move |req: ServiceRequest| {
-            let state = state.clone();
-            async move { $handler(state, req).await }
-        })
-    }};
-}
-
 /// The service with its endpoints.
+/// The permission of the endpoints that read drafts.
+const READ: &str = "drafting:read";
+/// The permission of the endpoints that change drafts.
+const WRITE: &str = "drafting:write";
+
 pub fn builder(state: &Arc<State>) -> ServiceBuilder {
-    let b = ServiceBuilder::new(
+    ServiceBuilder::new(
         NAME,
         env!("CARGO_PKG_VERSION"),
         "Drafting agent: documents with revisions, analysis and real-time collaboration",
-    );
-    let b = route!(b, state, "drafting.create", "drafting:write", create);
-    let b = route!(b, state, "drafting.get", "drafting:read", get);
-    let b = route!(b, state, "drafting.update", "drafting:write", update);
-    let b = route!(b, state, "drafting.list", "drafting:read", list);
-    let b = route!(b, state, "drafting.delete", "drafting:write", delete);
-    let b = route!(b, state, "drafting.analyze", analyze);
-    let b = route!(b, state, "drafting.export", "drafting:read", export);
-    let b = route!(b, state, "drafting.revisions", "drafting:read", revisions);
-    let b = route!(b, state, "drafting.diff", "drafting:read", diff);
-    let b = route!(b, state, "drafting.restore", "drafting:write", restore);
-    let b = route!(b, state, "drafting.comment", "drafting:write", comment);
-    let b = route!(
-        b,
-        state,
-        "drafting.transition",
-        "drafting:write",
-        transition
-    );
-    let b = route!(
-        b,
-        state,
+    )
+    .secured("drafting.create", WRITE, with_state(state, create))
+    .secured("drafting.get", READ, with_state(state, get))
+    .secured("drafting.update", WRITE, with_state(state, update))
+    .secured("drafting.list", READ, with_state(state, list))
+    .secured("drafting.delete", WRITE, with_state(state, delete))
+    .endpoint("drafting.analyze", with_state(state, analyze))
+    .secured("drafting.export", READ, with_state(state, export))
+    .secured("drafting.revisions", READ, with_state(state, revisions))
+    .secured("drafting.diff", READ, with_state(state, diff))
+    .secured("drafting.restore", WRITE, with_state(state, restore))
+    .secured("drafting.comment", WRITE, with_state(state, comment))
+    .secured("drafting.transition", WRITE, with_state(state, transition))
+    .secured(
         "drafting.template.set",
-        "drafting:write",
-        template_set
-    );
-    let b = route!(
-        b,
-        state,
+        WRITE,
+        with_state(state, template_set),
+    )
+    .secured(
         "drafting.template.list",
-        "drafting:read",
-        template_list
-    );
-    let b = route!(
-        b,
-        state,
+        READ,
+        with_state(state, template_list),
+    )
+    .secured(
         "drafting.collab.join",
-        "drafting:write",
-        collab_join
-    );
-    route!(
-        b,
-        state,
+        WRITE,
+        with_state(state, collab_join),
+    )
+    .secured(
         "drafting.collab.update",
-        "drafting:write",
-        collab_update
+        WRITE,
+        with_state(state, collab_update),
     )
 }
 
