@@ -229,16 +229,10 @@ impl Journal {
 /// History rows to write in one batch, with the status each is written with.
 type Released = BTreeMap<Uuid, (Arc<Envelope>, &'static str)>;
 
-/// A held history row and the final states of its copies seen so far.
-struct Held {
-    envelope: Arc<Envelope>,
-    finals: BTreeMap<String, DeliveryState>,
-}
-
 /// The history rows a writer shard holds back (see [`HOLD`]).
 #[derive(Default)]
 struct Holding {
-    rows: HashMap<Uuid, Held>,
+    rows: HashMap<Uuid, Arc<Envelope>>,
     /// Hold deadlines in arrival order (entries of released rows linger
     /// until their deadline and are skipped).
     order: VecDeque<(Instant, Uuid)>,
@@ -250,32 +244,25 @@ impl Holding {
             return;
         }
         self.order.push_back((Instant::now() + HOLD, envelope.id));
-        self.rows.insert(
-            envelope.id,
-            Held {
-                envelope: envelope.clone(),
-                finals: BTreeMap::new(),
-            },
-        );
+        self.rows.insert(envelope.id, envelope.clone());
     }
 
-    /// A copy's new state: a final one releases its message's row.
+    /// A copy's new state: the first final one releases its message's row,
+    /// with the status that one final copy gives it.
     fn note(&mut self, update: &DeliveryUpdate, released: &mut Released) {
         if !update.state.is_final() {
             return;
         }
-        if let Some(held) = self.rows.get_mut(&update.envelope.id) {
-            held.finals
-                .entry(update.recipient.clone())
-                .or_insert(update.state);
-            self.release(update.envelope.id, released);
+        if let Some(envelope) = self.rows.remove(&update.envelope.id) {
+            let status = overall_status(envelope.recipients.len(), &[update.state]);
+            released.insert(envelope.id, (envelope, status));
         }
     }
 
+    /// Releases a row with no final copy yet: `accepted`.
     fn release(&mut self, id: Uuid, released: &mut Released) {
-        if let Some(held) = self.rows.remove(&id) {
-            let status = overall_status(held.envelope.recipients.len(), &held.finals);
-            released.insert(id, (held.envelope, status));
+        if let Some(envelope) = self.rows.remove(&id) {
+            released.insert(id, (envelope, "accepted"));
         }
     }
 
@@ -303,14 +290,14 @@ impl Holding {
     }
 }
 
-/// A message's overall status from its copies' final states, as
-/// [`STATUS_SQL`] computes it from the stored rows.
-fn overall_status(recipients: usize, finals: &BTreeMap<String, DeliveryState>) -> &'static str {
+/// A message's overall status from its copies' final states (one per
+/// copy), as [`STATUS_SQL`] computes it from the stored rows.
+fn overall_status(recipients: usize, finals: &[DeliveryState]) -> &'static str {
     if finals.len() < recipients {
         "accepted"
-    } else if finals.values().all(|s| *s == DeliveryState::Delivered) {
+    } else if finals.iter().all(|s| *s == DeliveryState::Delivered) {
         "delivered"
-    } else if finals.values().any(|s| *s == DeliveryState::DeadLettered) {
+    } else if finals.contains(&DeliveryState::DeadLettered) {
         "dead_lettered"
     } else {
         "expired"
@@ -858,24 +845,11 @@ mod tests {
 
     #[test]
     fn overall_status_matches_the_stored_definition() {
-        let finals = |states: &[DeliveryState]| -> BTreeMap<String, DeliveryState> {
-            states
-                .iter()
-                .enumerate()
-                .map(|(i, s)| (format!("r{i}"), *s))
-                .collect()
-        };
         use DeliveryState::*;
-        assert_eq!(overall_status(2, &finals(&[Delivered])), "accepted");
-        assert_eq!(
-            overall_status(2, &finals(&[Delivered, Delivered])),
-            "delivered"
-        );
-        assert_eq!(
-            overall_status(2, &finals(&[Expired, DeadLettered])),
-            "dead_lettered"
-        );
-        assert_eq!(overall_status(2, &finals(&[Delivered, Expired])), "expired");
+        assert_eq!(overall_status(2, &[Delivered]), "accepted");
+        assert_eq!(overall_status(2, &[Delivered, Delivered]), "delivered");
+        assert_eq!(overall_status(2, &[Expired, DeadLettered]), "dead_lettered");
+        assert_eq!(overall_status(2, &[Delivered, Expired]), "expired");
     }
 
     #[test]
