@@ -1,18 +1,8 @@
 //! `ymera`: client commands, the local stack (`ymera up`) and benchmarks.
 
 mod bench;
-mod bench_analysis;
-mod bench_comm;
-mod bench_config;
-mod bench_drafting;
-mod bench_security;
-mod cmd_analyze;
-mod cmd_comm;
-mod cmd_config;
-mod cmd_draft;
-mod cmd_security;
+mod commands;
 mod context;
-mod discovery;
 mod private_stack;
 mod stack;
 
@@ -20,6 +10,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::commands::{analyze, comm, config, discovery, draft, security};
 use crate::context::{Context, GlobalArgs};
 
 #[derive(Debug, Parser)]
@@ -51,17 +42,17 @@ enum Command {
     #[command(subcommand)]
     Bench(bench::BenchCommand),
     /// Analyse source files for complexity and security, performance and smell findings.
-    Analyze(cmd_analyze::AnalyzeArgs),
+    Analyze(analyze::AnalyzeArgs),
     /// Configuration commands.
     #[command(subcommand)]
-    Config(cmd_config::ConfigCommand),
+    Config(config::ConfigCommand),
     /// Drafting commands.
     #[command(subcommand)]
-    Draft(cmd_draft::DraftCommand),
+    Draft(draft::DraftCommand),
     #[command(flatten)]
-    Comm(cmd_comm::CommCommand),
+    Comm(comm::CommCommand),
     #[command(flatten)]
-    Security(cmd_security::SecurityCommand),
+    Security(security::SecurityCommand),
 }
 
 #[tokio::main]
@@ -75,11 +66,11 @@ async fn main() -> ExitCode {
         Command::Up(args) => stack::up(args).await,
         Command::Down(args) => stack::down(args).await,
         Command::Bench(cmd) => bench::run(cmd, &ctx).await,
-        Command::Analyze(args) => cmd_analyze::run(args, &ctx).await,
-        Command::Config(cmd) => cmd_config::run(cmd, &ctx).await,
-        Command::Draft(cmd) => cmd_draft::run(cmd, &ctx).await,
-        Command::Comm(cmd) => cmd_comm::run(cmd, &ctx).await,
-        Command::Security(cmd) => cmd_security::run(cmd, &ctx).await,
+        Command::Analyze(args) => analyze::run(args, &ctx).await,
+        Command::Config(cmd) => config::run(cmd, &ctx).await,
+        Command::Draft(cmd) => draft::run(cmd, &ctx).await,
+        Command::Comm(cmd) => comm::run(cmd, &ctx).await,
+        Command::Security(cmd) => security::run(cmd, &ctx).await,
     };
     match result {
         Ok(code) => code,

@@ -1,5 +1,15 @@
 //! `ymera bench …`: latency (HDR histogram) and throughput of Ymera
 //! endpoints beside a raw baseline measured in the same run.
+//!
+//! This module holds `ymera bench health` and what the benchmarks share
+//! (options, measuring loops, histograms, the report); each other
+//! benchmark is a submodule.
+
+mod analysis;
+mod comm;
+mod config;
+mod drafting;
+mod security;
 
 use std::future::Future;
 use std::process::ExitCode;
@@ -26,18 +36,18 @@ pub enum BenchCommand {
     Health(HealthBenchArgs),
     /// End-to-end message routing (send → recipient inbox) beside a raw
     /// JetStream publish → consume → ack baseline.
-    Comm(crate::bench_comm::CommBenchArgs),
+    Comm(comm::CommBenchArgs),
     /// Cached `config.get` beside a raw NATS echo, set → change-event
     /// latency, and the cache hit rate.
-    Config(crate::bench_config::ConfigBenchArgs),
+    Config(config::ConfigBenchArgs),
     /// `security.authorize` with API keys and local JWT verification beside
     /// a raw NATS echo.
-    Security(crate::bench_security::Args),
+    Security(security::Args),
     /// Readability analysis of a 2,000-word document beside textstat, and
     /// collaborative-session broadcast latency.
-    Drafting(crate::bench_drafting::Args),
+    Drafting(drafting::Args),
     /// Code-analysis throughput (MB/s) beside lizard on the same files.
-    Analysis(crate::bench_analysis::Args),
+    Analysis(analysis::Args),
 }
 
 /// Options shared by the benchmarks.
@@ -93,11 +103,11 @@ pub struct BenchResult {
 pub async fn run(command: BenchCommand, ctx: &Context) -> anyhow::Result<ExitCode> {
     match command {
         BenchCommand::Health(args) => bench_health(args, ctx).await,
-        BenchCommand::Comm(args) => crate::bench_comm::run(args, ctx).await,
-        BenchCommand::Config(args) => crate::bench_config::run(args, ctx).await,
-        BenchCommand::Security(args) => crate::bench_security::run(args, ctx).await,
-        BenchCommand::Drafting(args) => crate::bench_drafting::run(args, ctx).await,
-        BenchCommand::Analysis(args) => crate::bench_analysis::run(args, ctx).await,
+        BenchCommand::Comm(args) => comm::run(args, ctx).await,
+        BenchCommand::Config(args) => config::run(args, ctx).await,
+        BenchCommand::Security(args) => security::run(args, ctx).await,
+        BenchCommand::Drafting(args) => drafting::run(args, ctx).await,
+        BenchCommand::Analysis(args) => analysis::run(args, ctx).await,
     }
 }
 

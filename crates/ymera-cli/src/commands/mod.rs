@@ -1,0 +1,10 @@
+//! Client commands, one module per service (each a NATS client of that
+//! service's endpoints), and service discovery (`ymera health`,
+//! `ymera services`).
+
+pub mod analyze;
+pub mod comm;
+pub mod config;
+pub mod discovery;
+pub mod draft;
+pub mod security;
