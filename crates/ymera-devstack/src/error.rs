@@ -1,16 +1,17 @@
-//! The one error type of the testkit.
+//! The one error type of ymera-devstack.
 
 use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Everything that can go wrong while finding, starting, stopping or using a test server.
+/// Everything that can go wrong while finding, starting, stopping or using a server or a
+/// service process.
 ///
-/// Messages are written for the person reading a failed test: they say what was attempted
-/// and, for start failures, include the last lines of the server's log.
+/// Messages are written for the person reading a failed test or a failed `ymera up`: they
+/// say what was attempted and, for start failures, include the last lines of the log.
 #[derive(Debug, thiserror::Error)]
-pub enum TestkitError {
-    /// A server binary is not installed where the testkit looks for it.
+pub enum DevstackError {
+    /// A server binary is not installed where ymera-devstack looks for it.
     #[error("{program} not found: run scripts/setup (or point {env_var} at it)")]
     NotFound {
         /// The program looked for, e.g. `nats-server`.
@@ -33,7 +34,7 @@ pub enum TestkitError {
     /// An I/O operation failed.
     #[error("{context}: {source}")]
     Io {
-        /// What the testkit was doing.
+        /// What ymera-devstack was doing.
         context: String,
         /// The underlying error.
         #[source]
@@ -43,8 +44,8 @@ pub enum TestkitError {
     /// The server process exited before it became ready.
     #[error("{server} exited while starting ({status}); last lines of {log:?}:\n{log_tail}")]
     ExitedDuringStart {
-        /// Which server.
-        server: &'static str,
+        /// Which server or service.
+        server: String,
         /// Its exit status.
         status: String,
         /// The log file that holds its stdout and stderr.
@@ -56,9 +57,23 @@ pub enum TestkitError {
     /// The server did not become ready in time (it has been killed).
     #[error("{server} was not ready after {}s (killed it); last lines of {log:?}:\n{log_tail}", .timeout.as_secs())]
     StartTimeout {
-        /// Which server.
-        server: &'static str,
-        /// How long the testkit waited.
+        /// Which server or service.
+        server: String,
+        /// How long ymera-devstack waited.
+        timeout: Duration,
+        /// The log file that holds its stdout and stderr.
+        log: PathBuf,
+        /// The last lines of that log.
+        log_tail: String,
+    },
+
+    /// A service did not answer `<service>.health` without error headers in time (it is
+    /// left running).
+    #[error("{service} did not answer {service}.health healthy within {}s; last lines of {log:?}:\n{log_tail}", .timeout.as_secs())]
+    NotHealthy {
+        /// The service.
+        service: String,
+        /// How long ymera-devstack waited.
         timeout: Duration,
         /// The log file that holds its stdout and stderr.
         log: PathBuf,
@@ -94,6 +109,20 @@ pub enum TestkitError {
         path: PathBuf,
     },
 
+    /// A program expected beside the running binary (a service, `ymera`) is not there.
+    #[error("{path:?} is not built: run `cargo build --workspace --bins`")]
+    NotBuilt {
+        /// Where it was looked for.
+        path: PathBuf,
+    },
+
+    /// A name that must be a plain identifier (a database name) is not one.
+    #[error("{name:?} is not a plain name (lower-case letters, digits and `_` only)")]
+    BadName {
+        /// The offending name.
+        name: String,
+    },
+
     /// No free TCP port could be found.
     #[error("could not find a free TCP port on 127.0.0.1 after {attempts} attempts")]
     NoFreePort {
@@ -103,7 +132,7 @@ pub enum TestkitError {
 }
 
 /// Builds a closure that wraps an [`io::Error`] with what was being done.
-pub(crate) fn io_context(context: impl Into<String>) -> impl FnOnce(io::Error) -> TestkitError {
+pub(crate) fn io_context(context: impl Into<String>) -> impl FnOnce(io::Error) -> DevstackError {
     let context = context.into();
-    move |source| TestkitError::Io { context, source }
+    move |source| DevstackError::Io { context, source }
 }

@@ -1,6 +1,6 @@
 use std::path::Path;
 
-use ymera_testkit::{nats_server_bin, postgres_bin_dir, redis_server_bin, workspace_root};
+use ymera_devstack::{nats_server_bin, postgres_bin_dir, redis_server_bin, workspace_root};
 
 #[test]
 fn nats_server_comes_from_the_workspace_venv_that_setup_fills() {

@@ -1,11 +1,11 @@
-//! Supervised server processes: spawning under a parent-death signal, readiness waits,
-//! signals, logs and `/proc` inspection.
+//! Supervised processes (servers and services): spawning under a parent-death signal,
+//! readiness waits, signals, logs and `/proc` inspection.
 //!
 //! # Why a spawner thread
 //!
-//! Every server runs as `setpriv --pdeathsig KILL -- <server> …`, so the kernel kills it
-//! when its parent goes away, even when the test process is SIGKILLed (nextest timeout,
-//! OOM, `kill -9`). Linux delivers the parent-death signal when the *thread* that
+//! Every server and service runs as `setpriv --pdeathsig KILL -- <program> …`, so the
+//! kernel kills it when its parent goes away, even when the parent is SIGKILLed (nextest
+//! timeout, OOM, `kill -9` of a test or of `ymera up`). Linux delivers the parent-death signal when the *thread* that
 //! spawned the child exits, not the process. Tests spawn from short-lived threads
 //! (libtest's per-test threads, tokio workers and blocking-pool threads), so a server
 //! started from one of them would die as soon as that thread ends, for example a server
@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use crate::binaries::setpriv_bin;
 use crate::error::io_context;
-use crate::{Result, TestkitError};
+use crate::{DevstackError, Result};
 
 /// How long a server may take to become ready.
 pub(crate) const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -70,20 +70,20 @@ fn spawn_from_spawner_thread(command: Command) -> io::Result<Child> {
     let spawner = SPAWNER
         .get_or_init(start_spawner_thread)
         .as_ref()
-        .ok_or_else(|| io::Error::other("could not start the ymera-testkit spawner thread"))?;
+        .ok_or_else(|| io::Error::other("could not start the ymera-devstack spawner thread"))?;
     let (reply, answer) = mpsc::channel();
     spawner
         .send(SpawnRequest { command, reply })
-        .map_err(|_| io::Error::other("the ymera-testkit spawner thread is gone"))?;
+        .map_err(|_| io::Error::other("the ymera-devstack spawner thread is gone"))?;
     answer
         .recv()
-        .map_err(|_| io::Error::other("the ymera-testkit spawner thread is gone"))?
+        .map_err(|_| io::Error::other("the ymera-devstack spawner thread is gone"))?
 }
 
 fn start_spawner_thread() -> Option<mpsc::Sender<SpawnRequest>> {
     let (requests, incoming) = mpsc::channel::<SpawnRequest>();
     thread::Builder::new()
-        .name("ymera-testkit-spawner".into())
+        .name("ymera-devstack-spawner".into())
         .spawn(move || {
             // Ends only when every sender is gone; the one in SPAWNER never is.
             for mut request in incoming {
@@ -96,12 +96,12 @@ fn start_spawner_thread() -> Option<mpsc::Sender<SpawnRequest>> {
 
 /// Why a launch failed, and whether starting again on fresh ports might help.
 pub(crate) struct LaunchFailure {
-    pub(crate) error: TestkitError,
+    pub(crate) error: DevstackError,
     pub(crate) address_in_use: bool,
 }
 
-impl From<TestkitError> for LaunchFailure {
-    fn from(error: TestkitError) -> Self {
+impl From<DevstackError> for LaunchFailure {
+    fn from(error: DevstackError) -> Self {
         Self {
             error,
             address_in_use: false,
@@ -111,7 +111,7 @@ impl From<TestkitError> for LaunchFailure {
 
 /// Spawns a server and waits until `ready` says it serves.
 pub(crate) fn launch(
-    name: &'static str,
+    name: &str,
     command: Command,
     log_path: &Path,
     ready: impl FnMut() -> bool,
@@ -145,7 +145,7 @@ pub(crate) fn retry_on_address_in_use<T>(
 ///
 /// Dropping it kills the process (SIGKILL) and reaps it.
 pub(crate) struct ServerProcess {
-    name: &'static str,
+    name: String,
     child: Child,
     log_path: PathBuf,
     /// Where this run's output starts in the (appended) log file.
@@ -154,7 +154,7 @@ pub(crate) struct ServerProcess {
 
 impl ServerProcess {
     /// Spawns `command` with its output appended to `log_path`.
-    pub(crate) fn spawn(name: &'static str, mut command: Command, log_path: &Path) -> Result<Self> {
+    pub(crate) fn spawn(name: &str, mut command: Command, log_path: &Path) -> Result<Self> {
         let log = OpenOptions::new()
             .create(true)
             .append(true)
@@ -172,7 +172,7 @@ impl ServerProcess {
         let child = spawn_from_spawner_thread(command)
             .map_err(io_context(format!("spawning {name}: `{command_line}`")))?;
         Ok(Self {
-            name,
+            name: name.to_owned(),
             child,
             log_path: log_path.to_path_buf(),
             log_start,
@@ -194,8 +194,8 @@ impl ServerProcess {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if let Some(status) = self.exit_status() {
-                return Err(TestkitError::ExitedDuringStart {
-                    server: self.name,
+                return Err(DevstackError::ExitedDuringStart {
+                    server: self.name.clone(),
                     status: status.to_string(),
                     log: self.log_path.clone(),
                     log_tail: self.log_tail(),
@@ -206,8 +206,8 @@ impl ServerProcess {
             }
             if Instant::now() >= deadline {
                 let _ = self.kill();
-                return Err(TestkitError::StartTimeout {
-                    server: self.name,
+                return Err(DevstackError::StartTimeout {
+                    server: self.name.clone(),
                     timeout: START_TIMEOUT,
                     log: self.log_path.clone(),
                     log_tail: self.log_tail(),
@@ -262,14 +262,15 @@ impl ServerProcess {
         Ok(())
     }
 
-    fn exit_status(&mut self) -> Option<ExitStatus> {
+    /// The exit status once the process has exited.
+    pub(crate) fn exit_status(&mut self) -> Option<ExitStatus> {
         // An error here means the child was already reaped elsewhere: treat it as exited.
         self.child
             .try_wait()
             .unwrap_or_else(|_| Some(ExitStatus::default()))
     }
 
-    fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+    pub(crate) fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.exit_status() {
@@ -282,7 +283,7 @@ impl ServerProcess {
         }
     }
 
-    fn log_since_start(&self) -> String {
+    pub(crate) fn log_since_start(&self) -> String {
         read_log_from(&self.log_path, self.log_start)
     }
 
@@ -337,12 +338,12 @@ pub(crate) fn send_signal(signal: &str, pids: &[u32]) -> Result<()> {
 }
 
 /// True while `pid` exists and is not a zombie.
-pub(crate) fn pid_alive(pid: u32) -> bool {
+pub fn pid_alive(pid: u32) -> bool {
     proc_stat(pid).is_some_and(|(state, _)| state != 'Z' && state != 'X')
 }
 
 /// The live direct children of `pid`.
-pub(crate) fn children_of(pid: u32) -> Vec<u32> {
+pub fn children_of(pid: u32) -> Vec<u32> {
     let Ok(entries) = fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -412,12 +413,12 @@ pub(crate) fn run_helper(mut command: Command, timeout: Duration) -> Result<Stri
     }
     match status {
         Some(status) if status.success() => Ok(output),
-        Some(status) => Err(TestkitError::CommandFailed {
+        Some(status) => Err(DevstackError::CommandFailed {
             command: command_line,
             status: status.to_string(),
             output: tail_lines(&output, LOG_TAIL_LINES),
         }),
-        None => Err(TestkitError::CommandFailed {
+        None => Err(DevstackError::CommandFailed {
             command: command_line,
             status: format!("timed out after {}s, killed", timeout.as_secs()),
             output: tail_lines(&output, LOG_TAIL_LINES),

@@ -1,6 +1,6 @@
 use std::fs;
 
-use ymera_testkit::{NatsOptions, NatsServer, TestkitError};
+use ymera_devstack::{DevstackError, NatsOptions, NatsServer};
 
 use crate::common::{TIMEOUT, eventually, http_status, nats_info_line, nats_request, pid_alive};
 
@@ -108,7 +108,7 @@ fn a_server_that_cannot_start_fails_with_its_log() {
     .unwrap_err();
 
     assert!(
-        matches!(err, TestkitError::ExitedDuringStart { .. }),
+        matches!(err, DevstackError::ExitedDuringStart { .. }),
         "{err:?}"
     );
     let message = err.to_string();

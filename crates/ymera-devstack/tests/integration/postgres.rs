@@ -1,7 +1,7 @@
 use std::fs;
 use std::process::Stdio;
 
-use ymera_testkit::Postgres;
+use ymera_devstack::Postgres;
 
 use crate::common::{TIMEOUT, children_of, eventually, pid_alive, psql, running_as_root, uid_of};
 

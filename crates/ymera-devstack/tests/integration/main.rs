@@ -1,4 +1,4 @@
-//! Integration tests of ymera-testkit against the real servers (run `scripts/setup` first).
+//! Integration tests of ymera-devstack against the real servers (run `scripts/setup` first).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod binaries;

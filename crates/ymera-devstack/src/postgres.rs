@@ -7,7 +7,6 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::Result;
 use crate::binaries::postgres_bin_dir;
 use crate::error::io_context;
 use crate::host::{
@@ -18,6 +17,7 @@ use crate::process::{
     KILL_TIMEOUT, LaunchFailure, RunAs, ServerProcess, children_of, launch, pid_alive,
     retry_on_address_in_use, run_helper, send_signal, supervised_command, wait_all_gone,
 };
+use crate::{DevstackError, Result};
 
 const INITDB_TIMEOUT: Duration = Duration::from_secs(120);
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -120,6 +120,30 @@ impl Postgres {
         createdb.arg(&name);
         run_helper(createdb, CLIENT_TIMEOUT)?;
         Ok(self.database_url(&name))
+    }
+
+    /// Creates database `name` unless it exists (a kept cluster keeps it between runs) and
+    /// returns its URL. `name` must be a plain identifier (`[a-z0-9_]+`).
+    pub fn ensure_database(&self, name: &str) -> Result<String> {
+        let plain = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if !plain {
+            return Err(DevstackError::BadName {
+                name: name.to_owned(),
+            });
+        }
+        let mut query = self.client_command("psql");
+        query.args(["-X", "-d", "postgres", "-tAc"]).arg(format!(
+            "SELECT 1 FROM pg_database WHERE datname = '{name}'"
+        ));
+        if run_helper(query, CLIENT_TIMEOUT)?.trim() != "1" {
+            let mut createdb = self.client_command("createdb");
+            createdb.arg(name);
+            run_helper(createdb, CLIENT_TIMEOUT)?;
+        }
+        Ok(self.database_url(name))
     }
 
     /// A command for one of the cluster's client programs (`psql`, `createdb`, …), already

@@ -6,11 +6,11 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-use ymera_testkit::{NatsServer, Postgres, Redis, free_port};
+use ymera_devstack::{NatsServer, Postgres, Redis, free_port};
 
 use crate::common::{TIMEOUT, children_of, eventually, nats_info_line, pid_alive, redis_command};
 
-const HELPER_ENV: &str = "YMERA_TESTKIT_LIFECYCLE_HELPER";
+const HELPER_ENV: &str = "YMERA_DEVSTACK_LIFECYCLE_HELPER";
 const HELPER_TEST: &str = "lifecycle::helper_starts_servers_then_waits_to_be_killed";
 
 #[test]

@@ -1,4 +1,4 @@
-use ymera_testkit::Redis;
+use ymera_devstack::Redis;
 
 use crate::common::{TIMEOUT, eventually, pid_alive, redis_command};
 
