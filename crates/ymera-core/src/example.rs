@@ -11,67 +11,92 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, ErrorKind};
-use crate::runtime::{Reply, ServiceBuilder, ServiceRequest};
+use crate::runtime::{Call, Open, Raw, ServiceBuilder};
 
 /// The example service's name.
 pub const NAME: &str = "example";
 
-#[derive(Deserialize)]
+/// `example.slow` request.
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct SlowRequest {
-    ms: u64,
+pub struct SlowRequest {
+    /// How long to sleep (≤ 60 000 ms).
+    pub ms: u64,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FailRequest {
-    code: u16,
+/// `example.slow` reply.
+#[derive(Debug, Serialize)]
+pub struct SlowReply {
+    /// How long it slept.
+    pub slept_ms: u64,
 }
 
-/// The example service with its four endpoints.
+/// `example.fail` request.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailRequest {
+    /// The error code to answer with.
+    pub code: u16,
+}
+
+/// `example.trace` reply.
+#[derive(Debug, Serialize)]
+pub struct TraceReply {
+    /// The W3C trace id of the request's span, when traces are exported.
+    pub trace_id: Option<String>,
+}
+
+/// The example service with its five endpoints.
 pub fn service() -> ServiceBuilder {
     ServiceBuilder::new(
         NAME,
         env!("CARGO_PKG_VERSION"),
         "Example service of the Ymera runtime",
     )
-    .endpoint("example.echo", |req: ServiceRequest| async move {
-        Ok(Reply::bytes(req.payload))
+    .route("example.echo", &(), echo)
+    .route("example.slow", &(), slow)
+    .route("example.fail", &(), fail)
+    .route("example.trace", &(), trace)
+    .route("example.panic", &(), panic)
+}
+
+/// Replies with the request body.
+pub async fn echo(_: (), _: Call<Open>, body: Raw) -> Result<Raw, Error> {
+    Ok(body)
+}
+
+async fn slow(_: (), _: Call<Open>, req: SlowRequest) -> Result<SlowReply, Error> {
+    if req.ms > 60_000 {
+        return Err(Error::validation(vec![crate::error::Violation::new(
+            "/ms",
+            "at most 60000",
+        )]));
+    }
+    tokio::time::sleep(Duration::from_millis(req.ms)).await;
+    Ok(SlowReply { slept_ms: req.ms })
+}
+
+async fn fail(_: (), _: Call<Open>, req: FailRequest) -> Result<(), Error> {
+    let kind = ErrorKind::from_code(req.code).ok_or_else(|| {
+        Error::invalid_request(format!("{} is not an error code of the platform", req.code))
+    })?;
+    Err(Error::new(
+        kind,
+        format!("failing with {} as asked", req.code),
+    ))
+}
+
+async fn trace(_: (), _: Call<Open>, _: Raw) -> Result<TraceReply, Error> {
+    Ok(TraceReply {
+        trace_id: crate::telemetry::current_trace_id(),
     })
-    .endpoint("example.slow", |req: ServiceRequest| async move {
-        let slow: SlowRequest = req.json()?;
-        if slow.ms > 60_000 {
-            return Err(Error::validation(vec![crate::error::Violation::new(
-                "/ms",
-                "at most 60000",
-            )]));
-        }
-        tokio::time::sleep(Duration::from_millis(slow.ms)).await;
-        Reply::json(&serde_json::json!({"slept_ms": slow.ms}))
-    })
-    .endpoint("example.fail", |req: ServiceRequest| async move {
-        let fail: FailRequest = req.json()?;
-        let kind = ErrorKind::from_code(fail.code).ok_or_else(|| {
-            Error::invalid_request(format!(
-                "{} is not an error code of the platform",
-                fail.code
-            ))
-        })?;
-        Err(Error::new(
-            kind,
-            format!("failing with {} as asked", fail.code),
-        ))
-    })
-    .endpoint("example.trace", |_req: ServiceRequest| async move {
-        Reply::json(&serde_json::json!({"trace_id": crate::telemetry::current_trace_id()}))
-    })
-    .endpoint("example.panic", |_req: ServiceRequest| async move {
-        let items: Vec<u8> = Vec::new();
-        // Deliberate out-of-bounds access: the runtime must survive it.
-        let value = items[usize::from(items.is_empty())];
-        Reply::json(&value)
-    })
+}
+
+async fn panic(_: (), _: Call<Open>, _: Raw) -> Result<u8, Error> {
+    let items: Vec<u8> = Vec::new();
+    // Deliberate out-of-bounds access: the runtime must survive it.
+    Ok(items[usize::from(items.is_empty())])
 }

@@ -67,11 +67,15 @@ async fn answers_services_api_and_health() {
         .request_bytes("example.echo", Bytes::from_static(b"hi"))
         .await
         .unwrap();
-    let _ = svc
-        .client
-        .request::<_, Value>("example.fail", &json!({"code": 404}))
-        .await
-        .unwrap_err();
+    // A failure (5xx) counts as an error; a refusal (4xx, e.g. a 404 for a
+    // document that does not exist yet) as rejected.
+    for code in [500, 404] {
+        let _ = svc
+            .client
+            .request::<_, Value>("example.fail", &json!({"code": code}))
+            .await
+            .unwrap_err();
+    }
     let stats_reply = discover(&client, &format!("$SRV.STATS.example.{}", info.id)).await;
     let stats: Stats = serde_json::from_slice(&stats_reply[0].payload).unwrap();
     let echo = stats
@@ -86,6 +90,13 @@ async fn answers_services_api_and_health() {
         .find(|e| e.subject == "example.fail")
         .unwrap();
     assert_eq!(fail.data.as_ref().unwrap()["errors"], 1);
+    assert_eq!(fail.data.as_ref().unwrap()["rejected"], 1);
+    assert!(
+        fail.data.as_ref().unwrap()["last_rejection"]
+            .as_str()
+            .unwrap()
+            .starts_with("404 ")
+    );
 
     let health: HealthReport = svc
         .client

@@ -1,0 +1,117 @@
+//! The dependency probe behind `<service>.health`, `/health` and `/ready`.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_nats::Client;
+use sqlx::PgPool;
+use tokio::sync::Mutex;
+
+use super::Runtime;
+use crate::error::Error;
+use crate::health::{CheckResult, HealthReport, HealthStatus};
+use crate::store;
+
+/// Probes the dependencies for `<service>.health`, `/health` and `/ready`.
+pub struct HealthProbe {
+    service: String,
+    instance_id: String,
+    version: String,
+    client: Client,
+    postgres: Option<PgPool>,
+    redis: Option<redis::aio::ConnectionManager>,
+    started: Instant,
+    optional: Vec<&'static str>,
+    /// The last report and when its checks started; one probe at a time.
+    last: Mutex<Option<(Instant, Arc<HealthReport>)>>,
+}
+
+impl HealthProbe {
+    pub(crate) fn new(
+        service: &str,
+        instance_id: &str,
+        version: &str,
+        runtime: &Runtime,
+        optional: Vec<&'static str>,
+    ) -> Self {
+        HealthProbe {
+            service: service.to_owned(),
+            instance_id: instance_id.to_owned(),
+            version: version.to_owned(),
+            client: runtime.client.clone(),
+            postgres: runtime.postgres.clone(),
+            redis: runtime.redis.clone(),
+            started: runtime.started,
+            optional,
+            last: Mutex::new(None),
+        }
+    }
+
+    /// The dependencies' health, from checks that started after this call
+    /// did: concurrent callers share one round of checks (a burst of health
+    /// requests costs one or two probes, not one each), and no caller gets
+    /// a report older than its request.
+    pub async fn report(&self) -> Arc<HealthReport> {
+        let arrived = Instant::now();
+        let mut last = self.last.lock().await;
+        if let Some((started, report)) = last.as_ref()
+            && *started >= arrived
+        {
+            return report.clone();
+        }
+        let started = Instant::now();
+        let report = Arc::new(self.probe().await);
+        *last = Some((started, report.clone()));
+        report
+    }
+
+    /// Probes every dependency now.
+    async fn probe(&self) -> HealthReport {
+        let mut checks = BTreeMap::new();
+        checks.insert("nats".to_owned(), timed(self.probe_nats()).await);
+        if let Some(pool) = &self.postgres {
+            checks.insert(
+                "postgres".to_owned(),
+                timed(store::probe_postgres(pool)).await,
+            );
+        }
+        if let Some(redis) = &self.redis {
+            checks.insert("redis".to_owned(), timed(store::probe_redis(redis)).await);
+        }
+        HealthReport {
+            service: self.service.clone(),
+            instance_id: self.instance_id.clone(),
+            version: self.version.clone(),
+            status: HealthReport::overall(&checks, &self.optional),
+            uptime_seconds: self.started.elapsed().as_secs_f64(),
+            checks,
+            timestamp: chrono::Utc::now(),
+        }
+    }
+
+    async fn probe_nats(&self) -> Result<(), Error> {
+        if self.client.connection_state() != async_nats::connection::State::Connected {
+            return Err(Error::dependency_down("nats"));
+        }
+        match tokio::time::timeout(store::PROBE_TIMEOUT, self.client.flush()).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(Error::dependency_down("nats")),
+        }
+    }
+}
+
+async fn timed(probe: impl Future<Output = Result<(), Error>>) -> CheckResult {
+    let started = Instant::now();
+    let result = probe.await;
+    CheckResult {
+        status: if result.is_ok() {
+            HealthStatus::Healthy
+        } else {
+            HealthStatus::Unhealthy
+        },
+        latency_ms: started.elapsed().as_secs_f64() * 1000.0,
+        error: result.err().map(|e| e.message),
+    }
+}
