@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::client::{Credential, ServiceClient};
 use crate::envelope::{Envelope, MessageType};
+use crate::resilience::{RetryBudget, RetryPolicy, retry};
 use crate::runtime::{Runtime, RuntimeError};
 
 /// Where answers go: the communication agent.
@@ -53,6 +54,10 @@ pub struct AgentInbox {
     sender: ServiceClient,
     max_message_size: usize,
     limits: InboxLimits,
+    /// Retries of `communication.send` for answers, shared by the inbox's
+    /// tasks: transient failures (the communication agent restarting,
+    /// no responders) are retried with full jitter while most sends succeed.
+    retries: Arc<(RetryPolicy, RetryBudget)>,
 }
 
 impl AgentInbox {
@@ -81,6 +86,7 @@ impl AgentInbox {
             sender,
             max_message_size: runtime.config().max_message_size,
             limits,
+            retries: Arc::new((RetryPolicy::default(), RetryBudget::default())),
         })
     }
 
@@ -127,16 +133,17 @@ impl AgentInbox {
                 drop(queued);
                 continue;
             };
-            let (answer, working, sender, name) = (
+            let (answer, working, sender, name, retries) = (
                 answer.clone(),
                 working.clone(),
                 self.sender.clone(),
                 self.name.clone(),
+                self.retries.clone(),
             );
             tokio::spawn(async move {
                 if let Ok(_permit) = working.acquire_owned().await {
                     let payload = answer(envelope.clone()).await;
-                    send_response(&sender, &name, &envelope, payload).await;
+                    send_response(&sender, &retries, &name, &envelope, payload).await;
                 }
                 drop(queued);
             });
@@ -167,10 +174,23 @@ impl AgentInbox {
     }
 }
 
-/// Sends `payload` as a `response` to the sender of `request`.
-async fn send_response(sender: &ServiceClient, name: &str, request: &Envelope, payload: Value) {
+/// Sends `payload` as a `response` to the sender of `request`, retrying
+/// transient failures (the response's envelope id makes a repeated send a
+/// duplicate the communication agent drops, so a retry never doubles it).
+async fn send_response(
+    sender: &ServiceClient,
+    retries: &(RetryPolicy, RetryBudget),
+    name: &str,
+    request: &Envelope,
+    payload: Value,
+) {
     let response = request.reply(name, payload);
-    match sender.request::<_, Value>(SEND_SUBJECT, &response).await {
+    let (policy, budget) = retries;
+    let sent = retry("agent.response", policy, Some(budget), || {
+        sender.request::<_, Value>(SEND_SUBJECT, &response)
+    })
+    .await;
+    match sent {
         Ok(_) => tracing::debug!(id = %response.id, to = %request.sender, "response sent"),
         Err(err) => tracing::warn!(
             id = %response.id,
