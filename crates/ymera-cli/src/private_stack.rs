@@ -1,18 +1,22 @@
 //! A throw-away stack for benchmarks: a private nats-server and PostgreSQL
-//! (ymera-testkit) and the named service binaries (built beside `ymera`),
-//! all stopped when dropped.
+//! and the named service binaries (built beside `ymera`), all started through
+//! ymera-devstack and stopped when dropped.
+//!
+//! A benchmark's output is its tables and verdicts: each service's stdout and
+//! stderr go to `<log dir>/<n>-<service>.log`, and the first stack of a run
+//! prints one line to stderr naming that directory.
 
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::Context as _;
-use bytes::Bytes;
-use ymera_testkit::{NatsOptions, NatsServer, Postgres};
+use ymera_devstack::{HEALTH_TIMEOUT, NatsOptions, NatsServer, Postgres, Service, ServiceOptions};
 
 /// Private servers plus service processes.
 pub struct PrivateStack {
-    // Children first: they are killed before the servers go away.
-    children: Vec<tokio::process::Child>,
+    // Services first: they are killed before the servers go away.
+    services: Vec<Service>,
     nats: NatsServer,
     _postgres: Postgres,
 }
@@ -31,41 +35,28 @@ impl PrivateStack {
             Ok((nats, postgres, database))
         })
         .await??;
-        let bin_dir = std::env::current_exe()?
-            .parent()
-            .map(std::path::Path::to_path_buf)
-            .unwrap_or_default();
-        let mut children = Vec::new();
+        let log_dir = log_dir();
+        let mut started = Vec::new();
         for service in services {
-            let path = bin_dir.join(format!("ymera-{service}"));
-            anyhow::ensure!(
-                path.is_file(),
-                "{} is not built (cargo build --release --workspace --bins)",
-                path.display()
-            );
-            let child = tokio::process::Command::new(&path)
+            let options = ServiceOptions::binary(*service)
+                .with_context(|| format!("{service} (cargo build --release --workspace --bins)"))?
                 .env("NATS_URL", nats.url())
                 .env("POSTGRES_URL", &database)
                 .env("ENVIRONMENT", "development")
                 .env("YMERA_AUTH", "off")
                 .env("LOG_LEVEL", "warn")
                 .envs(extra_env.iter().copied())
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::inherit())
-                .kill_on_drop(true)
-                .spawn()
-                .with_context(|| format!("starting {}", path.display()))?;
-            children.push(child);
+                .log_path(next_log_path(log_dir, service));
+            started.push(Service::start(options).with_context(|| format!("starting {service}"))?);
         }
         let stack = PrivateStack {
-            children,
+            services: started,
             nats,
             _postgres: postgres,
         };
         let client = async_nats::connect(stack.nats_url()).await?;
-        for service in services {
-            wait_healthy(&client, service).await?;
+        for service in &stack.services {
+            service.wait_healthy(&client, HEALTH_TIMEOUT).await?;
         }
         Ok(stack)
     }
@@ -76,28 +67,29 @@ impl PrivateStack {
     }
 }
 
-impl Drop for PrivateStack {
-    fn drop(&mut self) {
-        for child in &mut self.children {
-            let _ = child.start_kill();
-        }
-    }
+/// The directory this run's service logs go to (kept after the run), named
+/// once on stderr by the first stack.
+fn log_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("ymera-bench-{}", std::process::id()));
+        eprintln!("service logs: {}", dir.display());
+        dir
+    })
 }
 
-/// Waits until `<service>.health` answers healthy (at most 60 s).
+/// `<dir>/<n>-<service>.log`, numbered so that later stacks of the same run
+/// do not append to earlier ones.
+fn next_log_path(dir: &Path, service: &str) -> PathBuf {
+    static STARTED: AtomicUsize = AtomicUsize::new(0);
+    let n = STARTED.fetch_add(1, Ordering::Relaxed) + 1;
+    dir.join(format!("{n:02}-{service}.log"))
+}
+
+/// Waits until `<service>.health` answers healthy (at most 60 s), for a
+/// service this process does not hold a handle of.
 pub(crate) async fn wait_healthy(client: &async_nats::Client, service: &str) -> anyhow::Result<()> {
-    let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(60) {
-        if let Ok(Ok(reply)) = tokio::time::timeout(
-            Duration::from_secs(2),
-            client.request(format!("{service}.health"), Bytes::new()),
-        )
+    ymera_devstack::wait_healthy(client, service, HEALTH_TIMEOUT)
         .await
-            && reply.headers.is_none()
-        {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    anyhow::bail!("{service} did not become healthy within 60 s")
+        .map_err(|_| anyhow::anyhow!("{service} did not become healthy within 60 s"))
 }

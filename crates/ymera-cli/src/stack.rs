@@ -1,8 +1,10 @@
 //! The local stack: `ymera up` starts nats-server (JetStream), PostgreSQL and
 //! Redis under `.ymera/`, applies migrations, starts every service binary of
 //! the workspace and restarts a crashed one with backoff; Ctrl-C (or
-//! `ymera down`) stops everything cleanly. Servers are managed by
-//! ymera-testkit (kept directories, fixed ports).
+//! `ymera down`) stops everything cleanly. Every process is started by
+//! ymera-devstack (`Stack`: kept directories, fixed ports, service logs under
+//! `<dir>/logs/`) under a parent-death signal, so a `kill -9` of `ymera up`
+//! takes the servers and services with it.
 
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
@@ -10,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
-use serde::{Deserialize, Serialize};
-use tokio_util::sync::CancellationToken;
-use ymera_testkit::{NatsOptions, NatsServer, Postgres, PostgresOptions, Redis, RedisOptions};
+use ymera_devstack::{
+    Backoff, DevstackError, ServiceOptions, Stack, StackInfo, StackOptions, service_binary,
+};
 
 use crate::context::state_dir;
 
@@ -73,21 +75,6 @@ pub struct MigrateArgs {
     pub database_url: Option<String>,
 }
 
-/// What a running stack wrote to `<dir>/stack.json`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StackInfo {
-    /// PID of the `ymera up` supervisor.
-    pub pid: u32,
-    /// NATS URL.
-    pub nats_url: String,
-    /// PostgreSQL URL of the `ymera` database.
-    pub postgres_url: String,
-    /// Redis URL.
-    pub redis_url: String,
-    /// Services started, with their HTTP side ports.
-    pub services: Vec<(String, u16)>,
-}
-
 /// `ymera migrate`.
 pub async fn migrate(args: MigrateArgs) -> anyhow::Result<ExitCode> {
     let url = args
@@ -112,7 +99,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     let dir = args.dir.clone().unwrap_or_else(state_dir);
     std::fs::create_dir_all(dir.join("logs"))
         .with_context(|| format!("creating {}", dir.display()))?;
-    if let Some(info) = read_stack_info(&dir).filter(|i| process_alive(i.pid)) {
+    if let Some(info) = StackInfo::read(&dir).filter(|i| process_alive(i.pid)) {
         anyhow::bail!(
             "a stack is already running from {} (pid {}); `ymera down` stops it",
             dir.display(),
@@ -122,171 +109,89 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     if args.detach {
         return detach(&args, &dir).await;
     }
-    let servers = start_servers(&args, &dir).await?;
+    let mut stack = start_servers(&args, &dir).await?;
     let mut binaries = service_binaries(&args)?;
     // Security first: it creates the admin key the others may need.
     binaries.sort_by_key(|(name, _)| name != "security");
-    let shutdown = CancellationToken::new();
-    let mut supervisors = Vec::new();
     let mut services = Vec::new();
     for (i, (name, path)) in binaries.into_iter().enumerate() {
         let port = args
             .http_base_port
             .saturating_add(u16::try_from(i).unwrap_or(u16::MAX));
-        let mut env = service_env(&servers, &args, port);
+        let mut options = ServiceOptions::new(name.as_str(), path)
+            .envs(service_env(&stack, &args, port))
+            .restart(Backoff::default());
         if name == "security" {
             // The security service creates the development admin key (mode 0600)
             // that the CLI sends when no other credential is given.
-            let key = std::fs::canonicalize(&dir)
-                .unwrap_or_else(|_| dir.clone())
-                .join("admin.key");
-            env.push((
-                "YMERA_BOOTSTRAP_ADMIN_KEY".into(),
-                key.display().to_string(),
-            ));
+            options = options.env(
+                "YMERA_BOOTSTRAP_ADMIN_KEY",
+                stack.admin_key_path().into_os_string(),
+            );
         } else if args.auth {
             // With authentication on, services that call others on their own
             // behalf (agents answering through communication.send) use the
             // development admin key.
-            if let Some(key) = wait_for_admin_key(&dir, &servers.nats.url()).await {
-                env.push(("YMERA_SERVICE_API_KEY".into(), key));
+            if let Some(key) = wait_for_admin_key(&stack).await {
+                options = options.env("YMERA_SERVICE_API_KEY", key);
             }
         }
-        services.push((name.clone(), port));
-        let log = dir.join("logs").join(format!("{name}.log"));
-        supervisors.push(tokio::spawn(supervise(
-            name,
-            path,
-            env,
-            log,
-            shutdown.clone(),
-        )));
+        stack
+            .start_service(options)
+            .with_context(|| format!("starting ymera-{name}"))?;
+        services.push((name, port));
     }
     let info = StackInfo {
         pid: std::process::id(),
-        nats_url: servers.nats.url(),
-        postgres_url: servers.postgres_url.clone(),
-        redis_url: servers.redis.url(),
+        nats_url: stack.nats_url(),
+        postgres_url: stack.database_url().to_owned(),
+        redis_url: stack.redis_url(),
         services,
+        pids: stack.pids(),
     };
-    let info_path = dir.join("stack.json");
-    std::fs::write(&info_path, serde_json::to_vec_pretty(&info)?)?;
+    info.write(&dir)?;
     print_summary(&info, &dir);
     wait_for_signal().await;
     println!("stopping services …");
-    shutdown.cancel();
-    for supervisor in supervisors {
-        let _ = supervisor.await;
+    let failures = tokio::task::spawn_blocking(move || stack.stop()).await?;
+    for (component, err) in failures {
+        eprintln!("stopping {component}: {err}");
     }
-    servers.stop();
-    let _ = std::fs::remove_file(&info_path);
+    StackInfo::remove(&dir);
     println!("stack stopped");
     Ok(ExitCode::SUCCESS)
 }
 
-struct Servers {
-    nats: NatsServer,
-    postgres: Postgres,
-    postgres_url: String,
-    redis: Redis,
-}
-
-impl Servers {
-    fn stop(mut self) {
-        for (name, result) in [
-            ("redis", self.redis.stop()),
-            ("postgres", self.postgres.stop()),
-            ("nats", self.nats.stop()),
-        ] {
-            if let Err(err) = result {
-                eprintln!("stopping {name}: {err}");
-            }
-        }
-    }
-}
-
-async fn start_servers(args: &UpArgs, dir: &Path) -> anyhow::Result<Servers> {
-    let (nats_dir, pg_dir, redis_dir) = (dir.join("nats"), dir.join("postgres"), dir.join("redis"));
-    let nats_options = NatsOptions {
-        dir: Some(nats_dir),
-        port: Some(args.nats_port),
-        monitor_port: Some(args.nats_monitor_port),
-        ..Default::default()
+async fn start_servers(args: &UpArgs, dir: &Path) -> anyhow::Result<Stack> {
+    let options = StackOptions {
+        nats_port: Some(args.nats_port),
+        nats_monitor_port: Some(args.nats_monitor_port),
+        postgres_port: Some(args.postgres_port),
+        redis_port: Some(args.redis_port),
+        ..StackOptions::new(dir)
     };
-    let pg_options = PostgresOptions {
-        dir: Some(pg_dir),
-        port: Some(args.postgres_port),
-    };
-    let redis_options = RedisOptions {
-        dir: Some(redis_dir),
-        port: Some(args.redis_port),
-    };
-    // The testkit API is synchronous; start the three servers off the runtime.
-    let (nats, postgres, redis) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-        let nats = NatsServer::start_with(nats_options).context("starting nats-server")?;
-        println!("nats-server   ready on {}", nats.url());
-        let postgres = Postgres::start_with(pg_options).context("starting PostgreSQL")?;
-        println!("PostgreSQL    ready on port {}", postgres.port());
-        let redis = Redis::start_with(redis_options).context("starting redis-server")?;
-        println!("redis-server  ready on {}", redis.url());
-        ensure_database(&postgres, "ymera")?;
-        Ok((nats, postgres, redis))
-    })
-    .await??;
-    let postgres_url = postgres.database_url("ymera");
-    let pool = ymera_core::store::connect_postgres(&postgres_url, 2).await?;
+    // Starting the servers blocks (initdb on a first run); keep it off the runtime.
+    let stack = tokio::task::spawn_blocking(move || Stack::start(options))
+        .await?
+        .context("starting the servers")?;
+    println!("nats-server   ready on {}", stack.nats_url());
+    println!("PostgreSQL    ready on port {}", stack.postgres().port());
+    println!("redis-server  ready on {}", stack.redis_url());
+    let pool = ymera_core::store::connect_postgres(stack.database_url(), 2).await?;
     ymera_core::store::migrate(&pool)
         .await
         .context("applying migrations")?;
     pool.close().await;
     println!("migrations    applied");
-    Ok(Servers {
-        nats,
-        postgres,
-        postgres_url,
-        redis,
-    })
+    Ok(stack)
 }
 
-fn ensure_database(postgres: &Postgres, name: &str) -> anyhow::Result<()> {
-    let exists = postgres
-        .client_command("psql")
-        .args([
-            "-tAc",
-            &format!("SELECT 1 FROM pg_database WHERE datname = '{name}'"),
-            "-d",
-            &postgres.url(),
-        ])
-        .output()?;
-    if String::from_utf8_lossy(&exists.stdout).trim() == "1" {
-        return Ok(());
-    }
-    let created = postgres
-        .client_command("createdb")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &postgres.port().to_string(),
-            "-U",
-            "postgres",
-            name,
-        ])
-        .output()?;
-    anyhow::ensure!(
-        created.status.success(),
-        "createdb {name}: {}",
-        String::from_utf8_lossy(&created.stderr)
-    );
-    Ok(())
-}
-
-async fn wait_for_admin_key(dir: &Path, nats_url: &str) -> Option<String> {
-    let path = dir.join("admin.key");
+async fn wait_for_admin_key(stack: &Stack) -> Option<String> {
+    let path = stack.admin_key_path();
     // The security service bootstraps the key before it serves: once it
     // answers, the file holds the key it kept or made (a key left by an
     // earlier run may have been replaced).
-    let healthy = match async_nats::connect(nats_url).await {
+    let healthy = match async_nats::connect(stack.nats_url()).await {
         Ok(client) => crate::private_stack::wait_healthy(&client, "security").await,
         Err(err) => Err(err.into()),
     };
@@ -310,8 +215,6 @@ async fn wait_for_admin_key(dir: &Path, nats_url: &str) -> Option<String> {
 }
 
 fn service_binaries(args: &UpArgs) -> anyhow::Result<Vec<(String, PathBuf)>> {
-    let exe = std::env::current_exe().context("locating the ymera binary")?;
-    let bin_dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
     let wanted: Vec<String> = if args.services.is_empty() {
         SERVICES.iter().map(|s| s.to_string()).collect()
     } else {
@@ -324,103 +227,29 @@ fn service_binaries(args: &UpArgs) -> anyhow::Result<Vec<(String, PathBuf)>> {
             "unknown service {name:?}; known: {}",
             SERVICES.join(", ")
         );
-        let path = bin_dir.join(format!("ymera-{name}"));
-        if path.is_file() {
-            found.push((name, path));
-        } else {
-            println!(
+        match service_binary(&name) {
+            Ok(path) => found.push((name, path)),
+            Err(DevstackError::NotBuilt { path }) => println!(
                 "{:<13} not built ({} missing); skipped",
                 name,
                 path.display()
-            );
+            ),
+            Err(err) => return Err(err.into()),
         }
     }
     Ok(found)
 }
 
-fn service_env(servers: &Servers, args: &UpArgs, http_port: u16) -> Vec<(String, String)> {
+fn service_env(stack: &Stack, args: &UpArgs, http_port: u16) -> Vec<(String, String)> {
     let auth = if args.auth { "required" } else { "off" };
     vec![
-        ("NATS_URL".into(), servers.nats.url()),
-        ("POSTGRES_URL".into(), servers.postgres_url.clone()),
-        ("REDIS_URL".into(), servers.redis.url()),
+        ("NATS_URL".into(), stack.nats_url()),
+        ("POSTGRES_URL".into(), stack.database_url().to_owned()),
+        ("REDIS_URL".into(), stack.redis_url()),
         ("ENVIRONMENT".into(), "development".into()),
         ("YMERA_AUTH".into(), auth.into()),
         ("YMERA_HTTP_ADDR".into(), format!("127.0.0.1:{http_port}")),
     ]
-}
-
-/// Runs one service, restarting it with exponential backoff (1 s … 30 s,
-/// reset after a minute of uptime) until `shutdown`, then SIGTERM and wait.
-async fn supervise(
-    name: String,
-    path: PathBuf,
-    env: Vec<(String, String)>,
-    log: PathBuf,
-    shutdown: CancellationToken,
-) {
-    let mut backoff = Duration::from_secs(1);
-    loop {
-        let started = Instant::now();
-        let mut child = match spawn_service(&path, &env, &log) {
-            Ok(child) => child,
-            Err(err) => {
-                eprintln!("{name}: cannot start: {err:#}");
-                return;
-            }
-        };
-        tokio::select! {
-            status = child.wait() => {
-                let status = status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
-                if started.elapsed() > Duration::from_secs(60) {
-                    backoff = Duration::from_secs(1);
-                }
-                eprintln!("{name}: exited ({status}); restarting in {backoff:?} (log: {})", log.display());
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = shutdown.cancelled() => return,
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(30));
-            }
-            _ = shutdown.cancelled() => {
-                terminate(&mut child).await;
-                return;
-            }
-        }
-    }
-}
-
-fn spawn_service(
-    path: &Path,
-    env: &[(String, String)],
-    log: &Path,
-) -> anyhow::Result<tokio::process::Child> {
-    let out = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)?;
-    let err = out.try_clone()?;
-    let mut command = tokio::process::Command::new(path);
-    command
-        .envs(env.iter().cloned())
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        .kill_on_drop(true);
-    Ok(command.spawn()?)
-}
-
-/// SIGTERM, then up to 15 s for a graceful exit, then SIGKILL.
-async fn terminate(child: &mut tokio::process::Child) {
-    if let Some(pid) = child.id() {
-        send_signal(pid, "TERM");
-    }
-    if tokio::time::timeout(Duration::from_secs(15), child.wait())
-        .await
-        .is_err()
-    {
-        let _ = child.kill().await;
-    }
 }
 
 /// Sends a signal with the `kill` command (no `unsafe` libc call).
@@ -489,11 +318,6 @@ fn print_summary(info: &StackInfo, dir: &Path) {
     println!("Stop: Ctrl-C here, or `ymera down` from another terminal.");
 }
 
-fn read_stack_info(dir: &Path) -> Option<StackInfo> {
-    let text = std::fs::read(dir.join("stack.json")).ok()?;
-    serde_json::from_slice(&text).ok()
-}
-
 /// Re-runs `ymera up` without `--detach` in its own process group, logging to
 /// `<dir>/logs/stack.log`, and returns once it has written `stack.json`.
 async fn detach(args: &UpArgs, dir: &Path) -> anyhow::Result<ExitCode> {
@@ -507,7 +331,7 @@ async fn detach(args: &UpArgs, dir: &Path) -> anyhow::Result<ExitCode> {
         .skip(1)
         .filter(|a| a != "--detach")
         .collect();
-    let _ = std::fs::remove_file(dir.join("stack.json"));
+    StackInfo::remove(dir);
     let child = std::process::Command::new(exe)
         .args(&forwarded)
         .stdin(Stdio::null())
@@ -517,7 +341,7 @@ async fn detach(args: &UpArgs, dir: &Path) -> anyhow::Result<ExitCode> {
         .spawn()?;
     let deadline = Instant::now() + Duration::from_secs(120);
     while Instant::now() < deadline {
-        if let Some(info) = read_stack_info(dir) {
+        if let Some(info) = StackInfo::read(dir) {
             print_summary(&info, dir);
             println!(
                 "running in the background (pid {}); log: {}",
@@ -541,12 +365,12 @@ async fn detach(args: &UpArgs, dir: &Path) -> anyhow::Result<ExitCode> {
 /// `ymera down`.
 pub async fn down(args: DownArgs) -> anyhow::Result<ExitCode> {
     let dir = args.dir.unwrap_or_else(state_dir);
-    let Some(info) = read_stack_info(&dir) else {
+    let Some(info) = StackInfo::read(&dir) else {
         println!("no stack is running from {}", dir.display());
         return Ok(ExitCode::SUCCESS);
     };
     if !process_alive(info.pid) || !send_signal(info.pid, "TERM") {
-        let _ = std::fs::remove_file(dir.join("stack.json"));
+        StackInfo::remove(&dir);
         println!("the stack (pid {}) was not running; cleaned up", info.pid);
         return Ok(ExitCode::SUCCESS);
     }

@@ -8,3 +8,5 @@ mod nats;
 mod placement;
 mod postgres;
 mod redis;
+mod service;
+mod up;
