@@ -50,11 +50,7 @@ pub const MAX_RECIPIENTS_TRACKED: usize = 10_000;
 const MAX_CACHED_ATTEMPTS: usize = 100_000;
 
 /// Runs the communication agent until shutdown.
-pub async fn run(config: ServiceConfig) -> Result<(), RuntimeError> {
-    let settings = CommSettings::from_env().map_err(|e| RuntimeError::Config {
-        variable: e.variable,
-        reason: e.reason,
-    })?;
+pub async fn run(config: ServiceConfig, settings: CommSettings) -> Result<(), RuntimeError> {
     let runtime = Runtime::start(NAME, config).await?;
     let comm = Communication::start(&runtime, settings).await?;
     let result = service(comm.clone()).serve(runtime).await;
@@ -140,9 +136,13 @@ impl Communication {
         }
         Stats::register();
         metrics::gauge!("ymera_comm_backlog_capacity").set(f64::from(settings.backlog_limit));
-        let live = follow_settings(runtime, NAME, settings.clone(), |start, document| {
-            start.with_document(document).map_err(|err| err.reason)
-        })
+        let live = follow_settings(
+            runtime,
+            NAME,
+            settings.watch.clone(),
+            settings.clone(),
+            |start, document| start.with_document(document).map_err(|err| err.reason),
+        )
         .await;
         let comm = Arc::new(Communication {
             live,

@@ -6,6 +6,8 @@
 use std::time::Duration;
 
 use ymera_core::config::ConfigError;
+use ymera_core::config_watch::WatchOptions;
+use ymera_core::env::Env;
 use ymera_core::ratelimit::RateLimit;
 use ymera_core::resilience::{BreakerConfig, RetryPolicy};
 
@@ -50,6 +52,9 @@ pub struct CommSettings {
     pub retention: Duration,
     /// How often the retention job runs (`COMM_RETENTION_INTERVAL_S`, default 3600).
     pub retention_interval: Duration,
+    /// How the agent follows its document in the config manager
+    /// (re-fetched every `CONFIG_CACHE_TTL`, default 300 s).
+    pub watch: WatchOptions,
 }
 
 impl Default for CommSettings {
@@ -68,6 +73,9 @@ impl Default for CommSettings {
             delivery_concurrency: 32,
             retention: Duration::from_secs(30 * 86_400),
             retention_interval: Duration::from_secs(3600),
+            watch: WatchOptions {
+                resync_interval: ymera_core::config_watch::DEFAULT_CONFIG_CACHE_TTL,
+            },
         }
     }
 }
@@ -75,115 +83,50 @@ impl Default for CommSettings {
 impl CommSettings {
     /// Reads the process environment.
     pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|name| std::env::var(name).ok())
+        Self::read(&Env::from_process())
     }
 
     /// Reads settings through `lookup`; empty values count as unset.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        Self::read(&Env::from_lookup(lookup))
+    }
+
+    /// Reads settings from `env`.
+    pub fn read(env: &Env<'_>) -> Result<Self, ConfigError> {
         let d = CommSettings::default();
-        let num =
-            |name: &'static str, default: u64, min: u64, max: u64| -> Result<u64, ConfigError> {
-                match get(name) {
-                    None => Ok(default),
-                    Some(text) => match text.trim().parse::<u64>() {
-                        Ok(v) if (min..=max).contains(&v) => Ok(v),
-                        _ => Err(ConfigError {
-                            variable: name,
-                            reason: format!(
-                                "{text:?} is not a whole number between {min} and {max}"
-                            ),
-                        }),
-                    },
-                }
-            };
-        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         Ok(CommSettings {
-            rate_limit: u32::try_from(num(
-                "COMM_RATE_LIMIT",
-                u64::from(d.rate_limit),
-                1,
-                1_000_000,
-            )?)
-            .unwrap_or(u32::MAX),
-            rate_period: Duration::from_millis(num(
-                "COMM_RATE_PERIOD_MS",
-                ms(d.rate_period),
-                1,
-                86_400_000,
-            )?),
-            max_attempts: u32::try_from(num(
-                "COMM_MAX_ATTEMPTS",
-                u64::from(d.max_attempts),
-                1,
-                100,
-            )?)
-            .unwrap_or(u32::MAX),
-            retry_base: Duration::from_millis(num(
-                "COMM_RETRY_BASE_MS",
-                ms(d.retry_base),
-                1,
-                600_000,
-            )?),
-            retry_cap: Duration::from_millis(num(
-                "COMM_RETRY_CAP_MS",
-                ms(d.retry_cap),
-                1,
-                3_600_000,
-            )?),
-            backlog_limit: u32::try_from(num(
-                "COMM_BACKLOG_LIMIT",
-                u64::from(d.backlog_limit),
-                1,
-                10_000_000,
-            )?)
-            .unwrap_or(u32::MAX),
-            inbox_timeout: Duration::from_millis(num(
-                "COMM_INBOX_TIMEOUT_MS",
-                ms(d.inbox_timeout),
-                10,
-                600_000,
-            )?),
-            duplicate_window: Duration::from_secs(num(
+            rate_limit: env.number("COMM_RATE_LIMIT", d.rate_limit, 1..=1_000_000)?,
+            rate_period: env.millis("COMM_RATE_PERIOD_MS", d.rate_period, 1..=86_400_000)?,
+            max_attempts: env.number("COMM_MAX_ATTEMPTS", d.max_attempts, 1..=100)?,
+            retry_base: env.millis("COMM_RETRY_BASE_MS", d.retry_base, 1..=600_000)?,
+            retry_cap: env.millis("COMM_RETRY_CAP_MS", d.retry_cap, 1..=3_600_000)?,
+            backlog_limit: env.number("COMM_BACKLOG_LIMIT", d.backlog_limit, 1..=10_000_000)?,
+            inbox_timeout: env.millis("COMM_INBOX_TIMEOUT_MS", d.inbox_timeout, 10..=600_000)?,
+            duplicate_window: env.seconds(
                 "COMM_DUPLICATE_WINDOW_S",
-                d.duplicate_window.as_secs(),
-                1,
-                7 * 86_400,
-            )?),
-            breaker_failures: u32::try_from(num(
-                "COMM_BREAKER_FAILURES",
-                u64::from(d.breaker_failures),
-                1,
-                1000,
-            )?)
-            .unwrap_or(u32::MAX),
-            breaker_open: Duration::from_millis(num(
-                "COMM_BREAKER_OPEN_MS",
-                ms(d.breaker_open),
-                1,
-                3_600_000,
-            )?),
-            delivery_concurrency: usize::try_from(num(
+                d.duplicate_window,
+                1..=7 * 86_400,
+            )?,
+            breaker_failures: env.number("COMM_BREAKER_FAILURES", d.breaker_failures, 1..=1000)?,
+            breaker_open: env.millis("COMM_BREAKER_OPEN_MS", d.breaker_open, 1..=3_600_000)?,
+            delivery_concurrency: env.number(
                 "COMM_DELIVERY_CONCURRENCY",
-                d.delivery_concurrency as u64,
-                1,
-                1024,
-            )?)
-            .unwrap_or(1),
+                d.delivery_concurrency,
+                1..=1024,
+            )?,
             retention: Duration::from_secs(
-                num(
+                env.number(
                     "COMM_RETENTION_DAYS",
                     d.retention.as_secs() / 86_400,
-                    1,
-                    36_500,
+                    1..=36_500,
                 )? * 86_400,
             ),
-            retention_interval: Duration::from_secs(num(
+            retention_interval: env.seconds(
                 "COMM_RETENTION_INTERVAL_S",
-                d.retention_interval.as_secs(),
-                1,
-                86_400,
-            )?),
+                d.retention_interval,
+                1..=86_400,
+            )?,
+            watch: WatchOptions::from_env(env)?,
         })
     }
 

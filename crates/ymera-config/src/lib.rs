@@ -21,10 +21,13 @@ pub mod model;
 pub mod store;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::StreamExt;
 use serde::de::DeserializeOwned;
 use ymera_core::config::{ConfigError, ServiceConfig};
+use ymera_core::config_watch::DEFAULT_CONFIG_CACHE_TTL;
+use ymera_core::env::Env;
 use ymera_core::runtime::{Reply, Runtime, RuntimeError, ServiceBuilder, ServiceRequest};
 
 use crate::cache::ConfigCache;
@@ -42,6 +45,9 @@ pub struct Settings {
     /// Largest layer or effective document in bytes (`CONFIG_MAX_SIZE`,
     /// default 1 MiB).
     pub max_config_size: usize,
+    /// Lifetime of cached configuration entries (`CONFIG_CACHE_TTL`, default
+    /// 300 s).
+    pub cache_ttl: Duration,
 }
 
 impl Default for Settings {
@@ -49,51 +55,34 @@ impl Default for Settings {
         Settings {
             keep_versions: 10,
             max_config_size: 1024 * 1024,
+            cache_ttl: DEFAULT_CONFIG_CACHE_TTL,
         }
     }
 }
 
 impl Settings {
+    /// Reads the settings from `env`.
+    pub fn read(env: &Env<'_>) -> Result<Settings, ConfigError> {
+        let d = Settings::default();
+        Ok(Settings {
+            keep_versions: env.number("CONFIG_MAX_VERSIONS", d.keep_versions, 1..=10_000)?,
+            max_config_size: env.number(
+                "CONFIG_MAX_SIZE",
+                d.max_config_size,
+                1..=64 * 1024 * 1024,
+            )?,
+            cache_ttl: env.duration("CONFIG_CACHE_TTL", d.cache_ttl)?,
+        })
+    }
+
     /// Reads the settings through `get` (empty values count as unset).
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Settings, ConfigError> {
-        let get = |k: &str| get(k).filter(|v| !v.trim().is_empty());
-        let mut settings = Settings::default();
-        if let Some(raw) = get("CONFIG_MAX_VERSIONS") {
-            settings.keep_versions = raw
-                .trim()
-                .parse::<i64>()
-                .ok()
-                .filter(|n| (1..=10_000).contains(n))
-                .ok_or_else(|| ConfigError {
-                    variable: "CONFIG_MAX_VERSIONS",
-                    reason: format!("{raw:?} is not a number from 1 to 10000"),
-                })?;
-        }
-        if let Some(raw) = get("CONFIG_MAX_SIZE") {
-            settings.max_config_size = raw
-                .trim()
-                .parse::<usize>()
-                .ok()
-                .filter(|n| (1..=64 * 1024 * 1024).contains(n))
-                .ok_or_else(|| ConfigError {
-                    variable: "CONFIG_MAX_SIZE",
-                    reason: format!("{raw:?} is not a byte count from 1 to 67108864"),
-                })?;
-        }
-        Ok(settings)
+        Settings::read(&Env::from_lookup(get))
     }
 
     /// From the process environment.
     pub fn from_env() -> Result<Settings, ConfigError> {
-        Settings::from_lookup(|k| std::env::var(k).ok())
-    }
-
-    /// [`Settings::from_env`], or one line and exit 64. For `main` only.
-    pub fn load_or_exit(program: &str) -> Settings {
-        match Settings::from_env() {
-            Ok(s) => s,
-            Err(err) => ymera_core::config::exit_with_config_error(program, &err),
-        }
+        Settings::read(&Env::from_process())
     }
 }
 
@@ -124,7 +113,7 @@ pub async fn start_manager(
     settings: Settings,
 ) -> Result<Arc<ConfigManager>, RuntimeError> {
     let pool = runtime.postgres().cloned().ok_or_else(no_postgres)?;
-    let cache = ConfigCache::new(runtime.redis().cloned(), runtime.config().config_cache_ttl);
+    let cache = ConfigCache::new(runtime.redis().cloned(), settings.cache_ttl);
     let manager = ConfigManager::new(
         pool,
         cache,
@@ -288,5 +277,11 @@ mod tests {
         let e = Settings::from_lookup(|k| (k == "CONFIG_MAX_SIZE").then(|| "big".to_owned()))
             .unwrap_err();
         assert_eq!(e.variable, "CONFIG_MAX_SIZE");
+        let s =
+            Settings::from_lookup(|k| (k == "CONFIG_CACHE_TTL").then(|| "60".to_owned())).unwrap();
+        assert_eq!(s.cache_ttl, Duration::from_secs(60));
+        let e = Settings::from_lookup(|k| (k == "CONFIG_CACHE_TTL").then(|| "-1".to_owned()))
+            .unwrap_err();
+        assert_eq!(e.variable, "CONFIG_CACHE_TTL");
     }
 }

@@ -4,9 +4,9 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use crate::client::Credential;
+use crate::env::Env;
 use crate::limits::DEFAULT_MAX_MESSAGE_SIZE;
 
 /// Exit code for a configuration error (EX_USAGE).
@@ -23,7 +23,8 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn new(variable: &'static str, reason: impl Into<String>) -> Self {
+    /// The error for `variable`.
+    pub fn new(variable: &'static str, reason: impl Into<String>) -> Self {
         ConfigError {
             variable,
             reason: reason.into(),
@@ -92,7 +93,7 @@ impl NatsSettings {
     /// Reads only the NATS settings (`NATS_URL`, credentials, TLS) from the
     /// environment, for clients such as the CLI.
     pub fn from_env() -> Result<Self, ConfigError> {
-        nats_settings(&|name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty()))
+        NatsSettings::read(&Env::from_process())
     }
 }
 
@@ -120,7 +121,8 @@ pub struct ServiceConfig {
     pub redis_url: Option<String>,
     /// The deployment environment (default development).
     pub environment: Environment,
-    /// The tracing filter (`RUST_LOG`, else `LOG_LEVEL`, else `info`).
+    /// The tracing filter: `RUST_LOG` (a full filter), else the level of
+    /// `LOG_LEVEL` (see [`LOG_LEVELS`]), else `info`.
     pub log_filter: String,
     /// Log format (`YMERA_LOG_FORMAT`, default pretty).
     pub log_format: LogFormat,
@@ -131,10 +133,6 @@ pub struct ServiceConfig {
     pub http_addr: SocketAddr,
     /// Request size limit in bytes (default 1 MiB).
     pub max_message_size: usize,
-    /// Config cache TTL (default 300 s).
-    pub config_cache_ttl: Duration,
-    /// Auto-save interval of the drafting agent (default 30 s).
-    pub auto_save_interval: Duration,
     /// Authentication mode (default required; off only in development).
     pub auth: AuthMode,
     /// The credential this service sends when it calls other services on
@@ -155,8 +153,6 @@ impl Default for ServiceConfig {
             otlp_endpoint: None,
             http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
-            config_cache_ttl: Duration::from_secs(300),
-            auto_save_interval: Duration::from_secs(30),
             auth: AuthMode::Required,
             service_credential: None,
         }
@@ -166,263 +162,179 @@ impl Default for ServiceConfig {
 impl ServiceConfig {
     /// Reads the process environment.
     pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|name| std::env::var(name).ok())
+        Self::read(&Env::from_process())
     }
 
     /// Reads settings through `lookup` (the environment, or a map in tests).
     /// Empty values count as unset.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        Self::read(&Env::from_lookup(lookup))
+    }
+
+    /// Reads settings from `env`.
+    pub fn read(env: &Env<'_>) -> Result<Self, ConfigError> {
         let defaults = ServiceConfig::default();
-        let environment = match get("ENVIRONMENT").as_deref() {
-            None | Some("development") | Some("dev") => Environment::Development,
-            Some("staging") => Environment::Staging,
-            Some("production") | Some("prod") => Environment::Production,
-            Some(other) => {
-                return Err(ConfigError::new(
-                    "ENVIRONMENT",
-                    format!("{other:?} is not one of development, staging, production"),
-                ));
-            }
+        let environment = env.one_of(
+            "ENVIRONMENT",
+            &[
+                ("development", Environment::Development),
+                ("dev", Environment::Development),
+                ("staging", Environment::Staging),
+                ("production", Environment::Production),
+                ("prod", Environment::Production),
+            ],
+            Environment::Development,
+        )?;
+        let auth = env.one_of(
+            "YMERA_AUTH",
+            &[("required", AuthMode::Required), ("off", AuthMode::Off)],
+            AuthMode::Required,
+        )?;
+        if auth == AuthMode::Off && environment != Environment::Development {
+            return Err(ConfigError::new(
+                "YMERA_AUTH",
+                format!(
+                    "off is allowed only with ENVIRONMENT=development, not {}",
+                    environment.as_str()
+                ),
+            ));
+        }
+        let log_format = env.one_of(
+            "YMERA_LOG_FORMAT",
+            &[("pretty", LogFormat::Pretty), ("json", LogFormat::Json)],
+            LogFormat::Pretty,
+        )?;
+        // LOG_LEVEL is checked even when RUST_LOG (a full filter) wins.
+        let log_level = env.one_of("LOG_LEVEL", LOG_LEVELS, "info")?;
+        let postgres_url = match env.secret("POSTGRES_URL")? {
+            Some(url) => Some(url),
+            None => env.secret("DATABASE_URL")?,
         };
-        let auth = match get("YMERA_AUTH").as_deref() {
-            None | Some("required") => AuthMode::Required,
-            Some("off") if environment == Environment::Development => AuthMode::Off,
-            Some("off") => {
-                return Err(ConfigError::new(
-                    "YMERA_AUTH",
-                    format!(
-                        "off is allowed only with ENVIRONMENT=development, not {}",
-                        environment.as_str()
-                    ),
-                ));
-            }
-            Some(other) => {
-                return Err(ConfigError::new(
-                    "YMERA_AUTH",
-                    format!("{other:?} is not one of required, off"),
-                ));
-            }
-        };
-        let log_format = match get("YMERA_LOG_FORMAT").as_deref() {
-            None | Some("pretty") => LogFormat::Pretty,
-            Some("json") => LogFormat::Json,
-            Some(other) => {
-                return Err(ConfigError::new(
-                    "YMERA_LOG_FORMAT",
-                    format!("{other:?} is not one of pretty, json"),
-                ));
-            }
-        };
-        let http_addr = match get("YMERA_HTTP_ADDR") {
-            None => defaults.http_addr,
-            Some(v) => v.trim().parse().map_err(|_| {
-                ConfigError::new(
-                    "YMERA_HTTP_ADDR",
-                    format!("{v:?} is not a socket address like 0.0.0.0:8080"),
-                )
-            })?,
-        };
-        let postgres_url = match get("POSTGRES_URL").or_else(|| get("DATABASE_URL")) {
-            Some(url) if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) => {
-                return Err(ConfigError::new(
-                    "POSTGRES_URL",
-                    "must start with postgres:// or postgresql://",
-                ));
-            }
-            other => other,
-        };
-        let redis_url = match get("REDIS_URL") {
-            Some(url) if !(url.starts_with("redis://") || url.starts_with("rediss://")) => {
-                return Err(ConfigError::new(
-                    "REDIS_URL",
-                    "must start with redis:// or rediss://",
-                ));
-            }
-            other => other,
+        if let Some(url) = &postgres_url
+            && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
+            return Err(ConfigError::new(
+                "POSTGRES_URL",
+                "must start with postgres:// or postgresql://",
+            ));
+        }
+        let redis_url = env.secret("REDIS_URL")?;
+        if let Some(url) = &redis_url
+            && !(url.starts_with("redis://") || url.starts_with("rediss://"))
+        {
+            return Err(ConfigError::new(
+                "REDIS_URL",
+                "must start with redis:// or rediss://",
+            ));
+        }
+        let service_credential = match env.secret("YMERA_SERVICE_API_KEY")? {
+            Some(key) => Some(Credential::ApiKey(key)),
+            None => env.secret("YMERA_SERVICE_TOKEN")?.map(Credential::Bearer),
         };
         Ok(ServiceConfig {
-            nats: nats_settings(&get)?,
+            nats: NatsSettings::read(env)?,
             postgres_url,
             redis_url,
             environment,
-            log_filter: get("RUST_LOG")
-                .or_else(|| get("LOG_LEVEL").map(|l| l.to_lowercase()))
-                .unwrap_or(defaults.log_filter),
+            log_filter: env.get("RUST_LOG").unwrap_or_else(|| log_level.to_owned()),
             log_format,
-            otlp_endpoint: get("OTEL_EXPORTER_OTLP_ENDPOINT"),
-            http_addr,
-            max_message_size: parse_bytes(&get, "MAX_MESSAGE_SIZE", defaults.max_message_size)?,
-            config_cache_ttl: parse_seconds(&get, "CONFIG_CACHE_TTL", defaults.config_cache_ttl)?,
-            auto_save_interval: parse_seconds(
-                &get,
-                "AUTO_SAVE_INTERVAL",
-                defaults.auto_save_interval,
+            otlp_endpoint: env.get("OTEL_EXPORTER_OTLP_ENDPOINT"),
+            http_addr: env.parse(
+                "YMERA_HTTP_ADDR",
+                defaults.http_addr,
+                "a socket address like 0.0.0.0:8080",
             )?,
+            max_message_size: env.bytes("MAX_MESSAGE_SIZE", defaults.max_message_size)?,
             auth,
-            service_credential: get("YMERA_SERVICE_API_KEY")
-                .map(Credential::ApiKey)
-                .or_else(|| get("YMERA_SERVICE_TOKEN").map(Credential::Bearer)),
+            service_credential,
         })
     }
+}
 
-    /// [`ServiceConfig::from_env`], or print one line naming the variable and
-    /// exit with code 64. For `main` only.
-    pub fn load_or_exit(program: &str) -> Self {
-        match Self::from_env() {
-            Ok(config) => config,
-            Err(err) => exit_with_config_error(program, &err),
+/// The names `LOG_LEVEL` accepts, in any case (DESIGN §5: the seeds use the
+/// Python names), and the tracing level each stands for.
+pub const LOG_LEVELS: &[(&str, &str)] = &[
+    ("trace", "trace"),
+    ("debug", "debug"),
+    ("info", "info"),
+    ("warn", "warn"),
+    ("warning", "warn"),
+    ("error", "error"),
+    ("critical", "error"),
+    ("fatal", "error"),
+    ("off", "off"),
+];
+
+impl From<ConfigError> for crate::runtime::RuntimeError {
+    /// A service's own setting that is missing or malformed (exit 64).
+    fn from(err: ConfigError) -> Self {
+        crate::runtime::RuntimeError::Config {
+            variable: err.variable,
+            reason: err.reason,
         }
     }
 }
 
-/// Prints `<program>: configuration error: VAR: reason` to stderr and exits 64.
-pub fn exit_with_config_error(program: &str, err: &ConfigError) -> ! {
-    eprintln!("{program}: configuration error: {err}");
-    std::process::exit(EXIT_CONFIG)
-}
-
-fn nats_settings(get: &impl Fn(&str) -> Option<String>) -> Result<NatsSettings, ConfigError> {
-    let url = get("NATS_URL").unwrap_or_else(|| NatsSettings::default().url);
-    for part in url.split(',') {
-        let part = part.trim();
-        let ok = ["nats://", "tls://", "ws://", "wss://"]
-            .iter()
-            .any(|p| part.starts_with(p))
-            || (!part.contains("://") && part.contains(':'));
-        if !ok {
-            return Err(ConfigError::new(
-                "NATS_URL",
-                format!("{part:?} is not a NATS URL like nats://host:4222"),
-            ));
+impl NatsSettings {
+    /// Reads the NATS settings from `env`.
+    pub fn read(env: &Env<'_>) -> Result<NatsSettings, ConfigError> {
+        let url = env
+            .get("NATS_URL")
+            .unwrap_or_else(|| NatsSettings::default().url);
+        for part in url.split(',') {
+            let part = part.trim();
+            let ok = ["nats://", "tls://", "ws://", "wss://"]
+                .iter()
+                .any(|p| part.starts_with(p))
+                || (!part.contains("://") && part.contains(':'));
+            if !ok {
+                return Err(ConfigError::new(
+                    "NATS_URL",
+                    format!("{part:?} is not a NATS URL like nats://host:4222"),
+                ));
+            }
         }
+        let user_password = match (env.get("NATS_USER"), env.secret("NATS_PASSWORD")?) {
+            (Some(u), Some(p)) => Some((u, p)),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(ConfigError::new(
+                    "NATS_PASSWORD",
+                    "required when NATS_USER is set",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::new(
+                    "NATS_USER",
+                    "required when NATS_PASSWORD is set",
+                ));
+            }
+        };
+        let cert_key = match (env.file("NATS_CERT")?, env.file("NATS_KEY")?) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(ConfigError::new(
+                    "NATS_KEY",
+                    "required when NATS_CERT is set",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::new(
+                    "NATS_CERT",
+                    "required when NATS_KEY is set",
+                ));
+            }
+        };
+        Ok(NatsSettings {
+            url,
+            creds: env.file("NATS_CREDS")?,
+            user_password,
+            token: env.secret("NATS_TOKEN")?,
+            ca: env.file("NATS_CA")?,
+            cert_key,
+        })
     }
-    let user_password = match (get("NATS_USER"), get("NATS_PASSWORD")) {
-        (Some(u), Some(p)) => Some((u, p)),
-        (None, None) => None,
-        (Some(_), None) => {
-            return Err(ConfigError::new(
-                "NATS_PASSWORD",
-                "required when NATS_USER is set",
-            ));
-        }
-        (None, Some(_)) => {
-            return Err(ConfigError::new(
-                "NATS_USER",
-                "required when NATS_PASSWORD is set",
-            ));
-        }
-    };
-    let cert_key = match (get("NATS_CERT"), get("NATS_KEY")) {
-        (Some(c), Some(k)) => Some((
-            existing_file("NATS_CERT", c)?,
-            existing_file("NATS_KEY", k)?,
-        )),
-        (None, None) => None,
-        (Some(_), None) => {
-            return Err(ConfigError::new(
-                "NATS_KEY",
-                "required when NATS_CERT is set",
-            ));
-        }
-        (None, Some(_)) => {
-            return Err(ConfigError::new(
-                "NATS_CERT",
-                "required when NATS_KEY is set",
-            ));
-        }
-    };
-    Ok(NatsSettings {
-        url,
-        creds: get("NATS_CREDS")
-            .map(|p| existing_file("NATS_CREDS", p))
-            .transpose()?,
-        user_password,
-        token: get("NATS_TOKEN"),
-        ca: get("NATS_CA")
-            .map(|p| existing_file("NATS_CA", p))
-            .transpose()?,
-        cert_key,
-    })
-}
-
-fn existing_file(variable: &'static str, path: String) -> Result<PathBuf, ConfigError> {
-    let path = PathBuf::from(path);
-    if path.is_file() {
-        Ok(path)
-    } else {
-        Err(ConfigError::new(
-            variable,
-            format!("file {} does not exist", path.display()),
-        ))
-    }
-}
-
-/// Parses a byte count: a plain number or with a KiB/MiB/KB/MB suffix.
-fn parse_bytes(
-    get: &impl Fn(&str) -> Option<String>,
-    variable: &'static str,
-    default: usize,
-) -> Result<usize, ConfigError> {
-    let Some(raw) = get(variable) else {
-        return Ok(default);
-    };
-    let text = raw.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let multiplier: usize = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1024,
-        "m" | "mb" | "mib" => 1024 * 1024,
-        _ => {
-            return Err(ConfigError::new(
-                variable,
-                format!("{raw:?} is not a byte count (e.g. 1048576 or 1MiB)"),
-            ));
-        }
-    };
-    let value = number
-        .parse::<usize>()
-        .ok()
-        .and_then(|n| n.checked_mul(multiplier))
-        .filter(|n| *n > 0)
-        .ok_or_else(|| {
-            ConfigError::new(variable, format!("{raw:?} is not a positive byte count"))
-        })?;
-    Ok(value)
-}
-
-/// Parses seconds: a plain number, or with an `s`/`ms`/`m` suffix.
-fn parse_seconds(
-    get: &impl Fn(&str) -> Option<String>,
-    variable: &'static str,
-    default: Duration,
-) -> Result<Duration, ConfigError> {
-    let Some(raw) = get(variable) else {
-        return Ok(default);
-    };
-    let text = raw.trim();
-    let bad = || {
-        ConfigError::new(
-            variable,
-            format!("{raw:?} is not a duration in seconds (e.g. 300 or 300s)"),
-        )
-    };
-    let (number, scale_ms) = if let Some(n) = text.strip_suffix("ms") {
-        (n, 1)
-    } else if let Some(n) = text.strip_suffix('s') {
-        (n, 1000)
-    } else if let Some(n) = text.strip_suffix('m') {
-        (n, 60_000)
-    } else {
-        (text, 1000)
-    };
-    let n: u64 = number.trim().parse().map_err(|_| bad())?;
-    Ok(Duration::from_millis(
-        n.checked_mul(scale_ms).ok_or_else(bad)?,
-    ))
 }
 
 #[cfg(test)]
@@ -455,8 +367,6 @@ mod tests {
             ("YMERA_LOG_FORMAT", "json"),
             ("YMERA_HTTP_ADDR", "0.0.0.0:8080"),
             ("MAX_MESSAGE_SIZE", "2MiB"),
-            ("CONFIG_CACHE_TTL", "60"),
-            ("AUTO_SAVE_INTERVAL", "500ms"),
             ("NATS_USER", "u"),
             ("NATS_PASSWORD", "p"),
         ])
@@ -467,8 +377,6 @@ mod tests {
         assert_eq!(c.log_filter, "debug");
         assert_eq!(c.log_format, LogFormat::Json);
         assert_eq!(c.max_message_size, 2 * 1024 * 1024);
-        assert_eq!(c.config_cache_ttl, Duration::from_secs(60));
-        assert_eq!(c.auto_save_interval, Duration::from_millis(500));
         assert_eq!(c.nats.user_password, Some(("u".into(), "p".into())));
     }
 
@@ -487,7 +395,7 @@ mod tests {
             (&[("NATS_USER", "u")], "NATS_PASSWORD"),
             (&[("NATS_CREDS", "/nonexistent.creds")], "NATS_CREDS"),
             (&[("POSTGRES_URL", "mysql://x")], "POSTGRES_URL"),
-            (&[("CONFIG_CACHE_TTL", "-1")], "CONFIG_CACHE_TTL"),
+            (&[("LOG_LEVEL", "bogus")], "LOG_LEVEL"),
         ];
         for (vars, variable) in cases {
             let err = parse(vars).unwrap_err();
@@ -498,5 +406,70 @@ mod tests {
     #[test]
     fn auth_off_in_development() {
         assert_eq!(parse(&[("YMERA_AUTH", "off")]).unwrap().auth, AuthMode::Off);
+    }
+
+    #[test]
+    fn log_level_takes_the_seed_names_in_any_case() {
+        for (given, filter) in [
+            ("trace", "trace"),
+            ("DEBUG", "debug"),
+            ("Info", "info"),
+            ("warn", "warn"),
+            ("WARNING", "warn"),
+            ("warning", "warn"),
+            ("error", "error"),
+            ("CRITICAL", "error"),
+            ("critical", "error"),
+            ("fatal", "error"),
+            ("off", "off"),
+            (" warning ", "warn"),
+        ] {
+            let c = parse(&[("LOG_LEVEL", given)]).unwrap();
+            assert_eq!(c.log_filter, filter, "LOG_LEVEL={given}");
+            // Every mapped name is a valid tracing filter.
+            assert!(
+                tracing_subscriber::EnvFilter::try_new(&c.log_filter).is_ok(),
+                "{given}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_log_level_is_refused_naming_the_variable() {
+        for bad in ["bogus", "verbose", "warn,debug", "info=debug", "5"] {
+            let err = parse(&[("LOG_LEVEL", bad)]).unwrap_err();
+            assert_eq!(err.variable, "LOG_LEVEL", "{bad}");
+            assert!(
+                err.reason.contains("warning"),
+                "lists the names: {}",
+                err.reason
+            );
+            assert!(err.to_string().starts_with("LOG_LEVEL: "), "{err}");
+        }
+    }
+
+    #[test]
+    fn rust_log_wins_over_log_level_but_log_level_is_still_checked() {
+        let c = parse(&[
+            ("RUST_LOG", "ymera_core=debug,warn"),
+            ("LOG_LEVEL", "error"),
+        ])
+        .unwrap();
+        assert_eq!(c.log_filter, "ymera_core=debug,warn");
+        let err = parse(&[("RUST_LOG", "debug"), ("LOG_LEVEL", "loud")]).unwrap_err();
+        assert_eq!(err.variable, "LOG_LEVEL");
+    }
+
+    #[test]
+    fn secrets_may_be_given_as_files() {
+        let dir = std::env::temp_dir().join(format!("ymera-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("pg");
+        std::fs::write(&file, "postgres://u:p@h/db\n").unwrap();
+        let path = file.display().to_string();
+        let c = parse(&[("POSTGRES_URL_FILE", &path), ("NATS_TOKEN_FILE", &path)]).unwrap();
+        assert_eq!(c.postgres_url.as_deref(), Some("postgres://u:p@h/db"));
+        assert_eq!(c.nats.token.as_deref(), Some("postgres://u:p@h/db"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -46,19 +46,24 @@ struct Fetched {
     config: Value,
 }
 
+/// Default of `CONFIG_CACHE_TTL`: the config manager's cache lifetime and
+/// how often a service following its settings re-fetches them.
+pub const DEFAULT_CONFIG_CACHE_TTL: Duration = Duration::from_secs(300);
+
 /// Options of a [`ConfigWatcher`].
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WatchOptions {
     /// Periodic re-fetch interval (a safety net for missed events).
     pub resync_interval: Duration,
 }
 
 impl WatchOptions {
-    /// Re-fetches every `CONFIG_CACHE_TTL` of the process configuration.
-    pub fn from_config(config: &crate::config::ServiceConfig) -> Self {
-        WatchOptions {
-            resync_interval: config.config_cache_ttl,
-        }
+    /// Re-fetches every `CONFIG_CACHE_TTL` (default 300 s); the options of
+    /// a service that follows its settings ([`follow_settings`]).
+    pub fn from_env(env: &crate::env::Env<'_>) -> Result<Self, crate::config::ConfigError> {
+        Ok(WatchOptions {
+            resync_interval: env.duration("CONFIG_CACHE_TTL", DEFAULT_CONFIG_CACHE_TTL)?,
+        })
     }
 }
 
@@ -204,10 +209,13 @@ where
 /// config manager (or before the agent has a document) the start settings
 /// hold. `apply` gets `Value::Null` while there is no document.
 ///
+/// `options` come from [`WatchOptions::from_env`] (`CONFIG_CACHE_TTL`).
+///
 /// The returned receiver changes only when the applied settings differ.
 pub async fn follow_settings<S, E, F>(
     runtime: &crate::runtime::Runtime,
     agent: &str,
+    options: WatchOptions,
     start: S,
     apply: F,
 ) -> watch::Receiver<S>
@@ -223,7 +231,7 @@ where
         client,
         agent,
         runtime.config().environment.as_str(),
-        WatchOptions::from_config(runtime.config()),
+        options,
         Value::Null,
     )
     .await

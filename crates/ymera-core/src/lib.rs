@@ -14,6 +14,7 @@ pub mod auth;
 pub mod client;
 pub mod config;
 pub mod config_watch;
+pub mod env;
 pub mod envelope;
 pub mod error;
 pub mod example;
@@ -25,6 +26,7 @@ pub mod metrics;
 pub mod ratelimit;
 pub mod resilience;
 pub mod runtime;
+pub mod service;
 pub mod store;
 pub mod telemetry;
 

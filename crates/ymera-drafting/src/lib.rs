@@ -10,6 +10,7 @@
 //! - [`readability`], [`style`]: analysis.
 //! - [`inbox`]: chat-style requests on `agent.drafting.inbox`.
 //! - [`diff`], [`export`], [`collab`], [`autosave`].
+//! - [`settings`]: `AUTO_SAVE_INTERVAL` and `CONFIG_CACHE_TTL`.
 
 pub mod autosave;
 pub mod collab;
@@ -18,14 +19,17 @@ pub mod export;
 pub mod inbox;
 pub mod readability;
 pub mod service;
+pub mod settings;
 pub mod store;
 pub mod style;
 
 use ymera_core::config::ServiceConfig;
 use ymera_core::runtime::{Runtime, RuntimeError};
 
+pub use settings::Settings;
+
 /// Starts the runtime and serves until SIGTERM, flushing buffered work.
-pub async fn run(config: ServiceConfig) -> Result<(), RuntimeError> {
+pub async fn run(config: ServiceConfig, settings: Settings) -> Result<(), RuntimeError> {
     let runtime = Runtime::start(service::NAME, config).await?;
-    service::serve(runtime).await
+    service::serve(runtime, settings).await
 }

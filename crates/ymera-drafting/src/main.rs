@@ -1,12 +1,8 @@
 //! `ymera-drafting`: the drafting agent.
 
-use ymera_core::config::ServiceConfig;
-
-#[tokio::main]
-async fn main() {
-    let config = ServiceConfig::load_or_exit("ymera-drafting");
-    if let Err(err) = ymera_drafting::run(config).await {
-        eprintln!("ymera-drafting: {err}");
-        std::process::exit(err.exit_code());
-    }
+fn main() -> std::process::ExitCode {
+    ymera_core::service::main("ymera-drafting", |config, env| async move {
+        let settings = ymera_drafting::Settings::read(&env)?;
+        ymera_drafting::run(config, settings).await
+    })
 }

@@ -1306,7 +1306,10 @@ fn broadcaster(nats: async_nats::Client) -> mpsc::Sender<(String, bytes::Bytes)>
 /// The service's state from a started runtime (PostgreSQL is required).
 /// The auto-save interval follows agent `drafting`'s document in the config
 /// manager (`auto_save_interval_ms`) over `AUTO_SAVE_INTERVAL`.
-pub async fn state(runtime: &Runtime) -> Result<Arc<State>, ymera_core::runtime::RuntimeError> {
+pub async fn state(
+    runtime: &Runtime,
+    settings: &crate::Settings,
+) -> Result<Arc<State>, ymera_core::runtime::RuntimeError> {
     let pool = runtime
         .postgres()
         .cloned()
@@ -1317,7 +1320,8 @@ pub async fn state(runtime: &Runtime) -> Result<Arc<State>, ymera_core::runtime:
     let interval = ymera_core::config_watch::follow_settings(
         runtime,
         NAME,
-        runtime.config().auto_save_interval,
+        settings.watch.clone(),
+        settings.auto_save_interval,
         crate::autosave::live_interval,
     )
     .await;
@@ -1380,8 +1384,11 @@ pub fn builder(state: &Arc<State>) -> ServiceBuilder {
 /// collaboration text before returning. The flush runs after `serve`
 /// returns, i.e. after in-flight requests finished, so nothing acknowledged
 /// is left behind.
-pub async fn serve(runtime: Runtime) -> Result<(), ymera_core::runtime::RuntimeError> {
-    let state = state(&runtime).await?;
+pub async fn serve(
+    runtime: Runtime,
+    settings: crate::Settings,
+) -> Result<(), ymera_core::runtime::RuntimeError> {
+    let state = state(&runtime, &settings).await?;
     let shutdown = runtime.shutdown_token();
     // Saves a previous instance left in Redis.
     if let Err(e) = flush(&state, false).await {

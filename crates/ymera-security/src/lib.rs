@@ -30,7 +30,8 @@ use std::sync::Arc;
 use chrono::Duration as ChronoDuration;
 use rand::RngCore;
 use sqlx::PgPool;
-use ymera_core::config::{Environment, ServiceConfig};
+use ymera_core::config::{ConfigError, Environment, ServiceConfig};
+use ymera_core::env::Env;
 use ymera_core::ratelimit::RateLimiter;
 use ymera_core::runtime::{Runtime, RuntimeError};
 
@@ -96,39 +97,53 @@ pub struct SecuritySettings {
 impl SecuritySettings {
     /// Reads the settings through `lookup` (empty = unset).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, SecurityError> {
-        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
-        let pepper = match get("YMERA_API_KEY_PEPPER") {
+        Self::read(&Env::from_lookup(lookup))
+    }
+
+    /// Reads the settings from `env`. The secrets may be given as files
+    /// (`YMERA_API_KEY_PEPPER_FILE`, `YMERA_MASTER_KEY_FILE`).
+    pub fn read(env: &Env<'_>) -> Result<Self, SecurityError> {
+        let pepper = match env.secret("YMERA_API_KEY_PEPPER")? {
             Some(text) => Some(Pepper::new(text.into_bytes()).ok_or(SecurityError::Config {
                 variable: "YMERA_API_KEY_PEPPER",
                 reason: "must be at least 16 bytes (use `openssl rand -base64 32`)".into(),
             })?),
             None => None,
         };
-        let master_key = match get("YMERA_MASTER_KEY") {
+        let master_key = match env.secret("YMERA_MASTER_KEY")? {
             Some(text) => Some(MasterKey::from_base64(&text).ok_or(SecurityError::Config {
                 variable: "YMERA_MASTER_KEY",
                 reason: "must be base64 of exactly 32 bytes (use `openssl rand -base64 32`)".into(),
             })?),
             None => None,
         };
-        let rotation = match get("YMERA_SIGNING_KEY_ROTATION_HOURS") {
-            Some(text) => match text.trim().parse::<i64>() {
-                Ok(h) if (1..=24 * 90).contains(&h) => Some(ChronoDuration::hours(h)),
-                _ => {
-                    return Err(SecurityError::Config {
-                        variable: "YMERA_SIGNING_KEY_ROTATION_HOURS",
-                        reason: "must be a whole number of hours between 1 and 2160".into(),
-                    });
-                }
-            },
-            None => None,
-        };
+        let rotation = env.value("YMERA_SIGNING_KEY_ROTATION_HOURS", |text| {
+            match text.parse::<i64>() {
+                Ok(h) if (1..=24 * 90).contains(&h) => Ok(ChronoDuration::hours(h)),
+                _ => Err("must be a whole number of hours between 1 and 2160".into()),
+            }
+        })?;
         Ok(SecuritySettings {
             pepper,
             master_key,
-            bootstrap_admin_key: get("YMERA_BOOTSTRAP_ADMIN_KEY").map(Into::into),
+            bootstrap_admin_key: env.get("YMERA_BOOTSTRAP_ADMIN_KEY").map(Into::into),
             rotation,
         })
+    }
+}
+
+impl From<ConfigError> for SecurityError {
+    fn from(err: ConfigError) -> Self {
+        SecurityError::Config {
+            variable: err.variable,
+            reason: err.reason,
+        }
+    }
+}
+
+impl ymera_core::service::Failure for SecurityError {
+    fn exit_code(&self) -> i32 {
+        SecurityError::exit_code(self)
     }
 }
 

@@ -4,52 +4,50 @@
 //! `YMERA_BOOTSTRAP_ADMIN_KEY=FILE`) the service first makes sure FILE holds
 //! a valid admin key (creating one, mode 0600), then serves.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use ymera_core::config::ServiceConfig;
-use ymera_security::SecuritySettings;
-
 const PROGRAM: &str = "ymera-security";
+const USAGE: &str = "usage: ymera-security [--bootstrap-admin-key FILE]";
 
-fn usage_error(message: &str) -> ExitCode {
-    eprintln!("{PROGRAM}: {message}");
-    eprintln!("usage: {PROGRAM} [--bootstrap-admin-key FILE]");
-    ExitCode::from(64)
+fn main() -> ExitCode {
+    let bootstrap = match arguments(std::env::args().skip(1)) {
+        Ok(Arguments::Run { bootstrap }) => bootstrap,
+        Ok(Arguments::Help) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(message) => {
+            eprintln!("{PROGRAM}: {message}");
+            eprintln!("{USAGE}");
+            return ExitCode::from(64);
+        }
+    };
+    ymera_core::service::main(PROGRAM, |config, env| async move {
+        let mut settings = ymera_security::SecuritySettings::read(&env)?;
+        if bootstrap.is_some() {
+            settings.bootstrap_admin_key = bootstrap;
+        }
+        ymera_security::run(config, settings).await
+    })
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+enum Arguments {
+    Help,
+    Run { bootstrap: Option<PathBuf> },
+}
+
+fn arguments(mut args: impl Iterator<Item = String>) -> Result<Arguments, String> {
     let mut bootstrap = None;
-    let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--bootstrap-admin-key" => match args.next() {
                 Some(path) => bootstrap = Some(path.into()),
-                None => return usage_error("--bootstrap-admin-key needs a FILE"),
+                None => return Err("--bootstrap-admin-key needs a FILE".into()),
             },
-            "-h" | "--help" => {
-                println!("usage: {PROGRAM} [--bootstrap-admin-key FILE]");
-                return ExitCode::SUCCESS;
-            }
-            other => return usage_error(&format!("unknown argument {other}")),
+            "-h" | "--help" => return Ok(Arguments::Help),
+            other => return Err(format!("unknown argument {other}")),
         }
     }
-    let config = ServiceConfig::load_or_exit(PROGRAM);
-    let mut settings = match SecuritySettings::from_lookup(|name| std::env::var(name).ok()) {
-        Ok(settings) => settings,
-        Err(err) => {
-            eprintln!("{PROGRAM}: {err}");
-            return ExitCode::from(64);
-        }
-    };
-    if bootstrap.is_some() {
-        settings.bootstrap_admin_key = bootstrap;
-    }
-    match ymera_security::run(config, settings).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("{PROGRAM}: {err}");
-            ExitCode::from(u8::try_from(err.exit_code()).unwrap_or(70))
-        }
-    }
+    Ok(Arguments::Run { bootstrap })
 }

@@ -97,9 +97,12 @@ async fn cached_reads_do_not_touch_postgresql() {
     let mut pg = Postgres::start().unwrap();
     let db = pg.create_database().unwrap();
     let redis = Redis::start().unwrap();
-    let mut cfg = config(&nats, &db, Some(redis.url()));
-    cfg.config_cache_ttl = Duration::from_secs(300);
-    let replica = start_replica(cfg, Settings::default()).await;
+    let cfg = config(&nats, &db, Some(redis.url()));
+    let settings = Settings {
+        cache_ttl: Duration::from_secs(300),
+        ..Settings::default()
+    };
+    let replica = start_replica(cfg, settings).await;
     let client = client(&nats).await;
     set(&client, "cached", "base", json!({"a": 1})).await;
     let first = get(&client, "cached", "base").await;

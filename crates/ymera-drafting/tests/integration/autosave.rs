@@ -21,9 +21,11 @@ async fn content_in_db(db_url: &str, draft: &str) -> (String, i32) {
 
 async fn shutdown_flushes(with_redis: bool) {
     let servers = Servers::start(with_redis);
-    let mut config = servers.config();
-    config.auto_save_interval = Duration::from_secs(3600);
-    let svc = Drafting::start(config.clone()).await;
+    let settings = ymera_drafting::Settings {
+        auto_save_interval: Duration::from_secs(3600),
+        ..ymera_drafting::Settings::default()
+    };
+    let svc = Drafting::start_with(servers.config(), settings).await;
     svc.ok(
         "drafting.create",
         json!({"draft_id": "a1", "title": "A", "author_id": "ann", "content": "v0"}),

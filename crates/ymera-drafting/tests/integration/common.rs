@@ -43,7 +43,6 @@ impl Servers {
         config.redis_url = self.redis.as_ref().map(Redis::url);
         config.auth = AuthMode::Off;
         config.max_message_size = 12 * 1024 * 1024;
-        config.auto_save_interval = Duration::from_millis(200);
         config
     }
 }
@@ -55,11 +54,20 @@ pub struct Drafting {
 }
 
 impl Drafting {
+    /// Starts the service with a 200 ms auto-save interval.
     pub async fn start(config: ServiceConfig) -> Drafting {
+        let settings = ymera_drafting::Settings {
+            auto_save_interval: Duration::from_millis(200),
+            ..ymera_drafting::Settings::default()
+        };
+        Drafting::start_with(config, settings).await
+    }
+
+    pub async fn start_with(config: ServiceConfig, settings: ymera_drafting::Settings) -> Drafting {
         let url = config.nats.url.clone();
         let runtime = Runtime::start("drafting", config).await.expect("runtime");
         let shutdown = runtime.shutdown_token();
-        let task = tokio::spawn(ymera_drafting::service::serve(runtime));
+        let task = tokio::spawn(ymera_drafting::service::serve(runtime, settings));
         let nats = async_nats::connect(url).await.expect("client connects");
         let client = ServiceClient::new(nats).with_timeout(Duration::from_secs(10));
         for _ in 0..200 {
