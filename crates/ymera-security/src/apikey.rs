@@ -104,6 +104,15 @@ fn checksum(body: &str) -> String {
     base62_fixed(u64::from(crc32fast::hash(body.as_bytes())), CHECKSUM_LEN)
 }
 
+/// `body` (`ymk_<key id>_<secret>`) followed by its checksum (CRC32 of the
+/// body as [`CHECKSUM_LEN`] base62 digits). With a base62 key id and secret
+/// of the right lengths the result is a well-formed key, whether or not it
+/// exists (what [`generate`] returns, and what a benchmark of refused keys
+/// needs).
+pub fn with_checksum(body: &str) -> String {
+    format!("{body}{}", checksum(body))
+}
+
 fn is_base62(s: &str) -> bool {
     s.bytes().all(|b| b.is_ascii_alphanumeric())
 }
@@ -123,8 +132,7 @@ pub struct NewKey {
 pub fn generate(pepper: &Pepper) -> NewKey {
     let key_id = random_base62(KEY_ID_LEN);
     let secret = random_base62(SECRET_LEN);
-    let body = format!("{PREFIX}{key_id}_{secret}");
-    let full = format!("{body}{}", checksum(&body));
+    let full = with_checksum(&format!("{PREFIX}{key_id}_{secret}"));
     NewKey {
         full,
         key_id,

@@ -29,6 +29,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt as _;
 use ymera_core::client::{Credential, ServiceClient};
+use ymera_security::apikey::{KEY_ID_LEN, PREFIX, SECRET_LEN, with_checksum};
 
 use crate::bench::{
     BenchOptions, BenchResult, finish_ratios, measure, measure_raw_echo, new_histogram, report,
@@ -436,11 +437,15 @@ async fn timing_equality(
     let cases: [(&'static str, String); 4] = [
         (
             "wrong secret, real key id",
-            with_checksum(&format!("ymk_{real_id}_{}", random_base62(32))),
+            with_checksum(&format!("{PREFIX}{real_id}_{}", random_base62(SECRET_LEN))),
         ),
         (
             "unknown key id",
-            with_checksum(&format!("ymk_{}_{}", random_base62(12), random_base62(32))),
+            with_checksum(&format!(
+                "{PREFIX}{}_{}",
+                random_base62(KEY_ID_LEN),
+                random_base62(SECRET_LEN)
+            )),
         ),
         ("bad checksum", {
             let mut k = key[..key.len() - 1].to_owned();
@@ -509,34 +514,6 @@ fn rand_index(n: usize) -> usize {
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
     hasher.write_usize(n);
     (hasher.finish() % n as u64) as usize
-}
-
-/// Appends the key checksum: CRC32 of the body as 6 base62 digits (the
-/// format of `ymera_security::apikey`), so the key is well formed.
-fn with_checksum(body: &str) -> String {
-    let mut n = u64::from(crc32(body.as_bytes()));
-    let mut sum = [b'0'; 6];
-    for slot in sum.iter_mut().rev() {
-        *slot = BASE62[(n % 62) as usize];
-        n /= 62;
-    }
-    format!("{body}{}", String::from_utf8_lossy(&sum))
-}
-
-/// CRC-32 (IEEE 802.3, reflected), as crc32fast computes it.
-fn crc32(data: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &byte in data {
-        crc ^= u32::from(byte);
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
 }
 
 fn verdict(ok: bool) -> &'static str {
@@ -656,14 +633,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn crc32_matches_the_ieee_check_value() {
-        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
-    }
-
-    #[test]
-    fn generated_keys_have_the_key_shape() {
-        let key = with_checksum(&format!("ymk_{}_{}", random_base62(12), random_base62(32)));
+    fn generated_keys_are_well_formed() {
+        let body = format!(
+            "{PREFIX}{}_{}",
+            random_base62(KEY_ID_LEN),
+            random_base62(SECRET_LEN)
+        );
+        let key = with_checksum(&body);
         assert_eq!(key.len(), 55);
         assert!(key.starts_with("ymk_"));
+        assert!(ymera_security::apikey::looks_like_key(&key));
     }
 }
