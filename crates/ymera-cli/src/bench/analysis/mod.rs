@@ -8,6 +8,9 @@
 //! into `$CORPUS` (default `/work/corpus`), else a generated multi-language
 //! corpus in a temporary directory. Files are taken per language, balanced by
 //! bytes, up to `--max-mb`, so every language counts.
+//!
+//! Here: the options, [`run`] and the engine's measuring; `corpus` chooses
+//! the files, `lizard` times lizard.
 
 mod corpus;
 mod lizard;

@@ -14,6 +14,10 @@
 //!    editor; afterwards every session must have converged (all editors'
 //!    texts identical and equal to the text the service committed when the
 //!    last editor left).
+//!
+//! Here: the options, [`run`] and what both parts share (verdicts, results,
+//! progress bars); `document` the generated text and PRNG, `analysis` and
+//! `textstat` part 1, `editor` (a simulated yrs editor) and `collab` part 2.
 
 mod analysis;
 mod collab;
