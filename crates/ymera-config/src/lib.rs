@@ -7,6 +7,7 @@
 //! - [`store`]: PostgreSQL (layers, versions, audit, schemas, templates).
 //! - [`cache`]: in-process + Redis cache with version floors.
 //! - [`manager`]: the endpoint logic.
+//! - [`endpoints`]: the typed handlers and [`builder`].
 //!
 //! Invariants: a document that fails the agent's schema or the size limit is
 //! never committed; every commit is a new version with an audit row and is
@@ -16,6 +17,7 @@
 pub mod auth;
 pub mod cache;
 pub mod document;
+pub mod endpoints;
 pub mod manager;
 pub mod model;
 pub mod store;
@@ -24,11 +26,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use serde::de::DeserializeOwned;
 use ymera_core::config::{ConfigError, ServiceConfig};
 use ymera_core::config_watch::DEFAULT_CONFIG_CACHE_TTL;
 use ymera_core::env::Env;
-use ymera_core::runtime::{Reply, Runtime, RuntimeError, ServiceBuilder, ServiceRequest};
+use ymera_core::runtime::{Runtime, RuntimeError, ServiceBuilder};
+
+pub use crate::endpoints::builder;
 
 use crate::cache::ConfigCache;
 use crate::manager::ConfigManager;
@@ -134,103 +137,11 @@ pub async fn start_manager(
     Ok(manager)
 }
 
-/// The service's endpoints on `manager`.
-pub fn builder(manager: &Arc<ConfigManager>) -> ServiceBuilder {
-    let manager = manager.clone();
-    let b = ServiceBuilder::new(
-        NAME,
-        env!("CARGO_PKG_VERSION"),
-        "Config manager: versioned, validated, hot-reloaded agent configuration",
-    );
-    let b = endpoint(
-        b,
-        "config.get",
-        &manager,
-        |m, r| async move { m.get(r).await },
-    );
-    let b = endpoint(
-        b,
-        "config.set",
-        &manager,
-        |m, r| async move { m.set(r).await },
-    );
-    let b = endpoint(b, "config.delete", &manager, |m, r| async move {
-        m.delete(r).await
-    });
-    let b = endpoint(b, "config.history", &manager, |m, r| async move {
-        m.history(r).await
-    });
-    let b = endpoint(
-        b,
-        "config.diff",
-        &manager,
-        |m, r| async move { m.diff(r).await },
-    );
-    let b = endpoint(b, "config.rollback", &manager, |m, r| async move {
-        m.rollback(r).await
-    });
-    let b = endpoint(b, "config.schema.set", &manager, |m, r| async move {
-        m.set_schema(r).await
-    });
-    let b = endpoint(b, "config.schema.get", &manager, |m, r| async move {
-        m.get_schema(r).await
-    });
-    let b = endpoint(b, "config.export", &manager, |m, r| async move {
-        m.export(r).await
-    });
-    let b = endpoint(b, "config.import", &manager, |m, r| async move {
-        m.import(r).await
-    });
-    let b = endpoint(b, "config.template.set", &manager, |m, r| async move {
-        m.set_template(r).await
-    });
-    endpoint(b, "config.template.apply", &manager, |m, r| async move {
-        m.apply_template(r).await
-    })
-}
-
 fn no_postgres() -> RuntimeError {
     RuntimeError::Config {
         variable: "POSTGRES_URL",
         reason: "required: the config manager stores configuration in PostgreSQL".into(),
     }
-}
-
-/// Registers a JSON-in, JSON-out endpoint calling `f` on the manager.
-fn endpoint<Req, Resp, F, Fut>(
-    builder: ServiceBuilder,
-    subject: &str,
-    manager: &Arc<ConfigManager>,
-    f: F,
-) -> ServiceBuilder
-where
-    Req: DeserializeOwned + model::Guarded + Send + 'static,
-    Resp: serde::Serialize + Send + 'static,
-    F: Fn(Arc<ConfigManager>, Req) -> Fut + Send + Sync + Clone + 'static,
-    Fut: std::future::Future<Output = Result<Resp, ymera_core::Error>> + Send + 'static,
-{
-    let manager = manager.clone();
-    builder.secured(subject, Req::PERMISSION, move |req: ServiceRequest| {
-        let (manager, f) = (manager.clone(), f.clone());
-        async move {
-            let mut body: Req = req.json()?;
-            if let Some(principal) = req.principal() {
-                body.set_actor(principal.owner.clone());
-            }
-            let limit = manager.max_message_size();
-            let resp = f(manager, body).await?;
-            let reply = Reply::json(&resp)?;
-            if reply.body.len() > limit {
-                // NATS would refuse to deliver it; say so instead of timing out.
-                return Err(ymera_core::Error::payload_too_large(
-                    "the reply (ask for less, e.g. a smaller history limit or a pointer)",
-                    reply.body.len(),
-                    limit,
-                ));
-            }
-            Ok(reply)
-        }
-    })
 }
 
 /// Applies every change event (from any replica) to the local cache.

@@ -508,23 +508,3 @@ pub struct ChangeEvent {
 pub fn change_subject(agent: &str, env: Env) -> String {
     format!("config.changed.{agent}.{env}")
 }
-
-/// A request type: the permission it needs and where the verified actor goes.
-pub trait Guarded {
-    /// `config:read` or `config:write`.
-    const PERMISSION: &'static str;
-    /// Records the verified caller as the actor (writes only).
-    fn set_actor(&mut self, _actor: String) {}
-}
-
-macro_rules! guarded {
-    (read: $($t:ty),*) => { $(impl Guarded for $t { const PERMISSION: &'static str = crate::auth::READ; })* };
-    (write: $($t:ty),*) => { $(impl Guarded for $t {
-        const PERMISSION: &'static str = crate::auth::WRITE;
-        fn set_actor(&mut self, actor: String) { self.actor = Some(actor); }
-    })* };
-}
-
-guarded!(read: GetRequest, HistoryRequest, DiffRequest, SchemaGetRequest, ExportRequest);
-guarded!(write: SetRequest, DeleteRequest, RollbackRequest, SchemaSetRequest, TemplateSetRequest,
-    TemplateApplyRequest, ImportRequest);

@@ -233,3 +233,43 @@ fn request_schemas_refuse_what_the_code_refuses() {
         );
     }
 }
+
+/// The endpoint registry (what the gateway generates routes from): every
+/// subject with its permission, and a request and reply schema in `proto/`.
+#[tokio::test]
+async fn the_registry_lists_every_endpoint_with_its_permission_and_schemas() {
+    let stack = stack().await;
+    let endpoints = ymera_config::builder(&stack.replica.manager).endpoints();
+    let reads = ["get", "history", "diff", "schema.get", "export"];
+    let writes = [
+        "set",
+        "delete",
+        "rollback",
+        "schema.set",
+        "import",
+        "template.set",
+        "template.apply",
+    ];
+    assert_eq!(endpoints.len(), reads.len() + writes.len());
+    for info in &endpoints {
+        let name = info.subject.strip_prefix("config.").unwrap();
+        let expected = if reads.contains(&name) {
+            ymera_config::auth::Read::PERMISSION
+        } else {
+            assert!(writes.contains(&name), "{}", info.subject);
+            ymera_config::auth::Write::PERMISSION
+        };
+        assert_eq!(info.permission, Some(expected), "{}", info.subject);
+        for file in [info.request_schema(), info.reply_schema()] {
+            let file = file.unwrap();
+            assert!(
+                ymera_testkit::proto::proto_dir()
+                    .join("schemas")
+                    .join(&file)
+                    .is_file(),
+                "{file}"
+            );
+        }
+    }
+    stack.replica.stop().await;
+}
