@@ -169,6 +169,7 @@ impl ServiceBuilder {
             let endpoint = service
                 .endpoint_builder()
                 .name(route.name.clone())
+                .metadata(route.metadata())
                 .add(route.subject.clone())
                 .await
                 .map_err(|e| RuntimeError::Register(format!("{}: {e}", route.subject)))?;

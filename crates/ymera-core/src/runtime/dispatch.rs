@@ -19,7 +19,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use super::builder::EndpointSpec;
-use super::endpoint::ErasedHandler;
+use super::endpoint::{EndpointInfo, ErasedHandler};
 use super::request::{Reply, ServiceRequest};
 use crate::auth::Authorizer;
 use crate::error::{Error, ErrorKind};
@@ -42,7 +42,8 @@ pub(crate) struct Route {
     pub(crate) subject: String,
     /// The Services API endpoint name.
     pub(crate) name: String,
-    permission: Option<&'static str>,
+    /// What `$SRV.INFO` lists for the endpoint (see [`Route::metadata`]).
+    info: EndpointInfo,
     handler: ErasedHandler,
     requests: metrics::Counter,
     duration: metrics::Histogram,
@@ -50,19 +51,44 @@ pub(crate) struct Route {
 
 impl Route {
     pub(crate) fn new(service: &str, spec: EndpointSpec) -> Self {
-        let subject = spec.info.subject;
+        let subject = spec.info.subject.clone();
         let labels = [
             ("service", service.to_owned()),
             ("endpoint", subject.clone()),
         ];
         Route {
             name: endpoint_name(service, &subject),
-            permission: spec.info.permission,
+            info: spec.info,
             handler: spec.handler,
             requests: metrics::counter!("ymera_requests_total", &labels),
             duration: metrics::histogram!("ymera_request_duration_seconds", &labels),
             subject,
         }
+    }
+}
+
+impl Route {
+    /// The endpoint's registry entry as `$SRV.INFO` metadata, so a process
+    /// outside the service (the gateway, `ymera services`) can enumerate
+    /// every typed endpoint at run time: `permission` (absent when open),
+    /// `request` and `reply` (type names), `request_schema` and
+    /// `reply_schema` (files under `proto/schemas/`).
+    pub(crate) fn metadata(&self) -> HashMap<String, String> {
+        let info = &self.info;
+        let mut metadata = HashMap::from([
+            ("request".to_owned(), info.request.clone()),
+            ("reply".to_owned(), info.reply.clone()),
+        ]);
+        if let Some(permission) = info.permission {
+            metadata.insert("permission".to_owned(), permission.to_owned());
+        }
+        if let Some(schema) = info.request_schema() {
+            metadata.insert("request_schema".to_owned(), schema);
+        }
+        if let Some(schema) = info.reply_schema() {
+            metadata.insert("reply_schema".to_owned(), schema);
+        }
+        metadata
     }
 }
 
@@ -149,7 +175,7 @@ async fn handle_request(
             ));
         }
         let mut req = ServiceRequest::new(route.subject.clone(), headers, payload, ctx.max_size);
-        if let (Some(permission), Some(authorizer)) = (route.permission, &ctx.authorizer) {
+        if let (Some(permission), Some(authorizer)) = (route.info.permission, &ctx.authorizer) {
             req.principal = authorizer.check(&req, permission).await?;
         }
         run_handler(&route.handler, req, ctx.timeout).await

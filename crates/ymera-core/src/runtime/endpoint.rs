@@ -202,6 +202,10 @@ impl EndpointInfo {
 
     fn schema_file(&self, side: &str) -> Option<String> {
         let (service, rest) = self.subject.split_once('.')?;
+        // Every service's health endpoints share one reply schema.
+        if rest == "health" || rest.starts_with("health.") {
+            return (side == "reply").then(|| "health.schema.json".to_owned());
+        }
         Some(format!("{service}/{rest}.{side}.schema.json"))
     }
 }
@@ -243,8 +247,22 @@ where
     })
 }
 
-/// `a::b::Thing<c::D>` → `Thing<D>`.
+/// `a::b::Thing<c::D>` → `Thing<D>`; a pointer (`Arc<T>`, `Box<T>`) is
+/// named by what it points to.
 fn short_type_name(full: &str) -> String {
+    let short = path_free(full);
+    for pointer in ["Arc<", "Box<"] {
+        if let Some(inner) = short
+            .strip_prefix(pointer)
+            .and_then(|s| s.strip_suffix('>'))
+        {
+            return inner.to_owned();
+        }
+    }
+    short
+}
+
+fn path_free(full: &str) -> String {
     let mut out = String::with_capacity(full.len());
     let mut segment = String::new();
     for c in full.chars() {
@@ -269,6 +287,10 @@ mod tests {
         assert_eq!(short_type_name("a::b::Thing"), "Thing");
         assert_eq!(short_type_name("alloc::vec::Vec<x::y::Item>"), "Vec<Item>");
         assert_eq!(short_type_name("u32"), "u32");
+        assert_eq!(
+            short_type_name("alloc::sync::Arc<ymera_core::health::HealthReport>"),
+            "HealthReport"
+        );
     }
 
     #[test]

@@ -281,3 +281,57 @@ pub async fn http_get(port: u16, path: &str) -> (u16, String) {
         .unwrap_or_default();
     (status, body)
 }
+
+/// The endpoint registry is enumerable from outside the process: each
+/// endpoint's `$SRV.INFO` metadata names its permission, request and reply
+/// types and their schema files.
+#[tokio::test]
+async fn services_api_info_lists_the_typed_registry() {
+    let nats = nats();
+    let svc = start_example(config_for(&nats)).await;
+    let client = svc.client.nats().clone();
+    let info: Info =
+        serde_json::from_slice(&discover(&client, "$SRV.INFO.example").await[0].payload).unwrap();
+    let slow = info
+        .endpoints
+        .iter()
+        .find(|e| e.subject == "example.slow")
+        .unwrap();
+    let metadata = &slow.metadata;
+    assert_eq!(metadata["request"], "SlowRequest");
+    assert_eq!(metadata["reply"], "SlowReply");
+    assert_eq!(
+        metadata["request_schema"],
+        "example/slow.request.schema.json"
+    );
+    assert!(!metadata.contains_key("permission"), "example.slow is open");
+    let echo = info
+        .endpoints
+        .iter()
+        .find(|e| e.subject == "example.echo")
+        .unwrap();
+    assert_eq!(echo.metadata["request"], "bytes");
+    let health = info
+        .endpoints
+        .iter()
+        .find(|e| e.subject == "example.health")
+        .unwrap();
+    assert_eq!(health.metadata["reply_schema"], "health.schema.json");
+    assert_eq!(health.metadata["reply"], "HealthReport");
+    // The same registry in-process, before serving.
+    let subjects: Vec<String> = ymera_core::example::service()
+        .endpoints()
+        .into_iter()
+        .map(|e| e.subject)
+        .collect();
+    assert_eq!(
+        subjects,
+        [
+            "example.echo",
+            "example.slow",
+            "example.fail",
+            "example.trace",
+            "example.panic"
+        ]
+    );
+}
