@@ -128,7 +128,7 @@ async fn services_verify_bearer_tokens_locally_and_follow_revocations() {
     assert!(local_checks(http_port.parse().unwrap()).await >= 3);
     // ...so with the security service gone it still accepts a valid token,
     // while an API key (which only the security service can check) gets 503.
-    security.kill().await.unwrap();
+    security.kill().unwrap();
     let (code, reply) = call(client, (name, &value), "config.get", get.clone()).await;
     assert_eq!(code, None, "{reply}");
     assert_eq!(reply["config"]["retries"], 3);

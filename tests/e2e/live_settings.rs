@@ -57,7 +57,7 @@ async fn set_config(client: &async_nats::Client, key: &str, agent: &str, config:
 /// Security (with a bootstrap admin key), the config manager and `service`
 /// as processes with authentication required, each service with the key.
 struct Stack {
-    _children: Vec<tokio::process::Child>,
+    _children: Vec<ymera_devstack::Service>,
     _servers: Servers,
     client: async_nats::Client,
     key: String,

@@ -1,52 +1,30 @@
 //! Service processes for the suites: the binaries the workspace build puts
-//! beside this test, started with authentication required.
+//! beside this test, started through ymera-devstack with authentication
+//! required (output to a log file, parent-death signal; a failing test prints
+//! the end of each log it held).
 
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
-use bytes::Bytes;
+use ymera_devstack::{NatsServer, Postgres, Service, ServiceOptions};
 
-/// A service binary built beside this test (the workspace build puts every
-/// binary in the same target directory).
-pub fn service_binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
-    let path = dir.join(format!("ymera-{name}"));
-    assert!(
-        path.is_file(),
-        "{} is not built: run the workspace tests (cargo nextest run --workspace)",
-        path.display()
-    );
-    path
-}
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(60);
 
-pub fn spawn(name: &str, env: &[(&str, &str)]) -> tokio::process::Child {
-    tokio::process::Command::new(service_binary(name))
+pub fn spawn(name: &str, env: &[(&str, &str)]) -> Service {
+    let options = ServiceOptions::binary(name)
+        .unwrap_or_else(|err| {
+            panic!("{err} (or run the workspace tests: cargo nextest run --workspace)")
+        })
         .envs(env.iter().copied())
         .env("ENVIRONMENT", "development")
         .env("YMERA_AUTH", "required")
-        .env("LOG_LEVEL", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap()
+        .env("LOG_LEVEL", "warn");
+    Service::start(options).unwrap()
 }
 
 pub async fn wait_healthy(client: &async_nats::Client, service: &str) {
-    for _ in 0..600 {
-        if let Ok(reply) = client
-            .request(format!("{service}.health"), Bytes::new())
-            .await
-            && reply.headers.is_none()
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    if let Err(err) = ymera_devstack::wait_healthy(client, service, HEALTH_TIMEOUT).await {
+        panic!("{err}");
     }
-    panic!("{service} never became healthy");
 }
 
 /// Starts the security service with `env` and a bootstrap admin key, waits
@@ -54,14 +32,16 @@ pub async fn wait_healthy(client: &async_nats::Client, service: &str) {
 pub async fn spawn_security(
     client: &async_nats::Client,
     env: &[(&str, &str)],
-) -> (tokio::process::Child, String) {
+) -> (Service, String) {
     let key_dir = tempfile::tempdir().unwrap();
     let key_path = key_dir.path().join("admin.key");
     let key_str = key_path.display().to_string();
     let mut security_env = env.to_vec();
     security_env.push(("YMERA_BOOTSTRAP_ADMIN_KEY", &key_str));
     let security = spawn("security", &security_env);
-    wait_healthy(client, "security").await;
+    if let Err(err) = security.wait_healthy(client, HEALTH_TIMEOUT).await {
+        panic!("{err}");
+    }
     let key = std::fs::read_to_string(&key_path)
         .unwrap()
         .trim()
@@ -72,8 +52,8 @@ pub async fn spawn_security(
 /// nats-server and PostgreSQL for one suite, with a client and the
 /// environment every service needs.
 pub struct Servers {
-    pub _nats: ymera_testkit::NatsServer,
-    pub _pg: ymera_testkit::Postgres,
+    pub _nats: NatsServer,
+    pub _pg: Postgres,
     pub url: String,
     pub db: String,
     pub client: async_nats::Client,
@@ -81,8 +61,8 @@ pub struct Servers {
 
 impl Servers {
     pub async fn start() -> Servers {
-        let nats = ymera_testkit::NatsServer::start().unwrap();
-        let pg = ymera_testkit::Postgres::start().unwrap();
+        let nats = NatsServer::start().unwrap();
+        let pg = Postgres::start().unwrap();
         let db = pg.create_database().unwrap();
         let url = nats.url();
         let client = async_nats::connect(&url).await.unwrap();

@@ -150,7 +150,8 @@ impl ServiceOptions {
 ///
 /// Like the servers, it runs under `setpriv --pdeathsig KILL`, spawned from the
 /// process-lifetime spawner thread, so it dies with this process even on `kill -9`.
-/// Dropping the handle kills it (SIGKILL); [`Service::stop`] asks it to exit first.
+/// Dropping the handle kills it (SIGKILL; while the thread panics, as in a failing test,
+/// it also prints the end of the log to stderr); [`Service::stop`] asks it to exit first.
 pub struct Service {
     name: String,
     log_path: PathBuf,
@@ -373,6 +374,16 @@ pub fn stop_all(services: &mut [Service]) -> Result<()> {
 impl Drop for Service {
     fn drop(&mut self) {
         let _ = self.kill();
+        // A test that panics while holding the service shows what the service said (its
+        // log may be in a temporary directory that goes away with it).
+        if thread::panicking() {
+            eprintln!(
+                "--- last lines of {} ({}) ---\n{}",
+                self.name,
+                self.log_path.display(),
+                self.log_tail()
+            );
+        }
     }
 }
 
