@@ -1,6 +1,7 @@
 //! A service as a real process: bad configuration exits 64 with one line
-//! naming the variable; SIGTERM during in-flight requests answers them all
-//! and exits 0.
+//! naming the variable (an unknown `LOG_LEVEL` too; the seeds' `WARNING` and
+//! `CRITICAL` work); SIGTERM during in-flight requests answers them all and
+//! exits 0.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -160,4 +161,119 @@ async fn trace_context_in_nats_headers_becomes_the_request_span_parent() {
     let fresh = body["trace_id"].as_str().unwrap();
     assert_eq!(fresh.len(), 32);
     assert_ne!(fresh, trace_id);
+}
+
+/// A service binary the workspace build put beside this test.
+fn service_binary(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
+    let path = dir.join(format!("ymera-{name}"));
+    assert!(
+        path.is_file(),
+        "{} is not built: cargo build --bins -p ymera-{name}",
+        path.display()
+    );
+    path
+}
+
+#[test]
+fn an_unknown_log_level_exits_64_naming_log_level() {
+    for program in [EXAMPLE.into(), service_binary("code-analysis")] {
+        let output = Command::new(&program)
+            .env("LOG_LEVEL", "bogus")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(
+            output.status.code(),
+            Some(64),
+            "{}: {stderr}",
+            program.display()
+        );
+        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+        assert!(
+            stderr.contains("configuration error: LOG_LEVEL: \"bogus\""),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn the_seeds_log_levels_start_the_service_and_filter_by_level() {
+    // WARNING (the Python name) is warn: the start-up warning shows, the
+    // info lines do not. It used to be a filter that hid every line.
+    let unused = ymera_testkit::free_port().unwrap();
+    let mut child = Command::new(service_binary("code-analysis"))
+        .env("NATS_URL", format!("nats://127.0.0.1:{unused}"))
+        .env("LOG_LEVEL", "WARNING")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)) {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen = Vec::new();
+    while Instant::now() < deadline {
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(line) if line.contains("waiting for NATS") => {
+                seen.push(line);
+                break;
+            }
+            Ok(line) => seen.push(line),
+            Err(_) => assert!(
+                child.try_wait().unwrap().is_none(),
+                "exited with LOG_LEVEL=WARNING: {seen:?}"
+            ),
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        seen.iter().any(|l| l.contains("waiting for NATS")),
+        "the warning was not logged: {seen:?}"
+    );
+    assert!(
+        !seen.iter().any(|l| l.contains("INFO")),
+        "info lines pass a warn filter: {seen:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_service_with_log_level_critical_starts_and_serves() {
+    let nats = NatsServer::start().unwrap();
+    let _child = tokio::process::Command::new(service_binary("code-analysis"))
+        .env("NATS_URL", nats.url())
+        .env("LOG_LEVEL", "CRITICAL")
+        .env("ENVIRONMENT", "development")
+        .env("YMERA_AUTH", "off")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    for _ in 0..600 {
+        if let Ok(reply) = client.request("code-analysis.health", Bytes::new()).await
+            && reply.headers.is_none()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("code-analysis never answered with LOG_LEVEL=CRITICAL");
 }
