@@ -17,10 +17,14 @@
 pub mod api;
 pub mod auth;
 pub mod delivery;
+pub mod dlq;
 pub mod journal;
+pub mod model;
+pub mod queries;
 pub mod send;
 pub mod settings;
 pub mod stats;
+pub mod store;
 pub mod streams;
 
 use std::collections::HashMap;

@@ -6,28 +6,24 @@ use std::sync::Arc;
 use async_nats::jetstream::message::PublishMessage as Publish;
 use bytes::Bytes;
 use chrono::Utc;
-use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 use ymera_core::Error;
 use ymera_core::envelope::Envelope;
 use ymera_core::error::ErrorKind;
+use ymera_core::runtime::Call;
 
 use crate::Communication;
+use crate::auth::{self, SendMessages};
+use crate::model::{MessageStatus, SendReply};
 use crate::streams::{ACCEPTED_AT_HEADER, message_subject};
 
-/// The answer to a send.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct SendReply {
-    /// The message id (assigned when the envelope had none).
-    pub id: Uuid,
-    /// Always `accepted`.
-    pub status: String,
-    /// The recipients a copy was stored for.
-    pub recipients: Vec<String>,
-    /// True when every copy was a resend of a known id inside the duplicate
-    /// window: nothing new will be delivered.
-    #[serde(default)]
-    pub duplicate: bool,
+/// `communication.send`: the envelope's sender is checked against the
+/// caller ([`auth::check_sender`]), then [`send`].
+pub async fn endpoint(
+    comm: Arc<Communication>,
+    call: Call<SendMessages>,
+    envelope: Envelope,
+) -> Result<SendReply, Error> {
+    send(&comm, auth::check_sender(&call, envelope)?).await
 }
 
 /// Handles one send of a parsed envelope.
@@ -79,7 +75,7 @@ pub async fn send(comm: &Arc<Communication>, envelope: Envelope) -> Result<SendR
     }
     Ok(SendReply {
         id: envelope.id,
-        status: "accepted".into(),
+        status: MessageStatus::Accepted,
         recipients: envelope.recipients.clone(),
         duplicate,
     })

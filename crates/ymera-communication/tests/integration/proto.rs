@@ -167,3 +167,39 @@ fn request_schemas_refuse_what_the_code_refuses() {
         );
     }
 }
+
+/// The endpoint registry (what the gateway generates routes from): every
+/// subject with its permission, typed request and reply, and their schemas
+/// in `proto/`.
+#[tokio::test]
+async fn the_registry_lists_every_endpoint_with_its_permission_and_schemas() {
+    use ymera_communication::auth::{ReadMessages, SendMessages};
+    let nats = nats();
+    let db = database();
+    let agent = Agent::start(config(&nats, &db), fast_settings()).await;
+    let endpoints = ymera_communication::service(agent.comm.clone()).endpoints();
+    let sends = ["send", "dlq.replay"];
+    let reads = ["status", "history", "conversations", "metrics", "dlq.list"];
+    assert_eq!(endpoints.len(), sends.len() + reads.len());
+    for info in &endpoints {
+        let name = info.subject.strip_prefix("communication.").unwrap();
+        let expected = if sends.contains(&name) {
+            SendMessages::PERMISSION
+        } else {
+            assert!(reads.contains(&name), "{}", info.subject);
+            ReadMessages::PERMISSION
+        };
+        assert_eq!(info.permission, Some(expected), "{}", info.subject);
+        assert_ne!(info.reply, "untyped", "{}", info.subject);
+        for file in [info.request_schema(), info.reply_schema()] {
+            let file = file.unwrap();
+            assert!(
+                ymera_testkit::proto::proto_dir()
+                    .join("schemas")
+                    .join(&file)
+                    .is_file(),
+                "{file}"
+            );
+        }
+    }
+}
