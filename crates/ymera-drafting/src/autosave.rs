@@ -67,6 +67,16 @@ fn key(draft_id: &str) -> String {
     format!("ymera:drafting:autosave:{draft_id}")
 }
 
+/// Where auto-saves wait, as `drafting.update` replies name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BufferKind {
+    /// In Redis (survives a restart).
+    Redis,
+    /// In the process (lost on a crash).
+    Memory,
+}
+
 /// Where auto-saves wait.
 #[derive(Clone)]
 pub enum Buffer {
@@ -133,11 +143,11 @@ impl AutoSave {
         self.interval.clone()
     }
 
-    /// "redis" or "memory".
-    pub fn backend(&self) -> &'static str {
+    /// Where saves wait: Redis or memory.
+    pub fn backend(&self) -> BufferKind {
         match self.buffer {
-            Buffer::Redis(_) => "redis",
-            Buffer::Memory(_) => "memory",
+            Buffer::Redis(_) => BufferKind::Redis,
+            Buffer::Memory(_) => BufferKind::Memory,
         }
     }
 

@@ -1,0 +1,414 @@
+//! The `drafting` service: the shared [`State`], the endpoint registry
+//! ([`builder`]), [`serve`] and the background work (auto-save and
+//! collaboration flushing).
+//!
+//! Every endpoint is a typed handler `async fn(Arc<State>, Call<P>,
+//! Request) -> Result<Reply, Error>` registered with
+//! [`ServiceBuilder::route`]; `P` is [`Read`], [`Write`] or `Open`. The
+//! handlers live by domain, each module with its request and reply types:
+//! `drafts` (create, get, update, list, delete, export), `revisions`
+//! (revisions, diff, restore), `comments`, `lifecycle` (transition),
+//! `templates`, `collaboration` (join, update) and `analysis` (analyze).
+
+mod analysis;
+mod collaboration;
+mod comments;
+mod drafts;
+mod lifecycle;
+mod revisions;
+mod templates;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use ymera_core::auth::Authorizer;
+use ymera_core::config::AuthMode;
+use ymera_core::error::Violation;
+use ymera_core::runtime::{Runtime, ServiceBuilder, ServiceRequest};
+use ymera_core::{Error, ErrorKind};
+
+use crate::autosave::{AutoSave, PendingSave};
+use crate::collab::{Collab, PendingCommit};
+use crate::store::{Change, DraftStore, RevisionSource};
+
+pub use crate::store::DraftStatus;
+pub use analysis::{Analysis, MAX_FINDINGS, PROCESSING_TIME_HEADER, analyze_text};
+
+/// The service name.
+pub const NAME: &str = "drafting";
+/// Largest draft content (bytes).
+pub const MAX_DRAFT_BYTES: usize = 10 * 1024 * 1024;
+
+ymera_core::permission!(
+    /// Reading drafts, their revisions, comments and templates.
+    pub Read = "drafting:read"
+);
+ymera_core::permission!(
+    /// Changing drafts, comments and templates, and editing collaboratively.
+    pub Write = "drafting:write"
+);
+ymera_core::permission!(
+    /// Hard delete (checked in the handler, on top of [`Write`]).
+    pub Admin = "drafting:admin"
+);
+
+/// Shared state of the handlers.
+#[derive(Clone, Debug)]
+pub struct State {
+    store: DraftStore,
+    autosave: AutoSave,
+    collab: Collab,
+    /// Collaboration broadcasts (subject, payload), published in queue
+    /// order by one task.
+    broadcasts: mpsc::Sender<(String, bytes::Bytes)>,
+    authorizer: Arc<Authorizer>,
+}
+
+type Shared = Arc<State>;
+
+impl State {
+    /// A check that depends on the request's content (hard delete needs
+    /// `drafting:admin` on top of the declared `drafting:write`; analysing
+    /// a stored draft needs `drafting:read`), with the process's
+    /// [`ymera_core::auth::Authorizer`] when `YMERA_AUTH=required`; with
+    /// auth off everything is allowed except admin actions, which need the
+    /// `X-Ymera-Role: admin` header.
+    async fn authorize(&self, req: &ServiceRequest, permission: &'static str) -> Result<(), Error> {
+        if self.authorizer.mode() == AuthMode::Off {
+            if permission == Admin::PERMISSION && req.header("X-Ymera-Role") != Some("admin") {
+                return Err(Error::forbidden("hard delete needs an administrator"));
+            }
+            return Ok(());
+        }
+        self.authorizer.check(req, permission).await.map(|_| ())
+    }
+}
+
+// ---- checks shared by the handlers ----
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
+}
+
+fn check_id(path: &str, id: &str) -> Result<(), Error> {
+    if valid_id(id) {
+        Ok(())
+    } else {
+        Err(Error::validation(vec![Violation::new(
+            path,
+            "1-128 characters of A-Z, a-z, 0-9, '-', '_', '.', ':'",
+        )]))
+    }
+}
+
+fn check_size(content: &str) -> Result<(), Error> {
+    if content.len() > MAX_DRAFT_BYTES {
+        return Err(Error::payload_too_large(
+            "draft content",
+            content.len(),
+            MAX_DRAFT_BYTES,
+        ));
+    }
+    Ok(())
+}
+
+fn check_tags(tags: &[String]) -> Result<(), Error> {
+    if tags.len() > 50 || tags.iter().any(|t| t.is_empty() || t.chars().count() > 64) {
+        return Err(Error::validation(vec![Violation::new(
+            "/tags",
+            "at most 50 tags of 1-64 characters",
+        )]));
+    }
+    Ok(())
+}
+
+fn check_title(title: &str) -> Result<(), Error> {
+    if title.trim().is_empty() || title.chars().count() > 500 {
+        return Err(Error::validation(vec![Violation::new(
+            "/title",
+            "1-500 characters",
+        )]));
+    }
+    Ok(())
+}
+
+/// Who made a change: with `YMERA_AUTH=required`, the verified owner of the
+/// request's credential (whatever the request's own field says);
+/// otherwise that field, or `fallback`.
+fn author(
+    req: &ServiceRequest,
+    given: Option<String>,
+    fallback: impl FnOnce() -> String,
+) -> String {
+    match req.principal() {
+        Some(principal) => principal.owner.clone(),
+        None => given.unwrap_or_else(fallback),
+    }
+}
+
+// ---- background ----
+
+/// Commits a session's text; a closed session's draft may then be opened
+/// again from the stored content (also when the commit failed: what it
+/// held is then lost, as before).
+async fn commit_collab(state: &State, commit: PendingCommit) -> Result<Option<i32>, Error> {
+    let (draft_id, closed) = (commit.draft_id.clone(), commit.closed);
+    let result = store_collab(state, commit).await;
+    if closed {
+        state.collab.close_committed(&draft_id);
+    }
+    result
+}
+
+async fn store_collab(state: &State, commit: PendingCommit) -> Result<Option<i32>, Error> {
+    let author = commit
+        .authors
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "collab".to_owned());
+    let message = if commit.authors.is_empty() {
+        None
+    } else {
+        Some(format!(
+            "collaborative edit by {}",
+            commit.authors.join(", ")
+        ))
+    };
+    let (draft, rev) = state
+        .store
+        .commit(
+            &commit.draft_id,
+            Change {
+                title: None,
+                content: Some(commit.text),
+                tags: None,
+                metadata: None,
+                tone: None,
+                target_audience: None,
+                document_type: None,
+                author_id: author,
+                source: RevisionSource::Collab,
+                message,
+                expected_version: None,
+            },
+        )
+        .await?;
+    Ok(rev.map(|_| draft.version))
+}
+
+/// Commits a save taken from the buffer; it stops being in flight once
+/// committed, dropped or put back.
+async fn persist_save(state: &State, save: PendingSave) -> Result<(), Error> {
+    let draft_id = save.draft_id.clone();
+    let result = commit_save(state, save).await;
+    state.autosave.settled(&draft_id);
+    result
+}
+
+async fn commit_save(state: &State, save: PendingSave) -> Result<(), Error> {
+    let draft_id = save.draft_id.clone();
+    let result = state
+        .store
+        .commit(
+            &draft_id,
+            Change {
+                title: save.title.clone(),
+                content: Some(save.content.clone()),
+                tags: None,
+                metadata: None,
+                tone: None,
+                target_audience: None,
+                document_type: None,
+                author_id: save.author_id.clone(),
+                source: RevisionSource::Autosave,
+                message: None,
+                expected_version: None,
+            },
+        )
+        .await;
+    match result {
+        Ok(_) => {
+            state.autosave.persisted(&draft_id).await;
+            Ok(())
+        }
+        // The draft is gone or archived: nothing to save it into.
+        Err(e) if matches!(e.kind, ErrorKind::NotFound | ErrorKind::Conflict) => {
+            tracing::info!(draft_id = %draft_id, error = %e, "auto-save dropped");
+            Ok(())
+        }
+        Err(e) => {
+            state.autosave.restore(save).await?;
+            Err(e)
+        }
+    }
+}
+
+/// Persists a draft's buffered auto-save now (before a lifecycle change,
+/// a comment anchor or a collaboration session reads the content).
+async fn flush_one(state: &State, draft_id: &str) -> Result<(), Error> {
+    if let Some(save) = state.autosave.take(draft_id).await? {
+        persist_save(state, save).await?;
+    }
+    Ok(())
+}
+
+/// Persists due auto-saves and collaboration texts; with `force`, all of
+/// them (shutdown).
+pub async fn flush(state: &State, force: bool) -> Result<usize, Error> {
+    let mut done = 0;
+    let mut failed = None;
+    // Every taken save is committed or put back, even after a failure.
+    for save in state.autosave.due(force).await? {
+        match persist_save(state, save).await {
+            Ok(()) => done += 1,
+            Err(e) => failed = Some(e),
+        }
+    }
+    let commits = if force {
+        state.collab.drain()
+    } else {
+        state.collab.due_commits(state.autosave.interval())
+    };
+    for commit in commits {
+        if let Err(e) = commit_collab(state, commit).await {
+            tracing::warn!(error = %e, "collaboration commit failed");
+        } else {
+            done += 1;
+        }
+    }
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(done),
+    }
+}
+
+/// Queued collaboration broadcasts before `drafting.collab.update` waits.
+const BROADCAST_QUEUE: usize = 8_192;
+
+/// The sending end of the broadcast queue; a task publishes what arrives,
+/// in order, until every sender is gone.
+fn broadcaster(nats: async_nats::Client) -> mpsc::Sender<(String, bytes::Bytes)> {
+    let (tx, mut rx) = mpsc::channel::<(String, bytes::Bytes)>(BROADCAST_QUEUE);
+    tokio::spawn(async move {
+        while let Some((subject, payload)) = rx.recv().await {
+            if let Err(e) = nats.publish(subject, payload).await {
+                metrics::counter!("ymera_drafting_collab_broadcast_failures_total").increment(1);
+                tracing::warn!(error = %e, "collaboration broadcast failed");
+            }
+        }
+    });
+    tx
+}
+
+/// The service's state from a started runtime (PostgreSQL is required).
+/// The auto-save interval follows agent `drafting`'s document in the config
+/// manager (`auto_save_interval_ms`) over `AUTO_SAVE_INTERVAL`.
+pub async fn state(
+    runtime: &Runtime,
+    settings: &crate::Settings,
+) -> Result<Arc<State>, ymera_core::runtime::RuntimeError> {
+    let pool = runtime
+        .postgres()
+        .cloned()
+        .ok_or(ymera_core::runtime::RuntimeError::Config {
+            variable: "POSTGRES_URL",
+            reason: "the drafting service stores drafts in PostgreSQL; set POSTGRES_URL".to_owned(),
+        })?;
+    let interval = ymera_core::config_watch::follow_settings(
+        runtime,
+        NAME,
+        settings.watch.clone(),
+        settings.auto_save_interval,
+        crate::autosave::live_interval,
+    )
+    .await;
+    Ok(Arc::new(State {
+        store: DraftStore::new(pool),
+        autosave: AutoSave::following(runtime.redis().cloned(), interval),
+        collab: Collab::default(),
+        broadcasts: broadcaster(runtime.client().clone()),
+        authorizer: runtime.authorizer(),
+    }))
+}
+
+/// The service with its endpoints; the permission of each is the `Call`
+/// type of its handler ([`Read`], [`Write`], or open for text-only
+/// `drafting.analyze`).
+pub fn builder(state: &Arc<State>) -> ServiceBuilder {
+    ServiceBuilder::new(
+        NAME,
+        env!("CARGO_PKG_VERSION"),
+        "Drafting agent: documents with revisions, analysis and real-time collaboration",
+    )
+    .route("drafting.create", state, drafts::create)
+    .route("drafting.get", state, drafts::get)
+    .route("drafting.update", state, drafts::update)
+    .route("drafting.list", state, drafts::list)
+    .route("drafting.delete", state, drafts::delete)
+    .route("drafting.analyze", state, analysis::analyze)
+    .route("drafting.export", state, drafts::export)
+    .route("drafting.revisions", state, revisions::revisions)
+    .route("drafting.diff", state, revisions::diff)
+    .route("drafting.restore", state, revisions::restore)
+    .route("drafting.comment", state, comments::comment)
+    .route("drafting.transition", state, lifecycle::transition)
+    .route("drafting.template.set", state, templates::set)
+    .route("drafting.template.list", state, templates::list)
+    .route("drafting.collab.join", state, collaboration::join)
+    .route("drafting.collab.update", state, collaboration::update)
+}
+
+/// Serves until shutdown, then flushes every buffered auto-save and open
+/// collaboration text before returning. The flush runs after `serve`
+/// returns, i.e. after in-flight requests finished, so nothing acknowledged
+/// is left behind.
+pub async fn serve(
+    runtime: Runtime,
+    settings: crate::Settings,
+) -> Result<(), ymera_core::runtime::RuntimeError> {
+    let state = state(&runtime, &settings).await?;
+    let shutdown = runtime.shutdown_token();
+    // Saves a previous instance left in Redis.
+    if let Err(e) = flush(&state, false).await {
+        tracing::warn!(error = %e, "initial auto-save flush failed");
+    }
+    let max = runtime.config().max_message_size;
+    let inbox = ymera_core::agent::AgentInbox::subscribe(&runtime, NAME).await?;
+    tokio::spawn(
+        inbox.run(runtime.shutdown_token(), move |envelope| async move {
+            crate::inbox::answer(&envelope, max).await
+        }),
+    );
+    let ticker_state = state.clone();
+    // Ticks at a quarter of the interval, and at once when the config
+    // manager changes the interval.
+    let mut interval = ticker_state.autosave.interval_receiver();
+    let ticker = tokio::spawn(async move {
+        // False once nothing can change the interval any more.
+        let mut live = true;
+        loop {
+            let tick = (*interval.borrow_and_update() / 4)
+                .clamp(Duration::from_millis(50), Duration::from_secs(5));
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(tick) => {}
+                changed = interval.changed(), if live => live = changed.is_ok(),
+            }
+            if let Err(e) = flush(&ticker_state, false).await {
+                tracing::warn!(error = %e, "auto-save flush failed");
+            }
+        }
+    });
+    let result = builder(&state).serve(runtime).await;
+    let _ = ticker.await;
+    match flush(&state, true).await {
+        Ok(n) => tracing::info!(saved = n, "flushed buffered drafts at shutdown"),
+        Err(e) => tracing::error!(error = %e, "flushing buffered drafts at shutdown failed"),
+    }
+    result
+}
