@@ -247,4 +247,9 @@ impl Report {
     pub fn to_sarif(&self) -> serde_json::Value {
         crate::sarif::render(self)
     }
+
+    /// SARIF 2.1.0 log, as its typed document.
+    pub fn sarif_log(&self) -> serde_sarif::sarif::Sarif {
+        crate::sarif::log(self)
+    }
 }

@@ -67,6 +67,11 @@ fn descriptor(rule: &RuleInfo) -> ReportingDescriptor {
 }
 
 pub(crate) fn render(report: &Report) -> serde_json::Value {
+    serde_json::to_value(log(report)).unwrap_or(serde_json::Value::Null)
+}
+
+/// The SARIF 2.1.0 log of `report`.
+pub(crate) fn log(report: &Report) -> Sarif {
     let catalogue = rules();
     let descriptors: Vec<ReportingDescriptor> = catalogue.iter().map(descriptor).collect();
     let mut results = Vec::new();
@@ -124,10 +129,9 @@ pub(crate) fn render(report: &Report) -> serde_json::Value {
         .tool(Tool::builder().driver(driver).build())
         .results(results)
         .build();
-    let log = Sarif::builder()
+    Sarif::builder()
         .schema(SCHEMA)
         .version(serde_json::json!("2.1.0"))
         .runs(vec![run])
-        .build();
-    serde_json::to_value(&log).unwrap_or(serde_json::Value::Null)
+        .build()
 }

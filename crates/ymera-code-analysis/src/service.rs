@@ -4,13 +4,15 @@
 //! Analysis is CPU-bound, so it runs on tokio's blocking pool and the runtime
 //! keeps answering health checks and other requests meanwhile.
 
-use std::sync::Arc;
-
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use serde_sarif::sarif::Sarif;
 use ymera_core::error::{Error, ErrorKind, Violation};
-use ymera_core::runtime::{Reply, Runtime, RuntimeError, ServiceBuilder, ServiceRequest};
+use ymera_core::runtime::{Call, Open, Raw, Runtime, RuntimeError, ServiceBuilder};
 
-use crate::{AnalysisError, AnalysisRequest, Limits, MAX_REQUEST_BYTES, Report, SourceFile};
+use crate::{
+    AnalysisError, AnalysisRequest, Limits, MAX_REQUEST_BYTES, Report, RuleInfo, SourceFile,
+    Summary,
+};
 
 /// The service's micro name (DESIGN §3).
 pub const NAME: &str = "code-analysis";
@@ -100,11 +102,58 @@ fn record_metrics(report: &Report) {
     }
 }
 
-/// The permission `code-analysis.analyze` requires with `YMERA_AUTH=required`.
-pub const ANALYZE_PERMISSION: &str = "analysis:run";
+ymera_core::permission!(
+    /// Running an analysis (`code-analysis.analyze`, checked by the runtime
+    /// with `YMERA_AUTH=required`).
+    pub Analyze = "analysis:run"
+);
 
-async fn handle_analyze(req: ServiceRequest, limits: Limits) -> Result<Reply, Error> {
-    let body: AnalyzeRequest = req.json()?;
+/// The permission `code-analysis.analyze` requires with `YMERA_AUTH=required`.
+pub const ANALYZE_PERMISSION: &str = Analyze::PERMISSION;
+
+/// Reply of `code-analysis.analyze`, in the request's [`Format`].
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum AnalyzeReply {
+    /// `json`: the report.
+    Report(Report),
+    /// `sarif`: a SARIF 2.1.0 log.
+    Sarif(Box<Sarif>),
+    /// `markdown`: the seed's Markdown report with the summary.
+    Markdown(MarkdownReply),
+}
+
+/// The `markdown` form of `code-analysis.analyze`'s reply.
+#[derive(Debug, Clone, Serialize)]
+pub struct MarkdownReply {
+    /// Always `markdown`.
+    pub format: MarkdownFormat,
+    /// The seed's "Code Analysis Report" Markdown.
+    pub markdown: String,
+    /// The report's summary.
+    pub summary: Summary,
+}
+
+/// The tag of a [`MarkdownReply`] (`"markdown"` on the wire).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MarkdownFormat {
+    /// `markdown`.
+    Markdown,
+}
+
+/// Reply of `code-analysis.rules`: the rule catalogue.
+#[derive(Debug, Clone, Serialize)]
+pub struct RulesReply {
+    /// Every rule.
+    pub rules: &'static [RuleInfo],
+}
+
+async fn analyze(
+    limits: Limits,
+    _: Call<Analyze>,
+    body: AnalyzeRequest,
+) -> Result<AnalyzeReply, Error> {
     if body.files.len() > MAX_FILES_PER_REQUEST {
         return Err(Error::validation(vec![Violation::new(
             "/files",
@@ -118,35 +167,39 @@ async fn handle_analyze(req: ServiceRequest, limits: Limits) -> Result<Reply, Er
         language: body.language,
     };
     let report = analyze_blocking(request, limits).await?;
-    match format {
-        Format::Json => Reply::json(&report.to_json()),
-        Format::Sarif => Reply::json(&report.to_sarif()),
-        Format::Markdown => Reply::json(&serde_json::json!({
-            "format": "markdown",
-            "markdown": report.to_markdown(),
-            "summary": report.summary,
-        })),
-    }
+    Ok(match format {
+        Format::Json => AnalyzeReply::Report(report),
+        Format::Sarif => AnalyzeReply::Sarif(Box::new(report.sarif_log())),
+        Format::Markdown => AnalyzeReply::Markdown(MarkdownReply {
+            format: MarkdownFormat::Markdown,
+            markdown: report.to_markdown(),
+            summary: report.summary,
+        }),
+    })
+}
+
+/// The rule catalogue (the body is ignored).
+async fn rules(_: (), _: Call<Open>, _: Raw) -> Result<RulesReply, Error> {
+    Ok(RulesReply {
+        rules: crate::rules(),
+    })
 }
 
 /// The service with its endpoints, for a transport limit of
-/// `max_message_size`; `analyze` declares `analysis:run` (checked by the
-/// runtime when auth is required), `rules` is open like health.
+/// `max_message_size`; `analyze` declares [`Analyze`] (`analysis:run`,
+/// checked by the runtime when auth is required), `rules` is open like health.
 pub fn service(max_message_size: usize) -> ServiceBuilder {
-    let limits = Arc::new(limits_for(max_message_size));
     ServiceBuilder::new(
         NAME,
         env!("CARGO_PKG_VERSION"),
         "Code analysis: complexity metrics and security, performance and smell findings",
     )
-    .secured(
+    .route(
         "code-analysis.analyze",
-        ANALYZE_PERMISSION,
-        move |req: ServiceRequest| handle_analyze(req, *limits),
+        &limits_for(max_message_size),
+        analyze,
     )
-    .endpoint("code-analysis.rules", |_req: ServiceRequest| async move {
-        Reply::json(&serde_json::json!({ "rules": crate::rules() }))
-    })
+    .route("code-analysis.rules", &(), rules)
 }
 
 /// Starts the inbox task and serves the endpoints until shutdown.
@@ -159,4 +212,37 @@ pub async fn serve(runtime: Runtime) -> Result<(), RuntimeError> {
         }),
     );
     service(max).serve(runtime).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_registry_lists_both_endpoints_with_their_types() {
+        let endpoints = service(1024 * 1024).endpoints();
+        let listed: Vec<_> = endpoints
+            .iter()
+            .map(|e| {
+                (
+                    e.subject.as_str(),
+                    e.permission,
+                    e.request.as_str(),
+                    e.reply.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                (
+                    "code-analysis.analyze",
+                    Some("analysis:run"),
+                    "AnalyzeRequest",
+                    "AnalyzeReply"
+                ),
+                ("code-analysis.rules", None, "bytes", "RulesReply"),
+            ]
+        );
+    }
 }
