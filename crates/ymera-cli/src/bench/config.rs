@@ -26,7 +26,7 @@ pub struct ConfigBenchArgs {
 
 /// Runs the benchmark.
 pub async fn run(args: ConfigBenchArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
-    let http_port = ymera_testkit::free_port()?;
+    let http_port = ymera_devstack::free_port()?;
     let http_addr = format!("127.0.0.1:{http_port}");
     let stack = if args.options.private {
         Some(PrivateStack::start(&["config"], &[("YMERA_HTTP_ADDR", http_addr.as_str())]).await?)

@@ -115,14 +115,14 @@ pub async fn run(command: BenchCommand, ctx: &Context) -> anyhow::Result<ExitCod
 pub struct BenchNats {
     /// The URL to connect to.
     pub url: String,
-    _server: Option<ymera_testkit::NatsServer>,
+    _server: Option<ymera_devstack::NatsServer>,
 }
 
 impl BenchNats {
     /// Starts a private server if asked, else uses the context's URL.
     pub fn new(options: &BenchOptions, ctx: &Context) -> anyhow::Result<Self> {
         if options.private {
-            let server = ymera_testkit::NatsServer::start()?;
+            let server = ymera_devstack::NatsServer::start()?;
             Ok(BenchNats {
                 url: server.url(),
                 _server: Some(server),
@@ -193,11 +193,12 @@ async fn bench_health(args: HealthBenchArgs, ctx: &Context) -> anyhow::Result<Ex
 }
 
 fn example_service(name: &str) -> ymera_core::runtime::ServiceBuilder {
-    use ymera_core::runtime::{Reply, ServiceBuilder, ServiceRequest};
-    ServiceBuilder::new(name, env!("CARGO_PKG_VERSION"), "benchmark echo service")
-        .endpoint(&format!("{name}.echo"), |req: ServiceRequest| async move {
-            Ok(Reply::bytes(req.payload))
-        })
+    ymera_core::runtime::ServiceBuilder::new(
+        name,
+        env!("CARGO_PKG_VERSION"),
+        "benchmark echo service",
+    )
+    .route(&format!("{name}.echo"), &(), ymera_core::example::echo)
 }
 
 fn verdict(ok: bool) -> &'static str {

@@ -209,7 +209,16 @@ pub async fn services(args: ServicesArgs, ctx: &Context) -> anyhow::Result<ExitC
     }
     let mut table = Table::new();
     table.load_preset(UTF8_FULL_CONDENSED).set_header([
-        "service", "instance", "version", "endpoint", "subject", "requests", "errors", "avg",
+        "service",
+        "instance",
+        "version",
+        "endpoint",
+        "subject",
+        "permission",
+        "requests",
+        "errors (5xx)",
+        "rejected (4xx)",
+        "avg",
     ]);
     for view in &views {
         let mut endpoints = view.info.endpoints.clone();
@@ -219,19 +228,29 @@ pub async fn services(args: ServicesArgs, ctx: &Context) -> anyhow::Result<ExitC
                 .stats
                 .as_ref()
                 .and_then(|s| s.endpoints.iter().find(|e| e.subject == endpoint.subject));
-            let errors = stat
-                .and_then(|s| s.data.as_ref())
-                .and_then(|d| d.get("errors"))
-                .and_then(|v| v.as_u64())
-                .unwrap_or(0);
+            // The runtime counts failures (5xx) and refusals (4xx: a 404 for a
+            // document that does not exist yet, bad input) apart.
+            let count = |key: &str| {
+                stat.and_then(|s| s.data.as_ref())
+                    .and_then(|d| d.get(key))
+                    .and_then(|v| v.as_u64())
+                    .unwrap_or(0)
+            };
+            let permission = endpoint
+                .metadata
+                .get("permission")
+                .cloned()
+                .unwrap_or_else(|| "open".to_owned());
             table.add_row(vec![
                 view.info.name.clone(),
                 view.info.id.clone(),
                 view.info.version.clone(),
                 endpoint.name.clone(),
                 endpoint.subject.clone(),
+                permission,
                 stat.map(|s| s.requests.to_string()).unwrap_or_default(),
-                errors.to_string(),
+                count("errors").to_string(),
+                count("rejected").to_string(),
                 stat.map(|s| format!("{:.2?}", s.average_processing_time))
                     .unwrap_or_default(),
             ]);

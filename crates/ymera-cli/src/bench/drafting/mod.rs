@@ -121,7 +121,7 @@ struct Verdict {
 /// Runs the benchmark.
 pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<ExitCode> {
     args.validate()?;
-    let http_port = ymera_testkit::free_port()?;
+    let http_port = ymera_devstack::free_port()?;
     let http_addr = format!("127.0.0.1:{http_port}");
     let stack = if args.options.private {
         Some(
