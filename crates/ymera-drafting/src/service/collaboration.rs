@@ -18,7 +18,7 @@ const MAX_JOIN_ATTEMPTS: u32 = 1000;
 /// `drafting.collab.join` request.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct JoinRequest {
+pub struct CollabJoinRequest {
     draft_id: String,
     user_id: String,
     #[serde(default)]
@@ -46,7 +46,7 @@ pub struct CollabUpdateRequest {
 
 /// `drafting.collab.join` reply: the document and where its updates go.
 #[derive(Debug, Serialize)]
-pub struct Joined {
+pub struct CollabJoinReply {
     #[serde(flatten)]
     state: JoinState,
     draft_id: String,
@@ -69,7 +69,7 @@ pub struct CollabUpdateReply {
 
 /// What is published on `drafting.collab.<id>.updates`.
 #[derive(Debug, Serialize)]
-struct UpdateEvent<'a> {
+struct CollabUpdateBroadcast<'a> {
     draft_id: &'a str,
     client_id: &'a str,
     update: &'a str,
@@ -82,8 +82,8 @@ fn updates_subject(draft_id: &str) -> String {
 pub(super) async fn join(
     state: Shared,
     call: Call<Write>,
-    mut body: JoinRequest,
-) -> Result<Joined, Error> {
+    mut body: CollabJoinRequest,
+) -> Result<CollabJoinReply, Error> {
     body.user_id = author(&call, Some(body.user_id), String::new);
     check_id("/user_id", &body.user_id)?;
     let client_id = body
@@ -118,7 +118,7 @@ pub(super) async fn join(
             break (draft, joined);
         }
     };
-    Ok(Joined {
+    Ok(CollabJoinReply {
         state: joined,
         updates_subject: updates_subject(&body.draft_id),
         draft_id: body.draft_id,
@@ -138,7 +138,7 @@ pub(super) async fn update(
     // slot is reserved first so nothing waits under that lock.
     let broadcast = match body.update.as_deref() {
         Some(update) => {
-            let event = UpdateEvent {
+            let event = CollabUpdateBroadcast {
                 draft_id: &body.draft_id,
                 client_id: &body.client_id,
                 update: update.trim(),

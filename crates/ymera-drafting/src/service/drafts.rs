@@ -29,7 +29,7 @@ use crate::store::{
 /// `drafting.create` request.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct CreateRequest {
+pub struct DraftCreateRequest {
     #[serde(default)]
     draft_id: Option<String>,
     #[serde(default)]
@@ -76,14 +76,14 @@ impl Include {
 /// `drafting.get` request.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct GetRequest {
+pub struct DraftGetRequest {
     draft_id: String,
     /// [`Include`] names (others are ignored).
     #[serde(default)]
     include: Vec<String>,
 }
 
-impl GetRequest {
+impl DraftGetRequest {
     fn includes(&self, what: Include) -> bool {
         self.include.iter().any(|i| i == what.as_str())
     }
@@ -92,7 +92,7 @@ impl GetRequest {
 /// `drafting.update` request.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct UpdateRequest {
+pub struct DraftUpdateRequest {
     draft_id: String,
     #[serde(default)]
     expected_version: Option<i32>,
@@ -121,7 +121,7 @@ pub struct UpdateRequest {
 /// `drafting.list` request (an empty body is `{}`).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ListRequest {
+pub struct DraftListRequest {
     #[serde(default)]
     author_id: Option<String>,
     /// A [`DraftStatus`] name, checked by the handler (422 naming `/status`).
@@ -140,7 +140,7 @@ pub struct ListRequest {
 /// `drafting.delete` request.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct DeleteRequest {
+pub struct DraftDeleteRequest {
     draft_id: String,
     #[serde(default)]
     hard: bool,
@@ -164,7 +164,7 @@ pub struct ExportRequest {
 /// `drafting.get` reply: the draft, whether typing is buffered, the live
 /// editors, and what was included.
 #[derive(Debug, Serialize)]
-pub struct DraftView {
+pub struct DraftGetReply {
     #[serde(flatten)]
     draft: Draft,
     autosave_pending: bool,
@@ -198,7 +198,7 @@ pub struct AutoSaved {
 /// `drafting.update` reply.
 #[derive(Debug, Serialize)]
 #[serde(untagged)]
-pub enum UpdateReply {
+pub enum DraftUpdateReply {
     /// A committed update.
     Committed(Box<Committed>),
     /// A buffered auto-save.
@@ -237,7 +237,7 @@ impl From<Draft> for DraftSummary {
 
 /// `drafting.list` reply.
 #[derive(Debug, Serialize)]
-pub struct DraftPage {
+pub struct DraftListReply {
     drafts: Vec<DraftSummary>,
     next_cursor: Option<String>,
 }
@@ -245,7 +245,7 @@ pub struct DraftPage {
 /// `drafting.delete` reply.
 #[derive(Debug, Serialize)]
 #[serde(untagged)]
-pub enum DeleteReply {
+pub enum DraftDeleteReply {
     /// Archived (the default).
     Archived {
         /// The draft.
@@ -264,7 +264,7 @@ pub enum DeleteReply {
 
 /// `drafting.export` reply.
 #[derive(Debug, Serialize)]
-pub struct Export {
+pub struct ExportReply {
     draft_id: String,
     version: i32,
     format: ExportFormat,
@@ -278,7 +278,7 @@ pub struct Export {
 pub(super) async fn create(
     state: Shared,
     call: Call<Write>,
-    mut body: CreateRequest,
+    mut body: DraftCreateRequest,
 ) -> Result<Draft, Error> {
     body.author_id = author(&call, Some(body.author_id), String::new);
     check_id("/author_id", &body.author_id)?;
@@ -336,8 +336,8 @@ pub(super) async fn create(
 pub(super) async fn get(
     state: Shared,
     _call: Call<Read>,
-    body: GetRequest,
-) -> Result<DraftView, Error> {
+    body: DraftGetRequest,
+) -> Result<DraftGetReply, Error> {
     // Before the read: not pending then means the content has every save.
     let pending = state.autosave.pending(&body.draft_id).await?;
     let draft = state.store.get(&body.draft_id).await?;
@@ -351,7 +351,7 @@ pub(super) async fn get(
     } else {
         None
     };
-    Ok(DraftView {
+    Ok(DraftGetReply {
         editors: state.collab.editors(&body.draft_id),
         draft,
         autosave_pending: pending,
@@ -363,8 +363,8 @@ pub(super) async fn get(
 pub(super) async fn update(
     state: Shared,
     call: Call<Write>,
-    body: UpdateRequest,
-) -> Result<UpdateReply, Error> {
+    body: DraftUpdateRequest,
+) -> Result<DraftUpdateReply, Error> {
     if let Some(c) = &body.content {
         check_size(c)?;
     }
@@ -402,7 +402,7 @@ pub(super) async fn update(
                 content,
             })
             .await?;
-        return Ok(UpdateReply::AutoSaved(AutoSaved {
+        return Ok(DraftUpdateReply::AutoSaved(AutoSaved {
             draft_id: body.draft_id,
             accepted: true,
             buffered: state.autosave.backend(),
@@ -430,7 +430,7 @@ pub(super) async fn update(
         .await?;
     // A committed update supersedes older buffered typing.
     state.autosave.discard(&body.draft_id).await?;
-    Ok(UpdateReply::Committed(Box::new(Committed {
+    Ok(DraftUpdateReply::Committed(Box::new(Committed {
         draft,
         revision,
     })))
@@ -462,8 +462,8 @@ pub(super) fn status_at(path: &str, name: &str) -> Result<DraftStatus, Error> {
 pub(super) async fn list(
     state: Shared,
     _call: Call<Read>,
-    OrEmpty(body): OrEmpty<ListRequest>,
-) -> Result<DraftPage, Error> {
+    OrEmpty(body): OrEmpty<DraftListRequest>,
+) -> Result<DraftListReply, Error> {
     let status = body
         .status
         .as_deref()
@@ -495,7 +495,7 @@ pub(super) async fn list(
     } else {
         None
     };
-    Ok(DraftPage {
+    Ok(DraftListReply {
         drafts: drafts.into_iter().map(DraftSummary::from).collect(),
         next_cursor,
     })
@@ -506,13 +506,13 @@ pub(super) async fn list(
 pub(super) async fn delete(
     state: Shared,
     call: Call<Write>,
-    body: DeleteRequest,
-) -> Result<DeleteReply, Error> {
+    body: DraftDeleteRequest,
+) -> Result<DraftDeleteReply, Error> {
     if body.hard {
         state.authorize(&call, Admin::PERMISSION).await?;
         state.autosave.discard(&body.draft_id).await?;
         state.store.hard_delete(&body.draft_id).await?;
-        return Ok(DeleteReply::Deleted {
+        return Ok(DraftDeleteReply::Deleted {
             draft_id: body.draft_id,
             deleted: true,
         });
@@ -524,7 +524,7 @@ pub(super) async fn delete(
     }
     let draft = state.store.get(&body.draft_id).await?;
     if draft.status == DraftStatus::Archived {
-        return Ok(DeleteReply::Archived {
+        return Ok(DraftDeleteReply::Archived {
             draft_id: body.draft_id,
             status: DraftStatus::Archived,
         });
@@ -541,7 +541,7 @@ pub(super) async fn delete(
             Some("deleted"),
         )
         .await?;
-    Ok(DeleteReply::Archived {
+    Ok(DraftDeleteReply::Archived {
         draft_id: draft.draft_id,
         status: draft.status,
     })
@@ -551,7 +551,7 @@ pub(super) async fn export(
     state: Shared,
     _call: Call<Read>,
     body: ExportRequest,
-) -> Result<Export, Error> {
+) -> Result<ExportReply, Error> {
     let mut draft = state.store.get(&body.draft_id).await?;
     if let Some(r) = body.revision {
         let rev = state.store.revision(&body.draft_id, r).await?;
@@ -571,7 +571,7 @@ pub(super) async fn export(
             "txt",
         ),
     };
-    Ok(Export {
+    Ok(ExportReply {
         filename: format!("{}.{ext}", draft.draft_id),
         draft_id: draft.draft_id,
         version: draft.version,

@@ -49,12 +49,17 @@ pub struct RestoreRequest {
 
 /// `drafting.revisions` reply: a page, newest first.
 #[derive(Debug, Serialize)]
-pub struct RevisionPage {
+pub struct RevisionsReply {
     draft_id: String,
     revisions: Vec<Revision>,
     /// `before` of the next page, when this one is full.
     next_before: Option<i32>,
 }
+
+/// `drafting.restore` reply: the draft after the restore and its revision.
+#[derive(Debug, Serialize)]
+#[serde(transparent)]
+pub struct RestoreReply(Committed);
 
 /// `drafting.diff` reply.
 #[derive(Debug, Serialize)]
@@ -86,7 +91,7 @@ pub(super) async fn revisions(
     state: Shared,
     _call: Call<Read>,
     body: RevisionsRequest,
-) -> Result<RevisionPage, Error> {
+) -> Result<RevisionsReply, Error> {
     let limit = body.limit.unwrap_or(50);
     if !(1..=500).contains(&limit) {
         return Err(Error::validation(vec![Violation::new("/limit", "1-500")]));
@@ -104,7 +109,7 @@ pub(super) async fn revisions(
     } else {
         None
     };
-    Ok(RevisionPage {
+    Ok(RevisionsReply {
         draft_id: body.draft_id,
         revisions: revs,
         next_before,
@@ -150,7 +155,7 @@ pub(super) async fn restore(
     state: Shared,
     call: Call<Write>,
     body: RestoreRequest,
-) -> Result<Committed, Error> {
+) -> Result<RestoreReply, Error> {
     if state.collab.is_active(&body.draft_id) {
         return Err(Error::conflict("the draft is being edited collaboratively"));
     }
@@ -176,5 +181,5 @@ pub(super) async fn restore(
         )
         .await?;
     state.autosave.discard(&body.draft_id).await?;
-    Ok(Committed { draft, revision })
+    Ok(RestoreReply(Committed { draft, revision }))
 }

@@ -36,7 +36,7 @@ pub struct TemplateListRequest {
 
 /// `drafting.template.list` reply.
 #[derive(Debug, Serialize)]
-pub struct TemplateList {
+pub struct TemplateListReply {
     templates: Vec<Template>,
 }
 
@@ -116,7 +116,7 @@ pub(super) async fn list(
     state: Shared,
     _call: Call<Read>,
     OrEmpty(body): OrEmpty<TemplateListRequest>,
-) -> Result<TemplateList, Error> {
+) -> Result<TemplateListReply, Error> {
     let templates = state.store.templates(body.document_type.as_deref()).await?;
-    Ok(TemplateList { templates })
+    Ok(TemplateListReply { templates })
 }

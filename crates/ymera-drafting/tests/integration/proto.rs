@@ -404,3 +404,94 @@ async fn every_endpoint_speaks_the_documented_schemas() {
 
     svc.stop().await;
 }
+
+/// The endpoint registry (what the gateway generates routes from): every
+/// subject with its permission, typed request and reply, and their schemas
+/// in `proto/`.
+#[tokio::test]
+async fn the_registry_lists_every_endpoint_with_its_permission_and_schemas() {
+    use ymera_drafting::service::{Read, Write};
+    let servers = Servers::start(false);
+    let runtime = ymera_core::runtime::Runtime::start("drafting", servers.config())
+        .await
+        .unwrap();
+    let state = ymera_drafting::service::state(&runtime, &ymera_drafting::Settings::default())
+        .await
+        .unwrap();
+    let endpoints = ymera_drafting::service::builder(&state).endpoints();
+    let writes = [
+        "create",
+        "update",
+        "delete",
+        "restore",
+        "comment",
+        "transition",
+        "template.set",
+        "collab.join",
+        "collab.update",
+    ];
+    let reads = [
+        "get",
+        "list",
+        "export",
+        "revisions",
+        "diff",
+        "template.list",
+    ];
+    // Text-only analysis is open; a stored draft's is checked in the handler.
+    let open = ["analyze"];
+    assert_eq!(endpoints.len(), writes.len() + reads.len() + open.len());
+    for info in &endpoints {
+        let name = info.subject.strip_prefix("drafting.").unwrap();
+        let expected = if writes.contains(&name) {
+            Some(Write::PERMISSION)
+        } else if reads.contains(&name) {
+            Some(Read::PERMISSION)
+        } else {
+            assert!(open.contains(&name), "{}", info.subject);
+            None
+        };
+        assert_eq!(info.permission, expected, "{}", info.subject);
+        assert!(
+            !["untyped", "bytes"].contains(&info.request.as_str()),
+            "{info:?}"
+        );
+        assert!(
+            !["untyped", "bytes"].contains(&info.reply.as_str()),
+            "{info:?}"
+        );
+        // The request and reply types are named as their schemas are titled.
+        for (file, name) in [
+            (info.request_schema(), &info.request),
+            (info.reply_schema(), &info.reply),
+        ] {
+            let file = file.unwrap();
+            let path = ymera_testkit::proto::proto_dir()
+                .join("schemas")
+                .join(&file);
+            assert!(path.is_file(), "{file}");
+            let schema: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+            assert_eq!(schema["title"], json!(name), "{file}");
+        }
+    }
+}
+
+/// `drafting.analyze` replies say how long the service spent on them.
+#[tokio::test]
+async fn analyze_replies_carry_the_processing_time() {
+    let servers = Servers::start(false);
+    let svc = Drafting::start(servers.config()).await;
+    let msg = svc
+        .client
+        .nats()
+        .request("drafting.analyze", r#"{"text": "Short text here."}"#.into())
+        .await
+        .unwrap();
+    let micros = msg
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(ymera_drafting::service::PROCESSING_TIME_HEADER))
+        .map(|v| v.as_str().parse::<u64>().unwrap());
+    assert!(micros.is_some_and(|us| us > 0), "{:?}", msg.headers);
+    svc.stop().await;
+}
