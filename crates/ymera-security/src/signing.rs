@@ -121,16 +121,41 @@ impl SigningKey {
     }
 
     /// The JWK of the public half.
-    pub fn jwk(&self) -> serde_json::Value {
-        serde_json::json!({
-            "kty": "OKP",
-            "crv": "Ed25519",
-            "alg": "EdDSA",
-            "use": "sig",
-            "kid": self.kid,
-            "x": URL_SAFE_NO_PAD.encode(self.public),
-        })
+    pub fn jwk(&self) -> Jwk {
+        Jwk {
+            alg: "EdDSA",
+            crv: "Ed25519",
+            kid: self.kid.clone(),
+            kty: "OKP",
+            key_use: "sig",
+            x: URL_SAFE_NO_PAD.encode(self.public),
+        }
     }
+}
+
+/// A public signing key as a JWK (RFC 7517 / RFC 8037: `OKP`, `Ed25519`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Jwk {
+    /// `EdDSA`.
+    pub alg: &'static str,
+    /// `Ed25519`.
+    pub crv: &'static str,
+    /// The key id tokens name in their header.
+    pub kid: String,
+    /// `OKP`.
+    pub kty: &'static str,
+    /// `sig`.
+    #[serde(rename = "use")]
+    pub key_use: &'static str,
+    /// The 32-byte public key, base64url without padding.
+    pub x: String,
+}
+
+/// The JWKS document (`security.jwks` reply).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Jwks {
+    /// Every unexpired public key.
+    pub keys: Vec<Jwk>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -341,9 +366,9 @@ impl KeyRing {
     }
 
     /// The JWKS document: every unexpired public key.
-    pub fn jwks(&self) -> serde_json::Value {
+    pub fn jwks(&self) -> Jwks {
         let now = Utc::now();
-        let keys: Vec<serde_json::Value> = self
+        let keys: Vec<Jwk> = self
             .keys
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -351,7 +376,7 @@ impl KeyRing {
             .filter(|k| k.expires_at > now)
             .map(SigningKey::jwk)
             .collect();
-        serde_json::json!({ "keys": keys })
+        Jwks { keys }
     }
 }
 

@@ -1,20 +1,55 @@
 //! Platform-wide enforcement as another service sees it: a service built on
-//! the ymera-core runtime with `secured` endpoints and `YMERA_AUTH=required`
+//! the ymera-core runtime with permission-typed endpoints and `YMERA_AUTH=required`
 //! verifies bearer tokens itself against the cached JWKS, follows
 //! revocations, reports its refusals as security events, and keeps
 //! accepting valid tokens while the security service is down.
 
 use std::time::Duration;
 
+use serde::Serialize;
 use serde_json::{Value, json};
 use ymera_core::client::{Credential, ServiceClient};
 use ymera_core::config::{AuthMode, ServiceConfig};
-use ymera_core::runtime::{Reply, Runtime, ServiceBuilder, ServiceRequest};
+use ymera_core::runtime::{Call, Open, Permission, Raw, Runtime, ServiceBuilder};
 
 use crate::common::{
     SecurityService, Servers, code_and_reason, start_security, wait_until_serving,
 };
 use crate::revocation::issue;
+
+ymera_core::permission!(
+    /// The probe's read endpoint.
+    ProbeRead = "config:read"
+);
+ymera_core::permission!(
+    /// The probe's write endpoint.
+    ProbeWrite = "config:write"
+);
+
+/// Who called a probe endpoint.
+#[derive(Serialize)]
+struct Who {
+    kind: String,
+    owner: String,
+}
+
+/// `probe.open` reply.
+#[derive(Serialize)]
+struct Opened {
+    open: bool,
+}
+
+async fn who<P: Permission>(_: (), call: Call<P>, _: Raw) -> Result<Who, ymera_core::Error> {
+    let principal = call.principal().unwrap();
+    Ok(Who {
+        kind: principal.kind.clone(),
+        owner: principal.owner.clone(),
+    })
+}
+
+async fn open(_: (), _: Call<Open>, _: Raw) -> Result<Opened, ymera_core::Error> {
+    Ok(Opened { open: true })
+}
 
 /// A service with one endpoint per permission that answers who called.
 async fn start_probe(servers: &Servers) -> tokio_util::sync::CancellationToken {
@@ -23,19 +58,17 @@ async fn start_probe(servers: &Servers) -> tokio_util::sync::CancellationToken {
     config.auth = AuthMode::Required;
     let runtime = Runtime::start("probe", config).await.unwrap();
     let shutdown = runtime.shutdown_token();
-    let who = |req: ServiceRequest| async move {
-        let principal = req.principal().unwrap();
-        Reply::json(&json!({"owner": principal.owner, "kind": principal.kind}))
-    };
     let builder = ServiceBuilder::new("probe", "0.0.1", "permission probe")
-        .secured("probe.read", "config:read", who)
-        .secured("probe.write", "config:write", who)
-        .endpoint("probe.open", |_req: ServiceRequest| async move {
-            Reply::json(&json!({"open": true}))
-        });
+        .route("probe.read", &(), who::<ProbeRead>)
+        .route("probe.write", &(), who::<ProbeWrite>)
+        .route("probe.open", &(), open);
     assert_eq!(
-        builder.permissions().get("probe.write"),
-        Some(&Some("config:write"))
+        builder
+            .endpoints()
+            .iter()
+            .find(|e| e.subject == "probe.write")
+            .map(|e| e.permission),
+        Some(Some("config:write"))
     );
     tokio::spawn(builder.serve(runtime));
     shutdown

@@ -278,3 +278,44 @@ async fn every_endpoint_and_event_follows_the_schemas() {
     }
     svc.stop().await;
 }
+
+/// The endpoint registry (what the gateway generates routes from): every
+/// subject, open to the runtime (this service checks credentials itself),
+/// with a request and reply schema in `proto/`.
+#[tokio::test]
+async fn the_registry_lists_every_endpoint_with_its_schemas() {
+    let servers = Servers::start(false);
+    let svc = start_security(servers.config()).await;
+    let endpoints = ymera_security::service::service(svc.state.clone()).endpoints();
+    let subjects: Vec<&str> = endpoints.iter().map(|e| e.subject.as_str()).collect();
+    assert_eq!(
+        subjects,
+        [
+            "security.keys.create",
+            "security.keys.list",
+            "security.keys.revoke",
+            "security.authorize",
+            "security.tokens.issue",
+            "security.tokens.verify",
+            "security.tokens.revoke",
+            "security.jwks",
+            "security.tokens.revoked",
+            "security.ratelimit.check",
+            "security.events.report",
+        ]
+    );
+    for info in &endpoints {
+        assert_eq!(info.permission, None, "{}", info.subject);
+        for file in [info.request_schema(), info.reply_schema()] {
+            let file = file.unwrap();
+            assert!(
+                ymera_testkit::proto::proto_dir()
+                    .join("schemas")
+                    .join(&file)
+                    .is_file(),
+                "{file}"
+            );
+        }
+    }
+    svc.stop().await;
+}
