@@ -69,7 +69,7 @@ impl PrivateStack {
 
 /// The directory this run's service logs go to (kept after the run), named
 /// once on stderr by the first stack.
-fn log_dir() -> &'static Path {
+pub(crate) fn log_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let dir = std::env::temp_dir().join(format!("ymera-bench-{}", std::process::id()));

@@ -143,6 +143,7 @@ async fn bench_health(args: HealthBenchArgs, ctx: &Context) -> anyhow::Result<Ex
 
     let mut config = ServiceConfig::default();
     config.nats.url = nats.url.clone();
+    log_in_process_service_to_file("bench-example")?;
     let runtime = Runtime::start("bench-example", config).await?;
     let shutdown = runtime.shutdown_token();
     let service = tokio::spawn(example_service("bench-example").serve(runtime));
@@ -190,6 +191,21 @@ async fn bench_health(args: HealthBenchArgs, ctx: &Context) -> anyhow::Result<Ex
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Sends the logs of a service this process runs itself (and of its NATS
+/// client) to `<service logs>/<name>.log`, so the benchmark's output is its
+/// tables: the runtime's own subscriber then finds one installed and keeps it.
+fn log_in_process_service_to_file(name: &str) -> anyhow::Result<()> {
+    let dir = crate::private_stack::log_dir();
+    std::fs::create_dir_all(dir)?;
+    let file = std::fs::File::create(dir.join(format!("{name}.log")))?;
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::sync::Mutex::new(file))
+        .with_ansi(false)
+        .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+        .try_init();
+    Ok(())
 }
 
 fn example_service(name: &str) -> ymera_core::runtime::ServiceBuilder {
