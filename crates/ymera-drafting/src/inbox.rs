@@ -11,7 +11,8 @@
 
 use std::time::Instant;
 
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 use ymera_core::envelope::Envelope;
 
 use crate::service::{Analysis, NAME, analyze_text};
@@ -37,13 +38,53 @@ fn text_of(message: &str) -> String {
     }
 }
 
+/// The payload of a `response` envelope.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+enum Answer {
+    /// The analysis, as Markdown.
+    Analysed {
+        /// Always true.
+        success: bool,
+        agent: &'static str,
+        response: String,
+        /// Seconds.
+        processing_time: f64,
+    },
+    /// Why there is none.
+    Failed {
+        /// Always false.
+        success: bool,
+        agent: &'static str,
+        error: &'static str,
+    },
+}
+
+impl Answer {
+    fn failed(error: &'static str) -> Answer {
+        Answer::Failed {
+            success: false,
+            agent: NAME,
+            error,
+        }
+    }
+}
+
 pub(crate) async fn answer(envelope: &Envelope, max: usize) -> Value {
+    let answer = analyse(envelope, max).await;
+    serde_json::to_value(&answer).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "inbox answer not serialisable");
+        Value::Null
+    })
+}
+
+async fn analyse(envelope: &Envelope, max: usize) -> Answer {
     let started = Instant::now();
     let Some(message) = envelope.payload.get("message").and_then(Value::as_str) else {
-        return json!({"success": false, "agent": NAME, "error": "expected a payload {\"message\": \"<text>\"}"});
+        return Answer::failed("expected a payload {\"message\": \"<text>\"}");
     };
     if message.len() > max {
-        return json!({"success": false, "agent": NAME, "error": "message too large"});
+        return Answer::failed("message too large");
     }
     let text = text_of(message);
     let tone = envelope
@@ -61,11 +102,13 @@ pub(crate) async fn answer(envelope: &Envelope, max: usize) -> Value {
     })
     .await;
     match analysis {
-        Ok(a) => json!({
-            "success": true, "agent": NAME, "response": to_markdown(&a),
-            "processing_time": started.elapsed().as_secs_f64(),
-        }),
-        Err(_) => json!({"success": false, "agent": NAME, "error": "analysis failed"}),
+        Ok(a) => Answer::Analysed {
+            success: true,
+            agent: NAME,
+            response: to_markdown(&a),
+            processing_time: started.elapsed().as_secs_f64(),
+        },
+        Err(_) => Answer::failed("analysis failed"),
     }
 }
 
