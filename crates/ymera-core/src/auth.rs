@@ -1,7 +1,7 @@
 //! The auth client every service uses when `YMERA_AUTH=required`; the
-//! runtime calls it for every endpoint declared with
-//! [`ServiceBuilder::secured`](crate::runtime::ServiceBuilder::secured)
-//! before the handler runs.
+//! runtime calls it for every endpoint whose [`Call`](crate::runtime::Call)
+//! names a permission (see [`ServiceBuilder::route`](crate::runtime::ServiceBuilder::route))
+//! before the body is parsed.
 //!
 //! - **`X-API-Key`**: asked of the security service (`security.authorize`).
 //!   Grants are cached for [`GRANT_TTL`] per credential and permission (at

@@ -205,7 +205,7 @@ impl ServiceConfig {
             LogFormat::Pretty,
         )?;
         // LOG_LEVEL is checked even when RUST_LOG (a full filter) wins.
-        let log_level = env.one_of("LOG_LEVEL", LOG_LEVELS, "info")?;
+        let log_level = env.one_of_any_case("LOG_LEVEL", LOG_LEVELS, "info")?;
         let postgres_url = match env.secret("POSTGRES_URL")? {
             Some(url) => Some(url),
             None => env.secret("DATABASE_URL")?,
@@ -261,8 +261,6 @@ pub const LOG_LEVELS: &[(&str, &str)] = &[
     ("warning", "warn"),
     ("error", "error"),
     ("critical", "error"),
-    ("fatal", "error"),
-    ("off", "off"),
 ];
 
 impl From<ConfigError> for crate::runtime::RuntimeError {
@@ -420,8 +418,6 @@ mod tests {
             ("error", "error"),
             ("CRITICAL", "error"),
             ("critical", "error"),
-            ("fatal", "error"),
-            ("off", "off"),
             (" warning ", "warn"),
         ] {
             let c = parse(&[("LOG_LEVEL", given)]).unwrap();
@@ -436,7 +432,15 @@ mod tests {
 
     #[test]
     fn unknown_log_level_is_refused_naming_the_variable() {
-        for bad in ["bogus", "verbose", "warn,debug", "info=debug", "5"] {
+        for bad in [
+            "bogus",
+            "verbose",
+            "warn,debug",
+            "info=debug",
+            "5",
+            "fatal",
+            "off",
+        ] {
             let err = parse(&[("LOG_LEVEL", bad)]).unwrap_err();
             assert_eq!(err.variable, "LOG_LEVEL", "{bad}");
             assert!(

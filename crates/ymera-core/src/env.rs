@@ -198,19 +198,42 @@ impl<'a> Env<'a> {
         Ok(self.value(name, parse_bytes)?.unwrap_or(default))
     }
 
-    /// One of the named `choices` (compared without regard to ASCII case),
-    /// or `default`. Several names may stand for one value (aliases).
+    /// One of the named `choices`, spelled exactly, or `default`. Several
+    /// names may stand for one value (aliases).
     pub fn one_of<T: Clone>(
         &self,
         name: &'static str,
         choices: &[(&str, T)],
         default: T,
     ) -> Result<T, ConfigError> {
+        self.choice(name, choices, default, |choice, text| choice == text)
+    }
+
+    /// [`Env::one_of`], compared without regard to ASCII case (`LOG_LEVEL`,
+    /// whose seeds spell the levels in upper case; yes/no settings).
+    pub fn one_of_any_case<T: Clone>(
+        &self,
+        name: &'static str,
+        choices: &[(&str, T)],
+        default: T,
+    ) -> Result<T, ConfigError> {
+        self.choice(name, choices, default, |choice, text| {
+            choice.eq_ignore_ascii_case(text)
+        })
+    }
+
+    fn choice<T: Clone>(
+        &self,
+        name: &'static str,
+        choices: &[(&str, T)],
+        default: T,
+        matches: impl Fn(&str, &str) -> bool,
+    ) -> Result<T, ConfigError> {
         Ok(self
             .value(name, |text| {
                 choices
                     .iter()
-                    .find(|(choice, _)| choice.eq_ignore_ascii_case(text))
+                    .find(|(choice, _)| matches(choice, text))
                     .map(|(_, value)| value.clone())
                     .ok_or_else(|| {
                         let names: Vec<&str> = choices.iter().map(|(n, _)| *n).collect();
@@ -222,7 +245,7 @@ impl<'a> Env<'a> {
 
     /// A yes/no setting: true, false, 1, 0, yes, no, on, off (any case).
     pub fn bool(&self, name: &'static str, default: bool) -> Result<bool, ConfigError> {
-        self.one_of(
+        self.one_of_any_case(
             name,
             &[
                 ("true", true),
@@ -374,10 +397,11 @@ mod tests {
     }
 
     #[test]
-    fn choices_ignore_case_and_list_the_names() {
+    fn choices_list_the_names_and_ignore_case_only_when_asked() {
         let e = env(&[("MODE", "FAST"), ("BAD", "medium"), ("FLAG", "Yes")]);
         let choices = [("fast", 1), ("slow", 2)];
-        assert_eq!(e.one_of("MODE", &choices, 0).unwrap(), 1);
+        assert_eq!(e.one_of_any_case("MODE", &choices, 0).unwrap(), 1);
+        assert_eq!(e.one_of("MODE", &choices, 0).unwrap_err().variable, "MODE");
         assert_eq!(e.one_of("UNSET", &choices, 0).unwrap(), 0);
         let err = e.one_of("BAD", &choices, 0).unwrap_err();
         assert_eq!(err.variable, "BAD");

@@ -46,7 +46,6 @@ mod builder;
 mod dispatch;
 pub mod endpoint;
 mod health;
-mod legacy;
 pub mod request;
 
 use std::sync::{Arc, OnceLock};
@@ -60,7 +59,6 @@ pub use builder::ServiceBuilder;
 pub use dispatch::is_failure;
 pub use endpoint::{Call, EndpointInfo, Open, OrEmpty, Permission, Raw, ReplyBody, RequestBody};
 pub use health::HealthProbe;
-pub use legacy::with_state;
 pub use request::{Reply, ServiceRequest};
 
 use crate::auth::Authorizer;
@@ -204,8 +202,8 @@ impl Runtime {
     }
 
     /// The one [`Authorizer`] of this process (made on first use, following
-    /// `YMERA_AUTH`): the runtime checks [`ServiceBuilder::secured`]
-    /// endpoints with it, and handlers use it for checks that depend on the
+    /// `YMERA_AUTH`): the runtime checks the permission of every
+    /// [`ServiceBuilder::route`] endpoint with it, and handlers use it for checks that depend on the
     /// request's content.
     pub fn authorizer(&self) -> Arc<Authorizer> {
         self.authorizer
