@@ -6,6 +6,13 @@
 //! open for `open_duration`, then admits exactly `half_open_max_calls` probe
 //! calls: if all succeed it closes, the first failure opens it again.
 //!
+//! Each field of [`BreakerConfig`] documents its default. A [`CallPermit`]
+//! dropped without an outcome counts as a failure (the call was abandoned),
+//! and the outcome of a call admitted before the breaker's last state change
+//! is ignored: it says nothing about the current state. The state is
+//! exported as the gauge `ymera_circuit_breaker_state` (0 closed, 1
+//! half-open, 2 open; see [`BreakerState::gauge_value`]).
+//!
 //! Time comes from a [`Clock`], so tests drive transitions with a
 //! [`ManualClock`] instead of sleeping.
 

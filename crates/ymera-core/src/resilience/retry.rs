@@ -126,6 +126,7 @@ impl Iterator for FullJitterBackoff {
 /// A token bucket that allows retries only while most calls succeed
 /// (gRPC retry throttling): each failure takes one token, each success
 /// returns `token_ratio`; retries are allowed while tokens > max/2.
+/// [`RetryBudget::default`] holds 10 tokens and returns 0.1 per success.
 #[derive(Debug)]
 pub struct RetryBudget {
     max_tokens: f64,
@@ -134,6 +135,7 @@ pub struct RetryBudget {
 }
 
 impl Default for RetryBudget {
+    /// 10 tokens, 0.1 returned per success.
     fn default() -> Self {
         RetryBudget::new(10.0, 0.1)
     }

@@ -114,6 +114,8 @@ pub(crate) fn endpoint_name(service: &str, subject: &str) -> String {
         .collect()
 }
 
+/// Serves one endpoint until shutdown, then unsubscribes and answers the
+/// requests NATS had already delivered to this process (for up to 2 s).
 pub(crate) async fn endpoint_loop(
     mut endpoint: async_nats::service::endpoint::Endpoint,
     route: Arc<Route>,
