@@ -81,6 +81,15 @@ pub enum DevstackError {
         log_tail: String,
     },
 
+    /// Nobody answered a request on `subject` without error headers in time.
+    #[error("{subject} was not answered without an error within {}s", .timeout.as_secs())]
+    NotServing {
+        /// The subject asked.
+        subject: String,
+        /// How long ymera-devstack waited.
+        timeout: Duration,
+    },
+
     /// A helper command (initdb, createdb, …) failed.
     #[error("`{command}` failed ({status}):\n{output}")]
     CommandFailed {

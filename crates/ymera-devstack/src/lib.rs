@@ -125,7 +125,7 @@ pub use process::{children_of, pid_alive};
 pub use redis::{Redis, RedisOptions};
 pub use service::{
     Backoff, HEALTH_TIMEOUT, Service, ServiceOptions, beside_current_exe, service_binary, stop_all,
-    wait_healthy,
+    wait_healthy, wait_serving,
 };
 pub use stack::{STACK_INFO_FILE, Stack, StackInfo, StackOptions};
 

@@ -25,6 +25,8 @@ const WATCH_INTERVAL: Duration = Duration::from_millis(50);
 /// How long one `<service>.health` request may take.
 const HEALTH_REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 const HEALTH_POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// How often [`wait_serving`] asks again (a request nobody answers fails at once).
+const SERVING_POLL_INTERVAL: Duration = Duration::from_millis(25);
 const LOG_TAIL_LINES: usize = 40;
 
 /// The default wait for [`Service::wait_healthy`] and [`wait_healthy`].
@@ -454,11 +456,20 @@ fn watch(shared: &Shared, options: &ServiceOptions, log_path: &Path) {
 
 /// True if `<service>.health` answers within 2 s without error headers.
 async fn health_answers(client: &async_nats::Client, service: &str) -> bool {
-    let request = client.request(format!("{service}.health"), Bytes::new());
-    matches!(
-        tokio::time::timeout(HEALTH_REQUEST_TIMEOUT, request).await,
-        Ok(Ok(reply)) if reply.headers.is_none()
-    )
+    answers(client, &format!("{service}.health")).await
+}
+
+/// True if a request on `subject` (empty body) is answered within 2 s without error headers
+/// (`Nats-Service-Error`, `Nats-Service-Error-Code`).
+async fn answers(client: &async_nats::Client, subject: &str) -> bool {
+    let request = client.request(subject.to_owned(), Bytes::new());
+    match tokio::time::timeout(HEALTH_REQUEST_TIMEOUT, request).await {
+        Ok(Ok(reply)) => reply.headers.as_ref().is_none_or(|headers| {
+            headers.get("Nats-Service-Error").is_none()
+                && headers.get("Nats-Service-Error-Code").is_none()
+        }),
+        _ => false,
+    }
 }
 
 /// Waits until `<service>.health` answers without error headers, at most `timeout`, for a
@@ -468,20 +479,36 @@ pub async fn wait_healthy(
     service: &str,
     timeout: Duration,
 ) -> Result<()> {
+    wait_serving(client, &format!("{service}.health"), timeout)
+        .await
+        .map_err(|_| DevstackError::NotHealthy {
+            service: service.to_owned(),
+            timeout,
+            log: PathBuf::new(),
+            log_tail: "(not started by this process)".to_owned(),
+        })
+}
+
+/// Waits until a request on `subject` (empty body) is answered without error headers, at
+/// most `timeout`, polling every 25 ms: the one wait for "the service answers now", also for
+/// endpoints other than health and for services running in the calling process.
+pub async fn wait_serving(
+    client: &async_nats::Client,
+    subject: &str,
+    timeout: Duration,
+) -> Result<()> {
     let deadline = Instant::now() + timeout;
     loop {
-        if health_answers(client, service).await {
+        if answers(client, subject).await {
             return Ok(());
         }
         if Instant::now() >= deadline {
-            return Err(DevstackError::NotHealthy {
-                service: service.to_owned(),
+            return Err(DevstackError::NotServing {
+                subject: subject.to_owned(),
                 timeout,
-                log: PathBuf::new(),
-                log_tail: "(not started by this process)".to_owned(),
             });
         }
-        tokio::time::sleep(HEALTH_POLL_INTERVAL).await;
+        tokio::time::sleep(SERVING_POLL_INTERVAL).await;
     }
 }
 

@@ -44,6 +44,16 @@ pub fn schema(name: &str) -> jsonschema::Validator {
         .unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
+/// The JSON of `proto/schemas/<name>`. Panics, naming the file, when it is missing or not
+/// JSON: what a registry test asserts of every endpoint's request and reply schema.
+#[track_caller]
+pub fn assert_schema_file(name: &str) -> Value {
+    let path = proto_dir().join("schemas").join(name);
+    assert!(path.is_file(), "{name}");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
 /// Every way `value` breaks `validator`, as "message at /pointer".
 pub fn violations(validator: &jsonschema::Validator, value: &Value) -> Vec<String> {
     validator
