@@ -39,25 +39,10 @@ pub async fn start_example(config: ServiceConfig) -> ExampleService {
     let task = tokio::spawn(ymera_core::example::service().serve(runtime));
     let nats = async_nats::connect(url).await.expect("client connects");
     let client = ServiceClient::new(nats).with_timeout(Duration::from_secs(5));
-    wait_until_serving(&client, "example.health").await;
+    ymera_testkit::wait_until_serving(client.nats(), "example.health").await;
     ExampleService {
         client,
         shutdown,
         task,
     }
-}
-
-/// Polls `subject` until it answers (the service registers asynchronously).
-pub async fn wait_until_serving(client: &ServiceClient, subject: &str) {
-    for _ in 0..200 {
-        if client
-            .request_bytes(subject, bytes::Bytes::new())
-            .await
-            .is_ok()
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("{subject} never answered");
 }

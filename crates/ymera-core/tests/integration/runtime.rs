@@ -8,8 +8,9 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 use ymera_core::error::{ERROR_CODE_HEADER, ERROR_HEADER, ErrorKind};
 use ymera_core::health::{HealthReport, HealthStatus};
+use ymera_testkit::wait_until_serving;
 
-use crate::common::{config_for, nats, start_example, wait_until_serving};
+use crate::common::{config_for, nats, start_example};
 
 /// Collects every reply to a discovery request until `timeout` passes quietly.
 async fn discover(client: &async_nats::Client, subject: &str) -> Vec<async_nats::Message> {
@@ -195,7 +196,7 @@ async fn reconnects_after_nats_server_is_killed_and_restarted() {
     // instance, which reconnected by itself.
     let client =
         ymera_core::client::ServiceClient::new(async_nats::connect(nats.url()).await.unwrap());
-    wait_until_serving(&client, "example.echo").await;
+    wait_until_serving(client.nats(), "example.echo").await;
     let ok = client
         .request_bytes("example.echo", Bytes::from_static(b"back"))
         .await
