@@ -1,51 +1,19 @@
 //! YMERA_AUTH=required: permissions come from security.authorize, and the
 //! audit trail records the verified owner.
 
-use futures::StreamExt;
-use serde_json::{Value, json};
+use serde_json::json;
 use ymera_config::Settings;
 use ymera_core::ErrorKind;
 use ymera_core::client::{Credential, ServiceClient};
 use ymera_core::config::AuthMode;
-use ymera_testkit::NatsServer;
+use ymera_testkit::{FakeAuthorizer, NatsServer, shared_postgres};
 
 use crate::common::*;
-
-/// A stand-in security service on real NATS: key `writer` holds
-/// config:read and config:write (owner alice), key `reader` only config:read.
-async fn security_service(nats: &NatsServer) {
-    let conn = async_nats::connect(nats.url()).await.unwrap();
-    let mut requests = conn.subscribe("security.authorize").await.unwrap();
-    conn.flush().await.unwrap();
-    tokio::spawn(async move {
-        while let Some(msg) = requests.next().await {
-            let body: Value = serde_json::from_slice(&msg.payload).unwrap();
-            let (owner, perms): (&str, &[&str]) = match body["credential"].as_str() {
-                Some("writer") => ("alice", &["config:read", "config:write"]),
-                Some("reader") => ("bob", &["config:read"]),
-                _ => ("", &[]),
-            };
-            let permission = body["permission"].as_str().unwrap_or("");
-            let reply = if owner.is_empty() {
-                json!({"allowed": false, "reason": "unknown_key", "permissions": []})
-            } else if perms.contains(&permission) {
-                json!({"allowed": true, "reason": "granted", "permissions": perms, "principal": {"owner": owner}})
-            } else {
-                json!({"allowed": false, "reason": "insufficient_permissions", "permissions": perms, "principal": {"owner": owner}})
-            };
-            if let Some(reply_to) = msg.reply {
-                conn.publish(reply_to, reply.to_string().into())
-                    .await
-                    .unwrap();
-            }
-        }
-    });
-}
 
 #[tokio::test]
 async fn permissions_are_checked_and_the_audit_records_the_verified_owner() {
     let nats = NatsServer::start().unwrap();
-    let db = postgres().create_database().unwrap();
+    let db = shared_postgres().create_database().unwrap();
     let mut cfg = config(&nats, &db, None);
     cfg.auth = AuthMode::Required;
     let replica = start_replica(cfg, Settings::default()).await;
@@ -73,7 +41,16 @@ async fn permissions_are_checked_and_the_audit_records_the_verified_owner() {
     )
     .await;
 
-    security_service(&nats).await;
+    // A stand-in security service: key `writer` holds config:read and
+    // config:write (owner alice), key `reader` only config:read.
+    let _security = FakeAuthorizer::start(
+        anonymous.nats(),
+        &[
+            ("writer", "alice", &["config:read", "config:write"]),
+            ("reader", "bob", &["config:read"]),
+        ],
+    )
+    .await;
     fails(
         &with("nobody"),
         "config.set",

@@ -1,6 +1,6 @@
 //! Shared helpers: real servers and config-manager replicas in-process.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -11,13 +11,7 @@ use ymera_core::client::ServiceClient;
 use ymera_core::config::ServiceConfig;
 use ymera_core::runtime::{Runtime, RuntimeError};
 use ymera_core::{Error, ErrorKind};
-use ymera_testkit::{NatsServer, Postgres};
-
-/// One PostgreSQL cluster for the whole binary; each test gets a database.
-pub fn postgres() -> &'static Postgres {
-    static PG: OnceLock<Postgres> = OnceLock::new();
-    PG.get_or_init(|| Postgres::start().expect("start PostgreSQL"))
-}
+use ymera_testkit::{NatsServer, shared_postgres, wait_until_serving};
 
 pub fn config(nats: &NatsServer, postgres_url: &str, redis_url: Option<String>) -> ServiceConfig {
     let mut config = ServiceConfig::default();
@@ -64,22 +58,8 @@ pub async fn client(nats: &NatsServer) -> ServiceClient {
         .await
         .expect("client connects");
     let client = ServiceClient::new(conn).with_timeout(Duration::from_secs(10));
-    wait_until_serving(&client).await;
+    wait_until_serving(client.nats(), "config.health").await;
     client
-}
-
-pub async fn wait_until_serving(client: &ServiceClient) {
-    for _ in 0..400 {
-        if client
-            .request_bytes("config.health", bytes::Bytes::new())
-            .await
-            .is_ok()
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("config.health never answered");
 }
 
 /// A fresh database, a NATS server and one replica (no Redis).
@@ -92,7 +72,7 @@ pub struct Stack {
 
 pub async fn stack() -> Stack {
     let nats = NatsServer::start().unwrap();
-    let db = postgres().create_database().unwrap();
+    let db = shared_postgres().create_database().unwrap();
     let replica = start_replica(config(&nats, &db, None), Settings::default()).await;
     let client = client(&nats).await;
     Stack {

@@ -261,14 +261,7 @@ async fn the_registry_lists_every_endpoint_with_its_permission_and_schemas() {
         };
         assert_eq!(info.permission, Some(expected), "{}", info.subject);
         for file in [info.request_schema(), info.reply_schema()] {
-            let file = file.unwrap();
-            assert!(
-                ymera_testkit::proto::proto_dir()
-                    .join("schemas")
-                    .join(&file)
-                    .is_file(),
-                "{file}"
-            );
+            ymera_testkit::proto::assert_schema_file(&file.unwrap());
         }
     }
     stack.replica.stop().await;

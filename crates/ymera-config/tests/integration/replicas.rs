@@ -7,7 +7,7 @@ use serde_json::json;
 use ymera_config::Settings;
 use ymera_config::model::{Env, GetRequest, SetRequest};
 use ymera_core::ErrorKind;
-use ymera_testkit::{NatsServer, Postgres, Redis};
+use ymera_testkit::{NatsServer, Postgres, Redis, shared_postgres};
 
 use crate::common::*;
 
@@ -36,7 +36,7 @@ fn set_req(agent: &str, env: Env, config: serde_json::Value) -> SetRequest {
 async fn a_write_through_one_replica_is_seen_through_the_other_once_the_event_arrives() {
     let nats = NatsServer::start().unwrap();
     let redis = Redis::start().unwrap();
-    let db = postgres().create_database().unwrap();
+    let db = shared_postgres().create_database().unwrap();
     let a = start_replica(config(&nats, &db, Some(redis.url())), Settings::default()).await;
     let b = start_replica(config(&nats, &db, Some(redis.url())), Settings::default()).await;
     let client = client(&nats).await;

@@ -3,6 +3,7 @@
 
 use serde_json::{Value, json};
 use ymera_core::ErrorKind;
+use ymera_testkit::shared_postgres;
 
 use crate::common::*;
 
@@ -357,7 +358,7 @@ async fn rollback_restores_earlier_content_as_a_new_version_and_audit_has_every_
 #[tokio::test]
 async fn only_the_last_n_versions_are_kept() {
     let nats = ymera_testkit::NatsServer::start().unwrap();
-    let db = postgres().create_database().unwrap();
+    let db = shared_postgres().create_database().unwrap();
     let settings = ymera_config::Settings {
         keep_versions: 3,
         ..Default::default()
