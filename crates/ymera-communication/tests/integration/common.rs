@@ -2,7 +2,7 @@
 //! test can crash it), and scripted recipient agents.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -15,14 +15,11 @@ use ymera_communication::{Communication, service};
 use ymera_core::client::ServiceClient;
 use ymera_core::config::ServiceConfig;
 use ymera_core::runtime::Runtime;
-use ymera_testkit::{NatsOptions, NatsServer, Postgres};
+use ymera_testkit::{NatsOptions, NatsServer, shared_postgres, wait_until_serving};
 
-static POSTGRES: OnceLock<Postgres> = OnceLock::new();
-
-/// A fresh database on the shared PostgreSQL server.
+/// A fresh database on the binary's shared PostgreSQL cluster.
 pub fn database() -> String {
-    POSTGRES
-        .get_or_init(|| Postgres::start().expect("start PostgreSQL"))
+    shared_postgres()
         .create_database()
         .expect("create database")
 }
@@ -88,7 +85,7 @@ impl Agent {
         });
         let (shutdown, comm) = rx.await.expect("agent started");
         let client = client(&url).await;
-        wait_until_serving(&client, "communication.health").await;
+        wait_until_serving(client.nats(), "communication.health").await;
         Agent {
             runtime: Some(runtime),
             shutdown,
@@ -121,16 +118,6 @@ pub async fn client(url: &str) -> ServiceClient {
         .await
         .unwrap();
     ServiceClient::new(nats).with_timeout(Duration::from_secs(5))
-}
-
-pub async fn wait_until_serving(client: &ServiceClient, subject: &str) {
-    for _ in 0..400 {
-        if client.request_bytes(subject, Bytes::new()).await.is_ok() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("{subject} never answered");
 }
 
 pub async fn pool(db: &str) -> PgPool {
@@ -272,22 +259,6 @@ pub async fn send_until_accepted(client: &ServiceClient, envelope: &Value) -> St
         }
     }
     panic!("send never accepted");
-}
-
-/// Polls `check` every 100 ms until it holds or `secs` pass.
-pub async fn eventually<F, Fut>(secs: u64, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    while tokio::time::Instant::now() < deadline {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting for: {what}");
 }
 
 /// Delivery state counts of one recipient in PostgreSQL.

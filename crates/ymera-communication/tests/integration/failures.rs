@@ -7,9 +7,10 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 use ymera_communication::settings::CommSettings;
 
+use ymera_testkit::eventually;
+
 use crate::common::{
-    Agent, Recipient, client, config, database, envelope, eventually, fast_settings, nats, pool,
-    states,
+    Agent, Recipient, client, config, database, envelope, fast_settings, nats, pool, states,
 };
 
 /// A breaker transition counter from the Prometheus text.
@@ -66,13 +67,17 @@ async fn failing_recipient_is_dead_lettered_and_isolated() {
     }
 
     let pool = pool(&db).await;
-    eventually(60, "broken copies dead-lettered", || async {
-        states(&pool, "broken").await.get("dead_lettered").copied() == Some(6)
-    })
+    eventually(
+        Duration::from_secs(60),
+        "broken copies dead-lettered",
+        || async { states(&pool, "broken").await.get("dead_lettered").copied() == Some(6) },
+    )
     .await;
-    eventually(30, "healthy copies delivered", || async {
-        states(&pool, "healthy").await.get("delivered").copied() == Some(30)
-    })
+    eventually(
+        Duration::from_secs(30),
+        "healthy copies delivered",
+        || async { states(&pool, "healthy").await.get("delivered").copied() == Some(30) },
+    )
     .await;
 
     // Exactly max_attempts per copy, recorded and seen by the recipient.
@@ -185,12 +190,12 @@ async fn resending_an_id_delivers_nothing_new() {
     let id = env["id"].as_str().unwrap().to_owned();
     let first: Value = client.request("communication.send", &env).await.unwrap();
     assert_eq!(first["duplicate"], false);
-    eventually(20, "first copy received", || async {
+    eventually(Duration::from_secs(20), "first copy received", || async {
         recipient.count_of(&id) == 1
     })
     .await;
     let pool = pool(&db).await;
-    eventually(20, "delivered recorded", || async {
+    eventually(Duration::from_secs(20), "delivered recorded", || async {
         states(&pool, "dedupe").await.get("delivered") == Some(&1)
     })
     .await;
@@ -205,9 +210,11 @@ async fn resending_an_id_delivers_nothing_new() {
     let later = envelope("tester", &["dedupe"], "later");
     let later_id = later["id"].as_str().unwrap().to_owned();
     let _: Value = client.request("communication.send", &later).await.unwrap();
-    eventually(20, "later message received", || async {
-        recipient.count_of(&later_id) == 1
-    })
+    eventually(
+        Duration::from_secs(20),
+        "later message received",
+        || async { recipient.count_of(&later_id) == 1 },
+    )
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(recipient.count_of(&id), 1);

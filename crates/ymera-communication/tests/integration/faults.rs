@@ -10,8 +10,10 @@ use std::time::Duration;
 
 use ymera_core::client::ServiceClient;
 
+use ymera_testkit::eventually;
+
 use crate::common::{
-    Agent, Recipient, client, config, database, envelope, eventually, fast_settings, nats, pool,
+    Agent, Recipient, client, config, database, envelope, fast_settings, nats, pool,
     send_until_accepted, states,
 };
 
@@ -46,7 +48,7 @@ async fn send_many(
 }
 
 async fn wait_progress(progress: &AtomicUsize, at_least: usize) {
-    eventually(120, "senders progress", || async {
+    eventually(Duration::from_secs(120), "senders progress", || async {
         progress.load(Ordering::Relaxed) >= at_least
     })
     .await;
@@ -66,9 +68,11 @@ async fn assert_all_delivered(
     accepted: &HashSet<String>,
 ) {
     assert_eq!(accepted.len(), MESSAGES);
-    eventually(120, "every accepted id received", || async {
-        recipient.distinct().is_superset(accepted)
-    })
+    eventually(
+        Duration::from_secs(120),
+        "every accepted id received",
+        || async { recipient.distinct().is_superset(accepted) },
+    )
     .await;
     assert_eq!(
         &recipient.distinct(),
@@ -76,14 +80,16 @@ async fn assert_all_delivered(
         "received ids = accepted ids"
     );
     let pool = pool(db).await;
-    eventually(120, "every copy recorded delivered", || async {
-        states(&pool, name).await.get("delivered").copied() == Some(MESSAGES as i64)
-    })
+    eventually(
+        Duration::from_secs(120),
+        "every copy recorded delivered",
+        || async { states(&pool, name).await.get("delivered").copied() == Some(MESSAGES as i64) },
+    )
     .await;
     let states = states(&pool, name).await;
     assert_eq!(states.len(), 1, "only delivered copies: {states:?}");
     // The stored overall status follows (the settler writes it in bulk).
-    eventually(30, "every message's stored status delivered", || async {
+    eventually(Duration::from_secs(30), "every message's stored status delivered", || async {
         let statuses: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM message_history WHERE status = 'delivered' AND recipients @> jsonb_build_array($1::text)",
         )

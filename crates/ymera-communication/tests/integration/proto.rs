@@ -9,6 +9,7 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 
 use crate::common::*;
+use ymera_testkit::eventually;
 use ymera_testkit::proto::{assert_refused, assert_valid, exchange, schema};
 
 /// `ymera_testkit::proto::exchange` on `communication.<endpoint>`.
@@ -51,7 +52,7 @@ async fn endpoints_and_events_match_the_proto_schemas() {
 
     // status: until delivered.
     let status_request = json!({"id": id});
-    eventually(10, "bob acknowledged", || {
+    eventually(Duration::from_secs(10), "bob acknowledged", || {
         let raw = raw.clone();
         let req = status_request.clone();
         async move { call(&raw, "status", req).await["status"] == "delivered" }
@@ -192,14 +193,7 @@ async fn the_registry_lists_every_endpoint_with_its_permission_and_schemas() {
         assert_eq!(info.permission, Some(expected), "{}", info.subject);
         assert_ne!(info.reply, "untyped", "{}", info.subject);
         for file in [info.request_schema(), info.reply_schema()] {
-            let file = file.unwrap();
-            assert!(
-                ymera_testkit::proto::proto_dir()
-                    .join("schemas")
-                    .join(&file)
-                    .is_file(),
-                "{file}"
-            );
+            ymera_testkit::proto::assert_schema_file(&file.unwrap());
         }
     }
 }

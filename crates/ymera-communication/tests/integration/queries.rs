@@ -5,9 +5,10 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use ymera_communication::settings::CommSettings;
 
+use ymera_testkit::eventually;
+
 use crate::common::{
-    Agent, Recipient, client, config, database, envelope, eventually, fast_settings, nats, pool,
-    states,
+    Agent, Recipient, client, config, database, envelope, fast_settings, nats, pool, states,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -42,7 +43,7 @@ async fn status_history_conversations_and_metrics() {
     assert_eq!(assigned.get_version_num(), 7);
 
     let pool = pool(&db).await;
-    eventually(30, "all delivered", || async {
+    eventually(Duration::from_secs(30), "all delivered", || async {
         states(&pool, "alice").await.get("delivered") == Some(&2)
             && states(&pool, "bob").await.get("delivered") == Some(&3)
     })
@@ -176,9 +177,11 @@ async fn dead_letters_can_be_replayed() {
     let id = env["id"].as_str().unwrap().to_owned();
     let _: Value = client.request("communication.send", &env).await.unwrap();
     let pool = pool(&db).await;
-    eventually(30, "dead-lettered (nobody listens)", || async {
-        states(&pool, "sleepy").await.get("dead_lettered") == Some(&1)
-    })
+    eventually(
+        Duration::from_secs(30),
+        "dead-lettered (nobody listens)",
+        || async { states(&pool, "sleepy").await.get("dead_lettered") == Some(&1) },
+    )
     .await;
     let recipient = Recipient::start(&nats.url(), "sleepy", false).await;
     let replay: Value = client
@@ -186,9 +189,14 @@ async fn dead_letters_can_be_replayed() {
         .await
         .unwrap();
     assert_eq!(replay["replayed"], 1);
-    eventually(30, "replayed copy delivered", || async {
-        recipient.count_of(&id) == 1 && states(&pool, "sleepy").await.get("delivered") == Some(&1)
-    })
+    eventually(
+        Duration::from_secs(30),
+        "replayed copy delivered",
+        || async {
+            recipient.count_of(&id) == 1
+                && states(&pool, "sleepy").await.get("delivered") == Some(&1)
+        },
+    )
     .await;
     let page: Value = client
         .request("communication.dlq.list", &json!({"recipient": "sleepy"}))

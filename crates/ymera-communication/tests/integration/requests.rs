@@ -9,9 +9,10 @@ use ymera_communication::settings::CommSettings;
 use ymera_core::error::ErrorKind;
 use ymera_testkit::Redis;
 
+use ymera_testkit::eventually;
+
 use crate::common::{
-    Agent, Recipient, client, config, database, envelope, eventually, fast_settings, nats, pool,
-    states,
+    Agent, Recipient, client, config, database, envelope, fast_settings, nats, pool, states,
 };
 
 /// Messages in history, and delivery rows of any message but `except`
@@ -236,7 +237,7 @@ async fn expired_messages_are_never_delivered() {
     let reply: Value = client.request("communication.send", &env).await.unwrap();
     let id = reply["id"].as_str().unwrap().to_owned();
     let pool = pool(&db).await;
-    eventually(30, "copy expired", || async {
+    eventually(Duration::from_secs(30), "copy expired", || async {
         states(&pool, "late").await.get("expired") == Some(&1)
     })
     .await;
