@@ -1,49 +1,13 @@
 //! YMERA_AUTH=required: permissions come from `security.authorize` through
 //! the shared `ymera_core::auth::Authorizer`.
 
-use futures::StreamExt;
 use serde_json::{Value, json};
 use ymera_core::ErrorKind;
 use ymera_core::client::{Credential, ServiceClient};
 use ymera_core::config::AuthMode;
+use ymera_testkit::FakeAuthorizer;
 
-use crate::common::{Drafting, Servers};
-
-/// A stand-in security service on real NATS: key `writer` holds
-/// drafting:read and drafting:write, `reader` only drafting:read, `admin`
-/// all three.
-async fn security_service(url: &str) {
-    let conn = async_nats::connect(url).await.unwrap();
-    let mut requests = conn.subscribe("security.authorize").await.unwrap();
-    conn.flush().await.unwrap();
-    tokio::spawn(async move {
-        while let Some(msg) = requests.next().await {
-            let body: Value = serde_json::from_slice(&msg.payload).unwrap();
-            let (owner, perms): (&str, &[&str]) = match body["credential"].as_str() {
-                Some("writer") => ("alice", &["drafting:read", "drafting:write"]),
-                Some("reader") => ("bob", &["drafting:read"]),
-                Some("admin") => (
-                    "root",
-                    &["drafting:read", "drafting:write", "drafting:admin"],
-                ),
-                _ => ("", &[]),
-            };
-            let permission = body["permission"].as_str().unwrap_or("");
-            let reply = if owner.is_empty() {
-                json!({"allowed": false, "reason": "unknown_key", "permissions": []})
-            } else if perms.contains(&permission) {
-                json!({"allowed": true, "reason": "granted", "permissions": perms, "principal": {"owner": owner}})
-            } else {
-                json!({"allowed": false, "reason": "insufficient_permissions", "permissions": perms, "principal": {"owner": owner}})
-            };
-            if let Some(reply_to) = msg.reply {
-                conn.publish(reply_to, reply.to_string().into())
-                    .await
-                    .unwrap();
-            }
-        }
-    });
-}
+use crate::common::{Drafting, service_config, start_servers};
 
 async fn kind(client: &ServiceClient, subject: &str, body: Value) -> Option<ErrorKind> {
     client
@@ -55,8 +19,8 @@ async fn kind(client: &ServiceClient, subject: &str, body: Value) -> Option<Erro
 
 #[tokio::test]
 async fn permissions_come_from_the_security_service() {
-    let servers = Servers::start(false);
-    let mut config = servers.config();
+    let servers = start_servers(false);
+    let mut config = service_config(&servers);
     config.auth = AuthMode::Required;
     let svc = Drafting::start(config).await;
     let with = |key: &str| {
@@ -75,7 +39,21 @@ async fn permissions_come_from_the_security_service() {
         kind(&with("writer"), "drafting.create", create.clone()).await,
         Some(ErrorKind::Unavailable)
     );
-    security_service(&servers.nats.url()).await;
+    // A stand-in security service: key `writer` holds drafting:read and
+    // drafting:write, `reader` only drafting:read, `admin` all three.
+    let _security = FakeAuthorizer::start(
+        svc.client.nats(),
+        &[
+            ("writer", "alice", &["drafting:read", "drafting:write"]),
+            ("reader", "bob", &["drafting:read"]),
+            (
+                "admin",
+                "root",
+                &["drafting:read", "drafting:write", "drafting:admin"],
+            ),
+        ],
+    )
+    .await;
     assert_eq!(
         kind(&with("nobody"), "drafting.create", create.clone()).await,
         Some(ErrorKind::Unauthenticated)

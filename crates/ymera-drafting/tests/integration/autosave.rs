@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::common::{Drafting, Servers};
+use crate::common::{Drafting, service_config, start_servers};
 
 async fn content_in_db(db_url: &str, draft: &str) -> (String, i32) {
     let pool = sqlx::PgPool::connect(db_url).await.unwrap();
@@ -20,12 +20,12 @@ async fn content_in_db(db_url: &str, draft: &str) -> (String, i32) {
 }
 
 async fn shutdown_flushes(with_redis: bool) {
-    let servers = Servers::start(with_redis);
+    let servers = start_servers(with_redis);
     let settings = ymera_drafting::Settings {
         auto_save_interval: Duration::from_secs(3600),
         ..ymera_drafting::Settings::default()
     };
-    let svc = Drafting::start_with(servers.config(), settings).await;
+    let svc = Drafting::start_with(service_config(&servers), settings).await;
     svc.ok(
         "drafting.create",
         json!({"draft_id": "a1", "title": "A", "author_id": "ann", "content": "v0"}),
@@ -42,7 +42,7 @@ async fn shutdown_flushes(with_redis: bool) {
     // The first save of a draft is persisted at the next tick.
     let mut persisted = false;
     for _ in 0..100 {
-        if content_in_db(&servers.db_url, "a1").await.0 == "v1" {
+        if content_in_db(&servers.database_url, "a1").await.0 == "v1" {
             persisted = true;
             break;
         }
@@ -63,7 +63,7 @@ async fn shutdown_flushes(with_redis: bool) {
     );
     // ...and are flushed at shutdown.
     svc.stop().await;
-    let (content, version) = content_in_db(&servers.db_url, "a1").await;
+    let (content, version) = content_in_db(&servers.database_url, "a1").await;
     assert_eq!(content, "v5");
     assert_eq!(version, 3);
 }
@@ -80,12 +80,12 @@ async fn shutdown_flushes_redis_buffer() {
 
 #[tokio::test]
 async fn sigterm_to_the_binary_loses_no_autosave() {
-    let servers = Servers::start(false);
+    let servers = start_servers(false);
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ymera-drafting"))
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("NATS_URL", servers.nats.url())
-        .env("POSTGRES_URL", &servers.db_url)
+        .env("POSTGRES_URL", &servers.database_url)
         .env("ENVIRONMENT", "development")
         .env("YMERA_AUTH", "off")
         .env("YMERA_HTTP_ADDR", "127.0.0.1:0")
@@ -135,8 +135,8 @@ async fn sigterm_to_the_binary_loses_no_autosave() {
             .unwrap();
     }
     for _ in 0..100 {
-        if content_in_db(&servers.db_url, "s1").await.0 == "first"
-            && content_in_db(&servers.db_url, "s2").await.0 == "first"
+        if content_in_db(&servers.database_url, "s1").await.0 == "first"
+            && content_in_db(&servers.database_url, "s2").await.0 == "first"
         {
             break;
         }
@@ -163,11 +163,11 @@ async fn sigterm_to_the_binary_loses_no_autosave() {
         .unwrap();
     assert!(exit.success(), "{exit:?}");
     assert_eq!(
-        content_in_db(&servers.db_url, "s1").await.0,
+        content_in_db(&servers.database_url, "s1").await.0,
         "s1 typed last"
     );
     assert_eq!(
-        content_in_db(&servers.db_url, "s2").await.0,
+        content_in_db(&servers.database_url, "s2").await.0,
         "s2 typed last"
     );
 }

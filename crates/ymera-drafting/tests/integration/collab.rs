@@ -11,7 +11,7 @@ use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
 use yrs::{Doc, GetString, OffsetKind, Options, ReadTxn, Text, Transact, Update};
 
-use crate::common::{Drafting, Servers};
+use crate::common::{Drafting, service_config, start_servers};
 
 struct RustClient {
     id: String,
@@ -76,8 +76,8 @@ impl RustClient {
 
 #[tokio::test]
 async fn five_clients_converge_and_the_merged_text_is_committed() {
-    let servers = Servers::start(false);
-    let svc = Drafting::start(servers.config()).await;
+    let servers = start_servers(false);
+    let svc = Drafting::start(service_config(&servers)).await;
     svc.ok(
         "drafting.create",
         json!({"draft_id": "shared", "title": "Shared", "author_id": "ann", "content": "Start.\n"}),
@@ -230,8 +230,8 @@ async fn a_real_yjs_client_and_a_rust_client_converge() {
     let Some(mut js) = YjsClient::start() else {
         panic!("node and the yjs package are needed (npm ci in tests/yjs)");
     };
-    let servers = Servers::start(false);
-    let svc = Drafting::start(servers.config()).await;
+    let servers = start_servers(false);
+    let svc = Drafting::start(service_config(&servers)).await;
     svc.ok(
         "drafting.create",
         json!({"draft_id": "yjs", "title": "Y", "author_id": "ann", "content": "Hello"}),

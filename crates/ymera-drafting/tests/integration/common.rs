@@ -8,43 +8,29 @@ use ymera_core::client::ServiceClient;
 use ymera_core::config::{AuthMode, ServiceConfig};
 use ymera_core::runtime::Runtime;
 use ymera_core::{Error, ErrorKind};
-use ymera_testkit::{NatsOptions, NatsServer, Postgres, Redis};
+use ymera_testkit::{NatsOptions, Servers, ServersOptions, wait_until_serving};
 
-pub struct Servers {
-    pub nats: NatsServer,
-    pub _postgres: Postgres,
-    pub db_url: String,
-    pub redis: Option<Redis>,
-}
-
-impl Servers {
-    pub fn start(with_redis: bool) -> Servers {
-        // Room for a request over the service's 10 MB draft limit.
-        let nats = NatsServer::start_with(NatsOptions {
+/// testkit's servers for drafting: nats-server with room for a request over the
+/// service's 10 MB draft limit, PostgreSQL, and Redis when asked for.
+pub fn start_servers(with_redis: bool) -> Servers {
+    Servers::start_with(ServersOptions {
+        nats: NatsOptions {
             max_payload: Some(16 * 1024 * 1024),
             ..Default::default()
-        })
-        .expect("nats-server");
-        let postgres = Postgres::start().expect("postgres");
-        let db_url = postgres.create_database().expect("database");
-        let redis = with_redis.then(|| Redis::start().expect("redis"));
-        Servers {
-            nats,
-            _postgres: postgres,
-            db_url,
-            redis,
-        }
-    }
+        },
+        redis: with_redis,
+    })
+}
 
-    pub fn config(&self) -> ServiceConfig {
-        let mut config = ServiceConfig::default();
-        config.nats.url = self.nats.url();
-        config.postgres_url = Some(self.db_url.clone());
-        config.redis_url = self.redis.as_ref().map(Redis::url);
-        config.auth = AuthMode::Off;
-        config.max_message_size = 12 * 1024 * 1024;
-        config
-    }
+/// The drafting service's configuration on `servers` (authentication off).
+pub fn service_config(servers: &Servers) -> ServiceConfig {
+    let mut config = ServiceConfig::default();
+    config.nats.url = servers.nats.url();
+    config.postgres_url = Some(servers.database_url.clone());
+    config.redis_url = servers.redis_url().map(str::to_owned);
+    config.auth = AuthMode::Off;
+    config.max_message_size = 12 * 1024 * 1024;
+    config
 }
 
 pub struct Drafting {
@@ -70,21 +56,12 @@ impl Drafting {
         let task = tokio::spawn(ymera_drafting::service::serve(runtime, settings));
         let nats = async_nats::connect(url).await.expect("client connects");
         let client = ServiceClient::new(nats).with_timeout(Duration::from_secs(10));
-        for _ in 0..200 {
-            if client
-                .request_bytes("drafting.health", bytes::Bytes::new())
-                .await
-                .is_ok()
-            {
-                return Drafting {
-                    client,
-                    shutdown,
-                    task,
-                };
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
+        wait_until_serving(client.nats(), "drafting.health").await;
+        Drafting {
+            client,
+            shutdown,
+            task,
         }
-        panic!("drafting never answered");
     }
 
     pub async fn call<R: DeserializeOwned>(&self, subject: &str, body: Value) -> Result<R, Error> {

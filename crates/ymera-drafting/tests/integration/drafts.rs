@@ -4,12 +4,12 @@
 use serde_json::{Value, json};
 use ymera_core::ErrorKind;
 
-use crate::common::{Drafting, Servers};
+use crate::common::{Drafting, service_config, start_servers};
 
 #[tokio::test]
 async fn create_update_list_and_conflicts() {
-    let servers = Servers::start(false);
-    let svc = Drafting::start(servers.config()).await;
+    let servers = start_servers(false);
+    let svc = Drafting::start(service_config(&servers)).await;
     let d = svc
         .ok(
             "drafting.create",
@@ -128,8 +128,8 @@ async fn create_update_list_and_conflicts() {
 
 #[tokio::test]
 async fn revisions_diff_restore_export_and_analysis() {
-    let servers = Servers::start(false);
-    let svc = Drafting::start(servers.config()).await;
+    let servers = start_servers(false);
+    let svc = Drafting::start(service_config(&servers)).await;
     let d = svc
         .ok("drafting.create", json!({"draft_id": "doc-1", "title": "Doc", "author_id": "ann", "content": "alpha\nbeta\n"}))
         .await;
@@ -276,8 +276,8 @@ async fn revisions_diff_restore_export_and_analysis() {
 
 #[tokio::test]
 async fn comments_lifecycle_and_templates() {
-    let servers = Servers::start(false);
-    let svc = Drafting::start(servers.config()).await;
+    let servers = start_servers(false);
+    let svc = Drafting::start(service_config(&servers)).await;
     let t = svc
         .ok("drafting.template.set", json!({"template_id": "memo", "name": "Memo", "document_type": "memo", "content": "To: {{recipient}}\n\nDear {{recipient}}, about {{topic}}."}))
         .await;
@@ -393,8 +393,8 @@ async fn comments_lifecycle_and_templates() {
 #[tokio::test]
 async fn chat_requests_on_the_inbox_are_answered_through_communication() {
     use futures::StreamExt;
-    let servers = Servers::start(false);
-    let svc = Drafting::start(servers.config()).await;
+    let servers = start_servers(false);
+    let svc = Drafting::start(service_config(&servers)).await;
     let nats = svc.client.nats().clone();
     // Stand-in for the communication agent's send endpoint.
     let mut sends = nats.subscribe("communication.send").await.unwrap();

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use yrs::updates::encoder::Encode;
 use yrs::{Doc, OffsetKind, Options, ReadTxn, Text, Transact};
 
-use crate::common::{Drafting, Servers};
+use crate::common::{Drafting, service_config, start_servers};
 use ymera_testkit::proto::{assert_valid, schema};
 
 struct Wire<'a> {
@@ -92,8 +92,8 @@ fn yjs_insert(doc: &Doc, index: u32, s: &str) -> String {
 
 #[tokio::test]
 async fn every_endpoint_speaks_the_documented_schemas() {
-    let servers = Servers::start(true);
-    let svc = Drafting::start(servers.config()).await;
+    let servers = start_servers(true);
+    let svc = Drafting::start(service_config(&servers)).await;
     let wire = Wire {
         nats: svc.client.nats(),
     };
@@ -411,8 +411,8 @@ async fn every_endpoint_speaks_the_documented_schemas() {
 #[tokio::test]
 async fn the_registry_lists_every_endpoint_with_its_permission_and_schemas() {
     use ymera_drafting::service::{Read, Write};
-    let servers = Servers::start(false);
-    let runtime = ymera_core::runtime::Runtime::start("drafting", servers.config())
+    let servers = start_servers(false);
+    let runtime = ymera_core::runtime::Runtime::start("drafting", service_config(&servers))
         .await
         .unwrap();
     let state = ymera_drafting::service::state(&runtime, &ymera_drafting::Settings::default())
@@ -466,11 +466,7 @@ async fn the_registry_lists_every_endpoint_with_its_permission_and_schemas() {
             (info.reply_schema(), &info.reply),
         ] {
             let file = file.unwrap();
-            let path = ymera_testkit::proto::proto_dir()
-                .join("schemas")
-                .join(&file);
-            assert!(path.is_file(), "{file}");
-            let schema: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+            let schema = ymera_testkit::proto::assert_schema_file(&file);
             assert_eq!(schema["title"], json!(name), "{file}");
         }
     }
@@ -479,8 +475,8 @@ async fn the_registry_lists_every_endpoint_with_its_permission_and_schemas() {
 /// `drafting.analyze` replies say how long the service spent on them.
 #[tokio::test]
 async fn analyze_replies_carry_the_processing_time() {
-    let servers = Servers::start(false);
-    let svc = Drafting::start(servers.config()).await;
+    let servers = start_servers(false);
+    let svc = Drafting::start(service_config(&servers)).await;
     let msg = svc
         .client
         .nats()
