@@ -41,7 +41,7 @@ pub async fn wait_until_serving(client: &async_nats::Client, subject: &str) {
     }
 }
 
-/// Polls `check` every 25 ms until it holds; panics with "timed out waiting for: `what`"
+/// Polls `check` every 50 ms until it holds; panics with "timed out waiting for: `what`"
 /// after `within`. For a synchronous condition: `|| std::future::ready(cond())`.
 pub async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
 where
@@ -56,7 +56,7 @@ where
         if tokio::time::Instant::now() >= deadline {
             panic!("timed out waiting for: {what}");
         }
-        tokio::time::sleep(Duration::from_millis(25)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
