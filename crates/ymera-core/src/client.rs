@@ -168,10 +168,13 @@ impl ServiceClient {
             credential.apply(&mut headers);
         }
         telemetry::inject_current_context(&mut headers);
-        let request = async_nats::Request::new()
+        let mut request = async_nats::Request::new()
             .payload(payload)
-            .headers(headers)
             .timeout(Some(self.timeout));
+        // No header block at all when there is nothing to say (a plain PUB).
+        if !headers.is_empty() {
+            request = request.headers(headers);
+        }
         let message = self
             .client
             .send_request(subject.to_owned(), request)

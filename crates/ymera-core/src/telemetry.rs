@@ -66,6 +66,7 @@ impl Telemetry {
             .is_ok();
         if installed && let Some(p) = &provider {
             opentelemetry::global::set_tracer_provider(p.clone());
+            EXPORTING.store(true, std::sync::atomic::Ordering::Relaxed);
         }
         Ok(Telemetry { provider })
     }
@@ -93,6 +94,16 @@ fn otlp_provider(service: &str, endpoint: &str) -> Result<SdkTracerProvider, Tel
         .with_batch_exporter(exporter)
         .with_resource(resource)
         .build())
+}
+
+/// Set once this process exports spans over OTLP.
+static EXPORTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether spans are exported (`OTEL_EXPORTER_OTLP_ENDPOINT` set): the
+/// runtime records a span per request only then, or when debug logging
+/// wants the request context on every line.
+pub fn exporting() -> bool {
+    EXPORTING.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 struct HeaderExtractor<'a>(&'a HeaderMap);
@@ -128,6 +139,10 @@ pub fn set_parent_from_headers(span: &tracing::Span, headers: Option<&HeaderMap>
 
 /// Writes the current span's trace context into `headers`.
 pub fn inject_current_context(headers: &mut HeaderMap) {
+    if !exporting() {
+        // No span records a trace context to pass on.
+        return;
+    }
     let context = tracing::Span::current().context();
     TraceContextPropagator::new().inject_context(&context, &mut HeaderInjector(headers));
 }

@@ -158,7 +158,7 @@ impl ServiceBuilder {
                 &subject,
                 &probe,
                 |probe: Arc<HealthProbe>, _call: Call<Open>, _body: Raw| async move {
-                    Ok(probe.report().await)
+                    probe.reply().await
                 },
             );
             endpoints.extend(health.endpoints);

@@ -3,9 +3,11 @@
 //! [`handle_request`]: size bound, permission check, handler (panic and
 //! timeout caught), reply, metrics.
 //!
-//! Per request the path allocates the span, the [`ServiceRequest`] and the
-//! handler's future; metric handles are made once per endpoint, and the
-//! body and headers are moved out of the NATS message, not copied.
+//! Per request the path allocates the task, the [`ServiceRequest`] and the
+//! handler's future (and a span only when traces are exported or debug
+//! logging is on); metric handles are made once per endpoint, the body and
+//! headers are moved out of the NATS message, not copied, and a panic is
+//! caught in place rather than by a second task.
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
@@ -166,8 +168,15 @@ async fn handle_request(
     let started = Instant::now();
     let headers = request.message.headers.take();
     let payload = std::mem::take(&mut request.message.payload);
-    let span = tracing::info_span!("request", service = %ctx.service, subject = %route.subject, otel.kind = "server");
-    telemetry::set_parent_from_headers(&span, headers.as_ref());
+    // A span per request costs an allocation and its formatted fields: made
+    // when it is exported, or when debug logs want the context on each line.
+    let span = if telemetry::exporting() || tracing::enabled!(tracing::Level::DEBUG) {
+        let span = tracing::info_span!("request", service = %ctx.service, subject = %route.subject, otel.kind = "server");
+        telemetry::set_parent_from_headers(&span, headers.as_ref());
+        span
+    } else {
+        tracing::Span::none()
+    };
     let outcome = async {
         if payload.len() > ctx.max_size {
             return Err(Error::payload_too_large(
@@ -191,9 +200,9 @@ async fn handle_request(
             metrics::counter!("ymera_request_errors_total", "service" => ctx.service.clone(), "endpoint" => route.subject.clone(), "code" => err.code().to_string())
                 .increment(1);
             record_stats_error(&ctx.error_counts, &route.name, &err);
-            span.in_scope(
-                || tracing::info!(code = err.code(), error = %err.message, "request failed"),
-            );
+            span.in_scope(|| {
+                tracing::info!(service = %ctx.service, subject = %route.subject, code = err.code(), error = %err.message, "request failed")
+            });
             (err.to_body(), err.to_headers())
         }
     };

@@ -175,6 +175,33 @@ impl ReplyBody for Raw {
     }
 }
 
+/// A JSON reply serialised once and sent to many callers (the health
+/// report a probe shares), listed under `T`'s name.
+#[derive(Debug, Clone)]
+pub struct Serialized<T> {
+    body: Bytes,
+    _type: PhantomData<fn() -> T>,
+}
+
+impl<T: Serialize> Serialized<T> {
+    /// Serialises `value`.
+    pub fn new(value: &T) -> Result<Self, Error> {
+        Ok(Serialized {
+            body: Bytes::from(serde_json::to_vec(value).map_err(Error::internal)?),
+            _type: PhantomData,
+        })
+    }
+}
+
+impl<T: 'static> ReplyBody for Serialized<T> {
+    fn into_reply(self) -> Result<Reply, Error> {
+        Ok(Reply::bytes(self.body))
+    }
+    fn schema_name() -> String {
+        short_type_name(std::any::type_name::<T>())
+    }
+}
+
 /// One registered endpoint, as the registry lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct EndpointInfo {

@@ -10,9 +10,13 @@ use sqlx::PgPool;
 use tokio::sync::Mutex;
 
 use super::Runtime;
+use super::endpoint::Serialized;
 use crate::error::Error;
 use crate::health::{CheckResult, HealthReport, HealthStatus};
 use crate::store;
+
+/// When a probe's checks started, its report and the report's JSON.
+type LastProbe = (Instant, Arc<HealthReport>, Serialized<HealthReport>);
 
 /// Probes the dependencies for `<service>.health`, `/health` and `/ready`.
 pub struct HealthProbe {
@@ -24,8 +28,9 @@ pub struct HealthProbe {
     redis: Option<redis::aio::ConnectionManager>,
     started: Instant,
     optional: Vec<&'static str>,
-    /// The last report and when its checks started; one probe at a time.
-    last: Mutex<Option<(Instant, Arc<HealthReport>)>>,
+    /// The last report (and its JSON) and when its checks started; one
+    /// probe at a time.
+    last: Mutex<Option<LastProbe>>,
 }
 
 impl HealthProbe {
@@ -54,17 +59,32 @@ impl HealthProbe {
     /// requests costs one or two probes, not one each), and no caller gets
     /// a report older than its request.
     pub async fn report(&self) -> Arc<HealthReport> {
+        self.shared().await.0
+    }
+
+    /// [`HealthProbe::report`] as the JSON reply of `<service>.health`,
+    /// serialised once per probe rather than once per request.
+    pub async fn reply(&self) -> Result<Serialized<HealthReport>, Error> {
+        self.shared().await.1
+    }
+
+    async fn shared(&self) -> (Arc<HealthReport>, Result<Serialized<HealthReport>, Error>) {
         let arrived = Instant::now();
         let mut last = self.last.lock().await;
-        if let Some((started, report)) = last.as_ref()
+        if let Some((started, report, json)) = last.as_ref()
             && *started >= arrived
         {
-            return report.clone();
+            return (report.clone(), Ok(json.clone()));
         }
         let started = Instant::now();
         let report = Arc::new(self.probe().await);
-        *last = Some((started, report.clone()));
-        report
+        match Serialized::new(report.as_ref()) {
+            Ok(json) => {
+                *last = Some((started, report.clone(), json.clone()));
+                (report, Ok(json))
+            }
+            Err(err) => (report, Err(err)),
+        }
     }
 
     /// Probes every dependency now.

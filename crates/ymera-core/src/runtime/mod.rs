@@ -57,7 +57,9 @@ use tokio_util::sync::CancellationToken;
 
 pub use builder::ServiceBuilder;
 pub use dispatch::is_failure;
-pub use endpoint::{Call, EndpointInfo, Open, OrEmpty, Permission, Raw, ReplyBody, RequestBody};
+pub use endpoint::{
+    Call, EndpointInfo, Open, OrEmpty, Permission, Raw, ReplyBody, RequestBody, Serialized,
+};
 pub use health::HealthProbe;
 pub use request::{Reply, ServiceRequest};
 
