@@ -9,40 +9,20 @@ use ymera_core::client::{Credential, ServiceClient};
 use ymera_core::config::ServiceConfig;
 use ymera_core::runtime::Runtime;
 use ymera_security::{SecuritySettings, SharedState};
-use ymera_testkit::{NatsServer, Postgres, Redis};
+use ymera_testkit::{NatsServer, Servers, wait_until_serving};
 
-pub struct Servers {
-    pub nats: NatsServer,
-    pub _postgres: Postgres,
-    pub db_url: String,
-    pub redis: Option<Redis>,
+/// The security service's configuration on testkit's `servers`.
+pub fn service_config(servers: &Servers) -> ServiceConfig {
+    service_config_on(servers, &servers.nats)
 }
 
-impl Servers {
-    pub fn start(with_redis: bool) -> Servers {
-        let nats = NatsServer::start().expect("nats-server");
-        let postgres = Postgres::start().expect("postgres");
-        let db_url = postgres.create_database().expect("database");
-        let redis = with_redis.then(|| Redis::start().expect("redis"));
-        Servers {
-            nats,
-            _postgres: postgres,
-            db_url,
-            redis,
-        }
-    }
-
-    pub fn config(&self) -> ServiceConfig {
-        self.config_on(&self.nats)
-    }
-
-    pub fn config_on(&self, nats: &NatsServer) -> ServiceConfig {
-        let mut config = ServiceConfig::default();
-        config.nats.url = nats.url();
-        config.postgres_url = Some(self.db_url.clone());
-        config.redis_url = self.redis.as_ref().map(Redis::url);
-        config
-    }
+/// [`service_config`] on another nats-server (a replica of its own).
+pub fn service_config_on(servers: &Servers, nats: &NatsServer) -> ServiceConfig {
+    let mut config = ServiceConfig::default();
+    config.nats.url = nats.url();
+    config.postgres_url = Some(servers.database_url.clone());
+    config.redis_url = servers.redis_url().map(str::to_owned);
+    config
 }
 
 pub struct SecurityService {
@@ -94,7 +74,7 @@ pub async fn start_security_with(
     let task = tokio::spawn(ymera_security::service::service(state.clone()).serve(runtime));
     let nats = async_nats::connect(url).await.expect("client connects");
     let client = ServiceClient::new(nats).with_timeout(Duration::from_secs(10));
-    wait_until_serving(&client, "security.health").await;
+    wait_until_serving(client.nats(), "security.health").await;
     SecurityService {
         state,
         client,
@@ -211,20 +191,6 @@ pub async fn subscribe_events(
         }
     });
     rx
-}
-
-pub async fn wait_until_serving(client: &ServiceClient, subject: &str) {
-    for _ in 0..200 {
-        if client
-            .request_bytes(subject, bytes::Bytes::new())
-            .await
-            .is_ok()
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("{subject} never answered");
 }
 
 /// The error code and `details.reason` of a failed call.

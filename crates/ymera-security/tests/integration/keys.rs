@@ -4,15 +4,16 @@ use std::os::unix::fs::PermissionsExt;
 
 use serde_json::{Value, json};
 use ymera_security::BootstrapOutcome;
+use ymera_testkit::Servers;
 
 use crate::common::{
-    Servers, authorize, code_and_reason, start_security, subscribe_events, test_pepper,
+    authorize, code_and_reason, service_config, start_security, subscribe_events, test_pepper,
 };
 
 #[tokio::test]
 async fn keys_authorize_events_and_report() {
-    let servers = Servers::start(false);
-    let mut config = servers.config();
+    let servers = Servers::start();
+    let mut config = service_config(&servers);
     let http_port = ymera_testkit::free_port().unwrap();
     config.http_addr = std::net::SocketAddr::from(([127, 0, 0, 1], http_port));
     let svc = start_security(config).await;
@@ -365,8 +366,8 @@ fn forge_with_checksum(body: &str) -> String {
 
 #[tokio::test]
 async fn production_refuses_missing_secrets_and_development_generates_them() {
-    let servers = Servers::start(false);
-    let pool = ymera_core::store::connect_postgres(&servers.db_url, 2)
+    let servers = Servers::start();
+    let pool = ymera_core::store::connect_postgres(&servers.database_url, 2)
         .await
         .unwrap();
     ymera_core::store::migrate(&pool).await.unwrap();

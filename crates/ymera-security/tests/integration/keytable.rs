@@ -5,23 +5,17 @@
 //! whose notification connection is cut stops trusting its table, reloads
 //! it, and sees a revocation made meanwhile by plain SQL.
 
+use std::future::ready;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use ymera_security::keycache::TokenStatus;
-use ymera_testkit::NatsServer;
+use ymera_testkit::{NatsServer, Servers, eventually};
 
-use crate::common::{Servers, authorize_read, start_security};
+use crate::common::{authorize_read, service_config, service_config_on, start_security};
 
-async fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
-    for _ in 0..200 {
-        if check() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting until {what}");
-}
+/// How long a replica's table may take to follow.
+const FOLLOW: Duration = Duration::from_secs(10);
 
 /// Revokes a key behind the service's back.
 async fn revoke_by_sql(pool: &sqlx::PgPool, key_id: &str) {
@@ -34,12 +28,12 @@ async fn revoke_by_sql(pool: &sqlx::PgPool, key_id: &str) {
 
 #[tokio::test]
 async fn key_table_follows_creations_and_revocations_on_every_replica() {
-    let servers = Servers::start(false);
+    let servers = Servers::start();
     let nats_b = NatsServer::start().unwrap();
-    let a = start_security(servers.config()).await;
-    let b = start_security(servers.config_on(&nats_b)).await;
-    wait_until("both key tables are live", || {
-        a.state.key_table().is_live() && b.state.key_table().is_live()
+    let a = start_security(service_config(&servers)).await;
+    let b = start_security(service_config_on(&servers, &nats_b)).await;
+    eventually(FOLLOW, "both key tables are live", || {
+        ready(a.state.key_table().is_live() && b.state.key_table().is_live())
     })
     .await;
 
@@ -53,8 +47,8 @@ async fn key_table_follows_creations_and_revocations_on_every_replica() {
         assert_eq!(answer["allowed"], true, "round {round}: {answer}");
         assert_eq!(answer["principal"]["key_id"], key_id.as_str());
         // The creation notification reaches B's table.
-        wait_until("B's table holds the new key", || {
-            b.state.key_table().get(&key_id).is_some()
+        eventually(FOLLOW, "B's table holds the new key", || {
+            ready(b.state.key_table().get(&key_id).is_some())
         })
         .await;
         assert_eq!(authorize_read(&b, &key).await["allowed"], true);
@@ -76,8 +70,8 @@ async fn key_table_follows_creations_and_revocations_on_every_replica() {
     // A revoked token (its jti) is refused by the other replica at once,
     // from that replica's memory.
     let (key, key_id) = a.create_key("dora", "acme", &["config:read"]).await;
-    wait_until("B's table holds dora's key", || {
-        b.state.key_table().get(&key_id).is_some()
+    eventually(FOLLOW, "B's table holds dora's key", || {
+        ready(b.state.key_table().get(&key_id).is_some())
     })
     .await;
     for round in 0..5 {
@@ -113,8 +107,8 @@ async fn key_table_follows_creations_and_revocations_on_every_replica() {
     // Cut every notification connection: the replicas stop trusting their
     // tables (keys are checked in PostgreSQL meanwhile), reconnect and reload.
     let (key, key_id) = a.create_key("erin", "acme", &["config:read"]).await;
-    wait_until("B's table holds erin's key", || {
-        b.state.key_table().get(&key_id).is_some()
+    eventually(FOLLOW, "B's table holds erin's key", || {
+        ready(b.state.key_table().get(&key_id).is_some())
     })
     .await;
     let terminated: Vec<(bool,)> = sqlx::query_as(
@@ -125,21 +119,24 @@ async fn key_table_follows_creations_and_revocations_on_every_replica() {
     .await
     .unwrap();
     assert_eq!(terminated.len(), 2, "one listener per replica");
-    wait_until("B notices the lost listener", || {
-        !b.state.key_table().is_live()
+    eventually(FOLLOW, "B notices the lost listener", || {
+        ready(!b.state.key_table().is_live())
     })
     .await;
     // A revocation by plain SQL (no notification) while B is reconnecting.
     revoke_by_sql(&a.pool, &key_id).await;
     let answer = authorize_read(&b, &key).await;
     assert_eq!(answer["reason"], "revoked_key", "{answer}");
-    wait_until("B's table is live again", || b.state.key_table().is_live()).await;
+    eventually(FOLLOW, "B's table is live again", || {
+        ready(b.state.key_table().is_live())
+    })
+    .await;
     let answer = authorize_read(&b, &key).await;
     assert_eq!(answer["reason"], "revoked_key", "{answer}");
     // And notifications flow again after the reconnect.
     let (key, key_id) = a.create_key("frank", "acme", &["config:read"]).await;
-    wait_until("B's table holds frank's key", || {
-        b.state.key_table().get(&key_id).is_some()
+    eventually(FOLLOW, "B's table holds frank's key", || {
+        ready(b.state.key_table().get(&key_id).is_some())
     })
     .await;
     a.admin()
@@ -151,23 +148,25 @@ async fn key_table_follows_creations_and_revocations_on_every_replica() {
     // With the listener live, a revocation by plain SQL reaches B's table
     // at commit (the migration's trigger), not at the next 60 s reload.
     let (key, key_id) = a.create_key("george", "acme", &["config:read"]).await;
-    wait_until("B's table holds george's key", || {
-        b.state.key_table().get(&key_id).is_some()
+    eventually(FOLLOW, "B's table holds george's key", || {
+        ready(b.state.key_table().get(&key_id).is_some())
     })
     .await;
     revoke_by_sql(&a.pool, &key_id).await;
-    wait_until("B's table sees the plain-SQL revocation", || {
-        b.state
-            .key_table()
-            .get(&key_id)
-            .is_none_or(|k| k.revoked_at.is_some())
+    eventually(FOLLOW, "B's table sees the plain-SQL revocation", || {
+        ready(
+            b.state
+                .key_table()
+                .get(&key_id)
+                .is_none_or(|k| k.revoked_at.is_some()),
+        )
     })
     .await;
     assert_eq!(authorize_read(&b, &key).await["reason"], "revoked_key");
     // So does a token id put on the deny-list by plain SQL.
     let (_, harry_id) = a.create_key("harry", "acme", &["config:read"]).await;
-    wait_until("B's table holds harry's key", || {
-        b.state.key_table().get(&harry_id).is_some()
+    eventually(FOLLOW, "B's table holds harry's key", || {
+        ready(b.state.key_table().get(&harry_id).is_some())
     })
     .await;
     let jti = uuid::Uuid::now_v7().to_string();
@@ -178,8 +177,10 @@ async fn key_table_follows_creations_and_revocations_on_every_replica() {
     .execute(&a.pool)
     .await
     .unwrap();
-    wait_until("B's table holds the plain-SQL jti", || {
-        b.state.key_table().token_status(&jti, &harry_id) == Some(TokenStatus::TokenRevoked)
+    eventually(FOLLOW, "B's table holds the plain-SQL jti", || {
+        ready({
+            b.state.key_table().token_status(&jti, &harry_id) == Some(TokenStatus::TokenRevoked)
+        })
     })
     .await;
 

@@ -11,10 +11,9 @@ use serde_json::{Value, json};
 use ymera_core::client::{Credential, ServiceClient};
 use ymera_core::config::{AuthMode, ServiceConfig};
 use ymera_core::runtime::{Call, Open, Permission, Raw, Runtime, ServiceBuilder};
+use ymera_testkit::{Servers, wait_until_serving};
 
-use crate::common::{
-    SecurityService, Servers, code_and_reason, start_security, wait_until_serving,
-};
+use crate::common::{SecurityService, code_and_reason, service_config, start_security};
 use crate::revocation::issue;
 
 ymera_core::permission!(
@@ -102,10 +101,10 @@ async fn wait_until_local(svc: &SecurityService, token: &str) {
 
 #[tokio::test]
 async fn services_verify_tokens_locally_and_follow_revocations() {
-    let servers = Servers::start(false);
-    let svc = start_security(servers.config()).await;
+    let servers = Servers::start();
+    let svc = start_security(service_config(&servers)).await;
     let probe = start_probe(&servers).await;
-    wait_until_serving(&svc.client, "probe.open").await;
+    wait_until_serving(svc.client.nats(), "probe.open").await;
     let (key, _) = svc.create_key("alice", "acme", &["config:read"]).await;
     let token = issue(&svc, &key).await;
     wait_until_local(&svc, &token).await;

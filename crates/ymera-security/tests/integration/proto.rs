@@ -9,8 +9,9 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 use ymera_core::client::Credential;
 
-use crate::common::{SecurityService, Servers, start_security};
-use ymera_testkit::proto::{assert_valid, request_raw, schema};
+use crate::common::{SecurityService, service_config, start_security};
+use ymera_testkit::Servers;
+use ymera_testkit::proto::{assert_invalid, assert_valid, request_raw};
 
 /// Sends `body` raw to `security.<endpoint>` with `credential`; returns the
 /// error code header (None on success) and the reply body.
@@ -57,11 +58,7 @@ async fn refused(
     body: Value,
     code: &str,
 ) {
-    let validator = schema(&format!("security/{endpoint}.request.schema.json"));
-    assert!(
-        !validator.is_valid(&body),
-        "schema accepted {endpoint} {body}"
-    );
+    assert_invalid(&format!("security/{endpoint}.request.schema.json"), &body);
     let (error, reply) = call(svc, endpoint, credential, &body).await;
     assert_eq!(error.as_deref(), Some(code), "{endpoint} {body} -> {reply}");
     assert_valid("error.schema.json", &reply);
@@ -69,8 +66,8 @@ async fn refused(
 
 #[tokio::test]
 async fn every_endpoint_and_event_follows_the_schemas() {
-    let servers = Servers::start(false);
-    let svc = start_security(servers.config()).await;
+    let servers = Servers::start();
+    let svc = start_security(service_config(&servers)).await;
     let mut events = svc
         .client
         .nats()
@@ -284,8 +281,8 @@ async fn every_endpoint_and_event_follows_the_schemas() {
 /// with a request and reply schema in `proto/`.
 #[tokio::test]
 async fn the_registry_lists_every_endpoint_with_its_schemas() {
-    let servers = Servers::start(false);
-    let svc = start_security(servers.config()).await;
+    let servers = Servers::start();
+    let svc = start_security(service_config(&servers)).await;
     let endpoints = ymera_security::service::service(svc.state.clone()).endpoints();
     let subjects: Vec<&str> = endpoints.iter().map(|e| e.subject.as_str()).collect();
     assert_eq!(
@@ -307,14 +304,7 @@ async fn the_registry_lists_every_endpoint_with_its_schemas() {
     for info in &endpoints {
         assert_eq!(info.permission, None, "{}", info.subject);
         for file in [info.request_schema(), info.reply_schema()] {
-            let file = file.unwrap();
-            assert!(
-                ymera_testkit::proto::proto_dir()
-                    .join("schemas")
-                    .join(&file)
-                    .is_file(),
-                "{file}"
-            );
+            ymera_testkit::proto::assert_schema_file(&file.unwrap());
         }
     }
     svc.stop().await;

@@ -3,17 +3,18 @@
 
 use serde_json::{Value, json};
 use ymera_testkit::NatsServer;
+use ymera_testkit::Servers;
 
-use crate::common::{Servers, start_security};
+use crate::common::{service_config, service_config_on, start_security};
 
 #[tokio::test]
 async fn ratelimit_validates_bounds_bursts_and_is_shared_by_replicas() {
-    let servers = Servers::start(true);
+    let servers = Servers::with_redis();
     // Two replicas on two separate NATS servers, sharing PostgreSQL and Redis:
     // each client can only reach its own replica, so a shared limit proves Redis.
     let nats_b = NatsServer::start().unwrap();
-    let a = start_security(servers.config()).await;
-    let b = start_security(servers.config_on(&nats_b)).await;
+    let a = start_security(service_config(&servers)).await;
+    let b = start_security(service_config_on(&servers, &nats_b)).await;
 
     // cost 0 or negative, and a cost over the limit, are 422.
     for cost in [0, -1, -100, 11] {

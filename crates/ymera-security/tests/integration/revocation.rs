@@ -8,9 +8,11 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use ymera_security::token::{JwksVerifier, TokenRejection};
 use ymera_testkit::NatsServer;
+use ymera_testkit::{Servers, ServersOptions};
 
 use crate::common::{
-    SecurityService, Servers, authorize_read, code_and_reason, start_security, subscribe_events,
+    SecurityService, authorize_read, code_and_reason, service_config, service_config_on,
+    start_security, subscribe_events,
 };
 
 pub async fn issue(svc: &SecurityService, key: &str) -> String {
@@ -31,10 +33,13 @@ async fn verify(svc: &SecurityService, token: &str) -> Result<Value, ymera_core:
 /// Each replica sits on its own NATS server, so a call through a replica's
 /// client is answered by that replica.
 async fn check_revocation(with_redis: bool) {
-    let servers = Servers::start(with_redis);
+    let servers = Servers::start_with(ServersOptions {
+        redis: with_redis,
+        ..ServersOptions::default()
+    });
     let nats_b = NatsServer::start().unwrap();
-    let a = start_security(servers.config()).await;
-    let b = start_security(servers.config_on(&nats_b)).await;
+    let a = start_security(service_config(&servers)).await;
+    let b = start_security(service_config_on(&servers, &nats_b)).await;
     let (key, key_id) = a.create_key("carol", "acme", &["config:read"]).await;
     let (other_key, _) = a.create_key("dave", "acme", &["config:read"]).await;
     let token = issue(&a, &key).await;
@@ -119,8 +124,8 @@ async fn revoking_a_key_stops_its_tokens_without_redis() {
 
 #[tokio::test]
 async fn local_jwks_verifier_refuses_what_the_service_refuses() {
-    let servers = Servers::start(false);
-    let svc = start_security(servers.config()).await;
+    let servers = Servers::start();
+    let svc = start_security(service_config(&servers)).await;
     let (key, _) = svc.create_key("erin", "acme", &["config:read"]).await;
     let token = issue(&svc, &key).await;
     let jwks: Value = svc

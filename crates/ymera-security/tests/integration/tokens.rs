@@ -6,7 +6,9 @@ use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
 
-use crate::common::{SecurityService, Servers, code_and_reason, start_security};
+use ymera_testkit::Servers;
+
+use crate::common::{SecurityService, code_and_reason, service_config, start_security};
 
 fn b64(v: &Value) -> String {
     URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).unwrap())
@@ -245,8 +247,8 @@ pub fn forged_tokens(
 
 #[tokio::test]
 async fn tokens_issue_verify_revoke_rotate_and_refuse_forgeries() {
-    let servers = Servers::start(true);
-    let svc = start_security(servers.config()).await;
+    let servers = Servers::with_redis();
+    let svc = start_security(service_config(&servers)).await;
     let (key, key_id) = svc
         .create_key("alice", "acme", &["config:read", "config:write"])
         .await;
