@@ -63,19 +63,10 @@ pub async fn start_service_with(
         .expect("client connects");
     let client = ymera_core::client::ServiceClient::new(nats)
         .with_timeout(std::time::Duration::from_secs(10));
-    for _ in 0..200 {
-        if client
-            .request_bytes("code-analysis.health", bytes::Bytes::new())
-            .await
-            .is_ok()
-        {
-            return RunningService {
-                _nats_server: nats_server,
-                client,
-                shutdown,
-            };
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    ymera_testkit::wait_until_serving(client.nats(), "code-analysis.health").await;
+    RunningService {
+        _nats_server: nats_server,
+        client,
+        shutdown,
     }
-    panic!("code-analysis.health never answered");
 }
