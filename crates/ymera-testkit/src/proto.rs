@@ -70,6 +70,13 @@ pub fn assert_valid(name: &str, value: &Value) {
     assert!(errors.is_empty(), "{name} rejects {value}: {errors:?}");
 }
 
+/// Panics unless `proto/schemas/<name>` refuses `value`: a request the code refuses must
+/// be refused by its schema too.
+#[track_caller]
+pub fn assert_invalid(name: &str, value: &Value) {
+    assert!(!schema(name).is_valid(value), "{name} accepts {value}");
+}
+
 /// Sends `body` (no body for `Value::Null`) to `subject` with `headers`;
 /// returns the error code header (`None` on success) and the reply body
 /// (`Null` when it is not JSON).

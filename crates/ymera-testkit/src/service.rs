@@ -137,7 +137,7 @@ impl Servers {
 
     /// `NATS_URL`, `POSTGRES_URL` and, with Redis, `REDIS_URL`: the environment of a
     /// service process on these servers.
-    pub fn env(&self) -> Vec<(&'static str, &str)> {
+    pub fn env(&self) -> Vec<(&str, &str)> {
         let mut env = vec![
             ("NATS_URL", self.nats_url.as_str()),
             ("POSTGRES_URL", self.database_url.as_str()),
