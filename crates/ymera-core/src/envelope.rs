@@ -1,4 +1,4 @@
-//! The agent message envelope (DESIGN §4; JSON Schema in `proto/envelope.schema.json`).
+//! The agent message envelope (DESIGN §4; JSON Schema in `proto/schemas/envelope.schema.json`).
 
 use std::collections::BTreeMap;
 

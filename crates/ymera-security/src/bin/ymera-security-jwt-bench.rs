@@ -1,5 +1,5 @@
 //! `ymera-security-jwt-bench`: local JWT verification speed, for
-//! `ymera bench security` (which runs it; the CLI does not link this crate).
+//! `ymera bench security` (which runs it as its own process, so its threads measure the verifier alone).
 //!
 //! Reads one JSON object on stdin:
 //! `{"jwks": <security.jwks answer>, "token": "eyJ…", "seconds": 3, "threads": [1, 2]}`
