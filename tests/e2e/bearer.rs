@@ -12,7 +12,9 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use ymera_testkit::free_port;
 
-use crate::services::{Servers, spawn, spawn_security, wait_healthy};
+use ymera_testkit::Servers;
+
+use crate::services::{spawn, spawn_security, wait_healthy};
 
 /// Calls `subject` with a credential header; (error code or None, body).
 async fn call(
@@ -62,8 +64,9 @@ async fn local_checks(http_port: u16) -> u64 {
 
 #[tokio::test]
 async fn services_verify_bearer_tokens_locally_and_follow_revocations() {
-    let servers = Servers::start().await;
-    let (client, url, base) = (&servers.client, servers.url.as_str(), servers.env());
+    let servers = Servers::start();
+    let client = &servers.client().await;
+    let (url, base) = (servers.nats_url(), servers.env());
     let (mut security, admin) = spawn_security(client, &base).await;
     let http_port = free_port().unwrap().to_string();
     let http_addr = format!("127.0.0.1:{http_port}");

@@ -11,18 +11,15 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::StreamExt;
 use serde_json::{Value, json};
-use ymera_testkit::{NatsServer, Postgres};
+use ymera_testkit::Servers;
 
 use crate::services::{spawn, spawn_security, wait_healthy};
 
 #[tokio::test]
 async fn built_in_agents_answer_chat_requests_through_the_communication_agent() {
-    let nats = NatsServer::start().unwrap();
-    let pg = Postgres::start().unwrap();
-    let db = pg.create_database().unwrap();
-    let base = [("NATS_URL", nats.url()), ("POSTGRES_URL", db.clone())];
-    let base: Vec<(&str, &str)> = base.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let client = async_nats::connect(nats.url()).await.unwrap();
+    let servers = Servers::start();
+    let base = servers.env();
+    let client = servers.client().await;
     let (_security, admin_key) = spawn_security(&client, &base).await;
 
     let mut agent_env = base.clone();

@@ -11,7 +11,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-use crate::services::{Servers, spawn, spawn_security, wait_healthy};
+use ymera_testkit::Servers;
+
+use crate::services::{spawn, spawn_security, wait_healthy};
 
 async fn call(client: &async_nats::Client, key: &str, subject: &str, body: Value) -> Value {
     let mut headers = async_nats::HeaderMap::new();
@@ -65,8 +67,8 @@ struct Stack {
 
 impl Stack {
     async fn start(service: &str, extra_env: &[(&str, &str)]) -> Stack {
-        let servers = Servers::start().await;
-        let client = servers.client.clone();
+        let servers = Servers::start();
+        let client = servers.client().await;
         let (security, key) = spawn_security(&client, &servers.env()).await;
         let mut service_env = servers.env();
         service_env.push(("YMERA_SERVICE_API_KEY", &key));

@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use ymera_testkit::NatsServer;
+use ymera_testkit::{NatsServer, wait_until_serving};
 
 const EXAMPLE: &str = env!("CARGO_BIN_EXE_ymera-example");
 
@@ -64,7 +64,7 @@ async fn sigterm_answers_in_flight_requests_and_exits_zero() {
     let nats = NatsServer::start().unwrap();
     let mut child = spawn_example(&nats, &[]);
     let client = async_nats::connect(nats.url()).await.unwrap();
-    wait_until_serving(&client).await;
+    wait_until_serving(&client, "example.health").await;
 
     let mut in_flight = Vec::new();
     for _ in 0..20 {
@@ -121,18 +121,6 @@ fn spawn_example(nats: &NatsServer, env: &[(&str, &str)]) -> tokio::process::Chi
         .unwrap()
 }
 
-async fn wait_until_serving(client: &async_nats::Client) {
-    for _ in 0..400 {
-        if let Ok(reply) = client.request("example.health", Bytes::new()).await
-            && reply.headers.is_none()
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("the example service never answered");
-}
-
 #[tokio::test]
 async fn trace_context_in_nats_headers_becomes_the_request_span_parent() {
     let nats = NatsServer::start().unwrap();
@@ -142,7 +130,7 @@ async fn trace_context_in_nats_headers_becomes_the_request_span_parent() {
     let endpoint = format!("http://127.0.0.1:{unused}");
     let _child = spawn_example(&nats, &[("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str())]);
     let client = async_nats::connect(nats.url()).await.unwrap();
-    wait_until_serving(&client).await;
+    wait_until_serving(&client, "example.health").await;
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
     let mut headers = async_nats::HeaderMap::new();
     headers.insert(
@@ -165,15 +153,7 @@ async fn trace_context_in_nats_headers_becomes_the_request_span_parent() {
 
 /// A service binary the workspace build put beside this test.
 fn service_binary(name: &str) -> std::path::PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
-    let path = dir.join(format!("ymera-{name}"));
-    assert!(
-        path.is_file(),
-        "{} is not built: cargo build --bins -p ymera-{name}",
-        path.display()
-    );
-    path
+    ymera_devstack::service_binary(name).unwrap_or_else(|err| panic!("{err}"))
 }
 
 #[test]
@@ -267,13 +247,5 @@ async fn a_service_with_log_level_critical_starts_and_serves() {
         .spawn()
         .unwrap();
     let client = async_nats::connect(nats.url()).await.unwrap();
-    for _ in 0..600 {
-        if let Ok(reply) = client.request("code-analysis.health", Bytes::new()).await
-            && reply.headers.is_none()
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("code-analysis never answered with LOG_LEVEL=CRITICAL");
+    wait_until_serving(&client, "code-analysis.health").await;
 }

@@ -6,7 +6,9 @@
 use serde_json::{Value, json};
 use ymera_testkit::proto::request_raw;
 
-use crate::services::{Servers, spawn, spawn_security, wait_healthy};
+use ymera_testkit::Servers;
+
+use crate::services::{spawn, spawn_security, wait_healthy};
 
 async fn send(
     client: &async_nats::Client,
@@ -22,8 +24,8 @@ async fn send(
 
 #[tokio::test]
 async fn an_agent_sends_only_as_itself_unless_it_may_send_as_others() {
-    let servers = Servers::start().await;
-    let client = &servers.client;
+    let servers = Servers::start();
+    let client = &servers.client().await;
     let (_security, admin) = spawn_security(client, &servers.env()).await;
     let _communication = spawn("communication", &servers.env());
     wait_healthy(client, "communication").await;

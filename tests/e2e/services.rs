@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use ymera_devstack::{NatsServer, Postgres, Service, ServiceOptions};
+use ymera_devstack::{Service, ServiceOptions};
 
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -47,36 +47,4 @@ pub async fn spawn_security(
         .trim()
         .to_owned();
     (security, key)
-}
-
-/// nats-server and PostgreSQL for one suite, with a client and the
-/// environment every service needs.
-pub struct Servers {
-    pub _nats: NatsServer,
-    pub _pg: Postgres,
-    pub url: String,
-    pub db: String,
-    pub client: async_nats::Client,
-}
-
-impl Servers {
-    pub async fn start() -> Servers {
-        let nats = NatsServer::start().unwrap();
-        let pg = Postgres::start().unwrap();
-        let db = pg.create_database().unwrap();
-        let url = nats.url();
-        let client = async_nats::connect(&url).await.unwrap();
-        Servers {
-            _nats: nats,
-            _pg: pg,
-            url,
-            db,
-            client,
-        }
-    }
-
-    /// `NATS_URL` and `POSTGRES_URL`.
-    pub fn env(&self) -> Vec<(&str, &str)> {
-        vec![("NATS_URL", &self.url), ("POSTGRES_URL", &self.db)]
-    }
 }
