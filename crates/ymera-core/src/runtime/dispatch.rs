@@ -145,6 +145,12 @@ pub(crate) async fn endpoint_loop(
     let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
 }
 
+/// Bodies up to this size are handled in the endpoint loop until their first
+/// await point: a handler that answers at once (echo, health, a cached
+/// read) costs no task. Larger bodies go straight to their own task, so
+/// parsing one does not hold up the endpoint's next request.
+pub const INLINE_BODY_MAX: usize = 16 * 1024;
+
 async fn dispatch(
     request: async_nats::service::Request,
     route: &Arc<Route>,
@@ -153,11 +159,18 @@ async fn dispatch(
     let Ok(permit) = ctx.in_flight.clone().acquire_owned().await else {
         return;
     };
-    let (route, ctx2) = (route.clone(), ctx.clone());
-    ctx.tracker.spawn(async move {
-        handle_request(request, &route, &ctx2).await;
+    let inline = request.message.payload.len() <= INLINE_BODY_MAX;
+    let (route2, ctx2) = (route.clone(), ctx.clone());
+    let mut task = Box::pin(async move {
+        handle_request(request, &route2, &ctx2).await;
         drop(permit);
     });
+    // Handlers that wait (I/O, `spawn_blocking`) continue in their own
+    // task from where the first poll left them.
+    if inline && futures::poll!(task.as_mut()).is_ready() {
+        return;
+    }
+    ctx.tracker.spawn(task);
 }
 
 async fn handle_request(

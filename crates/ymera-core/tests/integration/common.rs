@@ -5,7 +5,7 @@ use std::time::Duration;
 use ymera_core::client::ServiceClient;
 use ymera_core::config::ServiceConfig;
 use ymera_core::runtime::Runtime;
-use ymera_testkit::{NatsOptions, NatsServer};
+use ymera_testkit::NatsServer;
 
 /// A running example service and a client to reach it.
 pub struct ExampleService {
@@ -16,13 +16,7 @@ pub struct ExampleService {
 
 /// nats-server with an 8 MiB max_payload, so a 2 MiB request reaches the
 /// service and the service's own 1 MiB limit is what refuses it.
-pub fn nats() -> NatsServer {
-    NatsServer::start_with(NatsOptions {
-        max_payload: Some(8 * 1024 * 1024),
-        ..Default::default()
-    })
-    .expect("start nats-server")
-}
+pub use ymera_testkit::nats_large_payload as nats;
 
 pub fn config_for(nats: &NatsServer) -> ServiceConfig {
     let mut config = ServiceConfig::default();
