@@ -7,7 +7,8 @@
 //! * [`Servers`] — nats-server, PostgreSQL with a fresh database and optionally Redis
 //!   ([`Servers::start`], [`Servers::with_redis`], [`Servers::start_with`]), with the
 //!   `NATS_URL`/`POSTGRES_URL`/`REDIS_URL` environment of a service process
-//!   ([`Servers::env`]); [`shared_postgres`] — one cluster per test binary.
+//!   ([`Servers::env`]); [`shared_postgres`] — one cluster per test binary;
+//!   [`nats_large_payload`] — nats-server with an 8 MiB `max_payload`.
 //! * [`wait_until_serving`] — until a request on a subject is answered without error
 //!   headers (bounded, panics naming the subject); built on devstack's `wait_serving`, the
 //!   loop behind its `wait_healthy` for service processes.
@@ -42,6 +43,6 @@ pub use ymera_devstack::{
 };
 
 pub use service::{
-    FAKE_TENANT, FakeAuthorizer, SERVING_TIMEOUT, Servers, ServersOptions, eventually,
-    shared_postgres, wait_until_serving,
+    FAKE_TENANT, FakeAuthorizer, LARGE_PAYLOAD, SERVING_TIMEOUT, Servers, ServersOptions,
+    eventually, nats_large_payload, shared_postgres, wait_until_serving,
 };

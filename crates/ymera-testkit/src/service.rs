@@ -1,5 +1,5 @@
 //! Service plumbing every crate's tests share: the servers a service needs ([`Servers`],
-//! [`shared_postgres`]), the wait until a service answers ([`wait_until_serving`]), a
+//! [`shared_postgres`], [`nats_large_payload`]), the wait until a service answers ([`wait_until_serving`]), a
 //! stand-in for the security service's `security.authorize` ([`FakeAuthorizer`]) and a
 //! bounded poll ([`eventually`]).
 //!
@@ -66,6 +66,20 @@ where
 pub fn shared_postgres() -> &'static Postgres {
     static POSTGRES: OnceLock<Postgres> = OnceLock::new();
     POSTGRES.get_or_init(|| Postgres::start().unwrap_or_else(|e| panic!("start PostgreSQL: {e}")))
+}
+
+/// The `max_payload` of [`nats_large_payload`]: 8 MiB.
+pub const LARGE_PAYLOAD: u32 = 8 * 1024 * 1024;
+
+/// nats-server with an 8 MiB `max_payload` ([`LARGE_PAYLOAD`]), so that a request over a
+/// service's own 1 MiB `MAX_MESSAGE_SIZE` reaches the service and the service's limit is
+/// what refuses it.
+pub fn nats_large_payload() -> NatsServer {
+    NatsServer::start_with(NatsOptions {
+        max_payload: Some(LARGE_PAYLOAD),
+        ..NatsOptions::default()
+    })
+    .unwrap_or_else(|e| panic!("start nats-server: {e}"))
 }
 
 /// What [`Servers::start_with`] starts.
