@@ -44,11 +44,7 @@ pub async fn start_service_with(
     max_message_size: usize,
     auth: ymera_core::config::AuthMode,
 ) -> RunningService {
-    let nats_server = ymera_testkit::NatsServer::start_with(ymera_testkit::NatsOptions {
-        max_payload: Some(8 * 1024 * 1024),
-        ..Default::default()
-    })
-    .expect("start nats-server");
+    let nats_server = ymera_testkit::nats_large_payload();
     let mut config = ymera_core::config::ServiceConfig::default();
     config.nats.url = nats_server.url();
     config.max_message_size = max_message_size;

@@ -15,7 +15,7 @@ use ymera_communication::{Communication, service};
 use ymera_core::client::ServiceClient;
 use ymera_core::config::ServiceConfig;
 use ymera_core::runtime::Runtime;
-use ymera_testkit::{NatsOptions, NatsServer, shared_postgres, wait_until_serving};
+use ymera_testkit::{NatsServer, shared_postgres, wait_until_serving};
 
 /// A fresh database on the binary's shared PostgreSQL cluster.
 pub fn database() -> String {
@@ -25,13 +25,7 @@ pub fn database() -> String {
 }
 
 /// nats-server with an 8 MiB max_payload (so the agent's own 1 MiB limit is what refuses).
-pub fn nats() -> NatsServer {
-    NatsServer::start_with(NatsOptions {
-        max_payload: Some(8 * 1024 * 1024),
-        ..Default::default()
-    })
-    .expect("start nats-server")
-}
+pub use ymera_testkit::nats_large_payload as nats;
 
 /// Settings for fast tests: quick retries and probes, a generous rate limit.
 pub fn fast_settings() -> CommSettings {

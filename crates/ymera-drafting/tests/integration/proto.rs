@@ -15,7 +15,7 @@ use yrs::updates::encoder::Encode;
 use yrs::{Doc, OffsetKind, Options, ReadTxn, Text, Transact};
 
 use crate::common::{Drafting, service_config, start_servers};
-use ymera_testkit::proto::{assert_valid, schema};
+use ymera_testkit::proto::{assert_invalid, assert_valid};
 
 struct Wire<'a> {
     nats: &'a async_nats::Client,
@@ -74,11 +74,7 @@ impl Wire<'_> {
 
     /// A request the request schema rejects, and the service refuses.
     async fn rejected_by_both(&self, endpoint: &str, body: Value) -> String {
-        let name = format!("drafting/{endpoint}.request.schema.json");
-        assert!(
-            !schema(&name).is_valid(&body),
-            "{name} accepted {body} although the service refuses it"
-        );
+        assert_invalid(&format!("drafting/{endpoint}.request.schema.json"), &body);
         self.refused(endpoint, body, false).await
     }
 }
