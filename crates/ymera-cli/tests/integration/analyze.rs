@@ -111,16 +111,7 @@ fn service_batches_are_split_under_the_request_limit() {
         let shutdown = runtime.shutdown_token();
         rt_spawn(runtime);
         let client = async_nats::connect(nats.url()).await.unwrap();
-        for _ in 0..200 {
-            if client
-                .request("code-analysis.health", "".into())
-                .await
-                .is_ok()
-            {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-        }
+        ymera_testkit::wait_until_serving(&client, "code-analysis.health").await;
         shutdown
     });
     let out = ymera(&[

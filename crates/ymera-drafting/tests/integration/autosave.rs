@@ -96,19 +96,8 @@ async fn sigterm_to_the_binary_loses_no_autosave() {
         .unwrap();
     let nats = async_nats::connect(servers.nats.url()).await.unwrap();
     let client = ymera_core::client::ServiceClient::new(nats).with_timeout(Duration::from_secs(10));
-    let mut up = false;
-    for _ in 0..400 {
-        if client
-            .request_bytes("drafting.health", bytes::Bytes::new())
-            .await
-            .is_ok()
-        {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(up, "the binary never answered");
+    // Panics unless the binary answers.
+    ymera_testkit::wait_until_serving(client.nats(), "drafting.health").await;
     let _: serde_json::Value = client
         .request(
             "drafting.create",
