@@ -9,10 +9,7 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use ymera_testkit::free_port;
-
-use ymera_testkit::Servers;
+use ymera_testkit::{Servers, free_port, try_http_get};
 
 use crate::services::{spawn, spawn_security, wait_healthy};
 
@@ -46,15 +43,9 @@ async fn issue(client: &async_nats::Client, key: &str, permissions: &[&str]) -> 
 
 /// The config process's own count of bearer tokens it checked locally.
 async fn local_checks(http_port: u16) -> u64 {
-    let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", http_port)).await else {
+    let Some((_, text)) = try_http_get(http_port, "/metrics").await else {
         return 0;
     };
-    stream
-        .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
-        .await
-        .unwrap();
-    let mut text = String::new();
-    stream.read_to_string(&mut text).await.unwrap();
     text.lines()
         .find(|l| l.starts_with("ymera_auth_token_checks_total{path=\"local\"}"))
         .and_then(|l| l.rsplit(' ').next())

@@ -79,7 +79,9 @@
 //! running executable) with its environment and its stdout and stderr appended to a log
 //! file, watched by a thread that restarts it with [`Backoff`] if asked to;
 //! [`Service::wait_healthy`] waits until `<service>.health` answers without error headers
-//! and fails early, with the end of the log, if the process exits.
+//! and fails early, with the end of the log, if the process exits. For a service this process
+//! holds no handle of, [`wait_healthy`] waits on `<service>.health` and [`wait_serving`] on
+//! any subject (the tests' `ymera_testkit::wait_until_serving` is built on it).
 //!
 //! ```no_run
 //! use std::time::Duration;

@@ -15,6 +15,7 @@
 //! * [`FakeAuthorizer`] — a stand-in `security.authorize` answering from a table of
 //!   credential → (owner, permissions) in the real reply shape; stops when dropped.
 //! * [`eventually`] — a bounded poll that panics naming what it waited for.
+//! * [`http_get`], [`try_http_get`] — `GET` on a service's HTTP port (status and body).
 //!
 //! The servers — private `nats-server`, PostgreSQL and Redis processes that die with the
 //! test process — live in `ymera-devstack`, which `ymera up` and the benchmarks use too;
@@ -44,5 +45,5 @@ pub use ymera_devstack::{
 
 pub use service::{
     FAKE_TENANT, FakeAuthorizer, LARGE_PAYLOAD, SERVING_TIMEOUT, Servers, ServersOptions,
-    eventually, nats_large_payload, shared_postgres, wait_until_serving,
+    eventually, http_get, nats_large_payload, shared_postgres, try_http_get, wait_until_serving,
 };

@@ -1,7 +1,8 @@
 //! Service plumbing every crate's tests share: the servers a service needs ([`Servers`],
 //! [`shared_postgres`], [`nats_large_payload`]), the wait until a service answers ([`wait_until_serving`]), a
-//! stand-in for the security service's `security.authorize` ([`FakeAuthorizer`]) and a
-//! bounded poll ([`eventually`]).
+//! stand-in for the security service's `security.authorize` ([`FakeAuthorizer`]), a
+//! bounded poll ([`eventually`]) and a plain HTTP GET of a service's `/health`, `/metrics`
+//! ([`http_get`], [`try_http_get`]).
 //!
 //! ```no_run
 //! use ymera_testkit::{FakeAuthorizer, Servers, wait_until_serving};
@@ -58,6 +59,36 @@ where
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// `GET path` on `127.0.0.1:port` (HTTP/1.1, `Connection: close`): the status code and
+/// the body, or `None` when nothing listens there or the connection breaks.
+pub async fn try_http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.ok()?;
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Some((status, body))
+}
+
+/// [`try_http_get`]; panics, naming the address, when nothing answers.
+pub async fn http_get(port: u16, path: &str) -> (u16, String) {
+    try_http_get(port, path)
+        .await
+        .unwrap_or_else(|| panic!("GET http://127.0.0.1:{port}{path}: no answer"))
 }
 
 /// One PostgreSQL cluster for the whole test binary; each test takes its own

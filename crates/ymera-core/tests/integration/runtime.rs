@@ -8,7 +8,7 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 use ymera_core::error::{ERROR_CODE_HEADER, ERROR_HEADER, ErrorKind};
 use ymera_core::health::{HealthReport, HealthStatus};
-use ymera_testkit::wait_until_serving;
+use ymera_testkit::{http_get, wait_until_serving};
 
 use crate::common::{config_for, nats, start_example};
 
@@ -259,28 +259,6 @@ async fn http_side_port_serves_health_ready_and_metrics() {
         body.contains("ymera_request_duration_seconds_bucket"),
         "{body}"
     );
-}
-
-/// A minimal HTTP/1.1 GET over TCP (no client library needed).
-pub async fn http_get(port: u16, path: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
 }
 
 /// The endpoint registry is enumerable from outside the process: each

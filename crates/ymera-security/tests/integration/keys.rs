@@ -4,7 +4,7 @@ use std::os::unix::fs::PermissionsExt;
 
 use serde_json::{Value, json};
 use ymera_security::BootstrapOutcome;
-use ymera_testkit::Servers;
+use ymera_testkit::{Servers, http_get};
 
 use crate::common::{
     authorize, code_and_reason, service_config, start_security, subscribe_events, test_pepper,
@@ -279,7 +279,7 @@ async fn keys_authorize_events_and_report() {
     assert_eq!(err.code(), 403);
 
     // Metrics on /metrics.
-    let metrics = http_get(http_port, "/metrics").await;
+    let (_, metrics) = http_get(http_port, "/metrics").await;
     assert!(
         metrics.contains("ymera_security_events_total{type=\"invalid_api_key\"}"),
         "{metrics}"
@@ -338,18 +338,6 @@ async fn keys_authorize_events_and_report() {
     assert!(new_key.contains(&new_id));
 
     svc.stop().await;
-}
-
-async fn http_get(port: u16, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut body = String::new();
-    stream.read_to_string(&mut body).await.unwrap();
-    body
 }
 
 /// `ymk_<id>_<secret>` plus a valid checksum (a forged key a scanner accepts).
