@@ -1,27 +1,49 @@
-//! Real-time collaboration: one yrs document per actively edited draft
-//! (text `content`, UTF-16 offsets as Yjs clients use), presence of who is
-//! editing, and the merged text to commit as a revision.
+//! Real-time collaboration documents: yrs (Yjs-compatible, text `content`,
+//! UTF-16 offsets as Yjs clients use) and this replica's cache of them.
+//!
+//! A session is stored in PostgreSQL (`crate::store` `collab`): the
+//! document as of its last commit and the numbered updates after it. Any
+//! replica rebuilds a session from there, so join and update work on every
+//! replica and a session outlives the process that opened it. [`Collab`]
+//! holds the documents this replica has rebuilt, each at a known `seq`,
+//! advanced by the updates it appends, by the broadcasts of the other
+//! replicas it sees (`drafting.collab.<id>.updates`) and, after a gap, from
+//! the log. The cache is only a cache: dropping any of it loses nothing.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 use ymera_core::Error;
 use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
 use yrs::{Doc, GetString, OffsetKind, Options, ReadTxn, StateVector, Text, Transact, Update};
 
+use crate::store::StoredUpdate;
+
 /// Name of the shared text in every draft document.
 pub const TEXT_NAME: &str = "content";
-/// Most sessions held at once.
+/// Most sessions live at once (all replicas).
 pub const MAX_SESSIONS: usize = 10_000;
 /// Most editors per session.
 pub const MAX_EDITORS: usize = 100;
-/// Editors not heard from for this long are dropped from presence.
+/// Editors not heard from for this long are dropped from presence; a
+/// session without editors is committed and closed.
 pub const PRESENCE_TIMEOUT: Duration = Duration::from_secs(120);
+/// Updates after which a session is committed (and its log folded into
+/// its base document) before its auto-save interval is up.
+pub const MAX_BACKLOG: i64 = 1_000;
+/// Most documents one replica caches.
+pub const MAX_LOCAL_DOCS: usize = 2_000;
+/// A cached document unused for this long is dropped.
+pub const LOCAL_IDLE: Duration = Duration::from_secs(600);
+/// How often an editor's presence is refreshed in the store at most (per
+/// replica): every request is a heartbeat, but only this often a write.
+pub const TOUCH_EVERY: Duration = Duration::from_secs(5);
 
 /// Someone editing a draft.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -34,79 +56,6 @@ pub struct Editor {
     pub joined_at: chrono::DateTime<chrono::Utc>,
     /// Seconds since last heard from.
     pub idle_seconds: f64,
-}
-
-struct Session {
-    doc: Doc,
-    text: yrs::TextRef,
-    editors: BTreeMap<String, (String, chrono::DateTime<chrono::Utc>, Instant)>,
-    /// Text last committed (or loaded).
-    committed: String,
-    /// Editors who changed the text since the last commit.
-    authors: Vec<String>,
-    /// Whether an update was applied since the last commit check (so the
-    /// periodic check only builds the text of sessions that changed).
-    changed: bool,
-    /// Removed from the live sessions (committed or being committed).
-    closed: bool,
-    /// When the text was last committed (or loaded): the periodic commit
-    /// waits a whole interval after it.
-    committed_at: Instant,
-    /// Share of the interval the next periodic commit waits: 0.5-1 (from
-    /// the draft id) before the first, so sessions opened together do not
-    /// all commit on the same tick and again together every interval; 1
-    /// after it.
-    wait_share: f64,
-}
-
-/// A stable number in [0.5, 1) from a draft id.
-fn spread(draft_id: &str) -> f64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    draft_id.hash(&mut h);
-    0.5 + (h.finish() % 1024) as f64 / 2048.0
-}
-
-impl Session {
-    fn new(draft_id: &str, content: &str) -> Session {
-        let doc = Doc::with_options(Options {
-            offset_kind: OffsetKind::Utf16,
-            ..Options::default()
-        });
-        let text = doc.get_or_insert_text(TEXT_NAME);
-        {
-            let mut txn = doc.transact_mut();
-            text.insert(&mut txn, 0, content);
-        }
-        Session {
-            doc,
-            text,
-            editors: BTreeMap::new(),
-            committed: content.to_owned(),
-            authors: Vec::new(),
-            changed: false,
-            closed: false,
-            committed_at: Instant::now(),
-            wait_share: spread(draft_id),
-        }
-    }
-
-    fn text(&self) -> String {
-        let txn = self.doc.transact();
-        self.text.get_string(&txn)
-    }
-
-    fn editors(&self) -> Vec<Editor> {
-        self.editors
-            .iter()
-            .map(|(client, (user, joined, seen))| Editor {
-                client_id: client.clone(),
-                user_id: user.clone(),
-                joined_at: *joined,
-                idle_seconds: seen.elapsed().as_secs_f64(),
-            })
-            .collect()
-    }
 }
 
 /// What a joining client gets.
@@ -137,34 +86,121 @@ pub struct Applied {
     pub editors: Vec<Editor>,
 }
 
-/// Text to commit for a draft.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PendingCommit {
-    /// The draft.
-    pub draft_id: String,
-    /// The merged text.
-    pub text: String,
-    /// Who changed it.
-    pub authors: Vec<String>,
-    /// Whether the session ended (last editor left).
-    pub closed: bool,
+/// A stable number in [0.5, 1) from a draft id: the share of the interval
+/// a session's first periodic commit waits, so sessions opened together do
+/// not all commit on the same tick.
+pub fn spread(draft_id: &str) -> f64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    draft_id.hash(&mut h);
+    0.5 + (h.finish() % 1024) as f64 / 2048.0
 }
 
-/// One session behind its own lock. `closed` is set (under the map's write
-/// lock) when the session leaves the map, so a holder of a stale handle
-/// never applies to a session nobody will commit.
-type Slot = Arc<Mutex<Session>>;
+fn new_doc() -> Doc {
+    Doc::with_options(Options {
+        offset_kind: OffsetKind::Utf16,
+        ..Options::default()
+    })
+}
 
-/// All live sessions of this instance: a map behind a briefly held
-/// read-write lock, each session behind its own mutex, so updates to
-/// different drafts never wait for each other. No lock is held across an
-/// await. Lock order: the map, then a session.
+/// The document a new session starts from: `content` inserted once, as a
+/// v1 update. Built by the one replica that opens the session and stored,
+/// so every replica's document has the same items.
+pub fn base_state(content: &str) -> Vec<u8> {
+    let doc = new_doc();
+    let text = doc.get_or_insert_text(TEXT_NAME);
+    {
+        let mut txn = doc.transact_mut();
+        text.insert(&mut txn, 0, content);
+    }
+    doc.transact()
+        .encode_state_as_update_v1(&StateVector::default())
+}
+
+/// Decodes base64 `value` of request field `field`.
+pub fn decode_b64(field: &str, value: &str) -> Result<Vec<u8>, Error> {
+    B64.decode(value.trim())
+        .map_err(|e| Error::invalid_request(format!("{field} is not base64: {e}")))
+}
+
+/// A client's update (v1 bytes), refused (400) unless it decodes.
+pub fn check_update(bytes: &[u8]) -> Result<(), Error> {
+    Update::decode_v1(bytes)
+        .map(|_| ())
+        .map_err(|e| Error::invalid_request(format!("bad update: {e}")))
+}
+
+/// A client's state vector (v1 bytes).
+pub fn decode_state_vector(bytes: &[u8]) -> Result<StateVector, Error> {
+    StateVector::decode_v1(bytes)
+        .map_err(|e| Error::invalid_request(format!("bad state_vector: {e}")))
+}
+
+/// Applies stored update bytes; one that does not apply is skipped (it
+/// was checked when it arrived, so this is only logged).
+fn apply_bytes(doc: &Doc, bytes: &[u8]) {
+    let applied = Update::decode_v1(bytes)
+        .map_err(|e| e.to_string())
+        .and_then(|u| {
+            doc.transact_mut()
+                .apply_update(u)
+                .map_err(|e| e.to_string())
+        });
+    if let Err(e) = applied {
+        tracing::warn!(error = %e, "a stored collaboration update does not apply; skipped");
+    }
+}
+
+fn build(base: &[u8], updates: &[StoredUpdate]) -> Result<Doc, Error> {
+    let doc = new_doc();
+    let update = Update::decode_v1(base).map_err(Error::internal)?;
+    doc.transact_mut()
+        .apply_update(update)
+        .map_err(Error::internal)?;
+    for (_, _, bytes) in updates {
+        apply_bytes(&doc, bytes);
+    }
+    Ok(doc)
+}
+
+fn text_of(doc: &Doc) -> String {
+    let text = doc.get_or_insert_text(TEXT_NAME);
+    text.get_string(&doc.transact())
+}
+
+/// The merged text and the new base document (v1) of a base document and
+/// the updates after it: what a commit stores.
+pub fn merge(base: &[u8], updates: &[StoredUpdate]) -> Result<(String, Vec<u8>), Error> {
+    let doc = build(base, updates)?;
+    let state = doc
+        .transact()
+        .encode_state_as_update_v1(&StateVector::default());
+    Ok((text_of(&doc), state))
+}
+
+struct LocalDoc {
+    session_id: Uuid,
+    doc: Doc,
+    /// Every update up to this one is applied (later ones may be too).
+    seq: i64,
+    used: Instant,
+}
+
+type Slot = Arc<Mutex<LocalDoc>>;
+
+fn lock(slot: &Slot) -> MutexGuard<'_, LocalDoc> {
+    // A poisoned lock only means a panic elsewhere; a yrs transaction is
+    // dropped on unwind, so the document is still usable.
+    slot.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// This replica's cached session documents (bounded, evicted when idle),
+/// each behind its own mutex so different drafts never wait for each
+/// other; no lock is held across an await.
 #[derive(Clone, Default)]
 pub struct Collab {
-    sessions: Arc<RwLock<HashMap<String, Slot>>>,
-    /// Drafts whose session closed and whose final text is not committed
-    /// yet: no new session opens from the stored content until it is.
-    closing: Arc<Mutex<std::collections::HashSet<String>>>,
+    docs: Arc<RwLock<HashMap<String, Slot>>>,
+    touched: Arc<Mutex<HashMap<(String, String), Instant>>>,
 }
 
 impl std::fmt::Debug for Collab {
@@ -173,440 +209,255 @@ impl std::fmt::Debug for Collab {
     }
 }
 
-fn decode_b64(field: &str, value: &str) -> Result<Vec<u8>, Error> {
-    B64.decode(value.trim())
-        .map_err(|e| Error::invalid_request(format!("{field} is not base64: {e}")))
-}
-
-/// A poisoned lock only means a panic elsewhere; the data is still usable
-/// (a yrs transaction is dropped on unwind).
-fn lock(slot: &Slot) -> MutexGuard<'_, Session> {
-    slot.lock().unwrap_or_else(PoisonError::into_inner)
+/// The cached document's answer to a request.
+#[derive(Debug, Clone)]
+pub struct View {
+    /// State vector (v1).
+    pub state_vector: Vec<u8>,
+    /// What a client with the given state vector lacks (v1).
+    pub missing: Option<Vec<u8>>,
+    /// The whole document (v1), when asked for.
+    pub state: Option<Vec<u8>>,
+    /// The text, when asked for.
+    pub text: Option<String>,
 }
 
 impl Collab {
-    fn read(&self) -> RwLockReadGuard<'_, HashMap<String, Slot>> {
-        self.sessions.read().unwrap_or_else(PoisonError::into_inner)
+    fn slot(&self, draft_id: &str, session_id: Uuid) -> Option<Slot> {
+        let docs = self.docs.read().unwrap_or_else(PoisonError::into_inner);
+        let slot = docs.get(draft_id)?.clone();
+        let same = lock(&slot).session_id == session_id;
+        same.then_some(slot)
     }
 
-    fn write(&self) -> RwLockWriteGuard<'_, HashMap<String, Slot>> {
-        self.sessions
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn slot(&self, draft_id: &str) -> Option<Slot> {
-        self.read().get(draft_id).cloned()
-    }
-
-    fn gauge(len: usize) {
-        metrics::gauge!("ymera_drafting_collab_sessions").set(len as f64);
-    }
-
-    /// Whether a draft has a live session.
-    pub fn is_active(&self, draft_id: &str) -> bool {
-        self.read().contains_key(draft_id)
-    }
-
-    /// Number of live sessions.
+    /// Cached documents.
     pub fn len(&self) -> usize {
-        self.read().len()
+        self.docs
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
     }
 
-    /// Whether there are no sessions.
+    /// Whether nothing is cached.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// Joins (opening the session from `content` when there is none).
-    /// `Ok(None)` when the draft's previous session closed and its text is
-    /// not committed yet (or closes meanwhile): `content` may be stale, so
-    /// the caller waits for [`Collab::is_closing`] to clear, reads the
-    /// draft again and retries.
-    pub fn join(
+    /// The seq the cached document of this session is at, if cached.
+    pub fn position(&self, draft_id: &str, session_id: Uuid) -> Option<i64> {
+        self.slot(draft_id, session_id).map(|s| lock(&s).seq)
+    }
+
+    /// Caches a session rebuilt from its base document (at `base_seq`) and
+    /// the updates after it, replacing an older one.
+    pub fn install(
         &self,
         draft_id: &str,
-        content: &str,
-        client_id: &str,
-        user_id: &str,
-    ) -> Result<Option<JoinState>, Error> {
-        {
-            let Some(slot) = self.open(draft_id, content)? else {
-                return Ok(None);
-            };
-            let mut session = lock(&slot);
-            if session.closed {
-                // Its last editor left meanwhile; its text is being committed.
-                return Ok(None);
+        session_id: Uuid,
+        base: &[u8],
+        base_seq: i64,
+        updates: &[StoredUpdate],
+    ) -> Result<(), Error> {
+        let doc = build(base, updates)?;
+        let seq = updates.last().map_or(base_seq, |u| u.0.max(base_seq));
+        let fresh = Arc::new(Mutex::new(LocalDoc {
+            session_id,
+            doc,
+            seq,
+            used: Instant::now(),
+        }));
+        let mut docs = self.docs.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(old) = docs.get(draft_id) {
+            let old = lock(old);
+            // A concurrent rebuild of the same session got further.
+            if old.session_id == session_id && old.seq >= seq {
+                return Ok(());
             }
-            if !session.editors.contains_key(client_id) && session.editors.len() >= MAX_EDITORS {
-                return Err(Error::conflict(format!(
-                    "draft {draft_id} already has {MAX_EDITORS} editors"
-                )));
+        }
+        if docs.len() >= MAX_LOCAL_DOCS && !docs.contains_key(draft_id) {
+            let oldest = docs
+                .iter()
+                .min_by_key(|(_, s)| lock(s).used)
+                .map(|(id, _)| id.clone());
+            if let Some(id) = oldest {
+                docs.remove(&id);
             }
-            session.editors.insert(
-                client_id.to_owned(),
-                (user_id.to_owned(), chrono::Utc::now(), Instant::now()),
-            );
-            let txn = session.doc.transact();
-            Ok(Some(JoinState {
-                state: B64.encode(txn.encode_state_as_update_v1(&StateVector::default())),
-                state_vector: B64.encode(txn.state_vector().encode_v1()),
-                text: session.text.get_string(&txn),
-                editors: session.editors(),
-            }))
         }
+        docs.insert(draft_id.to_owned(), fresh);
+        Ok(())
     }
 
-    /// Whether a closed session's final text of `draft_id` awaits its commit.
-    pub fn is_closing(&self, draft_id: &str) -> bool {
-        self.closing().contains(draft_id)
-    }
-
-    /// The final text of a closed session was committed (or its commit
-    /// failed): sessions may open from the stored content again.
-    pub fn close_committed(&self, draft_id: &str) {
-        self.closing().remove(draft_id);
-    }
-
-    fn closing(&self) -> MutexGuard<'_, std::collections::HashSet<String>> {
-        self.closing.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// The session of a draft, opened from `content` when there is none;
-    /// `None` while a closed session's text awaits its commit.
-    fn open(&self, draft_id: &str, content: &str) -> Result<Option<Slot>, Error> {
-        if let Some(slot) = self.slot(draft_id) {
-            return Ok(Some(slot));
-        }
-        // Built outside any lock: loading a long text takes time.
-        let fresh = Arc::new(Mutex::new(Session::new(draft_id, content)));
-        let mut sessions = self.write();
-        if let Some(slot) = sessions.get(draft_id) {
-            return Ok(Some(slot.clone()));
-        }
-        // Checked under the map's write lock, where sessions close.
-        if self.is_closing(draft_id) {
-            return Ok(None);
-        }
-        if sessions.len() >= MAX_SESSIONS {
-            return Err(Error::rate_limited(5_000));
-        }
-        sessions.insert(draft_id.to_owned(), fresh.clone());
-        Self::gauge(sessions.len());
-        Ok(Some(fresh))
-    }
-
-    /// Applies a client's update (base64 v1) and returns the new state
-    /// (with the text when `want_text`). `on_applied` runs when an update
-    /// was applied, still under the session's lock, so what it does (queue
-    /// the broadcast) happens in the order updates were applied; it must
-    /// not block.
-    pub fn apply(
+    /// Applies consecutive updates from the log to the cached document;
+    /// whether it is then at `upto` (false: not cached, or a gap — the
+    /// caller rebuilds it).
+    pub fn extend(
         &self,
         draft_id: &str,
-        client_id: &str,
-        update: Option<&str>,
-        state_vector: Option<&str>,
+        session_id: Uuid,
+        updates: &[StoredUpdate],
+        upto: i64,
+    ) -> bool {
+        let Some(slot) = self.slot(draft_id, session_id) else {
+            return false;
+        };
+        let mut local = lock(&slot);
+        for (seq, _, bytes) in updates {
+            if *seq == local.seq + 1 {
+                apply_bytes(&local.doc, bytes);
+                local.seq = *seq;
+            }
+        }
+        local.used = Instant::now();
+        local.seq >= upto
+    }
+
+    /// Applies update `seq` of a session (this replica's own, or one seen
+    /// on the broadcast subject) when the cached document is at `seq - 1`;
+    /// whether the document is then at `seq` or further.
+    pub fn advance(&self, draft_id: &str, session_id: Uuid, seq: i64, bytes: &[u8]) -> bool {
+        let Some(slot) = self.slot(draft_id, session_id) else {
+            return false;
+        };
+        let mut local = lock(&slot);
+        if local.seq + 1 == seq {
+            apply_bytes(&local.doc, bytes);
+            local.seq = seq;
+        }
+        local.used = Instant::now();
+        local.seq >= seq
+    }
+
+    /// What the cached document answers (`None`: not cached any more).
+    pub fn view(
+        &self,
+        draft_id: &str,
+        session_id: Uuid,
+        state_vector: Option<&StateVector>,
+        want_state: bool,
         want_text: bool,
-        on_applied: impl FnOnce(),
-    ) -> Result<Applied, Error> {
-        let decoded = update
-            .map(|u| {
-                let bytes = decode_b64("update", u)?;
-                Update::decode_v1(&bytes)
-                    .map_err(|e| Error::invalid_request(format!("bad update: {e}")))
-            })
-            .transpose()?;
-        let sv = state_vector
-            .map(|s| decode_b64("state_vector", s))
-            .transpose()?
-            .map(|b| {
-                StateVector::decode_v1(&b)
-                    .map_err(|e| Error::invalid_request(format!("bad state_vector: {e}")))
-            })
-            .transpose()?;
-        let not_found = || {
-            Error::not_found(format!(
-                "no collaboration session for {draft_id}; join first"
-            ))
-        };
-        let slot = self.slot(draft_id).ok_or_else(not_found)?;
-        let mut session = lock(&slot);
-        if session.closed {
-            return Err(not_found());
-        }
-        let Some(editor) = session.editors.get_mut(client_id) else {
-            return Err(Error::forbidden(format!(
-                "client {client_id} has not joined draft {draft_id}"
-            )));
-        };
-        editor.2 = Instant::now();
-        if let Some(decoded) = decoded {
-            let user = editor.0.clone();
-            let mut txn = session.doc.transact_mut();
-            txn.apply_update(decoded)
-                .map_err(|e| Error::invalid_request(format!("update cannot be applied: {e}")))?;
-            drop(txn);
-            on_applied();
-            session.changed = true;
-            if !session.authors.contains(&user) {
-                session.authors.push(user);
-            }
-        }
-        let txn = session.doc.transact();
-        Ok(Applied {
-            state_vector: B64.encode(txn.state_vector().encode_v1()),
-            missing: sv.map(|sv| B64.encode(txn.encode_state_as_update_v1(&sv))),
-            text: want_text.then(|| session.text.get_string(&txn)),
-            editors: session.editors(),
+    ) -> Option<View> {
+        let slot = self.slot(draft_id, session_id)?;
+        let mut local = lock(&slot);
+        local.used = Instant::now();
+        let text = local.doc.get_or_insert_text(TEXT_NAME);
+        let txn = local.doc.transact();
+        Some(View {
+            state_vector: txn.state_vector().encode_v1(),
+            missing: state_vector.map(|sv| txn.encode_state_as_update_v1(sv)),
+            state: want_state.then(|| txn.encode_state_as_update_v1(&StateVector::default())),
+            text: want_text.then(|| text.get_string(&txn)),
         })
     }
 
-    /// Closes and removes a session whose editors are all gone (under the
-    /// map's write lock), returning what to commit; `None` when someone
-    /// joined meanwhile or it is already closed.
-    fn close_if_empty(
-        &self,
-        sessions: &mut HashMap<String, Slot>,
-        draft_id: &str,
-    ) -> Option<PendingCommit> {
-        let slot = sessions.get(draft_id)?.clone();
-        let mut session = lock(&slot);
-        if session.closed || !session.editors.is_empty() {
-            return None;
-        }
-        session.closed = true;
-        sessions.remove(draft_id);
-        self.closing().insert(draft_id.to_owned());
-        Some(PendingCommit {
-            draft_id: draft_id.to_owned(),
-            text: session.text(),
-            authors: std::mem::take(&mut session.authors),
-            closed: true,
-        })
+    /// Forgets a draft's document (its session closed).
+    pub fn remove(&self, draft_id: &str) {
+        let mut docs = self.docs.write().unwrap_or_else(PoisonError::into_inner);
+        docs.remove(draft_id);
     }
 
-    /// Removes an editor; when it was the last, closes the session and
-    /// returns the text to commit.
-    pub fn leave(&self, draft_id: &str, client_id: &str) -> Option<PendingCommit> {
-        let slot = self.slot(draft_id)?;
-        {
-            let mut session = lock(&slot);
-            session.editors.remove(client_id);
-            if session.closed || !session.editors.is_empty() {
-                return None;
-            }
-        }
-        let mut sessions = self.write();
-        let commit = self.close_if_empty(&mut sessions, draft_id);
-        Self::gauge(sessions.len());
-        commit
+    /// Drops documents unused for [`LOCAL_IDLE`] and old presence marks.
+    pub fn sweep(&self) {
+        let mut docs = self.docs.write().unwrap_or_else(PoisonError::into_inner);
+        docs.retain(|_, s| lock(s).used.elapsed() < LOCAL_IDLE);
+        drop(docs);
+        let mut touched = self.touched.lock().unwrap_or_else(PoisonError::into_inner);
+        touched.retain(|_, t| t.elapsed() < TOUCH_EVERY * 2);
     }
 
-    /// Texts changed and last committed at least `interval` ago (marking
-    /// them committed), and sessions whose editors all timed out (closed).
-    /// Each session is locked only while its text is built.
-    pub fn due_commits(&self, interval: Duration) -> Vec<PendingCommit> {
-        let slots: Vec<(String, Slot)> = self
-            .read()
-            .iter()
-            .map(|(id, slot)| (id.clone(), slot.clone()))
-            .collect();
-        let mut out = Vec::new();
-        let mut idle = Vec::new();
-        for (id, slot) in slots {
-            let mut session = lock(&slot);
-            if session.closed {
-                continue;
-            }
-            session
-                .editors
-                .retain(|_, (_, _, seen)| seen.elapsed() < PRESENCE_TIMEOUT);
-            if session.editors.is_empty() {
-                idle.push(id);
-                continue;
-            }
-            if !session.changed
-                || session.committed_at.elapsed() < interval.mul_f64(session.wait_share)
-            {
-                continue;
-            }
-            session.changed = false;
-            session.committed_at = Instant::now();
-            session.wait_share = 1.0;
-            let text = session.text();
-            if text != session.committed {
-                session.committed = text.clone();
-                out.push(PendingCommit {
-                    draft_id: id,
-                    text,
-                    authors: std::mem::take(&mut session.authors),
-                    closed: false,
-                });
-            }
-        }
-        if !idle.is_empty() {
-            let mut sessions = self.write();
-            out.extend(
-                idle.iter()
-                    .filter_map(|id| self.close_if_empty(&mut sessions, id)),
-            );
-            Self::gauge(sessions.len());
-        }
-        out
-    }
-
-    /// Everything still open, for the final commit at shutdown.
-    pub fn drain(&self) -> Vec<PendingCommit> {
-        let mut sessions = self.write();
-        let out = sessions
-            .drain()
-            .map(|(id, slot)| {
-                let mut session = lock(&slot);
-                session.closed = true;
-                PendingCommit {
-                    text: session.text(),
-                    draft_id: id,
-                    authors: std::mem::take(&mut session.authors),
-                    closed: true,
+    /// Whether this replica should refresh the editor's presence in the
+    /// store now (at most every [`TOUCH_EVERY`]).
+    pub fn should_touch(&self, draft_id: &str, client_id: &str) -> bool {
+        let mut touched = self.touched.lock().unwrap_or_else(PoisonError::into_inner);
+        let key = (draft_id.to_owned(), client_id.to_owned());
+        match touched.get(&key) {
+            Some(t) if t.elapsed() < TOUCH_EVERY => false,
+            _ => {
+                if touched.len() >= 100_000 {
+                    touched.clear();
                 }
-            })
-            .collect();
-        Self::gauge(0);
-        out
+                touched.insert(key, Instant::now());
+                true
+            }
+        }
     }
+}
 
-    /// Who is editing a draft.
-    pub fn editors(&self, draft_id: &str) -> Vec<Editor> {
-        self.slot(draft_id)
-            .map(|slot| lock(&slot).editors())
-            .unwrap_or_default()
-    }
+/// Base64 of bytes, as the wire carries them.
+pub fn b64(bytes: &[u8]) -> String {
+    B64.encode(bytes)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
 
-    /// A client edit as a base64 v1 update, made on `doc`.
-    fn edit(doc: &Doc, at: u32, s: &str) -> String {
+    /// A client edit as v1 update bytes, made on `doc`.
+    fn edit(doc: &Doc, at: u32, s: &str) -> Vec<u8> {
         let text = doc.get_or_insert_text(TEXT_NAME);
         let mut txn = doc.transact_mut();
         text.insert(&mut txn, at, s);
-        B64.encode(txn.encode_update_v1())
+        txn.encode_update_v1()
     }
 
-    fn client(state: &JoinState) -> Doc {
-        let doc = Doc::with_options(Options {
-            offset_kind: OffsetKind::Utf16,
-            ..Options::default()
-        });
-        let bytes = B64.decode(&state.state).unwrap();
+    fn client(state: &[u8]) -> Doc {
+        let doc = new_doc();
         doc.transact_mut()
-            .apply_update(Update::decode_v1(&bytes).unwrap())
+            .apply_update(Update::decode_v1(state).unwrap())
             .unwrap();
         doc
     }
 
     #[test]
-    fn sessions_are_edited_in_parallel_and_each_commits_its_own_text() {
-        let collab = Collab::default();
-        let broadcasts = Arc::new(AtomicUsize::new(0));
-        std::thread::scope(|scope| {
-            for d in 0..8 {
-                let (collab, broadcasts) = (collab.clone(), broadcasts.clone());
-                scope.spawn(move || {
-                    let id = format!("d{d}");
-                    let joined = collab.join(&id, "start ", "c", "u").unwrap().unwrap();
-                    let doc = client(&joined);
-                    for k in 0..50 {
-                        let update = edit(&doc, 0, &format!("{k}é "));
-                        collab
-                            .apply(&id, "c", Some(&update), None, false, || {
-                                broadcasts.fetch_add(1, Ordering::Relaxed);
-                            })
-                            .unwrap();
-                    }
-                });
-            }
-        });
-        assert_eq!(broadcasts.load(Ordering::Relaxed), 400);
-        let mut commits = collab.due_commits(Duration::ZERO);
-        commits.sort_by(|a, b| a.draft_id.cmp(&b.draft_id));
-        assert_eq!(commits.len(), 8);
-        for c in &commits {
-            assert!(c.text.starts_with("49é 48é "), "{}", c.text);
-            assert!(c.text.ends_with("0é start "), "{}", c.text);
-            assert_eq!(c.authors, vec!["u".to_owned()]);
-            assert!(!c.closed);
+    fn replicas_rebuilding_from_the_log_converge_with_a_cached_document() {
+        let base = base_state("start ");
+        let session = Uuid::now_v7();
+        let a = client(&base);
+        let b = client(&base);
+        let log: Vec<StoredUpdate> = vec![
+            (1, "ann".into(), edit(&a, 0, "A1 ")),
+            (2, "bob".into(), edit(&b, 6, "B1 ")),
+            (3, "ann".into(), edit(&a, 0, "A2 ")),
+        ];
+        // One replica follows update by update, another rebuilds at once.
+        let r1 = Collab::default();
+        r1.install("d", session, &base, 0, &[]).unwrap();
+        for (seq, _, bytes) in &log {
+            assert!(r1.advance("d", session, *seq, bytes));
         }
-        // Committed and unchanged since: nothing more to commit.
-        assert!(collab.due_commits(Duration::ZERO).is_empty());
-    }
-
-    #[test]
-    fn the_periodic_commit_waits_an_interval_after_the_last() {
-        let collab = Collab::default();
-        let doc = client(&collab.join("d", "", "c", "u").unwrap().unwrap());
-        let update = edit(&doc, 0, "hi");
-        collab
-            .apply("d", "c", Some(&update), None, false, || {})
-            .unwrap();
-        assert!(collab.due_commits(Duration::from_secs(3600)).is_empty());
-        let first = Duration::from_millis(400).mul_f64(spread("d"));
-        std::thread::sleep(first + Duration::from_millis(10));
-        let commits = collab.due_commits(Duration::from_millis(400));
-        assert_eq!(commits.len(), 1, "the first commit waits {first:?}");
-        assert_eq!(commits[0].text, "hi");
-        let update = edit(&doc, 2, "!");
-        collab
-            .apply("d", "c", Some(&update), None, false, || {})
-            .unwrap();
-        // Later ones wait a whole interval.
-        assert!(collab.due_commits(Duration::from_secs(3600)).is_empty());
-        let commits = collab.due_commits(Duration::ZERO);
-        assert_eq!(commits.len(), 1);
-        assert_eq!(commits[0].text, "hi!");
-    }
-
-    #[test]
-    fn a_rejected_update_is_not_broadcast_and_the_last_leave_commits() {
-        let collab = Collab::default();
-        let doc = client(&collab.join("d", "a", "c1", "u1").unwrap().unwrap());
-        collab.join("d", "ignored", "c2", "u2").unwrap().unwrap();
-        let mut called = false;
-        let bad = collab.apply("d", "c1", Some("@@@"), None, false, || called = true);
-        assert!(bad.is_err());
-        let update = edit(&doc, 0, "x");
-        let stranger = collab.apply("d", "c9", Some(&update), None, false, || called = true);
-        assert!(stranger.is_err());
-        assert!(!called);
-        let applied = collab
-            .apply("d", "c1", Some(&update), None, true, || called = true)
-            .unwrap();
-        assert!(called);
-        assert_eq!(applied.text.as_deref(), Some("xa"));
-        assert_eq!(applied.editors.len(), 2);
-        assert_eq!(collab.leave("d", "c1"), None);
-        let commit = collab.leave("d", "c2").unwrap();
-        assert_eq!(commit.text, "xa");
-        assert!(commit.closed);
-        assert!(!collab.is_active("d"));
-        assert!(
-            collab
-                .apply("d", "c2", Some(&update), None, false, || {})
-                .is_err()
-        );
-        // Until the closed session's text is committed, no session opens
-        // from (possibly stale) stored content; then a join opens it anew.
-        assert!(collab.is_closing("d"));
-        assert!(collab.join("d", "stale", "c3", "u3").unwrap().is_none());
-        collab.close_committed("d");
+        // A gap is not applied out of order.
+        assert!(!r1.advance("d", session, 5, &log[0].2));
+        let r2 = Collab::default();
+        r2.install("d", session, &base, 0, &log).unwrap();
+        let t1 = r1.view("d", session, None, false, true).unwrap().text;
+        let t2 = r2.view("d", session, None, false, true).unwrap().text;
+        assert_eq!(t1, t2);
+        let (merged, folded) = merge(&base, &log).unwrap();
+        assert_eq!(Some(merged.clone()), t1);
+        assert!(merged.contains("A1 ") && merged.contains("B1 ") && merged.contains("A2 "));
+        // The folded base holds the same document.
+        let r3 = Collab::default();
+        r3.install("d", session, &folded, 3, &[]).unwrap();
         assert_eq!(
-            collab.join("d", "fresh", "c3", "u3").unwrap().unwrap().text,
-            "fresh"
+            r3.view("d", session, None, false, true).unwrap().text,
+            Some(merged)
         );
+        // Another opening of the same draft is another document.
+        assert!(r3.view("d", Uuid::now_v7(), None, false, true).is_none());
+        assert_eq!(r3.position("d", session), Some(3));
+    }
+
+    #[test]
+    fn bad_input_is_refused_and_the_cache_is_bounded() {
+        assert!(check_update(b"@@@").is_err());
+        assert!(decode_b64("update", "@@@").is_err());
+        let c = Collab::default();
+        let base = base_state("");
+        for i in 0..MAX_LOCAL_DOCS + 5 {
+            c.install(&format!("d{i}"), Uuid::now_v7(), &base, 0, &[])
+                .unwrap();
+        }
+        assert_eq!(c.len(), MAX_LOCAL_DOCS);
+        assert!(c.should_touch("d", "c"));
+        assert!(!c.should_touch("d", "c"));
     }
 }

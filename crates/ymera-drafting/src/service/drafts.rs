@@ -352,7 +352,7 @@ pub(super) async fn get(
         None
     };
     Ok(DraftGetReply {
-        editors: state.collab.editors(&body.draft_id),
+        editors: state.store.collab_editors(&body.draft_id).await?,
         draft,
         autosave_pending: pending,
         comments,
@@ -374,7 +374,7 @@ pub(super) async fn update(
     if let Some(t) = &body.tags {
         check_tags(t)?;
     }
-    if state.collab.is_active(&body.draft_id) {
+    if state.store.collab_live(&body.draft_id).await? {
         return Err(Error::conflict(format!(
             "draft {} is being edited collaboratively; send changes through drafting.collab.update",
             body.draft_id
@@ -517,7 +517,7 @@ pub(super) async fn delete(
             deleted: true,
         });
     }
-    if state.collab.is_active(&body.draft_id) {
+    if state.store.collab_live(&body.draft_id).await? {
         return Err(Error::conflict(
             "the draft is being edited collaboratively; wait until the editors leave",
         ));

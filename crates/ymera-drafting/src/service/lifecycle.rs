@@ -35,7 +35,7 @@ pub(super) async fn transition(
     body: TransitionRequest,
 ) -> Result<TransitionReply, Error> {
     let to = status_at("/to", &body.to)?;
-    if state.collab.is_active(&body.draft_id) {
+    if state.store.collab_live(&body.draft_id).await? {
         return Err(Error::conflict(
             "the draft is being edited collaboratively; wait until the editors leave",
         ));

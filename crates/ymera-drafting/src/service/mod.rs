@@ -29,8 +29,8 @@ use ymera_core::runtime::{Runtime, ServiceBuilder, ServiceRequest};
 use ymera_core::{Error, ErrorKind};
 
 use crate::autosave::{AutoSave, PendingSave};
-use crate::collab::{Collab, PendingCommit};
-use crate::store::{Change, DraftStore, RevisionSource};
+use crate::collab::Collab;
+use crate::store::{Change, CommitMode, Committed, DraftStore, RevisionSource};
 
 pub use crate::store::DraftStatus;
 pub use analysis::{Analysis, MAX_FINDINGS, PROCESSING_TIME_HEADER, analyze_text};
@@ -153,52 +153,22 @@ fn author(
 
 // ---- background ----
 
-/// Commits a session's text; a closed session's draft may then be opened
-/// again from the stored content (also when the commit failed: what it
-/// held is then lost, as before).
-async fn commit_collab(state: &State, commit: PendingCommit) -> Result<Option<i32>, Error> {
-    let (draft_id, closed) = (commit.draft_id.clone(), commit.closed);
-    let result = store_collab(state, commit).await;
-    if closed {
-        state.collab.close_committed(&draft_id);
-    }
-    result
-}
-
-async fn store_collab(state: &State, commit: PendingCommit) -> Result<Option<i32>, Error> {
-    let author = commit
-        .authors
-        .first()
-        .cloned()
-        .unwrap_or_else(|| "collab".to_owned());
-    let message = if commit.authors.is_empty() {
-        None
-    } else {
-        Some(format!(
-            "collaborative edit by {}",
-            commit.authors.join(", ")
-        ))
-    };
-    let (draft, rev) = state
+/// Commits (or, on leave by the last editor and when idle, closes) a
+/// collaboration session, on whichever replica calls it; the stored
+/// session, not this process, decides what is left to commit.
+async fn commit_session(
+    state: &State,
+    draft_id: &str,
+    mode: CommitMode,
+) -> Result<Committed, Error> {
+    let done = state
         .store
-        .commit(
-            &commit.draft_id,
-            Change {
-                title: None,
-                content: Some(commit.text),
-                tags: None,
-                metadata: None,
-                tone: None,
-                target_audience: None,
-                document_type: None,
-                author_id: author,
-                source: RevisionSource::Collab,
-                message,
-                expected_version: None,
-            },
-        )
+        .collab_commit(draft_id, &mode, &crate::collab::merge)
         .await?;
-    Ok(rev.map(|_| draft.version))
+    if done.closed {
+        state.collab.remove(draft_id);
+    }
+    Ok(done)
 }
 
 /// Commits a save taken from the buffer; it stops being in flight once
@@ -269,21 +239,77 @@ pub async fn flush(state: &State, force: bool) -> Result<usize, Error> {
             Err(e) => failed = Some(e),
         }
     }
-    let commits = if force {
-        state.collab.drain()
-    } else {
-        state.collab.due_commits(state.autosave.interval())
-    };
-    for commit in commits {
-        if let Err(e) = commit_collab(state, commit).await {
-            tracing::warn!(error = %e, "collaboration commit failed");
-        } else {
-            done += 1;
-        }
-    }
+    done += flush_sessions(state, force).await;
     match failed {
         Some(e) => Err(e),
         None => Ok(done),
+    }
+}
+
+/// Most sessions one flush commits or closes.
+const FLUSH_BATCH: i64 = 500;
+
+/// Commits the collaboration sessions that are due (with `force`, every
+/// changed one), and closes those whose editors all left or timed out.
+/// Every replica runs it; the session rows decide who commits what.
+async fn flush_sessions(state: &State, force: bool) -> usize {
+    let interval = state.autosave.interval().as_secs_f64();
+    let mode = if force {
+        CommitMode::Changed
+    } else {
+        CommitMode::Due(interval)
+    };
+    let due = state
+        .store
+        .collab_due(if force { 0.0 } else { interval }, FLUSH_BATCH)
+        .await;
+    let idle = state.store.collab_idle(FLUSH_BATCH).await;
+    let mut done = 0;
+    let work = due
+        .into_iter()
+        .flatten()
+        .map(|id| (id, mode.clone()))
+        .chain(idle.into_iter().flatten().map(|id| (id, CommitMode::Idle)));
+    for (draft_id, mode) in work {
+        match commit_session(state, &draft_id, mode).await {
+            Ok(c) if c.version.is_some() || c.closed => done += 1,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(draft_id = %draft_id, error = %e, "collaboration commit failed")
+            }
+        }
+    }
+    state.collab.sweep();
+    match state.store.collab_sessions().await {
+        Ok(n) => metrics::gauge!("ymera_drafting_collab_sessions").set(n as f64),
+        Err(e) => tracing::debug!(error = %e, "counting collaboration sessions"),
+    }
+    done
+}
+
+/// Applies the other replicas' collaboration broadcasts to this replica's
+/// cached documents until shutdown.
+async fn follow_broadcasts(
+    state: Arc<State>,
+    nats: async_nats::Client,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let mut sub = match nats.subscribe("drafting.collab.*.updates").await {
+        Ok(sub) => sub,
+        Err(e) => {
+            // Only a cache optimisation: requests fill gaps from the log.
+            tracing::warn!(error = %e, "cannot follow collaboration broadcasts");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            msg = futures::StreamExt::next(&mut sub) => match msg {
+                Some(msg) => collaboration::observe(&state, &msg.payload),
+                None => break,
+            },
+        }
     }
 }
 
@@ -384,6 +410,11 @@ pub async fn serve(
             crate::inbox::answer(&envelope, max).await
         }),
     );
+    tokio::spawn(follow_broadcasts(
+        state.clone(),
+        runtime.client().clone(),
+        runtime.shutdown_token(),
+    ));
     let ticker_state = state.clone();
     // Ticks at a quarter of the interval, and at once when the config
     // manager changes the interval.

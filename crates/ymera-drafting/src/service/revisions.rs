@@ -156,7 +156,7 @@ pub(super) async fn restore(
     call: Call<Write>,
     body: RestoreRequest,
 ) -> Result<RestoreReply, Error> {
-    if state.collab.is_active(&body.draft_id) {
+    if state.store.collab_live(&body.draft_id).await? {
         return Err(Error::conflict("the draft is being edited collaboratively"));
     }
     let old = state.store.revision(&body.draft_id, body.revision).await?;

@@ -111,15 +111,56 @@ impl DraftStore {
         change: Change,
     ) -> Result<(Draft, Option<Revision>), Error> {
         let mut tx = self.pool.begin().await.map_err(db)?;
+        let done = self.commit_in(&mut tx, draft_id, change).await?;
+        tx.commit().await.map_err(db)?;
+        if done.1.is_some() {
+            metrics::counter!("ymera_drafting_revisions_total").increment(1);
+        }
+        Ok(done)
+    }
+
+    /// The draft, locked for the rest of `tx` (the lock every writer of a
+    /// draft and of its collaboration session takes first), or 404.
+    pub(crate) async fn lock(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+        draft_id: &str,
+    ) -> Result<Draft, Error> {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {DRAFT_COLUMNS} FROM drafts WHERE draft_id = $1 FOR UPDATE"
         )))
         .bind(draft_id)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&mut **tx)
         .await
         .map_err(db)?
         .ok_or_else(|| Error::not_found(format!("draft {draft_id} not found")))?;
-        let before = draft_from_row(&row)?;
+        draft_from_row(&row)
+    }
+
+    /// [`commit`](Self::commit) inside `tx` (the caller commits it). A
+    /// change from anything but the collaboration session is refused (409)
+    /// while a session is live: its document is then the only writer.
+    pub(crate) async fn commit_in(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+        draft_id: &str,
+        change: Change,
+    ) -> Result<(Draft, Option<Revision>), Error> {
+        let before = self.lock(tx, draft_id).await?;
+        if change.source != RevisionSource::Collab {
+            let live: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM draft_collab WHERE draft_id = $1)",
+            )
+            .bind(draft_id)
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(db)?;
+            if live {
+                return Err(Error::conflict(format!(
+                    "draft {draft_id} is being edited collaboratively; send changes through drafting.collab.update"
+                )));
+            }
+        }
         if let Some(expected) = change.expected_version
             && expected != before.version
         {
@@ -181,7 +222,7 @@ impl DraftStore {
         .bind(after.word_count)
         .bind(after.updated_at)
         .bind(serde_json::json!(after.collaborators))
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await
         .map_err(db)?;
         let diff = unified(
@@ -191,7 +232,7 @@ impl DraftStore {
             &format!("r{}", after.version),
         );
         let revision = insert_revision(
-            &mut tx,
+            tx,
             &after,
             change.source,
             &change.author_id,
@@ -201,10 +242,8 @@ impl DraftStore {
         )
         .await?;
         if before.content != after.content {
-            remap_comments(&mut tx, draft_id, &before.content, &after.content).await?;
+            remap_comments(tx, draft_id, &before.content, &after.content).await?;
         }
-        tx.commit().await.map_err(db)?;
-        metrics::counter!("ymera_drafting_revisions_total").increment(1);
         Ok((after, Some(revision)))
     }
 

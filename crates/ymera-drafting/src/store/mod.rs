@@ -5,8 +5,10 @@
 //!
 //! Files: this one (the stored types and their states), [`drafts`]
 //! (drafts, commits, lists, lifecycle transitions), [`revisions`],
-//! [`comments`] (anchors remapped on commit), [`templates`].
+//! [`comments`] (anchors remapped on commit), [`templates`], [`collab`]
+//! (collaboration sessions shared by every replica).
 
+mod collab;
 mod comments;
 mod drafts;
 mod revisions;
@@ -19,6 +21,8 @@ use sqlx::PgPool;
 use ymera_core::Error;
 
 use crate::readability::list_words;
+
+pub use collab::{Append, CommitMode, Committed, Merge, SessionRow, StoredUpdate};
 
 /// A state stored as text (PostgreSQL) and sent as a snake_case JSON
 /// string: the names of both are [`Named::as_str`].

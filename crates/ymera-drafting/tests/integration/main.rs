@@ -8,3 +8,4 @@ mod collab;
 mod common;
 mod drafts;
 mod proto;
+mod replicas;
