@@ -90,6 +90,10 @@ struct LocalEntry {
 
 /// The two-level cache with version floors.
 pub struct ConfigCache {
+    /// Reads answered from the process or Redis, since start.
+    hits: std::sync::atomic::AtomicU64,
+    /// Reads that went to PostgreSQL, since start.
+    misses: std::sync::atomic::AtomicU64,
     local: Mutex<HashMap<(String, Env), LocalEntry>>,
     floors: Mutex<HashMap<(String, Env), i64>>,
     redis: Option<ConnectionManager>,
@@ -126,11 +130,34 @@ impl ConfigCache {
     /// A cache whose entries live `ttl`; shared through `redis` when given.
     pub fn new(redis: Option<ConnectionManager>, ttl: Duration) -> ConfigCache {
         ConfigCache {
+            hits: Default::default(),
+            misses: Default::default(),
             local: Mutex::new(HashMap::new()),
             floors: Mutex::new(HashMap::new()),
             redis,
             ttl,
         }
+    }
+
+    /// (hits, misses) of this process since start.
+    pub fn counts(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.hits.load(Relaxed), self.misses.load(Relaxed))
+    }
+
+    /// Whether the cache is shared through Redis.
+    pub fn shared(&self) -> bool {
+        self.redis.is_some()
+    }
+
+    /// How long entries live.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    fn hit(&self) {
+        self.hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        metrics::counter!("ymera_config_cache_hits_total").increment(1);
     }
 
     fn ttl_secs(&self) -> u64 {
@@ -151,15 +178,17 @@ impl ConfigCache {
     {
         let (floor, redis_ok) = self.required_version(agent, env).await;
         if let Some(snapshot) = self.local_get(agent, env, floor) {
-            metrics::counter!("ymera_config_cache_hits_total").increment(1);
+            self.hit();
             return Ok(snapshot);
         }
         if redis_ok && let Some(snapshot) = self.redis_get(agent, env, floor).await {
-            metrics::counter!("ymera_config_cache_hits_total").increment(1);
+            self.hit();
             let snapshot = Arc::new(snapshot);
             self.local_put(agent, env, snapshot.clone());
             return Ok(snapshot);
         }
+        self.misses
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         metrics::counter!("ymera_config_cache_misses_total").increment(1);
         let snapshot = Arc::new(load().await?);
         if snapshot.newest().is_some() {

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use ymera_core::Error;
-use ymera_core::runtime::{Call, ServiceBuilder};
+use ymera_core::runtime::{Call, Raw, ServiceBuilder};
 
 use crate::NAME;
 use crate::auth::{Read, Write};
@@ -35,6 +35,7 @@ pub fn builder(manager: &Manager) -> ServiceBuilder {
     .route("config.import", manager, import)
     .route("config.template.set", manager, template_set)
     .route("config.template.apply", manager, template_apply)
+    .route("config.metrics", manager, metrics)
 }
 
 /// The audit actor of a write: the credential's verified owner when auth is
@@ -124,4 +125,9 @@ async fn template_apply(
 ) -> Result<WriteResponse, Error> {
     req.actor = actor(&call, req.actor);
     m.apply_template(req).await
+}
+
+/// The body is not read.
+async fn metrics(m: Manager, _: Call<Read>, _: Raw) -> Result<MetricsResponse, Error> {
+    m.metrics().await
 }

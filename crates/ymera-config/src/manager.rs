@@ -20,12 +20,21 @@ const REPLY_OVERHEAD: usize = 4096;
 
 /// Shared state of one config-manager instance.
 pub struct ConfigManager {
+    /// `config.get` replies of this process since start.
+    gets_served: std::sync::atomic::AtomicU64,
+    /// The (agent, environment, version) triples those replies carried
+    /// (bounded by [`MAX_TRACKED_VERSIONS`]).
+    versions_served: std::sync::Mutex<std::collections::HashSet<(String, Env, i64)>>,
     pool: PgPool,
     cache: ConfigCache,
     nats: async_nats::Client,
     settings: Settings,
     max_message_size: usize,
 }
+
+/// Most distinct (agent, environment, version) triples `config.metrics`
+/// counts.
+pub const MAX_TRACKED_VERSIONS: usize = 100_000;
 
 /// A committed layer change, announced after the commit.
 struct Committed {
@@ -46,6 +55,8 @@ impl ConfigManager {
         max_message_size: usize,
     ) -> Arc<ConfigManager> {
         Arc::new(ConfigManager {
+            gets_served: Default::default(),
+            versions_served: Default::default(),
             pool,
             cache,
             nats,
@@ -106,6 +117,7 @@ impl ConfigManager {
             Some(p) => document::get_pointer(doc, p)?.clone(),
             None => doc.clone(),
         };
+        self.served(agent, env, version);
         Ok(GetResponse {
             agent: req.agent.clone(),
             environment: env,
@@ -115,6 +127,52 @@ impl ConfigManager {
             raw: req.raw,
             pointer: req.pointer,
             config,
+        })
+    }
+
+    fn served(&self, agent: &str, env: Env, version: i64) {
+        self.gets_served
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut seen = self
+            .versions_served
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if seen.len() < MAX_TRACKED_VERSIONS {
+            seen.insert((agent.to_owned(), env, version));
+        }
+    }
+
+    /// `config.metrics`: this process's cache and serving counters since
+    /// start, with the stored totals.
+    pub async fn metrics(&self) -> Result<MetricsResponse, Error> {
+        let (cache_hits, cache_misses) = self.cache.counts();
+        let reads = cache_hits + cache_misses;
+        let versions_served = self
+            .versions_served
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len() as u64;
+        let (agents, stored_versions): (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT count(*) FROM config_agents), (SELECT count(*) FROM config_versions)",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(MetricsResponse {
+            cache_hits,
+            cache_misses,
+            cache_hit_rate_percent: if reads == 0 {
+                0.0
+            } else {
+                (cache_hits as f64 * 1000.0 / reads as f64).round() / 10.0
+            },
+            gets_served: self.gets_served.load(std::sync::atomic::Ordering::Relaxed),
+            versions_served,
+            versions_served_capped: versions_served >= MAX_TRACKED_VERSIONS as u64,
+            agents,
+            stored_versions,
+            cache_ttl_seconds: self.cache.ttl().as_secs(),
+            shared_cache: self.cache.shared(),
         })
     }
 

@@ -508,3 +508,29 @@ pub struct ChangeEvent {
 pub fn change_subject(agent: &str, env: Env) -> String {
     format!("config.changed.{agent}.{env}")
 }
+
+/// `config.metrics` reply: this instance's counters since it started (each
+/// replica answers with its own), and the stored totals.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MetricsResponse {
+    /// `config.get` reads answered from the cache (process or Redis).
+    pub cache_hits: u64,
+    /// `config.get` reads that went to PostgreSQL.
+    pub cache_misses: u64,
+    /// hits / (hits + misses) × 100, one decimal; 0 before any read.
+    pub cache_hit_rate_percent: f64,
+    /// `config.get` replies sent.
+    pub gets_served: u64,
+    /// Distinct (agent, environment, version) documents those replies carried.
+    pub versions_served: u64,
+    /// Whether `versions_served` reached its bound (100 000) and stopped counting.
+    pub versions_served_capped: bool,
+    /// Agents with configuration (stored).
+    pub agents: i64,
+    /// Versions in the history (stored, all agents and environments).
+    pub stored_versions: i64,
+    /// Cache entry lifetime (`CONFIG_CACHE_TTL`).
+    pub cache_ttl_seconds: u64,
+    /// Whether the cache is shared through Redis.
+    pub shared_cache: bool,
+}

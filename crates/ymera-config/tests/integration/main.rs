@@ -7,6 +7,7 @@ mod binary;
 mod cache;
 mod common;
 mod import_export;
+mod metrics;
 mod proto;
 mod replicas;
 mod watcher;

@@ -236,7 +236,7 @@ fn request_schemas_refuse_what_the_code_refuses() {
 async fn the_registry_lists_every_endpoint_with_its_permission_and_schemas() {
     let stack = stack().await;
     let endpoints = ymera_config::builder(&stack.replica.manager).endpoints();
-    let reads = ["get", "history", "diff", "schema.get", "export"];
+    let reads = ["get", "history", "diff", "schema.get", "export", "metrics"];
     let writes = [
         "set",
         "delete",
