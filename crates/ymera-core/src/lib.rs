@@ -6,7 +6,8 @@
 //! - [`runtime`]: the service runtime (NATS Services API, health, metrics, shutdown).
 //! - [`config`]: configuration from the environment.
 //! - [`client`]: connecting to NATS and calling endpoints.
-//! - [`store`]: PostgreSQL (with migrations) and Redis.
+//! - [`store`]: PostgreSQL (with migrations, `POSTGRES_POOL_SIZE`) and Redis.
+//! - [`jetstream`]: the replica count of every stream and bucket (`YMERA_JS_REPLICAS`).
 //! - [`telemetry`], [`metrics`], [`health`], [`limits`].
 
 pub mod agent;
@@ -20,6 +21,7 @@ pub mod error;
 pub mod example;
 pub mod health;
 pub mod http;
+pub mod jetstream;
 pub mod jwt;
 pub mod limits;
 pub mod metrics;

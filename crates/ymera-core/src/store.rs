@@ -6,7 +6,23 @@ use std::time::Duration;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
+use crate::config::ConfigError;
+use crate::env::Env;
 use crate::error::Error;
+
+/// The variable naming how many PostgreSQL connections one process may open.
+pub const POOL_SIZE_ENV: &str = "POSTGRES_POOL_SIZE";
+/// Connections per process when `POSTGRES_POOL_SIZE` is unset: small, because every
+/// replica of every storing service opens its own pool against one `max_connections`
+/// (`scripts/check-deploy` checks the shipped HPA maximums against it).
+pub const DEFAULT_POOL_SIZE: u32 = 4;
+/// The largest pool one process may ask for.
+pub const MAX_POOL_SIZE: u32 = 100;
+
+/// `POSTGRES_POOL_SIZE` from `env` (1–100), or [`DEFAULT_POOL_SIZE`].
+pub fn pool_size(env: &Env<'_>) -> Result<u32, ConfigError> {
+    env.number(POOL_SIZE_ENV, DEFAULT_POOL_SIZE, 1..=MAX_POOL_SIZE)
+}
 
 /// The platform's one ordered migration set (`migrations/`).
 pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations");

@@ -101,10 +101,15 @@
 //! # }
 //! ```
 //!
+//! [`NatsCluster`] starts a JetStream cluster of nats-servers on loopback (routes between
+//! every pair, a store directory per node), whose nodes can be killed and restarted one by
+//! one; [`Stack`] runs one when [`StackOptions::nats_cluster`] is more than 1.
+//!
 //! [`Stack`] puts the three servers in a kept directory on fixed ports (the local stack of
 //! `ymera up`) and starts services on it; [`StackInfo`] is its `stack.json`.
 
 mod binaries;
+mod cluster;
 mod error;
 mod host;
 mod nats;
@@ -119,6 +124,7 @@ pub use binaries::{
     NATS_SERVER_ENV, PG_BIN_DIR_ENV, REDIS_SERVER_ENV, nats_server_bin, postgres_bin_dir,
     redis_server_bin, workspace_root,
 };
+pub use cluster::{MAX_CLUSTER_SIZE, NatsCluster, NatsClusterOptions};
 pub use error::DevstackError;
 pub use host::free_port;
 pub use nats::{NatsOptions, NatsServer};
@@ -129,7 +135,7 @@ pub use service::{
     Backoff, HEALTH_TIMEOUT, Service, ServiceOptions, beside_current_exe, service_binary, stop_all,
     wait_healthy, wait_serving,
 };
-pub use stack::{STACK_INFO_FILE, Stack, StackInfo, StackOptions};
+pub use stack::{NatsNodeInfo, STACK_INFO_FILE, Stack, StackInfo, StackOptions};
 
 /// The result of every devstack operation.
 pub type Result<T> = std::result::Result<T, DevstackError>;

@@ -11,7 +11,8 @@ use crate::error::io_context;
 use crate::host::{ServerDir, chosen_port, server_dir};
 use crate::probe::{http_ok, nats_info};
 use crate::process::{
-    LaunchFailure, RunAs, ServerProcess, launch, retry_on_address_in_use, supervised_command,
+    LaunchFailure, RunAs, ServerProcess, launch, retry_on_address_in_use, send_signal,
+    supervised_command,
 };
 
 /// How to start a [`NatsServer`]. `NatsOptions::default()` is JetStream on, nothing else.
@@ -105,6 +106,57 @@ impl NatsServer {
             command,
             _dir: dir,
         })
+    }
+
+    /// Spawns a server on the fixed ports of `options` without waiting for it to be ready
+    /// (a JetStream cluster node is not healthy before a quorum of its peers runs):
+    /// [`NatsServer::wait_ready`] waits.
+    pub(crate) fn spawn_unready(options: NatsOptions) -> Result<Self> {
+        let bin = nats_server_bin()?;
+        let dir = server_dir("nats", options.dir.as_deref())?;
+        let store_dir = dir.path().join("store");
+        fs::create_dir_all(&store_dir).map_err(io_context(format!("creating {store_dir:?}")))?;
+        let config_file = effective_config(dir.path(), &options)?;
+        let log_path = dir.path().join("nats-server.log");
+        let command = NatsCommand {
+            bin,
+            config_file,
+            port: chosen_port(options.port)?,
+            monitor_port: chosen_port(options.monitor_port)?,
+            options,
+            store_dir,
+            log_path,
+        };
+        let process = ServerProcess::spawn("nats-server", command.command()?, &command.log_path)?;
+        Ok(Self {
+            process,
+            command,
+            _dir: dir,
+        })
+    }
+
+    /// Waits until the server is ready (see [`NatsServer::start_with`]).
+    pub(crate) fn wait_ready(&mut self) -> Result<()> {
+        let (port, monitor_port) = (self.command.port, self.command.monitor_port);
+        self.process
+            .wait_ready(|| http_ok(monitor_port, "/healthz") && nats_info(port))
+    }
+
+    /// Starts the server again like [`NatsServer::restart`] after it was killed, without
+    /// waiting for it to be ready.
+    pub(crate) fn respawn_unready(&mut self) -> Result<()> {
+        self.stop()?;
+        self.process = ServerProcess::spawn(
+            "nats-server",
+            self.command.command()?,
+            &self.command.log_path,
+        )?;
+        Ok(())
+    }
+
+    /// Sends a signal (`"STOP"`, `"CONT"`, `"TERM"`, …) to the server process.
+    pub fn signal(&self, signal: &str) -> Result<()> {
+        send_signal(signal, &[self.process.pid()])
     }
 
     /// `nats://127.0.0.1:<port>`

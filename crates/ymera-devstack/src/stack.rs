@@ -3,7 +3,7 @@
 //! development admin key at `<dir>/admin.key` and what is running in `<dir>/stack.json`.
 //!
 //! ```text
-//! <dir>/nats/        JetStream store, nats-server.log
+//! <dir>/nats/        JetStream store, nats-server.log (a cluster: nats/n1/, nats/n2/, …)
 //! <dir>/postgres/    data directory, postgres.log
 //! <dir>/redis/       redis-server.log
 //! <dir>/logs/        <service>.log for every service
@@ -19,7 +19,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::io_context;
 use crate::service::{Service, ServiceOptions, stop_all};
 use crate::{
-    DevstackError, NatsOptions, NatsServer, Postgres, PostgresOptions, Redis, RedisOptions, Result,
+    DevstackError, NatsCluster, NatsClusterOptions, NatsOptions, NatsServer, Postgres,
+    PostgresOptions, Redis, RedisOptions, Result,
 };
 
 /// The file a running stack describes itself in.
@@ -40,6 +41,14 @@ pub struct StackOptions {
     pub redis_port: Option<u16>,
     /// The database the services use (created if missing).
     pub database: String,
+    /// Number of nats-servers: 1 is one plain server; more is a JetStream cluster whose
+    /// node i uses the ports `nats_port + i`, `nats_monitor_port + i` and
+    /// `nats_route_port + i`.
+    pub nats_cluster: usize,
+    /// First route port of a cluster (`None`: free ports).
+    pub nats_route_port: Option<u16>,
+    /// `sync_interval: always` on the cluster's servers.
+    pub nats_sync_always: bool,
 }
 
 impl StackOptions {
@@ -52,6 +61,9 @@ impl StackOptions {
             postgres_port: None,
             redis_port: None,
             database: "ymera".to_owned(),
+            nats_cluster: 1,
+            nats_route_port: None,
+            nats_sync_always: false,
         }
     }
 }
@@ -65,7 +77,7 @@ pub struct Stack {
     services: Vec<Service>,
     redis: Redis,
     postgres: Postgres,
-    nats: NatsServer,
+    nats: Nats,
     database_url: String,
     dir: PathBuf,
 }
@@ -78,12 +90,23 @@ impl Stack {
             .map_err(io_context(format!("creating {:?}", options.dir)))?;
         let dir = fs::canonicalize(&options.dir)
             .map_err(io_context(format!("resolving {:?}", options.dir)))?;
-        let nats = NatsServer::start_with(NatsOptions {
-            dir: Some(dir.join("nats")),
-            port: options.nats_port,
-            monitor_port: options.nats_monitor_port,
-            ..NatsOptions::default()
-        })?;
+        let nats = if options.nats_cluster > 1 {
+            Nats::Cluster(NatsCluster::start_with(NatsClusterOptions {
+                dir: Some(dir.join("nats")),
+                client_base_port: options.nats_port,
+                monitor_base_port: options.nats_monitor_port,
+                route_base_port: options.nats_route_port,
+                sync_always: options.nats_sync_always,
+                ..NatsClusterOptions::new(options.nats_cluster)
+            })?)
+        } else {
+            Nats::Single(Box::new(NatsServer::start_with(NatsOptions {
+                dir: Some(dir.join("nats")),
+                port: options.nats_port,
+                monitor_port: options.nats_monitor_port,
+                ..NatsOptions::default()
+            })?))
+        };
         let postgres = Postgres::start_with(PostgresOptions {
             dir: Some(dir.join("postgres")),
             port: options.postgres_port,
@@ -108,9 +131,67 @@ impl Stack {
         &self.dir
     }
 
-    /// The nats-server.
+    /// The nats-server (of a cluster: its first node).
     pub fn nats(&self) -> &NatsServer {
-        &self.nats
+        match &self.nats {
+            Nats::Single(server) => server,
+            Nats::Cluster(cluster) => &cluster.nodes()[0],
+        }
+    }
+
+    /// Every nats-server, in order.
+    pub fn nats_servers(&self) -> &[NatsServer] {
+        match &self.nats {
+            Nats::Single(server) => std::slice::from_ref(server),
+            Nats::Cluster(cluster) => cluster.nodes(),
+        }
+    }
+
+    /// Every nats-server as `stack.json` lists it.
+    pub fn nats_node_infos(&self) -> Vec<NatsNodeInfo> {
+        match &self.nats {
+            Nats::Single(server) => vec![NatsNodeInfo {
+                name: String::new(),
+                url: server.url(),
+                monitor_port: server.monitor_port(),
+            }],
+            Nats::Cluster(cluster) => (0..cluster.len())
+                .filter_map(|i| {
+                    let node = cluster.node(i)?;
+                    Some(NatsNodeInfo {
+                        name: cluster.server_name(i)?.to_owned(),
+                        url: node.url(),
+                        monitor_port: node.monitor_port(),
+                    })
+                })
+                .collect(),
+        }
+    }
+
+    /// The JetStream cluster, when the stack runs one.
+    pub fn nats_cluster(&self) -> Option<&NatsCluster> {
+        match &self.nats {
+            Nats::Single(_) => None,
+            Nats::Cluster(cluster) => Some(cluster),
+        }
+    }
+
+    /// The JetStream cluster, to kill or restart a node.
+    pub fn nats_cluster_mut(&mut self) -> Option<&mut NatsCluster> {
+        match &mut self.nats {
+            Nats::Single(_) => None,
+            Nats::Cluster(cluster) => Some(cluster),
+        }
+    }
+
+    /// The PostgreSQL cluster, to kill or restart it.
+    pub fn postgres_mut(&mut self) -> &mut Postgres {
+        &mut self.postgres
+    }
+
+    /// The services started so far, to signal, kill or stop one.
+    pub fn services_mut(&mut self) -> &mut [Service] {
+        &mut self.services
     }
 
     /// The PostgreSQL cluster.
@@ -123,9 +204,12 @@ impl Stack {
         &self.redis
     }
 
-    /// `nats://127.0.0.1:<port>`
+    /// `nats://127.0.0.1:<port>`; of a cluster, every node's URL, comma-separated.
     pub fn nats_url(&self) -> String {
-        self.nats.url()
+        match &self.nats {
+            Nats::Single(server) => server.url(),
+            Nats::Cluster(cluster) => cluster.urls(),
+        }
     }
 
     /// The URL of the services' database.
@@ -158,6 +242,19 @@ impl Stack {
         Ok(&self.services[self.services.len() - 1])
     }
 
+    /// Starts instance `instance` (1-based) of a service, logging to
+    /// `<dir>/logs/<name>-<instance>.log` unless `options` name another file.
+    pub fn start_service_instance(
+        &mut self,
+        options: ServiceOptions,
+        instance: usize,
+    ) -> Result<&Service> {
+        let log_path = self.log_path(&format!("{}-{instance}", options.name()));
+        let service = Service::start(options.default_log_path(log_path))?;
+        self.services.push(service);
+        Ok(&self.services[self.services.len() - 1])
+    }
+
     /// The services started so far, in order.
     pub fn services(&self) -> &[Service] {
         &self.services
@@ -165,11 +262,19 @@ impl Stack {
 
     /// The PIDs of the servers and of the services' current runs.
     pub fn pids(&self) -> Vec<(String, u32)> {
-        let mut pids = vec![
-            ("nats-server".to_owned(), self.nats.pid()),
-            ("postgres".to_owned(), self.postgres.pid()),
-            ("redis-server".to_owned(), self.redis.pid()),
-        ];
+        let mut pids: Vec<(String, u32)> = match &self.nats {
+            Nats::Single(server) => vec![("nats-server".to_owned(), server.pid())],
+            Nats::Cluster(cluster) => (0..cluster.len())
+                .filter_map(|i| {
+                    Some((
+                        format!("nats-server {}", cluster.server_name(i)?),
+                        cluster.node(i)?.pid(),
+                    ))
+                })
+                .collect(),
+        };
+        pids.push(("postgres".to_owned(), self.postgres.pid()));
+        pids.push(("redis-server".to_owned(), self.redis.pid()));
         pids.extend(
             self.services
                 .iter()
@@ -210,6 +315,41 @@ impl std::fmt::Debug for Stack {
     }
 }
 
+/// The nats-server of a stack: one, or a JetStream cluster.
+enum Nats {
+    Single(Box<NatsServer>),
+    Cluster(NatsCluster),
+}
+
+impl Nats {
+    fn stop(&mut self) -> Result<()> {
+        match self {
+            Nats::Single(server) => server.stop(),
+            Nats::Cluster(cluster) => cluster.stop(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Nats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Nats::Single(server) => server.fmt(f),
+            Nats::Cluster(cluster) => cluster.fmt(f),
+        }
+    }
+}
+
+/// One nats-server of a running stack, as `stack.json` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NatsNodeInfo {
+    /// Its `server_name` (`n1`, …; empty for a single server).
+    pub name: String,
+    /// Its client URL.
+    pub url: String,
+    /// Its monitoring port.
+    pub monitor_port: u16,
+}
+
 /// What a running stack wrote to `<dir>/stack.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StackInfo {
@@ -221,8 +361,12 @@ pub struct StackInfo {
     pub postgres_url: String,
     /// Redis URL.
     pub redis_url: String,
-    /// Services started, with their HTTP side ports.
+    /// Services started, with their HTTP side ports (a service with several instances is
+    /// listed once per instance).
     pub services: Vec<(String, u16)>,
+    /// Every nats-server (more than one: a JetStream cluster).
+    #[serde(default)]
+    pub nats_servers: Vec<NatsNodeInfo>,
     /// PIDs of the servers and services when the file was written (a restarted service
     /// has a new one).
     #[serde(default)]

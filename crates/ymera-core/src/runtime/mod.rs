@@ -158,7 +158,13 @@ impl Runtime {
         }
         let postgres = match &config.postgres_url {
             Some(url) => {
-                let pool = store::connect_postgres(url, 16).await?;
+                let size = store::pool_size(&crate::env::Env::from_process()).map_err(|err| {
+                    RuntimeError::Config {
+                        variable: err.variable,
+                        reason: err.reason,
+                    }
+                })?;
+                let pool = store::connect_postgres(url, size).await?;
                 store::migrate(&pool).await?;
                 Some(pool)
             }

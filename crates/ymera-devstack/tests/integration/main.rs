@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod binaries;
+mod cluster;
 mod common;
 mod lifecycle;
 mod nats;

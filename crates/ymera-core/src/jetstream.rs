@@ -1,0 +1,186 @@
+//! How many copies JetStream keeps of every stream and KV bucket the platform creates
+//! (DESIGN.md §5 `YMERA_JS_REPLICAS`, §11).
+//!
+//! Every service that creates a stream or bucket passes its configuration through
+//! [`apply_replicas`] (or uses [`ensure_stream`]), so a stream is created at the cluster's
+//! replica count and an existing stream made before is updated in place at start
+//! (JetStream scales a stream's RAFT group, and its consumers that inherit the stream's
+//! replicas, on a stream update).
+//!
+//! The count: `YMERA_JS_REPLICAS` (1 to 5) when set; otherwise 3 when the JetStream cluster
+//! has at least 3 servers, else 1. Without the variable an existing stream is never scaled
+//! *down*: a service restarting while one server of three is away sees two, and must not
+//! turn an R3 stream into R1.
+
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, stream};
+
+use crate::config::ConfigError;
+use crate::env::Env;
+
+/// The variable naming the replica count.
+pub const REPLICAS_ENV: &str = "YMERA_JS_REPLICAS";
+/// Most replicas JetStream supports for a stream.
+pub const MAX_REPLICAS: usize = 5;
+/// How long [`replicas`] waits for the server to announce the rest of its cluster.
+const CLUSTER_GOSSIP_WAIT: Duration = Duration::from_secs(2);
+
+/// The replica count asked for, and whether it was asked for explicitly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Replicas {
+    /// Copies of every stream and bucket.
+    pub count: usize,
+    /// True when `YMERA_JS_REPLICAS` set it (then an existing stream is set to exactly this,
+    /// also down); false for the default (never lowers an existing stream).
+    pub explicit: bool,
+}
+
+/// `YMERA_JS_REPLICAS` from `env`: `None` when unset; a value outside 1–5 is refused.
+pub fn configured_replicas(env: &Env<'_>) -> Result<Option<usize>, ConfigError> {
+    env.value(REPLICAS_ENV, |text| match text.parse::<usize>() {
+        Ok(n) if (1..=MAX_REPLICAS).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "{text:?} is not a whole number between 1 and {MAX_REPLICAS}"
+        )),
+    })
+}
+
+/// The default replica count for a JetStream cluster of `servers` servers.
+pub fn default_replicas(servers: usize) -> usize {
+    if servers >= 3 { 3 } else { 1 }
+}
+
+/// How many servers the cluster of `client`'s server has, from its `INFO`: the client URLs
+/// it gossips (every server of the cluster, itself included); 1 for a server outside a
+/// cluster. A clustered server that announced fewer than 3 is watched for up to 2 s, as
+/// routes come up after the first `INFO`.
+pub async fn cluster_size(client: &async_nats::Client) -> usize {
+    let deadline = Instant::now() + CLUSTER_GOSSIP_WAIT;
+    loop {
+        let info = client.server_info();
+        let mut urls: Vec<&String> = info.connect_urls.iter().collect();
+        urls.sort();
+        urls.dedup();
+        let size = urls.len().max(1);
+        if info.cluster.is_none() || size >= 3 || Instant::now() >= deadline {
+            return size;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The replica count for this process: `YMERA_JS_REPLICAS` from the environment if set,
+/// else [`default_replicas`] of [`cluster_size`]. A malformed variable is an error naming it.
+pub async fn replicas(client: &async_nats::Client) -> Result<Replicas, ConfigError> {
+    match configured_replicas(&Env::from_process())? {
+        Some(count) => Ok(Replicas {
+            count,
+            explicit: true,
+        }),
+        None => Ok(Replicas {
+            count: default_replicas(cluster_size(client).await),
+            explicit: false,
+        }),
+    }
+}
+
+/// Sets `config.num_replicas` for a stream whose current replica count is `existing`
+/// (`None`: the stream does not exist yet).
+pub fn apply_replicas(config: &mut stream::Config, replicas: Replicas, existing: Option<usize>) {
+    config.num_replicas = match existing {
+        Some(current) if !replicas.explicit => replicas.count.max(current),
+        _ => replicas.count,
+    };
+}
+
+/// Creates the stream of `config` at `replicas`, or updates the existing one in place
+/// (its replica count included, see [`apply_replicas`]). Returns the stream's info.
+pub async fn ensure_stream(
+    js: &jetstream::Context,
+    mut config: stream::Config,
+    replicas: Replicas,
+) -> Result<stream::Info, String> {
+    let existing = match js.get_stream(&config.name).await {
+        Ok(mut stream) => Some(
+            stream
+                .info()
+                .await
+                .map_err(|e| format!("stream {}: {e}", config.name))?
+                .config
+                .num_replicas,
+        ),
+        Err(err)
+            if matches!(
+                err.kind(),
+                jetstream::context::GetStreamErrorKind::JetStream(inner)
+                    if inner.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
+            ) =>
+        {
+            None
+        }
+        Err(err) => return Err(format!("stream {}: {err}", config.name)),
+    };
+    apply_replicas(&mut config, replicas, existing);
+    let name = config.name.clone();
+    let info = match existing {
+        Some(_) => js.update_stream(&config).await.map_err(|e| e.to_string()),
+        None => js
+            .create_or_update_stream(config)
+            .await
+            .map_err(|e| e.to_string()),
+    };
+    info.map_err(|e| format!("stream {name}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(value: Option<&'static str>) -> Env<'static> {
+        Env::from_lookup(move |name| (name == REPLICAS_ENV).then(|| value.map(str::to_owned))?)
+    }
+
+    #[test]
+    fn the_variable_is_one_to_five() {
+        assert_eq!(configured_replicas(&env(None)).unwrap(), None);
+        assert_eq!(configured_replicas(&env(Some("3"))).unwrap(), Some(3));
+        for bad in ["0", "6", "three", "-1"] {
+            let err = configured_replicas(&env(Some(bad))).unwrap_err();
+            assert_eq!(err.variable, REPLICAS_ENV, "{bad}");
+        }
+    }
+
+    #[test]
+    fn default_is_three_on_three_servers() {
+        assert_eq!(default_replicas(1), 1);
+        assert_eq!(default_replicas(2), 1);
+        assert_eq!(default_replicas(3), 3);
+        assert_eq!(default_replicas(5), 3);
+    }
+
+    #[test]
+    fn the_default_never_scales_a_stream_down() {
+        let mut config = stream::Config::default();
+        let default = Replicas {
+            count: 1,
+            explicit: false,
+        };
+        apply_replicas(&mut config, default, Some(3));
+        assert_eq!(config.num_replicas, 3);
+        apply_replicas(&mut config, default, None);
+        assert_eq!(config.num_replicas, 1);
+        let explicit = Replicas {
+            count: 1,
+            explicit: true,
+        };
+        apply_replicas(&mut config, explicit, Some(3));
+        assert_eq!(config.num_replicas, 1);
+        let three = Replicas {
+            count: 3,
+            explicit: false,
+        };
+        apply_replicas(&mut config, three, Some(1));
+        assert_eq!(config.num_replicas, 3);
+    }
+}
