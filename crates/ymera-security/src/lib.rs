@@ -9,6 +9,7 @@
 //! - [`keycache`]: the in-memory API key table, kept current with LISTEN/NOTIFY.
 //! - [`state`]: authentication and authorization decisions.
 //! - [`service`]: the NATS endpoints.
+//! - [`callout`]: NATS login with Ymera credentials (the server's auth callout).
 //!
 //! Invariants: secrets (API key secrets, private signing keys, pepper,
 //! master key) are never stored in clear, logged or published; every
@@ -16,6 +17,7 @@
 //! service's crate.
 
 pub mod apikey;
+pub mod callout;
 pub mod events;
 pub mod keycache;
 pub mod keys;
@@ -92,6 +94,8 @@ pub struct SecuritySettings {
     pub bootstrap_admin_key: Option<std::path::PathBuf>,
     /// How long a signing key signs (`YMERA_SIGNING_KEY_ROTATION_HOURS`, default 24).
     pub rotation: Option<ChronoDuration>,
+    /// The NATS auth callout (`YMERA_NATS_CALLOUT_*`), when configured.
+    pub callout: Option<callout::CalloutSettings>,
 }
 
 impl SecuritySettings {
@@ -128,6 +132,7 @@ impl SecuritySettings {
             master_key,
             bootstrap_admin_key: env.get("YMERA_BOOTSTRAP_ADMIN_KEY").map(Into::into),
             rotation,
+            callout: callout::CalloutSettings::read(env)?,
         })
     }
 }
@@ -365,6 +370,26 @@ pub async fn run(config: ServiceConfig, settings: SecuritySettings) -> Result<()
     if let Some(path) = &settings.bootstrap_admin_key {
         bootstrap_admin_key(&state.pool, &state.pepper, path).await?;
     }
+    if let Some(callout_settings) = settings.callout.clone() {
+        start_callout(&rt, state.clone(), callout_settings).await?;
+    }
     service::service(state).serve(rt).await?;
+    Ok(())
+}
+
+/// Starts answering the NATS server's authorization requests on the runtime's connection
+/// (or the callout's own login) until the runtime shuts down.
+pub async fn start_callout(
+    rt: &Runtime,
+    state: SharedState,
+    settings: callout::CalloutSettings,
+) -> Result<(), SecurityError> {
+    let client = callout::connection(rt.client(), &rt.config().nats, &settings).await?;
+    let shutdown = rt.shutdown_token();
+    tokio::spawn(async move {
+        if let Err(err) = callout::serve(client, state, settings, shutdown).await {
+            tracing::error!(error = %err, "the NATS auth callout stopped");
+        }
+    });
     Ok(())
 }

@@ -54,6 +54,7 @@ pub async fn start_security_with(
     settings: SecuritySettings,
 ) -> SecurityService {
     let url = config.nats.url.clone();
+    let login = config.nats.user_password.clone();
     let runtime = Runtime::start("security", config)
         .await
         .expect("runtime starts");
@@ -71,8 +72,17 @@ pub async fn start_security_with(
         .to_owned();
     let shutdown = runtime.shutdown_token();
     let pool = state.pool().clone();
+    if let Some(callout) = settings.callout.clone() {
+        ymera_security::start_callout(&runtime, state.clone(), callout)
+            .await
+            .expect("auth callout starts");
+    }
     let task = tokio::spawn(ymera_security::service::service(state.clone()).serve(runtime));
-    let nats = async_nats::connect(url).await.expect("client connects");
+    let mut options = async_nats::ConnectOptions::new();
+    if let Some((user, password)) = login {
+        options = options.user_and_password(user, password);
+    }
+    let nats = options.connect(url).await.expect("client connects");
     let client = ServiceClient::new(nats).with_timeout(Duration::from_secs(10));
     wait_until_serving(client.nats(), "security.health").await;
     SecurityService {

@@ -2,6 +2,7 @@
 //! Integration tests of the security service against real nats-server,
 //! PostgreSQL and Redis.
 
+mod callout;
 mod common;
 mod keys;
 mod keytable;
