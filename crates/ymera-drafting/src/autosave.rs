@@ -237,6 +237,20 @@ impl AutoSave {
         }
     }
 
+    /// The backlog: saves waiting in the buffer (all replicas when it is
+    /// Redis), and those this process is committing now.
+    pub async fn backlog(&self) -> Result<(u64, u64), Error> {
+        let buffered = match &self.buffer {
+            Buffer::Redis(conn) => {
+                let mut conn = conn.clone();
+                conn.scard(PENDING_SET).await.map_err(redis_err)?
+            }
+            Buffer::Memory(map) => map.lock().await.len() as u64,
+        };
+        let in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        Ok((buffered, in_flight.values().map(|n| *n as u64).sum()))
+    }
+
     async fn pending_ids(&self) -> Result<Vec<String>, Error> {
         match &self.buffer {
             Buffer::Redis(conn) => {

@@ -10,7 +10,8 @@
 //! - [`readability`], [`style`]: analysis.
 //! - [`inbox`]: chat-style requests on `agent.drafting.inbox`.
 //! - [`diff`], [`export`], [`collab`], [`autosave`].
-//! - [`settings`]: `AUTO_SAVE_INTERVAL` and `CONFIG_CACHE_TTL`.
+//! - [`settings`]: `AUTO_SAVE_INTERVAL`, `CONFIG_CACHE_TTL`, `DRAFT_EXPIRY_CHECK_INTERVAL`.
+//! - [`stats`]: this replica's counters for `drafting.metrics`.
 
 pub mod autosave;
 pub mod collab;
@@ -20,6 +21,7 @@ pub mod inbox;
 pub mod readability;
 pub mod service;
 pub mod settings;
+pub mod stats;
 pub mod store;
 pub mod style;
 

@@ -11,6 +11,9 @@ use ymera_core::env::Env;
 /// Default of `AUTO_SAVE_INTERVAL`.
 pub const DEFAULT_AUTO_SAVE_INTERVAL: Duration = Duration::from_secs(30);
 
+/// Default of `DRAFT_EXPIRY_CHECK_INTERVAL`.
+pub const DEFAULT_EXPIRY_CHECK_INTERVAL: Duration = Duration::from_secs(3600);
+
 /// Tunables of the drafting agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
@@ -22,6 +25,10 @@ pub struct Settings {
     /// How the agent follows its document in the config manager
     /// (re-fetched every `CONFIG_CACHE_TTL`, default 300 s).
     pub watch: WatchOptions,
+    /// How often the expiry job archives drafts whose `expires_at` passed
+    /// (`DRAFT_EXPIRY_CHECK_INTERVAL`, default 1 h; the seed cleans up
+    /// weekly, archiving is cheap enough to do it hourly).
+    pub expiry_check_interval: Duration,
 }
 
 impl Default for Settings {
@@ -31,6 +38,7 @@ impl Default for Settings {
             watch: WatchOptions {
                 resync_interval: ymera_core::config_watch::DEFAULT_CONFIG_CACHE_TTL,
             },
+            expiry_check_interval: DEFAULT_EXPIRY_CHECK_INTERVAL,
         }
     }
 }
@@ -41,6 +49,8 @@ impl Settings {
         Ok(Settings {
             auto_save_interval: env.duration("AUTO_SAVE_INTERVAL", DEFAULT_AUTO_SAVE_INTERVAL)?,
             watch: WatchOptions::from_env(env)?,
+            expiry_check_interval: env
+                .duration("DRAFT_EXPIRY_CHECK_INTERVAL", DEFAULT_EXPIRY_CHECK_INTERVAL)?,
         })
     }
 
@@ -79,6 +89,7 @@ mod tests {
             ("AUTO_SAVE_INTERVAL", "soon"),
             ("AUTO_SAVE_INTERVAL", "-1"),
             ("CONFIG_CACHE_TTL", "forever"),
+            ("DRAFT_EXPIRY_CHECK_INTERVAL", "weekly"),
         ] {
             let err = Settings::from_lookup(|k| (k == name).then(|| value.into())).unwrap_err();
             assert_eq!(err.variable, name, "{name}={value}");

@@ -135,6 +135,7 @@ pub(super) async fn analyze(
     })
     .await
     .map_err(Error::internal)?;
+    state.stats.analysis(started.elapsed());
     Ok(Timed {
         started,
         value: analysis,

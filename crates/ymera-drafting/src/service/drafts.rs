@@ -53,6 +53,9 @@ pub struct DraftCreateRequest {
     tags: Vec<String>,
     #[serde(default)]
     collaborators: Vec<String>,
+    /// When the expiry job archives the draft (RFC 3339, in the future).
+    #[serde(default)]
+    expires_at: Option<DateTime<Utc>>,
 }
 
 /// What `drafting.get` may include besides the draft.
@@ -116,6 +119,30 @@ pub struct DraftUpdateRequest {
     message: Option<String>,
     #[serde(default)]
     autosave: bool,
+    /// A new expiry (RFC 3339, in the future), or `null` for none; absent:
+    /// unchanged. Not a content change: no revision of its own.
+    #[serde(default, deserialize_with = "present")]
+    expires_at: Option<Option<DateTime<Utc>>>,
+}
+
+/// A field that may be given as `null`: `Some(None)` then, `None` when absent.
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// An expiry given in a request: in the future (422 naming `/expires_at`).
+fn check_expiry(at: Option<DateTime<Utc>>) -> Result<(), Error> {
+    match at {
+        Some(at) if at <= Utc::now() => Err(Error::validation(vec![Violation::new(
+            "/expires_at",
+            "must be in the future",
+        )])),
+        _ => Ok(()),
+    }
 }
 
 /// `drafting.list` request (an empty body is `{}`).
@@ -308,6 +335,7 @@ pub(super) async fn create(
     };
     check_title(&title)?;
     check_size(&content)?;
+    check_expiry(body.expires_at)?;
     let now = Utc::now();
     let draft = Draft {
         draft_id,
@@ -328,6 +356,7 @@ pub(super) async fn create(
             .unwrap_or_else(|| Value::Object(Default::default())),
         collaborators: body.collaborators,
         tags: body.tags,
+        expires_at: body.expires_at,
     };
     state.store.create(&draft).await?;
     Ok(draft)
@@ -379,6 +408,10 @@ pub(super) async fn update(
             "draft {} is being edited collaboratively; send changes through drafting.collab.update",
             body.draft_id
         )));
+    }
+    if let Some(expires_at) = body.expires_at {
+        check_expiry(expires_at)?;
+        state.store.set_expiry(&body.draft_id, expires_at).await?;
     }
     let draft = state.store.get(&body.draft_id).await?;
     let author = author(&call, body.author_id.clone(), || draft.author_id.clone());

@@ -16,6 +16,7 @@ mod comments;
 mod drafts;
 mod lifecycle;
 mod revisions;
+mod stats_endpoint;
 mod templates;
 
 use std::sync::Arc;
@@ -63,6 +64,9 @@ pub struct State {
     /// order by one task.
     broadcasts: mpsc::Sender<(String, bytes::Bytes)>,
     authorizer: Arc<Authorizer>,
+    /// This replica's counters (`drafting.metrics`).
+    stats: Arc<crate::stats::Stats>,
+    expiry_check_interval: Duration,
 }
 
 type Shared = Arc<State>;
@@ -313,6 +317,40 @@ async fn follow_broadcasts(
     }
 }
 
+/// Subject of the event the expiry job publishes for each archived draft.
+pub const EXPIRED_SUBJECT: &str = "events.drafting.expired";
+/// Most drafts one expiry run archives (it runs again at once while full).
+const EXPIRY_BATCH: i64 = 500;
+
+/// Archives every draft whose `expires_at` passed, in batches, publishing
+/// `events.drafting.expired` for each; returns how many. Any replica may
+/// run it at the same time as another: each draft is archived once.
+pub async fn expire_drafts(state: &State, nats: &async_nats::Client) -> Result<usize, Error> {
+    let mut total = 0;
+    loop {
+        let batch = state.store.archive_expired(EXPIRY_BATCH).await?;
+        let n = batch.len();
+        for expired in &batch {
+            state.autosave.discard(&expired.draft_id).await.ok();
+            tracing::info!(draft_id = %expired.draft_id, expires_at = %expired.expires_at, "expired draft archived");
+            match serde_json::to_vec(expired) {
+                Ok(payload) => {
+                    if let Err(e) = nats.publish(EXPIRED_SUBJECT, payload.into()).await {
+                        tracing::warn!(error = %e, "expiry event not published");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "expiry event not encoded"),
+            }
+        }
+        metrics::counter!("ymera_drafting_drafts_expired_total").increment(n as u64);
+        state.stats.expired(n as u64);
+        total += n;
+        if n < EXPIRY_BATCH as usize {
+            return Ok(total);
+        }
+    }
+}
+
 /// Queued collaboration broadcasts before `drafting.collab.update` waits.
 const BROADCAST_QUEUE: usize = 8_192;
 
@@ -359,6 +397,8 @@ pub async fn state(
         collab: Collab::default(),
         broadcasts: broadcaster(runtime.client().clone()),
         authorizer: runtime.authorizer(),
+        stats: Arc::default(),
+        expiry_check_interval: settings.expiry_check_interval,
     }))
 }
 
@@ -387,6 +427,7 @@ pub fn builder(state: &Arc<State>) -> ServiceBuilder {
     .route("drafting.template.list", state, templates::list)
     .route("drafting.collab.join", state, collaboration::join)
     .route("drafting.collab.update", state, collaboration::update)
+    .route("drafting.metrics", state, stats_endpoint::metrics)
 }
 
 /// Serves until shutdown, then flushes every buffered auto-save and open
@@ -415,6 +456,22 @@ pub async fn serve(
         runtime.client().clone(),
         runtime.shutdown_token(),
     ));
+    let (expiry_state, expiry_nats, expiry_stop) = (
+        state.clone(),
+        runtime.client().clone(),
+        runtime.shutdown_token(),
+    );
+    tokio::spawn(async move {
+        loop {
+            if let Err(e) = expire_drafts(&expiry_state, &expiry_nats).await {
+                tracing::warn!(error = %e, "draft expiry failed");
+            }
+            tokio::select! {
+                _ = expiry_stop.cancelled() => break,
+                _ = tokio::time::sleep(expiry_state.expiry_check_interval) => {}
+            }
+        }
+    });
     let ticker_state = state.clone();
     // Ticks at a quarter of the interval, and at once when the config
     // manager changes the interval.

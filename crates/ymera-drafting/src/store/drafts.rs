@@ -8,12 +8,12 @@ use ymera_core::Error;
 use super::comments::remap_comments;
 use super::revisions::insert_revision;
 use super::{
-    Change, Draft, DraftStatus, DraftStore, ListFilter, Named, Revision, RevisionSource,
-    Transition, db, json_strings, stored, word_count,
+    Change, Draft, DraftCounts, DraftStatus, DraftStore, Expired, ListFilter, Named, Revision,
+    RevisionSource, Transition, db, json_strings, stored, word_count,
 };
 use crate::diff::unified;
 
-const DRAFT_COLUMNS: &str = "draft_id, title, document_type, content, template_id, author_id, status, version, tone, target_audience, created_at, updated_at, metadata, collaborators, tags, word_count";
+const DRAFT_COLUMNS: &str = "draft_id, title, document_type, content, template_id, author_id, status, version, tone, target_audience, created_at, updated_at, metadata, collaborators, tags, word_count, expires_at";
 
 fn draft_from_row(row: &sqlx::postgres::PgRow) -> Result<Draft, Error> {
     let get = |e: sqlx::Error| Error::internal(e);
@@ -40,6 +40,7 @@ fn draft_from_row(row: &sqlx::postgres::PgRow) -> Result<Draft, Error> {
         collaborators: json_strings(row.try_get("collaborators").map_err(get)?),
         tags: json_strings(row.try_get("tags").map_err(get)?),
         word_count: row.try_get("word_count").map_err(get)?,
+        expires_at: row.try_get("expires_at").map_err(get)?,
     })
 }
 
@@ -48,8 +49,8 @@ impl DraftStore {
     pub async fn create(&self, draft: &Draft) -> Result<(), Error> {
         let mut tx = self.pool.begin().await.map_err(db)?;
         sqlx::query(
-            "INSERT INTO drafts (draft_id, title, document_type, content, template_id, author_id, status, version, tone, target_audience, created_at, updated_at, metadata, collaborators, comments, revision_history, tags, word_count)
-             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,'[]'::jsonb,'[]'::jsonb,$15,$16)",
+            "INSERT INTO drafts (draft_id, title, document_type, content, template_id, author_id, status, version, tone, target_audience, created_at, updated_at, metadata, collaborators, comments, revision_history, tags, word_count, expires_at)
+             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,'[]'::jsonb,'[]'::jsonb,$15,$16,$17)",
         )
         .bind(&draft.draft_id)
         .bind(&draft.title)
@@ -67,6 +68,7 @@ impl DraftStore {
         .bind(serde_json::json!(draft.collaborators))
         .bind(serde_json::json!(draft.tags))
         .bind(draft.word_count)
+        .bind(draft.expires_at)
         .execute(&mut *tx)
         .await
         .map_err(|e| match &e {
@@ -373,6 +375,94 @@ impl DraftStore {
                 })
             })
             .collect()
+    }
+
+    /// Sets (or with `None` clears) when a draft expires; 404 when absent,
+    /// 409 when archived.
+    pub async fn set_expiry(
+        &self,
+        draft_id: &str,
+        expires_at: Option<chrono::DateTime<Utc>>,
+    ) -> Result<(), Error> {
+        let done = sqlx::query(
+            "UPDATE drafts SET expires_at = $2 WHERE draft_id = $1 AND status <> 'archived'",
+        )
+        .bind(draft_id)
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        if done.rows_affected() == 0 {
+            self.get(draft_id).await?;
+            return Err(Error::conflict("the draft is archived"));
+        }
+        Ok(())
+    }
+
+    /// Archives up to `limit` drafts whose `expires_at` has passed (never
+    /// one with a live collaboration session), each with its transition
+    /// (actor `expiry`); rows another replica is archiving are skipped, so
+    /// each draft is archived once.
+    pub async fn archive_expired(&self, limit: i64) -> Result<Vec<Expired>, Error> {
+        let rows = sqlx::query(
+            "WITH due AS (
+                SELECT draft_id, status FROM drafts d
+                WHERE expires_at <= now() AND status <> 'archived'
+                  AND NOT EXISTS (SELECT 1 FROM draft_collab c WHERE c.draft_id = d.draft_id)
+                ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED
+             ), archived AS (
+                UPDATE drafts d SET status = 'archived', archived_at = now(), updated_at = now()
+                FROM due WHERE d.draft_id = due.draft_id
+                RETURNING d.draft_id, due.status AS from_status, d.expires_at, d.archived_at
+             ), logged AS (
+                INSERT INTO draft_transitions (draft_id, from_status, to_status, actor, note, created_at)
+                SELECT draft_id, from_status, 'archived', 'expiry', 'expired at ' || to_char(expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), archived_at
+                FROM archived
+             )
+             SELECT draft_id, from_status, expires_at, archived_at FROM archived",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|r| {
+                Ok(Expired {
+                    draft_id: r.try_get("draft_id").map_err(Error::internal)?,
+                    from_status: stored(
+                        "from_status",
+                        r.try_get("from_status").map_err(Error::internal)?,
+                    )?,
+                    expires_at: r.try_get("expires_at").map_err(Error::internal)?,
+                    archived_at: r.try_get("archived_at").map_err(Error::internal)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Drafts by status, and those with an expiry still to come.
+    pub async fn counts(&self) -> Result<DraftCounts, Error> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT status, count(*) FROM drafts GROUP BY status")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db)?;
+        let (expiring, sessions, editors, pending): (i64, i64, i64, i64) = sqlx::query_as(
+            "SELECT (SELECT count(*) FROM drafts WHERE expires_at IS NOT NULL AND status <> 'archived'),
+                    (SELECT count(*) FROM draft_collab),
+                    (SELECT count(*) FROM draft_collab_editors),
+                    (SELECT COALESCE(sum(seq - base_seq), 0)::bigint FROM draft_collab)",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(DraftCounts {
+            by_status: rows.into_iter().collect(),
+            expiring,
+            sessions,
+            editors,
+            pending_updates: pending,
+        })
     }
 
     /// Deletes a draft with its revisions, comments and transitions.

@@ -212,6 +212,37 @@ pub struct Draft {
     pub tags: Vec<String>,
     /// Words in the content (textstat's count).
     pub word_count: i32,
+    /// When the expiry job archives it (absent: never).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// A draft the expiry job archived.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Expired {
+    /// The draft.
+    pub draft_id: String,
+    /// Its status before.
+    pub from_status: DraftStatus,
+    /// When it expired.
+    pub expires_at: DateTime<Utc>,
+    /// When it was archived.
+    pub archived_at: DateTime<Utc>,
+}
+
+/// What `drafting.metrics` reads from the store (all replicas).
+#[derive(Debug, Clone, Default)]
+pub struct DraftCounts {
+    /// Drafts per stored status name.
+    pub by_status: std::collections::BTreeMap<String, i64>,
+    /// Drafts not archived with an `expires_at`.
+    pub expiring: i64,
+    /// Live collaboration sessions.
+    pub sessions: i64,
+    /// Their editors.
+    pub editors: i64,
+    /// Collaboration updates not yet committed as a revision.
+    pub pending_updates: i64,
 }
 
 /// A revision (without its content unless asked).

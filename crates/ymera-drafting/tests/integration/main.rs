@@ -7,5 +7,6 @@ mod autosave;
 mod collab;
 mod common;
 mod drafts;
+mod expiry;
 mod proto;
 mod replicas;

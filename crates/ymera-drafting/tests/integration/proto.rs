@@ -433,6 +433,7 @@ async fn the_registry_lists_every_endpoint_with_its_permission_and_schemas() {
         "revisions",
         "diff",
         "template.list",
+        "metrics",
     ];
     // Text-only analysis is open; a stored draft's is checked in the handler.
     let open = ["analyze"];
