@@ -44,7 +44,9 @@ pub fn recipient_of_consumer(name: &str) -> Option<&str> {
     name.strip_prefix("deliver-")
 }
 
-/// Creates (or updates) both streams.
+/// Creates (or updates) both streams, at the platform's replica count
+/// (`ymera_core::jetstream`: `YMERA_JS_REPLICAS`, default 3 on a cluster of ≥ 3
+/// servers); existing streams are scaled in place and their consumers with them.
 ///
 /// `YMERA_MESSAGES` is a work queue: a copy leaves the stream when its
 /// recipient acknowledged it (or it was dead-lettered), so the per-subject
@@ -55,6 +57,9 @@ pub async fn ensure_streams(
     js: &jetstream::Context,
     settings: &CommSettings,
 ) -> Result<(), String> {
+    let replicas = ymera_core::jetstream::replicas(&js.client())
+        .await
+        .map_err(|e| e.to_string())?;
     let messages = stream::Config {
         name: MESSAGES_STREAM.to_owned(),
         subjects: vec!["ymera.messages.>".to_owned()],
@@ -66,9 +71,7 @@ pub async fn ensure_streams(
         duplicate_window: settings.duplicate_window,
         ..Default::default()
     };
-    js.create_or_update_stream(messages)
-        .await
-        .map_err(|e| format!("stream {MESSAGES_STREAM}: {e}"))?;
+    ymera_core::jetstream::ensure_stream(js, messages, replicas).await?;
     let dlq = stream::Config {
         name: DLQ_STREAM.to_owned(),
         subjects: vec!["ymera.dlq.>".to_owned()],
@@ -80,9 +83,7 @@ pub async fn ensure_streams(
         duplicate_window: settings.duplicate_window,
         ..Default::default()
     };
-    js.create_or_update_stream(dlq)
-        .await
-        .map_err(|e| format!("stream {DLQ_STREAM}: {e}"))?;
+    ymera_core::jetstream::ensure_stream(js, dlq, replicas).await?;
     Ok(())
 }
 
