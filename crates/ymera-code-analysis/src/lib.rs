@@ -47,10 +47,12 @@ pub use report::{
 };
 pub use rules::{RuleInfo, rules};
 
-/// Starts the runtime (NATS; no PostgreSQL needed) and serves until shutdown.
+/// Starts the runtime (NATS only) and serves until shutdown. Code analysis stores
+/// nothing, so it opens no PostgreSQL pool even when `POSTGRES_URL` is set (DESIGN §5).
 pub async fn run(
-    config: ymera_core::config::ServiceConfig,
+    mut config: ymera_core::config::ServiceConfig,
 ) -> Result<(), ymera_core::runtime::RuntimeError> {
+    config.postgres_url = None;
     let runtime = ymera_core::runtime::Runtime::start(service::NAME, config).await?;
     service::serve(runtime).await
 }
