@@ -1,4 +1,5 @@
-"""Recall of ymera-code-analysis against bandit 1.9.4's HIGH/MEDIUM findings.
+"""Recall of ymera-code-analysis against bandit 1.9.4's HIGH/MEDIUM findings,
+and its LOW B603/B607 (the seed's plain `subprocess.call(...)`).
 
 Usage: compare-bandit.py DUMP_BINARY CORPUS FIXTURES_DIR
 A bandit finding is found when we report the same test id in the same file on
@@ -17,6 +18,10 @@ import tempfile
 
 DUMP, CORPUS, FIXTURES = sys.argv[1], sys.argv[2], sys.argv[3]
 TARGET = 90.0
+# bandit LOW tests compared too: the seed's `subprocess\.call` pattern.
+LOW_COMPARED = {"B603", "B607"}
+# Our Python security rules that are no bandit test (counted, not compared).
+NOT_BANDIT = {"PY001": "input() asking for a password"}
 
 
 def files():
@@ -53,9 +58,11 @@ def ours(paths):
 paths = files()
 implemented = set(subprocess.run([DUMP, "--rules"], capture_output=True, text=True, check=True).stdout.split())
 report = bandit(paths)
-theirs = [r for r in report["results"] if r["issue_severity"] in ("HIGH", "MEDIUM")]
+theirs = [r for r in report["results"]
+          if r["issue_severity"] in ("HIGH", "MEDIUM") or r["test_id"] in LOW_COMPARED]
 mine = collections.defaultdict(list)  # (file, test id) -> [finding]
-for f in ours(paths):
+all_ours = ours(paths)
+for f in all_ours:
     mine[(os.path.realpath(f["file"]), f["rule_id"])].append(f)
 
 per_id = collections.defaultdict(lambda: [0, 0])  # test id -> [bandit, matched]
@@ -90,7 +97,7 @@ with open(f"{CORPUS}/bandit-misses.txt", "w") as out:
     for r in sorted(misses, key=lambda r: (r["test_id"], r["filename"], r["line_number"])):
         out.write(f"{r['test_id']} {r['issue_severity']} {r['filename']}:{r['line_number']} {r['code'].strip().splitlines()[0] if r['code'].strip() else ''}\n")
 
-print(f"files: {len(paths)}; bandit 1.9.4 HIGH/MEDIUM findings: {len(theirs)}")
+print(f"files: {len(paths)}; bandit 1.9.4 HIGH/MEDIUM findings and LOW {'/'.join(sorted(LOW_COMPARED))}: {len(theirs)}")
 print(f"{'test id':<8} {'bandit':>6} {'found':>6} {'recall%':>8} {'ours extra':>10}  rule in catalogue")
 total = found = impl_total = impl_found = 0
 for tid in sorted(per_id):
@@ -102,8 +109,13 @@ for tid in sorted(per_id):
         impl_found += m
     print(f"{tid:<8} {n:>6} {m:>6} {100.0 * m / n:>8.2f} {extra.get(tid, 0):>10}  {'yes' if tid in implemented else 'no'}")
 overall = 100.0 * found / total if total else 100.0
+for rid, what in NOT_BANDIT.items():
+    hits = [f for f in all_ours if f["rule_id"] == rid]
+    planted = sum(1 for f in hits if os.path.realpath(f["file"]).startswith(os.path.realpath(FIXTURES)))
+    print(f"{rid:<8} (no bandit test: {what}): ours {len(hits)}, of them {planted} planted; "
+          f"{'rule in catalogue' if rid in implemented else 'NOT in catalogue'}")
 impl = 100.0 * impl_found / impl_total if impl_total else 100.0
-print(f"overall recall (all HIGH/MEDIUM): {found}/{total} = {overall:.2f}%")
+print(f"overall recall (all HIGH/MEDIUM, LOW {'/'.join(sorted(LOW_COMPARED))}): {found}/{total} = {overall:.2f}%")
 print(f"matched on bandit's exact line: {found - by_range}; inside our finding's line range: {by_range}")
 print(f"recall for the test ids we implement: {impl_found}/{impl_total} = {impl:.2f}%")
 print(f"target ≥ {TARGET:.0f}% overall: {'met' if overall >= TARGET else 'NOT met'}")

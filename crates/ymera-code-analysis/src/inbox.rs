@@ -4,7 +4,8 @@
 //! once with `{}`; then, for a `request`/`command` envelope whose payload is
 //! `{"message": "<text>"}`, the agent answers through `communication.send`
 //! with a `response` envelope to the sender: the Markdown report when
-//! [`crate::can_handle`] accepts the message, else `{"success": false, "error"}`.
+//! [`crate::can_handle`] accepts the message, else a polite
+//! `{"success": false, "error", "capabilities"}` saying what it can do.
 //! The inbox plumbing (subscription, acknowledgement, bounds, sending with
 //! the service credential) is `ymera_core::agent::AgentInbox`; this module
 //! only builds the answer.
@@ -27,10 +28,7 @@ pub(crate) async fn answer(envelope: &Envelope, max_message_size: usize) -> Valu
         );
     };
     if !crate::can_handle(text) {
-        return failure(
-            "code-analysis reviews code: send a message asking for a review, with the code in fenced blocks (```python … ```)",
-            started,
-        );
+        return decline(text, started);
     }
     let request = AnalysisRequest {
         files: Vec::new(),
@@ -50,6 +48,34 @@ pub(crate) async fn answer(envelope: &Envelope, max_message_size: usize) -> Valu
         }),
         Err(err) => failure(&err.message, started),
     }
+}
+
+/// What the agent can do, listed when it declines a message.
+pub const CAPABILITIES: [&str; 5] = [
+    "complexity: cyclomatic complexity, length and parameters of every function (lizard-compatible)",
+    "security: eval/exec, shell injection and subprocess calls, hard-coded passwords and passwords read with input(), weak hashes, unsafe deserialisation, SQL built from strings (bandit's ids for Python)",
+    "performance: inefficient loops, string building in loops, blocking calls",
+    "code smells: empty functions, bare excepts, wildcard imports, long or deeply nested functions",
+    "languages: Python, JavaScript, Java, Go and Rust; reports as Markdown here, or JSON and SARIF from code-analysis.analyze",
+];
+
+/// A polite refusal of a message the agent cannot handle (no code, or no
+/// question about it), saying what it can do.
+fn decline(text: &str, started: Instant) -> Value {
+    let why = if crate::has_code(text) {
+        "I can review this code: tell me what to look for, e.g. \"any security bugs here?\" or \"check the complexity\"."
+    } else {
+        "I didn't find any code in your message. Paste it in a fenced block (```python … ```) and ask, e.g. \"any security bugs here?\"."
+    };
+    let mut answer = failure(
+        &format!(
+            "Sorry, I'm the code-analysis agent and can only review code. {why} I can check: {}.",
+            CAPABILITIES.join("; ")
+        ),
+        started,
+    );
+    answer["capabilities"] = json!(CAPABILITIES);
+    answer
 }
 
 /// The seed's failure shape: `{"success": false, "error", "agent", "processing_time"}`.

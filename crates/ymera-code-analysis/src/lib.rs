@@ -40,7 +40,10 @@ use serde::{Deserialize, Serialize};
 
 pub use error::AnalysisError;
 pub use language::Language;
-pub use markdown::{CodeBlock, can_handle, extract_code_blocks};
+pub use markdown::{
+    CODE_MARKERS, CodeBlock, REVIEW_KEYWORDS, asks_for_review, can_handle, extract_code_blocks,
+    has_code,
+};
 pub use report::{
     Category, CategoryCounts, Confidence, FileReport, FileSummary, Finding, FunctionMetrics,
     Report, Severity, SeverityCounts, Summary, rank,

@@ -81,25 +81,46 @@ fn block(tag: Option<String>, line: usize, body: &[&str]) -> CodeBlock {
     }
 }
 
+/// Words that make a message a review request (the seed's `can_handle`
+/// list, with spelling variants and a few more).
+pub const REVIEW_KEYWORDS: [&str; 15] = [
+    "review",
+    "analyze",
+    "analyse",
+    "check",
+    "optimize",
+    "optimise",
+    "debug",
+    "complexity",
+    "performance",
+    "security",
+    "bug",
+    "code quality",
+    "audit",
+    "lint",
+    "refactor",
+];
+
+/// What shows a message carries code: a fence (the seed: ```` ``` ````),
+/// or a definition (the seed: `def `, `function `, `class `).
+pub const CODE_MARKERS: [&str; 7] = ["```", "~~~", "def ", "function ", "class ", "func ", "fn "];
+
+/// Whether a message carries code ([`CODE_MARKERS`]).
+pub fn has_code(message: &str) -> bool {
+    CODE_MARKERS.iter().any(|m| message.contains(m))
+}
+
+/// Whether a message asks for a review ([`REVIEW_KEYWORDS`], any case;
+/// "bug" covers "bugs").
+pub fn asks_for_review(message: &str) -> bool {
+    let lower = message.to_lowercase();
+    REVIEW_KEYWORDS.iter().any(|k| lower.contains(k))
+}
+
 /// Whether a chat message asks for a code review (the seed's detection: a
 /// review-style keyword and some code).
 pub fn can_handle(message: &str) -> bool {
-    const KEYWORDS: [&str; 11] = [
-        "review",
-        "analyze",
-        "analyse",
-        "check",
-        "optimize",
-        "optimise",
-        "debug",
-        "complexity",
-        "audit",
-        "lint",
-        "refactor",
-    ];
-    const CODE_MARKERS: [&str; 6] = ["```", "~~~", "def ", "function ", "func ", "fn "];
-    let lower = message.to_lowercase();
-    KEYWORDS.iter().any(|k| lower.contains(k)) && CODE_MARKERS.iter().any(|m| message.contains(m))
+    asks_for_review(message) && has_code(message)
 }
 
 fn heading(index: usize, file: &FileReport) -> String {

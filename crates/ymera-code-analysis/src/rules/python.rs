@@ -190,6 +190,41 @@ const SHELL: [&str; 14] = [
     "subprocess.getstatusoutput",
 ];
 
+/// bandit's `shell_injection` `no_shell` list (B607 looks at these too).
+const NO_SHELL: [&str; 17] = [
+    "os.execl",
+    "os.execle",
+    "os.execlp",
+    "os.execlpe",
+    "os.execv",
+    "os.execve",
+    "os.execvp",
+    "os.execvpe",
+    "os.spawnl",
+    "os.spawnle",
+    "os.spawnlp",
+    "os.spawnlpe",
+    "os.spawnv",
+    "os.spawnve",
+    "os.spawnvp",
+    "os.spawnvpe",
+    "os.startfile",
+];
+
+/// Words of a prompt asking for a secret (PY001).
+const SECRET_PROMPTS: [&str; 3] = ["password", "passwd", "passphrase"];
+
+/// bandit's `full_path_match` (`^(?:[A-Za-z](?=\:)|[\\\/\.])`): `/…`,
+/// `\\…`, `.…` or a drive letter `C:…`.
+fn is_absolute_path(path: &str) -> bool {
+    let bytes = path.as_bytes();
+    match bytes.first() {
+        None => false,
+        Some(b'/' | b'\\' | b'.') => true,
+        Some(c) => c.is_ascii_alphabetic() && bytes.get(1) == Some(&b':'),
+    }
+}
+
 /// bandit's blacklisted calls (MEDIUM and HIGH ones), by qualified name.
 const BLACKLISTED_CALLS: &[(&str, &[&str])] = &[
     (
@@ -460,15 +495,50 @@ fn check_call(ctx: &mut Ctx<'_, '_>, call: Node<'_>) {
         }
     }
     // B602 (subprocess) / B604 (any other function) with a true shell=.
-    if let Some(shell) = kw_node("shell")
-        && shell_is_true(ctx, shell)
-    {
+    let shell_true = kw_node("shell").filter(|shell| shell_is_true(ctx, *shell));
+    if let Some(shell) = shell_true {
         let rule = if SUBPROCESS.contains(&name.as_str()) || raw.starts_with("subprocess.") {
             "B602"
         } else {
             "B604"
         };
         ctx.hit(rule, shell);
+    }
+    // B603: a subprocess call without a true shell= (low: check the input).
+    if shell_true.is_none() && SUBPROCESS.contains(&name.as_str()) {
+        ctx.hit("B603", call);
+    }
+    // B607: a process started by a relative executable name (first
+    // argument, or the first item of an argument list, a literal).
+    if (SUBPROCESS.contains(&name.as_str())
+        || SHELL.contains(&name.as_str())
+        || NO_SHELL.contains(&name.as_str()))
+        && let Some(first) = positional.first()
+    {
+        let program = if first.kind() == "list" {
+            named_children(*first)
+                .into_iter()
+                .find(|c| c.kind() != "comment")
+        } else {
+            Some(*first)
+        };
+        if let Some(program) = program
+            && is_constant(program)
+            && let Some(text) = string_value(ctx, program)
+            && !is_absolute_path(text)
+        {
+            ctx.hit("B607", call);
+        }
+    }
+    // PY001: input() prompting for a password echoes what is typed.
+    if name == "input"
+        && let Some(prompt) = positional.first().copied().or_else(|| kw_node("prompt"))
+        && matches!(prompt.kind(), "string" | "concatenated_string")
+    {
+        let text = ctx.text(prompt).to_lowercase();
+        if SECRET_PROMPTS.iter().any(|w| text.contains(w)) {
+            ctx.hit("PY001", call);
+        }
     }
     let head = parts.first().copied().unwrap_or_default();
     if matches!(head, "requests" | "httpx") && (HTTP_VERBS.contains(&last) || last == "request") {

@@ -143,3 +143,69 @@ async fn unhandled_message_gets_a_failure_response() {
     assert_eq!(response.correlation_id, Some(followup.id));
     assert_eq!(response.payload["success"], true);
 }
+
+#[tokio::test]
+async fn the_seeds_security_question_is_answered_and_a_message_without_code_declined() {
+    let svc = start_service(1024 * 1024).await;
+    let nats = svc.client.nats().clone();
+    let mut sent = communication_agent(&nats).await;
+
+    // The seed's own request, with the seed's remaining patterns in it.
+    let request = chat(
+        "dana",
+        "any security bugs here?\n```python\nimport subprocess\n\ndef deploy(branch):\n    subprocess.call(['git', 'checkout', branch])\n    token = input('GitHub password: ')\n    return token\n```\n",
+    );
+    deliver(&nats, &request).await;
+    let response = next_response(&mut sent).await;
+    assert_eq!(response.correlation_id, Some(request.id));
+    assert_eq!(response.payload["success"], true, "{}", response.payload);
+    let markdown = response.payload["response"].as_str().unwrap();
+    for id in ["B603", "B607", "PY001"] {
+        assert!(markdown.contains(id), "{id} missing from:\n{markdown}");
+    }
+    assert!(markdown.contains("getpass"), "{markdown}");
+
+    // Other seed triggers: "performance", "bugs", "code quality", and code
+    // shown by `class ` or `function ` without a fence.
+    for message in [
+        "Any performance problems in\nclass Cache:\n    def get(self, k):\n        return self.d[k]\n",
+        "code quality of function add(a, b) { return a + b }",
+        "bugs? def f(x): return eval(x)",
+    ] {
+        assert!(ymera_code_analysis::can_handle(message), "{message}");
+    }
+
+    // A question without code is declined politely, saying what the agent does.
+    let request = chat("dana", "Can you check my security setup?");
+    deliver(&nats, &request).await;
+    let response = next_response(&mut sent).await;
+    assert_eq!(response.correlation_id, Some(request.id));
+    assert_eq!(response.payload["success"], false);
+    let error = response.payload["error"].as_str().unwrap();
+    assert!(error.starts_with("Sorry"), "{error}");
+    assert!(error.contains("didn't find any code"), "{error}");
+    assert!(error.contains("any security bugs here?"), "{error}");
+    let capabilities = response.payload["capabilities"].as_array().unwrap();
+    assert_eq!(
+        capabilities.len(),
+        ymera_code_analysis::inbox::CAPABILITIES.len()
+    );
+    assert!(
+        capabilities
+            .iter()
+            .any(|c| c.as_str().unwrap().starts_with("security"))
+    );
+    assert!(
+        capabilities
+            .iter()
+            .any(|c| c.as_str().unwrap().contains("Rust"))
+    );
+
+    // Code without a question: asked what to look for.
+    let request = chat("dana", "```python\nx = 1\n```\n");
+    deliver(&nats, &request).await;
+    let response = next_response(&mut sent).await;
+    assert_eq!(response.payload["success"], false);
+    let error = response.payload["error"].as_str().unwrap();
+    assert!(error.contains("tell me what to look for"), "{error}");
+}

@@ -37,6 +37,17 @@ fn samples() -> Vec<(Language, &'static str, String)> {
             "import subprocess\nsubprocess.run(cmd, shell=True)\n",
         ),
         s(Py, "B605", "import os\nos.system(cmd)\n"),
+        s(
+            Py,
+            "B603",
+            "import subprocess\nsubprocess.call(['/usr/bin/git', 'status'])\n",
+        ),
+        s(
+            Py,
+            "B607",
+            "import subprocess\nsubprocess.call(['git', 'status'])\n",
+        ),
+        s(Py, "PY001", "secret = input('Enter your password: ')\n"),
         s(Py, "B105", "password = 'hunter2'\n"),
         s(
             Py,
@@ -475,9 +486,14 @@ fn safe_variants_stay_quiet() {
             Py,
             "from markupsafe import Markup\nMarkup('<b>static</b>')\n",
         ),
+        (Py, "run(cmd, shell=None)\n"),
         (
             Py,
-            "import subprocess\nsubprocess.run(['ls'], shell=False)\nrun(cmd, shell=None)\n",
+            "import getpass\nsecret = getpass.getpass('Password: ')\n",
+        ),
+        (
+            Py,
+            "name = input('Your name: ')\nx = input(password_prompt)\n",
         ),
         (Py, "import ssl\nssl.create_default_context()\n"),
         (
@@ -515,6 +531,51 @@ fn findings_carry_cwe_and_positions() {
         .expect("B605");
     assert_eq!(finding.cwe.as_deref(), Some("CWE-78"));
     assert_eq!((finding.line, finding.column), (4, 12));
+}
+
+#[test]
+fn the_seeds_subprocess_and_password_prompt_patterns_are_reported_like_bandit() {
+    // Checked against bandit 1.9.4: B603 on every subprocess call without a
+    // true shell=, B607 when the program is a literal relative name (also in
+    // an argument list, and for os.exec*/os.spawn*), both LOW.
+    let ids = |code: &str| rule_ids(&analyze(Py, code));
+    assert_eq!(
+        ids("import subprocess\nsubprocess.call(['git', 'status'])\n"),
+        vec!["B603", "B607"]
+    );
+    assert_eq!(
+        ids("import subprocess\nsubprocess.run(['ls'], shell=False)\n"),
+        vec!["B603", "B607"]
+    );
+    assert_eq!(
+        ids(
+            "import subprocess\nsubprocess.run(['/bin/ls'])\nsubprocess.run(['./ls'])\nsubprocess.run(argv)\n"
+        ),
+        vec!["B603", "B603", "B603"]
+    );
+    assert_eq!(
+        ids("import subprocess\nsubprocess.call('ls', shell=True)\n"),
+        vec!["B607", "B602"]
+    );
+    assert_eq!(ids("import os\nos.execvp('sh', ['sh'])\n"), vec!["B607"]);
+    assert_eq!(
+        ids("from subprocess import call\ncall(['make'])  # nosec B603\n"),
+        vec!["B607"]
+    );
+    let report = analyze(Py, "import subprocess\nsubprocess.call(['git'])\n");
+    for f in &report.findings {
+        assert_eq!(f.severity.name(), "low", "{f:?}");
+        assert_eq!(f.line, 2);
+    }
+    // The seed's `input\(.*password`: a prompt that asks for a password.
+    assert_eq!(ids("pw = input(\"Password: \")\n"), vec!["PY001"]);
+    assert_eq!(
+        ids("pw = input(prompt='Enter the ' 'PASSPHRASE')\n"),
+        vec!["PY001"]
+    );
+    let report = analyze(Py, "pw = input('password?')\n");
+    assert_eq!(report.findings[0].severity.name(), "medium");
+    assert_eq!(report.findings[0].cwe.as_deref(), Some("CWE-549"));
 }
 
 #[test]

@@ -49,6 +49,39 @@ pub(super) static PYTHON: &[RuleInfo] = &[
         "Use subprocess.run([...]) with an argument list."
     ),
     rule!(
+        "B603",
+        "subprocess-without-shell-equals-true",
+        &[PY],
+        S,
+        L,
+        CH,
+        Some("CWE-78"),
+        "subprocess call: check for execution of untrusted input.",
+        "Make sure no argument comes from untrusted input, or validate it against a list of allowed values."
+    ),
+    rule!(
+        "B607",
+        "start-process-with-partial-path",
+        &[PY],
+        S,
+        L,
+        CH,
+        Some("CWE-78"),
+        "Starting a process with a partial executable path (found through PATH).",
+        "Use the executable's absolute path (e.g. shutil.which() once at start)."
+    ),
+    rule!(
+        "PY001",
+        "input-password-prompt",
+        &[PY],
+        S,
+        MED,
+        CM,
+        Some("CWE-549"),
+        "input() prompting for a password shows what is typed on the screen.",
+        "Read secrets with getpass.getpass(), which does not echo them."
+    ),
+    rule!(
         "B105",
         "hardcoded-password-string",
         &[PY],
