@@ -39,13 +39,26 @@ pub struct UpArgs {
     /// NATS monitoring port.
     #[arg(long, default_value_t = 8222)]
     pub nats_monitor_port: u16,
+    /// Run a JetStream cluster of this many nats-servers on loopback (node i on
+    /// `--nats-port + i`, `--nats-monitor-port + i`, `--nats-route-port + i`) instead of one.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=7))]
+    pub cluster: u16,
+    /// First route (cluster) port of the JetStream cluster.
+    #[arg(long, default_value_t = 6222)]
+    pub nats_route_port: u16,
+    /// `sync_interval: always` on the cluster's servers (fsync before every acknowledgement).
+    #[arg(long)]
+    pub nats_sync_always: bool,
+    /// Instances of every service (each its own HTTP port).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=8))]
+    pub replicas: u16,
     /// PostgreSQL port.
     #[arg(long, default_value_t = 55432)]
     pub postgres_port: u16,
     /// Redis port.
     #[arg(long, default_value_t = 56379)]
     pub redis_port: u16,
-    /// First HTTP side port; service i listens on base + i.
+    /// First HTTP side port; instance r of service i listens on base + i × replicas + r.
     #[arg(long, default_value_t = 9100)]
     pub http_base_port: u16,
     /// Start only these services (default: every service binary found).
@@ -114,32 +127,16 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     // Security first: it creates the admin key the others may need.
     binaries.sort_by_key(|(name, _)| name != "security");
     let mut services = Vec::new();
+    let replicas = usize::from(args.replicas);
     for (i, (name, path)) in binaries.into_iter().enumerate() {
-        let port = args
-            .http_base_port
-            .saturating_add(u16::try_from(i).unwrap_or(u16::MAX));
-        let mut options = ServiceOptions::new(name.as_str(), path)
-            .envs(service_env(&stack, &args, port))
-            .restart(Backoff::default());
-        if name == "security" {
-            // The security service creates the development admin key (mode 0600)
-            // that the CLI sends when no other credential is given.
-            options = options.env(
-                "YMERA_BOOTSTRAP_ADMIN_KEY",
-                stack.admin_key_path().into_os_string(),
-            );
-        } else if args.auth {
-            // With authentication on, services that call others on their own
-            // behalf (agents answering through communication.send) use the
-            // development admin key.
-            if let Some(key) = wait_for_admin_key(&stack).await {
-                options = options.env("YMERA_SERVICE_API_KEY", key);
-            }
+        for instance in 0..replicas {
+            let offset = i * replicas + instance;
+            let port = args
+                .http_base_port
+                .saturating_add(u16::try_from(offset).unwrap_or(u16::MAX));
+            start_instance(&mut stack, &args, &name, &path, instance, port).await?;
+            services.push((name.clone(), port));
         }
-        stack
-            .start_service(options)
-            .with_context(|| format!("starting ymera-{name}"))?;
-        services.push((name, port));
     }
     let info = StackInfo {
         pid: std::process::id(),
@@ -147,6 +144,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         postgres_url: stack.database_url().to_owned(),
         redis_url: stack.redis_url(),
         services,
+        nats_servers: stack.nats_node_infos(),
         pids: stack.pids(),
     };
     info.write(&dir)?;
@@ -162,10 +160,54 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Starts instance `instance` (0-based) of service `name` on HTTP port `port`.
+async fn start_instance(
+    stack: &mut Stack,
+    args: &UpArgs,
+    name: &str,
+    path: &Path,
+    instance: usize,
+    port: u16,
+) -> anyhow::Result<()> {
+    {
+        let mut options = ServiceOptions::new(name, path)
+            .envs(service_env(stack, args, port))
+            .restart(Backoff::default());
+        if name == "security" {
+            // The security service creates the development admin key (mode 0600)
+            // that the CLI sends when no other credential is given.
+            options = options.env(
+                "YMERA_BOOTSTRAP_ADMIN_KEY",
+                stack.admin_key_path().into_os_string(),
+            );
+        } else if args.auth {
+            // With authentication on, services that call others on their own
+            // behalf (agents answering through communication.send) use the
+            // development admin key.
+            if let Some(key) = wait_for_admin_key(stack).await {
+                options = options.env("YMERA_SERVICE_API_KEY", key);
+            }
+        }
+        if args.replicas > 1 {
+            stack
+                .start_service_instance(options, instance + 1)
+                .with_context(|| format!("starting ymera-{name} #{}", instance + 1))?;
+        } else {
+            stack
+                .start_service(options)
+                .with_context(|| format!("starting ymera-{name}"))?;
+        }
+    }
+    Ok(())
+}
+
 async fn start_servers(args: &UpArgs, dir: &Path) -> anyhow::Result<Stack> {
     let options = StackOptions {
         nats_port: Some(args.nats_port),
         nats_monitor_port: Some(args.nats_monitor_port),
+        nats_cluster: usize::from(args.cluster),
+        nats_route_port: Some(args.nats_route_port),
+        nats_sync_always: args.nats_sync_always,
         postgres_port: Some(args.postgres_port),
         redis_port: Some(args.redis_port),
         ..StackOptions::new(dir)
@@ -174,7 +216,14 @@ async fn start_servers(args: &UpArgs, dir: &Path) -> anyhow::Result<Stack> {
     let stack = tokio::task::spawn_blocking(move || Stack::start(options))
         .await?
         .context("starting the servers")?;
-    println!("nats-server   ready on {}", stack.nats_url());
+    match stack.nats_cluster() {
+        Some(cluster) => println!(
+            "nats-server   JetStream cluster of {} ready on {}",
+            cluster.len(),
+            stack.nats_url()
+        ),
+        None => println!("nats-server   ready on {}", stack.nats_url()),
+    }
     println!("PostgreSQL    ready on port {}", stack.postgres().port());
     println!("redis-server  ready on {}", stack.redis_url());
     let pool = ymera_core::store::connect_postgres(stack.database_url(), 2).await?;
@@ -191,7 +240,8 @@ async fn wait_for_admin_key(stack: &Stack) -> Option<String> {
     // The security service bootstraps the key before it serves: once it
     // answers, the file holds the key it kept or made (a key left by an
     // earlier run may have been replaced).
-    let healthy = match async_nats::connect(stack.nats_url()).await {
+    let urls: Vec<String> = stack.nats_url().split(',').map(str::to_owned).collect();
+    let healthy = match async_nats::connect(urls).await {
         Ok(client) => crate::private_stack::wait_healthy(&client, "security").await,
         Err(err) => Err(err.into()),
     };
@@ -285,11 +335,21 @@ fn print_summary(info: &StackInfo, dir: &Path) {
     table
         .load_preset(UTF8_FULL_CONDENSED)
         .set_header(["component", "address", "log"]);
-    table.add_row(vec![
-        "nats-server (JetStream)".to_owned(),
-        info.nats_url.clone(),
-        dir.join("nats").display().to_string(),
-    ]);
+    if info.nats_servers.len() > 1 {
+        for node in &info.nats_servers {
+            table.add_row(vec![
+                format!("nats-server {} (JetStream cluster)", node.name),
+                node.url.clone(),
+                dir.join("nats").join(&node.name).display().to_string(),
+            ]);
+        }
+    } else {
+        table.add_row(vec![
+            "nats-server (JetStream)".to_owned(),
+            info.nats_url.clone(),
+            dir.join("nats").display().to_string(),
+        ]);
+    }
     table.add_row(vec![
         "PostgreSQL".to_owned(),
         info.postgres_url.clone(),
@@ -300,14 +360,23 @@ fn print_summary(info: &StackInfo, dir: &Path) {
         info.redis_url.clone(),
         dir.join("redis").display().to_string(),
     ]);
+    let several = |name: &str| info.services.iter().filter(|(n, _)| n == name).count() > 1;
+    let mut seen: Vec<&str> = Vec::new();
     for (name, port) in &info.services {
+        seen.push(name);
+        let (label, log) = if several(name) {
+            let instance = seen.iter().filter(|n| **n == name.as_str()).count();
+            (
+                format!("ymera-{name} #{instance}"),
+                format!("{name}-{instance}.log"),
+            )
+        } else {
+            (format!("ymera-{name}"), format!("{name}.log"))
+        };
         table.add_row(vec![
-            format!("ymera-{name}"),
+            label,
             format!("http://127.0.0.1:{port}/health"),
-            dir.join("logs")
-                .join(format!("{name}.log"))
-                .display()
-                .to_string(),
+            dir.join("logs").join(log).display().to_string(),
         ]);
     }
     println!("{table}");

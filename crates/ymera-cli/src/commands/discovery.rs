@@ -86,7 +86,10 @@ pub async fn health(args: HealthArgs, ctx: &Context) -> anyhow::Result<ExitCode>
     for instance in &instances {
         rows.push(probe_instance(&client, instance).await);
     }
-    let all_healthy = rows.len() >= args.expect && rows.iter().all(|r| r.status == "healthy");
+    let stack = super::stack_health::probe_local_stack().await;
+    let stack_healthy = stack.iter().flatten().all(|probe| probe.healthy());
+    let all_healthy =
+        rows.len() >= args.expect && rows.iter().all(|r| r.status == "healthy") && stack_healthy;
     if ctx.json() {
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else if rows.is_empty() {
@@ -129,6 +132,9 @@ pub async fn health(args: HealthArgs, ctx: &Context) -> anyhow::Result<ExitCode>
             ]);
         }
         println!("{table}");
+    }
+    if let Some(probes) = stack.filter(|_| !ctx.json()) {
+        super::stack_health::print(&probes);
     }
     Ok(if all_healthy {
         ExitCode::SUCCESS

@@ -8,3 +8,4 @@ pub mod config;
 pub mod discovery;
 pub mod draft;
 pub mod security;
+pub mod stack_health;

@@ -123,3 +123,146 @@ fn a_cluster_of_zero_or_eight_is_refused() {
     assert!(NatsCluster::start(0).is_err());
     assert!(NatsCluster::start(8).is_err());
 }
+
+/// Acceptance: `ymera up --cluster 3 --replicas 2` runs a 3-node JetStream cluster and two
+/// instances of every service, each on its own HTTP port, and `ymera health` shows (and
+/// passes) every one of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ymera_up_cluster_3_replicas_2_and_health_shows_every_instance() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::process::{Command, Stdio};
+
+    use ymera_devstack::{StackInfo, beside_current_exe, free_port, pid_alive};
+
+    use crate::up::{descendants, free_port_range};
+
+    let ymera = beside_current_exe("ymera").unwrap_or_else(|err| {
+        panic!(
+            "{err}: this test runs the `ymera` binary that `cargo build --workspace --bins` makes"
+        )
+    });
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let state = dir.path().join("stack");
+    let out = dir.path().join("up.out");
+    let err = dir.path().join("up.err");
+    let nats_port = free_port_range(3);
+    let mut up = Command::new(&ymera)
+        .arg("up")
+        .arg("--dir")
+        .arg(&state)
+        .args(["--cluster", "3", "--replicas", "2"])
+        .args(["--nats-port", &nats_port.to_string()])
+        .args(["--nats-monitor-port", &free_port_range(3).to_string()])
+        .args(["--nats-route-port", &free_port_range(3).to_string()])
+        .args(["--postgres-port", &free_port().unwrap().to_string()])
+        .args(["--redis-port", &free_port().unwrap().to_string()])
+        .args(["--http-base-port", &free_port_range(10).to_string()])
+        .env_remove("NATS_URL")
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap();
+    let report = || {
+        format!(
+            "stdout:\n{}\nstderr:\n{}",
+            std::fs::read_to_string(&out).unwrap_or_default(),
+            std::fs::read_to_string(&err).unwrap_or_default()
+        )
+    };
+    struct KillOnDrop(Vec<u32>);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            for pid in self.0.iter().filter(|&&pid| pid_alive(pid)) {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
+    }
+    let mut guard = KillOnDrop(vec![up.id()]);
+
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let info = loop {
+        if let Some(info) = StackInfo::read(&state) {
+            break info;
+        }
+        assert!(
+            up.try_wait().unwrap().is_none(),
+            "ymera up exited\n{}",
+            report()
+        );
+        assert!(Instant::now() < deadline, "no stack.json\n{}", report());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    guard.0.extend(descendants(up.id()));
+    assert_eq!(info.nats_servers.len(), 3, "{info:?}");
+    assert_eq!(info.nats_url.split(',').count(), 3);
+    let mut ports: Vec<u16> = info.services.iter().map(|(_, port)| *port).collect();
+    let instances = ports.len();
+    assert!(instances >= 2 && instances.is_multiple_of(2), "{info:?}");
+    ports.sort_unstable();
+    ports.dedup();
+    assert_eq!(
+        ports.len(),
+        instances,
+        "every instance has its own HTTP port"
+    );
+
+    // `ymera health` passes once every instance answers (discovery + HTTP side ports).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let output = loop {
+        let output = Command::new(&ymera)
+            .args([
+                "health",
+                "--expect",
+                &instances.to_string(),
+                "--wait-ms",
+                "1000",
+            ])
+            .env("NATS_URL", &info.nats_url)
+            .env("YMERA_HOME", &state)
+            .output()
+            .unwrap();
+        if output.status.success() || Instant::now() >= deadline {
+            break output;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.success(), "{text}\n{}", report());
+    for node in ["nats-server n1", "nats-server n2", "nats-server n3"] {
+        assert!(text.contains(node), "{node} missing:\n{text}");
+    }
+    for (name, _) in &info.services {
+        assert!(
+            text.contains(&format!("ymera-{name} #2")),
+            "{name} #2 missing:\n{text}"
+        );
+    }
+
+    // Stop: SIGTERM to ymera up stops everything.
+    Command::new("kill")
+        .args(["-TERM", &up.id().to_string()])
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while up.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "ymera up did not stop\n{}",
+            report()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while guard.0.iter().any(|&pid| pid_alive(pid)) {
+        assert!(
+            Instant::now() < deadline,
+            "processes left after ymera up stopped"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

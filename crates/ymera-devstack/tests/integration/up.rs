@@ -15,7 +15,7 @@ use ymera_devstack::{
 };
 
 /// Every live process below `pid`, depth first.
-fn descendants(pid: u32) -> Vec<u32> {
+pub fn descendants(pid: u32) -> Vec<u32> {
     let mut found = Vec::new();
     let mut pending = children_of(pid);
     while let Some(child) = pending.pop() {
@@ -32,7 +32,7 @@ fn command_line(pid: u32) -> String {
 }
 
 /// A base port with the next `count - 1` ports free too (services listen on base + i).
-fn free_port_range(count: u16) -> u16 {
+pub fn free_port_range(count: u16) -> u16 {
     for _ in 0..50 {
         let base = free_port().unwrap();
         let free = (0..count).all(|i| {
