@@ -67,6 +67,12 @@ fn key(draft_id: &str) -> String {
     format!("ymera:drafting:autosave:{draft_id}")
 }
 
+/// Set (for one interval) when a draft's save was persisted, so every
+/// replica sharing the Redis buffer waits the same interval.
+fn persisted_key(draft_id: &str) -> String {
+    format!("ymera:drafting:autosave:persisted:{draft_id}")
+}
+
 /// Where auto-saves wait, as `drafting.update` replies name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -296,11 +302,8 @@ impl AutoSave {
         let (now, interval) = (Instant::now(), self.interval());
         let mut due = Vec::new();
         for id in self.pending_ids().await? {
-            if !force {
-                let last = self.last_persist.lock().await.get(&id).copied();
-                if last.is_some_and(|t| now.duration_since(t) < interval) {
-                    continue;
-                }
+            if !force && self.recently_persisted(&id, now, interval).await {
+                continue;
             }
             match self.take(&id).await {
                 Ok(Some(save)) => due.push(save),
@@ -321,8 +324,41 @@ impl AutoSave {
         self.store(save, false).await
     }
 
+    /// Whether the draft was persisted less than `interval` ago (by any
+    /// replica, with Redis; a Redis error counts as not, so nothing waits
+    /// longer than it should).
+    async fn recently_persisted(&self, draft_id: &str, now: Instant, interval: Duration) -> bool {
+        let last = self.last_persist.lock().await.get(draft_id).copied();
+        if last.is_some_and(|t| now.duration_since(t) < interval) {
+            return true;
+        }
+        match &self.buffer {
+            Buffer::Redis(conn) => {
+                let mut conn = conn.clone();
+                conn.exists(persisted_key(draft_id)).await.unwrap_or(false)
+            }
+            Buffer::Memory(_) => false,
+        }
+    }
+
     /// Records that a draft was persisted now.
     pub async fn persisted(&self, draft_id: &str) {
+        if let Buffer::Redis(conn) = &self.buffer {
+            let mut conn = conn.clone();
+            let ms = u64::try_from(self.interval().as_millis())
+                .unwrap_or(u64::MAX)
+                .max(1);
+            let set: Result<(), _> = redis::cmd("SET")
+                .arg(persisted_key(draft_id))
+                .arg(1)
+                .arg("PX")
+                .arg(ms)
+                .query_async(&mut conn)
+                .await;
+            if let Err(e) = set {
+                tracing::debug!(error = %e, "recording the persist time in redis");
+            }
+        }
         let mut last = self.last_persist.lock().await;
         last.insert(draft_id.to_owned(), Instant::now());
         if last.len() > 100_000 {

@@ -23,8 +23,12 @@ struct Replica {
 impl Replica {
     async fn start(servers: &ymera_testkit::Servers, interval: &str) -> Replica {
         let port = ymera_testkit::free_port().unwrap();
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ymera-drafting"))
-            .env_clear()
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_ymera-drafting"));
+        command.env_clear();
+        if let Some(url) = servers.redis_url() {
+            command.env("REDIS_URL", url);
+        }
+        let child = command
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("NATS_URL", servers.nats.url())
             .env("POSTGRES_URL", &servers.database_url)
@@ -312,4 +316,63 @@ async fn collaboration_survives_the_replica_that_opened_the_session() {
     .await;
     c.kill().await;
     b.kill().await;
+}
+
+async fn autosaves(db_url: &str, draft: &str) -> Vec<String> {
+    stored(db_url, draft)
+        .await
+        .1
+        .into_iter()
+        .filter(|(source, _)| source == "autosave")
+        .map(|(_, content)| content)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_buffered_autosave_outlives_the_replica_that_took_it() {
+    let servers = start_servers(true);
+    let a = Replica::start(&servers, "3s").await;
+    let b = Replica::start(&servers, "3s").await;
+    let nats = async_nats::connect(servers.nats.url()).await.unwrap();
+    let client = ServiceClient::new(nats).with_timeout(Duration::from_secs(5));
+    call(
+        &client,
+        "drafting.create",
+        json!({"draft_id": "as", "title": "AS", "author_id": "ann", "content": "v0"}),
+    )
+    .await;
+    let save = |content: &str| json!({"draft_id": "as", "content": content, "autosave": true});
+    let ack = call(&client, "drafting.update", save("v1")).await;
+    assert_eq!(ack["buffered"], "redis");
+    ymera_testkit::eventually(Duration::from_secs(10), "v1 is persisted", || {
+        let url = servers.database_url.clone();
+        async move { stored(&url, "as").await.0 == "v1" }
+    })
+    .await;
+    // Both replicas keep the interval of the draft's last persist (in
+    // Redis), whichever persisted it: v2 waits.
+    call(&client, "drafting.update", save("v2")).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(stored(&servers.database_url, "as").await.0, "v1");
+    // The replicas die one after the other; what they buffered is persisted
+    // by the ones left, once, after the interval.
+    a.kill().await;
+    ymera_testkit::eventually(Duration::from_secs(15), "v2 is persisted by B", || {
+        let url = servers.database_url.clone();
+        async move { stored(&url, "as").await.0 == "v2" }
+    })
+    .await;
+    call(&client, "drafting.update", save("v3")).await;
+    b.kill().await;
+    let c = Replica::start(&servers, "3s").await;
+    ymera_testkit::eventually(Duration::from_secs(15), "v3 is persisted by C", || {
+        let url = servers.database_url.clone();
+        async move { stored(&url, "as").await.0 == "v3" }
+    })
+    .await;
+    assert_eq!(
+        autosaves(&servers.database_url, "as").await,
+        ["v1", "v2", "v3"]
+    );
+    c.kill().await;
 }
