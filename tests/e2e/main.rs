@@ -5,5 +5,6 @@ mod bearer;
 mod chat;
 mod live_settings;
 mod process;
+mod seed_review;
 mod sender;
 mod services;
