@@ -53,8 +53,17 @@ pub async fn start_security_with(
     config: ServiceConfig,
     settings: SecuritySettings,
 ) -> SecurityService {
-    let url = config.nats.url.clone();
     let login = config.nats.user_password.clone();
+    start_security_as(config, settings, login).await
+}
+
+/// [`start_security_with`], the test's client logging in to NATS as `login`.
+pub async fn start_security_as(
+    config: ServiceConfig,
+    settings: SecuritySettings,
+    login: Option<(String, String)>,
+) -> SecurityService {
+    let url = config.nats.url.clone();
     let runtime = Runtime::start("security", config)
         .await
         .expect("runtime starts");
