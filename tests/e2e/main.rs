@@ -3,6 +3,7 @@
 
 mod bearer;
 mod chat;
+mod cluster;
 mod live_settings;
 mod process;
 mod seed_review;
