@@ -1,6 +1,7 @@
 //! `ymera`: client commands, the local stack (`ymera up`) and benchmarks.
 
 mod bench;
+mod chaos;
 mod commands;
 mod context;
 mod private_stack;
@@ -38,6 +39,9 @@ enum Command {
     Up(stack::UpArgs),
     /// Stop a local stack started with `ymera up --detach`.
     Down(stack::DownArgs),
+    /// Fault-injection suite on a private 3-node JetStream cluster with 2 replicas of
+    /// every service (DESIGN §11); exits non-zero on any loss.
+    Chaos(chaos::ChaosArgs),
     /// Benchmarks (latency histograms and throughput beside a raw baseline).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -66,6 +70,7 @@ async fn main() -> ExitCode {
         Command::Up(args) => stack::up(args).await,
         Command::Down(args) => stack::down(args).await,
         Command::Bench(cmd) => bench::run(cmd, &ctx).await,
+        Command::Chaos(args) => chaos::run(args).await,
         Command::Analyze(args) => analyze::run(args, &ctx).await,
         Command::Config(cmd) => config::run(cmd, &ctx).await,
         Command::Draft(cmd) => draft::run(cmd, &ctx).await,
