@@ -7,6 +7,7 @@
 
 mod analysis;
 mod comm;
+mod comm_cluster;
 mod config;
 mod drafting;
 mod security;
@@ -37,6 +38,9 @@ pub enum BenchCommand {
     /// End-to-end message routing (send → recipient inbox) beside a raw
     /// JetStream publish → consume → ack baseline.
     Comm(comm::CommBenchArgs),
+    /// `communication.send` on a private 3-node JetStream cluster (R3) beside raw R3
+    /// JetStream, with the default fsync and with `sync_interval: always`.
+    CommCluster(comm_cluster::CommClusterArgs),
     /// Cached `config.get` beside a raw NATS echo, set → change-event
     /// latency, and the cache hit rate.
     Config(config::ConfigBenchArgs),
@@ -104,6 +108,7 @@ pub async fn run(command: BenchCommand, ctx: &Context) -> anyhow::Result<ExitCod
     match command {
         BenchCommand::Health(args) => bench_health(args, ctx).await,
         BenchCommand::Comm(args) => comm::run(args, ctx).await,
+        BenchCommand::CommCluster(args) => comm_cluster::run(args).await,
         BenchCommand::Config(args) => config::run(args, ctx).await,
         BenchCommand::Security(args) => security::run(args, ctx).await,
         BenchCommand::Drafting(args) => drafting::run(args, ctx).await,
