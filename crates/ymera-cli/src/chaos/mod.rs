@@ -15,8 +15,8 @@
 //!
 //! Per fault it prints requests, failed, availability, the longest gap between two
 //! successful answers of one service, and the time to recover (from the injection to the
-//! last failed request, and until every service answered a request sent after the
-//! injection); at the end the accepted messages never delivered, duplicates,
+//! last failed request, until every service answered a request sent after the
+//! injection, and at least the longest gap); at the end the accepted messages never delivered, duplicates,
 //! and committed writes lost (config's last acknowledged value, every acknowledged draft).
 //! Exits 1 on any loss or when a fault's availability is under the target.
 
@@ -496,7 +496,8 @@ fn window_report(
         }
     }
     // Recovery: until every service has answered a request sent after the injection,
-    // and the last failed request (if any) is over.
+    // the last failed request (if any) is over, and no service is without an answer
+    // for longer (the longest gap).
     let recovery = match fault_at {
         Some(at) => {
             let answered_again = traffic::KINDS
@@ -515,9 +516,11 @@ fn window_report(
                 .map(|op| op.done)
                 .max()
                 .unwrap_or(at);
+            // A service that kept failing over (resends absorbed it) shows as a gap.
             answered_again
                 .max(last_failure)
                 .saturating_duration_since(at)
+                .max(longest_gap)
         }
         None => Duration::ZERO,
     };
