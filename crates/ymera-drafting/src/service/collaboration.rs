@@ -226,11 +226,21 @@ pub(super) async fn update(
         ),
         None => None,
     };
-    let (session_id, seq, mut editors) = match state
-        .store
-        .collab_append(&body.draft_id, &body.client_id, update.as_deref())
-        .await?
-    {
+    let appended = match &update {
+        Some(bytes) => {
+            state
+                .appender
+                .append(&body.draft_id, &body.client_id, bytes.clone())
+                .await?
+        }
+        None => {
+            state
+                .store
+                .collab_append(&body.draft_id, &body.client_id, None)
+                .await?
+        }
+    };
+    let (session_id, seq, mut editors) = match appended {
         Append::Done {
             session_id,
             seq,

@@ -11,6 +11,7 @@
 //! `templates`, `collaboration` (join, update) and `analysis` (analyze).
 
 mod analysis;
+mod appender;
 mod collaboration;
 mod comments;
 mod drafts;
@@ -58,6 +59,8 @@ ymera_core::permission!(
 #[derive(Clone, Debug)]
 pub struct State {
     store: DraftStore,
+    /// Stores collaboration updates in batches.
+    appender: appender::Appender,
     autosave: AutoSave,
     collab: Collab,
     /// Collaboration broadcasts (subject, payload), published in queue
@@ -391,8 +394,10 @@ pub async fn state(
         crate::autosave::live_interval,
     )
     .await;
+    let store = DraftStore::new(pool);
     Ok(Arc::new(State {
-        store: DraftStore::new(pool),
+        appender: appender::Appender::start(store.clone()),
+        store,
         autosave: AutoSave::following(runtime.redis().cloned(), interval),
         collab: Collab::default(),
         broadcasts: broadcaster(runtime.client().clone()),
