@@ -226,21 +226,11 @@ pub(super) async fn update(
         ),
         None => None,
     };
-    let appended = match &update {
-        Some(bytes) => {
-            state
-                .appender
-                .append(&body.draft_id, &body.client_id, bytes.clone())
-                .await?
-        }
-        None => {
-            state
-                .store
-                .collab_append(&body.draft_id, &body.client_id, None)
-                .await?
-        }
-    };
-    let (session_id, seq, mut editors) = match appended {
+    let (session_id, seq, mut editors) = match state
+        .store
+        .collab_append(&body.draft_id, &body.client_id, update.as_deref())
+        .await?
+    {
         Append::Done {
             session_id,
             seq,

@@ -11,7 +11,6 @@
 //! `templates`, `collaboration` (join, update) and `analysis` (analyze).
 
 mod analysis;
-mod appender;
 mod collaboration;
 mod comments;
 mod drafts;
@@ -59,8 +58,6 @@ ymera_core::permission!(
 #[derive(Clone, Debug)]
 pub struct State {
     store: DraftStore,
-    /// Stores collaboration updates in batches.
-    appender: appender::Appender,
     autosave: AutoSave,
     collab: Collab,
     /// Collaboration broadcasts (subject, payload), published in queue
@@ -394,10 +391,8 @@ pub async fn state(
         crate::autosave::live_interval,
     )
     .await;
-    let store = DraftStore::new(pool);
     Ok(Arc::new(State {
-        appender: appender::Appender::start(store.clone()),
-        store,
+        store: DraftStore::new(pool),
         autosave: AutoSave::following(runtime.redis().cloned(), interval),
         collab: Collab::default(),
         broadcasts: broadcaster(runtime.client().clone()),

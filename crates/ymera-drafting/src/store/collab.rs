@@ -86,11 +86,6 @@ fn editors_json(value: Option<Value>) -> Result<Vec<Editor>, Error> {
     }
 }
 
-/// The editors of a group of `draft_collab_editors e` rows as a JSON array
-/// of [`Editor`]s.
-const EDITORS_AGG: &str = "json_agg(json_build_object('client_id', e.client_id, 'user_id', e.user_id, 'joined_at', e.joined_at, 'idle_seconds', EXTRACT(EPOCH FROM now() - e.last_seen)::float8) ORDER BY e.joined_at, e.client_id)";
-
-/// The editors of draft `$1` (a JSON array, `[]` for none).
 const EDITORS: &str = "(SELECT COALESCE(json_agg(json_build_object('client_id', e.client_id, 'user_id', e.user_id, 'joined_at', e.joined_at, 'idle_seconds', EXTRACT(EPOCH FROM now() - e.last_seen)::float8) ORDER BY e.joined_at, e.client_id), '[]'::json) FROM draft_collab_editors e WHERE e.draft_id = $1)";
 
 impl DraftStore {
@@ -237,65 +232,6 @@ impl DraftStore {
             None if self.collab_live(draft_id).await? => Ok(Append::NotJoined),
             None => Ok(Append::NoSession),
         }
-    }
-
-    /// Appends many clients' updates in one statement (drafts' rows locked
-    /// in `draft_id` order, so two replicas' batches never deadlock); per
-    /// job, in order: its (seq, session, editors), or `None` when the client
-    /// has not joined or no session is live (ask [`Self::collab_append`]).
-    pub async fn collab_append_batch(
-        &self,
-        jobs: &[(String, String, Vec<u8>)],
-    ) -> Result<Vec<Option<(i64, Uuid, Vec<Editor>)>>, Error> {
-        let drafts: Vec<&str> = jobs.iter().map(|j| j.0.as_str()).collect();
-        let clients: Vec<&str> = jobs.iter().map(|j| j.1.as_str()).collect();
-        let bodies: Vec<&[u8]> = jobs.iter().map(|j| j.2.as_slice()).collect();
-        let sql = format!(
-            "WITH input AS (
-                SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[]) WITH ORDINALITY AS t(draft_id, client_id, body, ord)
-             ), joined AS (
-                SELECT i.draft_id, i.client_id, i.body, i.ord, e.user_id FROM input i
-                JOIN draft_collab_editors e ON e.draft_id = i.draft_id AND e.client_id = i.client_id
-             ), locked AS (
-                SELECT c.draft_id, c.seq, c.session_id FROM draft_collab c
-                WHERE c.draft_id IN (SELECT draft_id FROM joined) ORDER BY c.draft_id FOR UPDATE
-             ), numbered AS (
-                SELECT j.draft_id, j.client_id, j.body, j.ord, j.user_id, l.session_id,
-                       l.seq + row_number() OVER (PARTITION BY j.draft_id ORDER BY j.ord) AS seq
-                FROM joined j JOIN locked l ON l.draft_id = j.draft_id
-             ), bumped AS (
-                UPDATE draft_collab c SET seq = m.top
-                FROM (SELECT draft_id, max(seq) AS top FROM numbered GROUP BY draft_id) m
-                WHERE c.draft_id = m.draft_id
-             ), stored AS (
-                INSERT INTO draft_collab_updates (draft_id, seq, client_id, user_id, body)
-                SELECT draft_id, seq, client_id, user_id, body FROM numbered
-             ), present AS (
-                SELECT e.draft_id, {EDITORS_AGG} AS editors FROM draft_collab_editors e
-                WHERE e.draft_id IN (SELECT draft_id FROM locked) GROUP BY e.draft_id
-             )
-             SELECT n.ord, n.seq, n.session_id, p.editors FROM numbered n LEFT JOIN present p ON p.draft_id = n.draft_id"
-        );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(&drafts)
-            .bind(&clients)
-            .bind(&bodies)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db)?;
-        let mut out: Vec<Option<(i64, Uuid, Vec<Editor>)>> = vec![None; jobs.len()];
-        for r in &rows {
-            let ord: i64 = r.try_get("ord").map_err(Error::internal)?;
-            let Some(slot) = usize::try_from(ord - 1).ok().and_then(|i| out.get_mut(i)) else {
-                continue;
-            };
-            *slot = Some((
-                r.try_get("seq").map_err(Error::internal)?,
-                r.try_get("session_id").map_err(Error::internal)?,
-                editors_json(r.try_get("editors").map_err(Error::internal)?)?,
-            ));
-        }
-        Ok(out)
     }
 
     /// Marks an editor as heard from now.
