@@ -376,3 +376,90 @@ async fn a_buffered_autosave_outlives_the_replica_that_took_it() {
     );
     c.kill().await;
 }
+
+#[tokio::test]
+async fn concurrent_updates_on_two_replicas_are_numbered_once_and_converge() {
+    let servers = start_servers(false);
+    let a = Replica::start(&servers, "30s").await;
+    let b = Replica::start(&servers, "30s").await;
+    let nats = async_nats::connect(servers.nats.url()).await.unwrap();
+    let client = ServiceClient::new(nats.clone()).with_timeout(Duration::from_secs(10));
+    let mut subs = Vec::new();
+    let mut editors = Vec::new();
+    for d in 0..4 {
+        let draft = format!("cc{d}");
+        call(
+            &client,
+            "drafting.create",
+            json!({"draft_id": draft, "title": "C", "author_id": "ann", "content": "|"}),
+        )
+        .await;
+        subs.push(
+            nats.subscribe(format!("drafting.collab.{draft}.updates"))
+                .await
+                .unwrap(),
+        );
+        for e in 0..3 {
+            let editor = Editor::new(&format!("{draft}-e{e}"));
+            let joined = call(
+                &client,
+                "drafting.collab.join",
+                json!({"draft_id": draft, "user_id": format!("u{e}"), "client_id": editor.id}),
+            )
+            .await;
+            editor.apply(joined["state"].as_str().unwrap());
+            editors.push((draft.clone(), editor));
+        }
+    }
+    nats.flush().await.unwrap();
+    // 12 editors × 20 edits, all in flight at once, over both replicas.
+    let mut requests = Vec::new();
+    for round in 0..20 {
+        for (draft, e) in &editors {
+            let update = e.append(&format!("<{}.{round}>", e.id));
+            let body = json!({"draft_id": draft, "client_id": e.id, "update": update});
+            let client = client.clone();
+            requests.push(async move {
+                client
+                    .request::<_, Value>("drafting.collab.update", &body)
+                    .await
+            });
+        }
+    }
+    for reply in futures::future::join_all(requests).await {
+        reply.unwrap();
+    }
+    assert!(update_counts(&nats).await.iter().all(|n| *n > 0));
+    for (d, sub) in subs.iter_mut().enumerate() {
+        let mut seqs = Vec::new();
+        while seqs.len() < 60 {
+            let msg = tokio::time::timeout(Duration::from_secs(5), sub.next())
+                .await
+                .unwrap_or_else(|_| panic!("cc{d}: {} broadcasts", seqs.len()))
+                .unwrap();
+            let v: Value = serde_json::from_slice(&msg.payload).unwrap();
+            seqs.push(v["seq"].as_i64().unwrap());
+        }
+        seqs.sort_unstable();
+        assert_eq!(seqs, (1..=60).collect::<Vec<i64>>(), "cc{d}");
+    }
+    // Every editor of a draft converges on the same text with every edit.
+    for d in 0..4 {
+        let draft = format!("cc{d}");
+        let mut texts = Vec::new();
+        for (_, e) in editors.iter().filter(|(id, _)| *id == draft) {
+            let reply = call(
+                &client,
+                "drafting.collab.update",
+                json!({"draft_id": draft, "client_id": e.id, "state_vector": e.state_vector()}),
+            )
+            .await;
+            e.apply(reply["missing"].as_str().unwrap());
+            texts.push(e.text());
+        }
+        assert!(texts.windows(2).all(|w| w[0] == w[1]), "{texts:?}");
+        assert_eq!(texts[0].matches('<').count(), 60, "{}", texts[0]);
+    }
+    a.kill().await;
+    b.kill().await;
+}
