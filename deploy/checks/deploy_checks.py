@@ -88,6 +88,11 @@ def read_env_catalogue(root):
             m = re.match(r"^\|\s*`([A-Z][A-Z0-9_]*)`\s*\|", line)
             if m:
                 names.add(m.group(1))
+    # DESIGN §5: a secret X may be given as X_FILE. The secrets are the names
+    # the catalogue's introduction lists before "may instead be given as".
+    intro = open(os.path.join(root, "deploy/ENVIRONMENT.md")).read().split("## ")[0]
+    listed = intro.split("may instead be given as")[0]
+    names |= {f"{n}_FILE" for n in re.findall(r"`([A-Z][A-Z0-9_]*)`", listed)}
     return names
 
 

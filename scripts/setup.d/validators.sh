@@ -6,6 +6,7 @@
 #
 #   kubectl              kustomize renderer (`kubectl kustomize`); preinstalled
 #                        on the project's machines, else Debian/apt `kubectl`
+#   amtool, alertmanager Debian `prometheus-alertmanager` (kept stopped)
 #   promtool             Debian `prometheus` (the prometheus daemon is kept
 #                        stopped and disabled: only promtool is wanted)
 #   docker-compose       Debian `docker-compose` (skipped when the docker CLI
@@ -100,6 +101,16 @@ deb_tool promtool prometheus promtool
 if [[ $had_prometheus -eq 0 ]] && command -v systemctl >/dev/null 2>&1; then
   # Belt and braces: the package enables its unit; we only want promtool.
   as_root systemctl disable --now prometheus >/dev/null 2>&1 || true
+fi
+
+# ---------------------------------------------------------------- alertmanager
+# Debian `prometheus-alertmanager`: amtool (check-config) and the daemon that
+# check-deploy runs privately on loopback (the system unit is kept stopped).
+had_am=0
+command -v amtool >/dev/null 2>&1 && had_am=1
+deb_tool alertmanager prometheus-alertmanager amtool
+if [[ $had_am -eq 0 ]] && command -v systemctl >/dev/null 2>&1; then
+  as_root systemctl disable --now prometheus-alertmanager >/dev/null 2>&1 || true
 fi
 
 # ---------------------------------------------------------------- compose
