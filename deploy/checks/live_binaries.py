@@ -203,6 +203,8 @@ class Stack:
             "YMERA_HTTP_ADDR": f"127.0.0.1:{port}", "POSTGRES_URL": self.pg_url,
             "REDIS_URL": self.redis_url, "ENVIRONMENT": "development", "LOG_LEVEL": "info",
             "YMERA_LOG_FORMAT": "json",
+            # docker-compose.yml's value (the seed's 10 MB) under deploy/nats.conf's max_payload.
+            "MAX_MESSAGE_SIZE": "10485760",
         }
         key_file = os.path.join(self.tmp, "admin", "admin.key")
         if name == "security":
@@ -214,7 +216,8 @@ class Stack:
             while not os.path.exists(key_file) and time.monotonic() < deadline:
                 time.sleep(0.1)
             if os.path.exists(key_file):
-                env["YMERA_SERVICE_API_KEY"] = open(key_file).read().strip()
+                # As docker-compose.yml gives it: a file (DESIGN §5 X_FILE).
+                env["YMERA_SERVICE_API_KEY_FILE"] = key_file
         if name == "communication":
             # Dead-letter the failing recipient within a second.
             env.update(COMM_MAX_ATTEMPTS="2", COMM_RETRY_BASE_MS="20", COMM_RETRY_CAP_MS="100",
