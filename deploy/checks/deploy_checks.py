@@ -427,6 +427,14 @@ def cmd_k8s(root, rendered, core_out=None, require_secrets=False):
 
     # ServiceMonitor: structural (the CRD schema is not available offline).
     for sm in custom:
+        if sm["kind"] == "AlertmanagerConfig":
+            # Structural: same receivers as deploy/alertmanager/alertmanager.yml.
+            am = yaml.safe_load(open(os.path.join(os.path.dirname(__file__), "../alertmanager/alertmanager.yml")))
+            want = sorted(r["name"] for r in am["receivers"])
+            got = sorted(r["name"] for r in sm["spec"].get("receivers", []))
+            if got != want or sm["spec"]["route"].get("receiver") != am["route"]["receiver"]:
+                problem(f"{label}: AlertmanagerConfig receivers {got} differ from deploy/alertmanager ({want})")
+            continue
         if sm["kind"] != "ServiceMonitor":
             problem(f"{label}: unexpected custom resource {sm['kind']}")
             continue
