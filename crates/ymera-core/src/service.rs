@@ -59,6 +59,9 @@ where
     Fut: Future<Output = Result<(), E>>,
     E: Failure,
 {
+    if std::env::args().nth(1).as_deref() == Some("health") {
+        return health(program);
+    }
     let env = Env::from_process();
     let config = match ServiceConfig::read(&env) {
         Ok(config) => config,
@@ -83,6 +86,67 @@ where
     }
 }
 
+/// `<binary> health`, the container healthcheck of an image without a shell
+/// or HTTP client: GET `/ready` on the process's own side port
+/// (`YMERA_HTTP_ADDR`; an unspecified address means loopback) within 3 s.
+/// Exit 0 when it answers 200, 1 otherwise (with one line saying why), 64
+/// when `YMERA_HTTP_ADDR` is malformed or has no fixed port.
+pub fn health(program: &str) -> ExitCode {
+    let env = Env::from_process();
+    let addr = match env.parse(
+        "YMERA_HTTP_ADDR",
+        ServiceConfig::default().http_addr,
+        "a socket address like 0.0.0.0:8080",
+    ) {
+        Ok(addr) => addr,
+        Err(err) => return fail(program, &err),
+    };
+    if addr.port() == 0 {
+        let err = ConfigError::new("YMERA_HTTP_ADDR", "health needs a fixed port, not 0");
+        return fail(program, &err);
+    }
+    let target = if addr.ip().is_unspecified() {
+        let loopback: std::net::IpAddr = if addr.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        };
+        std::net::SocketAddr::new(loopback, addr.port())
+    } else {
+        addr
+    };
+    match ready_status(target) {
+        Ok(200) => ExitCode::SUCCESS,
+        Ok(status) => {
+            eprintln!("{program}: health: GET http://{target}/ready answered {status}");
+            ExitCode::from(1)
+        }
+        Err(err) => {
+            eprintln!("{program}: health: GET http://{target}/ready: {err}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// The HTTP status of `GET /ready` on `addr` (reply read up to 64 KiB).
+fn ready_status(addr: std::net::SocketAddr) -> std::io::Result<u16> {
+    use std::io::{Read, Write};
+    let timeout = std::time::Duration::from_secs(3);
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    // One write: a server that answers after the first read sees the whole request.
+    let request = format!("GET /ready HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes())?;
+    let mut reply = Vec::new();
+    stream.take(64 * 1024).read_to_end(&mut reply)?;
+    let head = String::from_utf8_lossy(&reply[..reply.len().min(64)]).into_owned();
+    head.split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("not an HTTP reply: {head:?}")))
+}
+
 /// Prints the one line for `err` and returns its exit code.
 fn fail(program: &str, err: &impl Failure) -> ExitCode {
     let code = err.exit_code();
@@ -105,6 +169,39 @@ fn exit_code(code: i32) -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Serves one canned reply on a loopback port; returns the port.
+    fn one_reply(reply: &'static str) -> u16 {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut request = Vec::new();
+            let mut chunk = [0u8; 1024];
+            while !request.ends_with(b"\r\n\r\n") {
+                let n = conn.read(&mut chunk).unwrap();
+                assert!(n > 0, "request ended early");
+                request.extend_from_slice(&chunk[..n]);
+            }
+            assert!(String::from_utf8_lossy(&request).starts_with("GET /ready HTTP/1.1"));
+            conn.write_all(reply.as_bytes()).unwrap();
+        });
+        port
+    }
+
+    #[test]
+    fn health_reads_the_ready_status() {
+        let ok = one_reply("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}");
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], ok));
+        assert_eq!(ready_status(addr).unwrap(), 200);
+        let down = one_reply("HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n");
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], down));
+        assert_eq!(ready_status(addr).unwrap(), 503);
+        let garbage = one_reply("nonsense");
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], garbage));
+        assert!(ready_status(addr).is_err());
+    }
 
     #[test]
     fn exit_codes_stay_in_range() {

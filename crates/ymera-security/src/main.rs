@@ -11,6 +11,10 @@ const PROGRAM: &str = "ymera-security";
 const USAGE: &str = "usage: ymera-security [--bootstrap-admin-key FILE]";
 
 fn main() -> ExitCode {
+    if std::env::args().nth(1).as_deref() == Some("health") {
+        // The container healthcheck (ymera_core::service::health).
+        return ymera_core::service::health(PROGRAM);
+    }
     let bootstrap = match arguments(std::env::args().skip(1)) {
         Ok(Arguments::Run { bootstrap }) => bootstrap,
         Ok(Arguments::Help) => {
