@@ -558,6 +558,19 @@ def main():
         ready_ok = {s: step(f"live: ymera-{s} /ready 200", ready, s) for s in present}
         if not all(ready_ok.values()):
             return 1
+
+        def healthcheck(s):
+            # The compose healthcheck: `ymera-<service> health` (GET /ready on its own port).
+            addr = stack.services[s]["http"].removeprefix("http://")
+            env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "YMERA_HTTP_ADDR": addr}
+            r = subprocess.run([os.path.join(bin_dir, f"ymera-{s}"), "health"], env=env,
+                               capture_output=True, text=True, timeout=10)
+            if r.returncode != 0:
+                raise RuntimeError(f"exit {r.returncode}: {r.stderr.strip()}")
+            return "exit 0"
+
+        for s in present:
+            step(f"live: ymera-{s} health (container healthcheck) exits 0", healthcheck, s)
         key_file = os.path.join(stack.tmp, "admin", "admin.key")
         admin_key = open(key_file).read().strip() if os.path.exists(key_file) else ""
 
