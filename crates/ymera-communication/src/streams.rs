@@ -57,9 +57,7 @@ pub async fn ensure_streams(
     js: &jetstream::Context,
     settings: &CommSettings,
 ) -> Result<(), String> {
-    let replicas = ymera_core::jetstream::replicas(&js.client())
-        .await
-        .map_err(|e| e.to_string())?;
+    let replicas = replicas(js).await?;
     let messages = stream::Config {
         name: MESSAGES_STREAM.to_owned(),
         subjects: vec!["ymera.messages.>".to_owned()],
@@ -69,6 +67,8 @@ pub async fn ensure_streams(
         discard_new_per_subject: true,
         max_messages_per_subject: i64::from(settings.backlog_limit),
         duplicate_window: settings.duplicate_window,
+        // S2 on disk (NATS ≥ 2.10); an existing stream is switched in place by the update.
+        compression: Some(stream::Compression::S2),
         ..Default::default()
     };
     ymera_core::jetstream::ensure_stream(js, messages, replicas).await?;
@@ -81,10 +81,29 @@ pub async fn ensure_streams(
         max_messages: DLQ_MAX_MESSAGES,
         allow_direct: true,
         duplicate_window: settings.duplicate_window,
+        compression: Some(stream::Compression::S2),
         ..Default::default()
     };
     ymera_core::jetstream::ensure_stream(js, dlq, replicas).await?;
     Ok(())
+}
+
+/// `ymera_core::jetstream::replicas`, with the non-`Send` `Env` dropped before
+/// the await so the start-up future stays `Send` (it is spawned on a runtime).
+async fn replicas(js: &jetstream::Context) -> Result<ymera_core::jetstream::Replicas, String> {
+    use ymera_core::jetstream::{Replicas, cluster_size, configured_replicas, default_replicas};
+    let configured =
+        configured_replicas(&ymera_core::env::Env::from_process()).map_err(|e| e.to_string())?;
+    Ok(match configured {
+        Some(count) => Replicas {
+            count,
+            explicit: true,
+        },
+        None => Replicas {
+            count: default_replicas(cluster_size(&js.client()).await),
+            explicit: false,
+        },
+    })
 }
 
 /// The durable pull consumer of one recipient.

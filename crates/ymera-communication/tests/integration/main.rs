@@ -8,3 +8,4 @@ mod faults;
 mod proto;
 mod queries;
 mod requests;
+mod streams;
