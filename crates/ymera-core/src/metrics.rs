@@ -201,6 +201,16 @@ pub const CATALOGUE: &[(&str, MetricKind, &str)] = &[
         "draft revisions stored",
     ),
     (
+        "ymera_drafting_collab_rebuilds_total",
+        MetricKind::Counter,
+        "collaboration documents a replica rebuilt from the stored session",
+    ),
+    (
+        "ymera_drafting_drafts_expired_total",
+        MetricKind::Counter,
+        "expired drafts the expiry job archived",
+    ),
+    (
         "ymera_analysis_files_total",
         MetricKind::Counter,
         "files analysed",
