@@ -57,11 +57,11 @@ apt_install() {
     as_root sh -c 'printf "#!/bin/sh\nexit 101\n" > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d' && policy_added=1
   fi
   if [[ $apt_updated -eq 0 ]]; then
-    as_root apt-get update -qq >"$log" 2>&1 || rc=$?
+    as_root apt-get -o DPkg::Lock::Timeout=600 update -qq >"$log" 2>&1 || rc=$?
     apt_updated=1
   fi
   if [[ $rc -eq 0 ]]; then
-    as_root env TMPDIR="$tmp" apt-get install -y -qq --no-install-recommends "$@" >>"$log" 2>&1 || rc=$?
+    as_root env TMPDIR="$tmp" apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "$@" >>"$log" 2>&1 || rc=$?
   fi
   [[ $policy_added -eq 0 ]] || as_root rm -f /usr/sbin/policy-rc.d
   [[ $rc -eq 0 ]] || tail -n 5 "$log" | sed 's/^/    apt: /' >&2
