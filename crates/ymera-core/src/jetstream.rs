@@ -72,8 +72,12 @@ pub async fn cluster_size(client: &async_nats::Client) -> usize {
 
 /// The replica count for this process: `YMERA_JS_REPLICAS` from the environment if set,
 /// else [`default_replicas`] of [`cluster_size`]. A malformed variable is an error naming it.
+///
+/// The environment is read before the first `.await` (`Env` is not `Send`), so the future
+/// stays `Send` and can be spawned.
 pub async fn replicas(client: &async_nats::Client) -> Result<Replicas, ConfigError> {
-    match configured_replicas(&Env::from_process())? {
+    let configured = configured_replicas(&Env::from_process())?;
+    match configured {
         Some(count) => Ok(Replicas {
             count,
             explicit: true,
@@ -149,6 +153,13 @@ mod tests {
             let err = configured_replicas(&env(Some(bad))).unwrap_err();
             assert_eq!(err.variable, REPLICAS_ENV, "{bad}");
         }
+    }
+
+    /// `replicas` can run inside `tokio::spawn` (compile-time check).
+    #[allow(dead_code)]
+    fn replicas_future_is_send(client: &async_nats::Client) {
+        fn send<T: Send>(_: &T) {}
+        send(&replicas(client));
     }
 
     #[test]
