@@ -1,5 +1,6 @@
 //! `ymera`: client commands, the local stack (`ymera up`) and benchmarks.
 
+mod backup;
 mod bench;
 mod chaos;
 mod commands;
@@ -42,6 +43,9 @@ enum Command {
     /// Fault-injection suite on a private 3-node JetStream cluster with 2 replicas of
     /// every service (DESIGN §11); exits non-zero on any loss.
     Chaos(chaos::ChaosArgs),
+    /// Backups: create, verify and restore archives of the whole platform (DESIGN §10).
+    #[command(subcommand)]
+    Backup(backup::BackupCommand),
     /// Benchmarks (latency histograms and throughput beside a raw baseline).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -69,6 +73,7 @@ async fn main() -> ExitCode {
         Command::Migrate(args) => stack::migrate(args).await,
         Command::Up(args) => stack::up(args).await,
         Command::Down(args) => stack::down(args).await,
+        Command::Backup(cmd) => backup::run(cmd, &ctx).await,
         Command::Bench(cmd) => bench::run(cmd, &ctx).await,
         Command::Chaos(args) => chaos::run(args).await,
         Command::Analyze(args) => analyze::run(args, &ctx).await,

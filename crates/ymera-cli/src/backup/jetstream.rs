@@ -1,0 +1,271 @@
+//! The JetStream parts: a server-side snapshot of each platform stream with its consumers
+//! (`$JS.API.STREAM.SNAPSHOT`, what `nats stream backup` uses) and its restore
+//! (`$JS.API.STREAM.RESTORE`), spoken with raw requests.
+//!
+//! Snapshot: the request names an inbox; the server (the stream leader in a cluster)
+//! answers with the stream's configuration and state, then sends the snapshot (an S2
+//! compressed tar of the stream's store and consumer state) to the inbox in chunks. A
+//! chunk with a reply subject is acknowledged by publishing to that subject (the server
+//! keeps a window of unacknowledged bytes); an empty message ends the snapshot, its
+//! status header telling success (none or 204) from failure (408).
+//!
+//! Restore: the request carries the configuration and state; the server answers with a
+//! subject the client sends the chunks to as requests (each answered once stored), then an
+//! empty request, answered with the created stream's info or an error.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use bytes::Bytes;
+use futures::StreamExt as _;
+use indicatif::ProgressBar;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+use super::manifest::StreamPart;
+
+/// Stream names a platform stream starts with (`YMERA_MESSAGES`, `YMERA_DLQ`, a future
+/// `YMERA_EVENTS`) and the platform's KV buckets and object stores.
+pub const PLATFORM_PREFIXES: [&str; 3] = ["YMERA_", "KV_ymera", "OBJ_ymera"];
+/// Bytes per snapshot chunk asked for, and per restore chunk sent (at most the server's
+/// max_payload).
+const CHUNK: usize = 256 * 1024;
+/// Longest silence between two snapshot chunks.
+const CHUNK_IDLE: Duration = Duration::from_secs(30);
+/// How long the server may take to answer an API request.
+const API_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the server may take to load a restored stream after the last chunk.
+const RESTORE_FINISH_TIMEOUT: Duration = Duration::from_secs(600);
+/// Largest snapshot written (bounds a misbehaving server).
+const MAX_SNAPSHOT_BYTES: u64 = 256 * 1024 * 1024 * 1024;
+/// Most streams listed.
+const MAX_STREAMS: usize = 10_000;
+
+/// One JetStream API request; an `error` member in the reply is an error.
+pub async fn api(client: &async_nats::Client, subject: &str, body: Value) -> anyhow::Result<Value> {
+    let reply = api_raw(client, subject, body.to_string().into(), API_TIMEOUT).await?;
+    Ok(reply)
+}
+
+async fn api_raw(
+    client: &async_nats::Client,
+    subject: &str,
+    body: Bytes,
+    timeout: Duration,
+) -> anyhow::Result<Value> {
+    let reply = tokio::time::timeout(timeout, client.request(subject.to_owned(), body))
+        .await
+        .map_err(|_| anyhow::anyhow!("{subject}: no answer within {} s", timeout.as_secs()))?
+        .map_err(|e| anyhow::anyhow!("{subject}: {e} (is JetStream enabled?)"))?;
+    let value: Value = serde_json::from_slice(&reply.payload)
+        .with_context(|| format!("{subject}: the answer is not JSON"))?;
+    if let Some(err) = value.get("error") {
+        bail!(
+            "{subject}: {} (JetStream error {})",
+            err["description"].as_str().unwrap_or("unknown error"),
+            err["err_code"]
+        );
+    }
+    Ok(value)
+}
+
+/// The platform's streams present on the server, sorted.
+pub async fn platform_streams(client: &async_nats::Client) -> anyhow::Result<Vec<String>> {
+    let mut names = Vec::new();
+    loop {
+        let page = api(
+            client,
+            "$JS.API.STREAM.NAMES",
+            json!({"offset": names.len()}),
+        )
+        .await?;
+        let batch: Vec<String> = page["streams"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let total = page["total"].as_u64().unwrap_or(0) as usize;
+        let empty = batch.is_empty();
+        names.extend(batch);
+        if empty || names.len() >= total || names.len() >= MAX_STREAMS {
+            break;
+        }
+    }
+    names.retain(|n| is_platform_stream(n));
+    names.sort();
+    Ok(names)
+}
+
+/// Whether `name` is a platform stream.
+pub fn is_platform_stream(name: &str) -> bool {
+    PLATFORM_PREFIXES.iter().any(|p| name.starts_with(p))
+}
+
+/// The stream's info, `None` if it does not exist.
+pub async fn stream_info(client: &async_nats::Client, name: &str) -> anyhow::Result<Option<Value>> {
+    match api(client, &format!("$JS.API.STREAM.INFO.{name}"), json!({})).await {
+        Ok(info) => Ok(Some(info)),
+        Err(err) if err.to_string().contains("10059") => Ok(None),
+        Err(err) => Err(err),
+    }
+}
+
+/// Deletes a stream (and its consumers).
+pub async fn delete_stream(client: &async_nats::Client, name: &str) -> anyhow::Result<()> {
+    api(client, &format!("$JS.API.STREAM.DELETE.{name}"), json!({})).await?;
+    Ok(())
+}
+
+/// Snapshots `stream` with its consumers into `file`; returns the part's description
+/// and the file's sha256 and size.
+pub async fn snapshot(
+    client: &async_nats::Client,
+    stream: &str,
+    file: &Path,
+    bar: &ProgressBar,
+) -> anyhow::Result<(StreamPart, String, u64)> {
+    let inbox = client.new_inbox();
+    let mut chunks = client.subscribe(inbox.clone()).await?;
+    client.flush().await?;
+    let reply = api(
+        client,
+        &format!("$JS.API.STREAM.SNAPSHOT.{stream}"),
+        json!({"deliver_subject": inbox, "no_consumers": false, "chunk_size": CHUNK}),
+    )
+    .await
+    .with_context(|| format!("snapshot of {stream}"))?;
+    let config = reply["config"].clone();
+    let state = reply["state"].clone();
+    let mut out = tokio::fs::File::create(file)
+        .await
+        .with_context(|| format!("creating {}", file.display()))?;
+    let mut hasher = Sha256::new();
+    let mut size = 0u64;
+    loop {
+        let message = tokio::time::timeout(CHUNK_IDLE, chunks.next())
+            .await
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "snapshot of {stream}: no chunk for {} s",
+                    CHUNK_IDLE.as_secs()
+                )
+            })?
+            .with_context(|| format!("snapshot of {stream}: the subscription ended"))?;
+        if message.payload.is_empty() {
+            if let Some(status) = message.status
+                && status.as_u16() >= 400
+            {
+                bail!(
+                    "snapshot of {stream} failed: status {status} {}",
+                    message.description.unwrap_or_default()
+                );
+            }
+            break;
+        }
+        size += message.payload.len() as u64;
+        if size > MAX_SNAPSHOT_BYTES {
+            bail!("snapshot of {stream} is larger than {MAX_SNAPSHOT_BYTES} bytes");
+        }
+        hasher.update(&message.payload);
+        out.write_all(&message.payload).await?;
+        bar.inc(message.payload.len() as u64);
+        if let Some(ack) = message.reply {
+            client.publish(ack, Bytes::new()).await?;
+        }
+    }
+    out.flush().await?;
+    out.sync_all().await?;
+    drop(chunks);
+    let part = StreamPart {
+        name: stream.to_owned(),
+        messages: state["messages"].as_u64().unwrap_or(0),
+        bytes: state["bytes"].as_u64().unwrap_or(0),
+        consumers: state["consumer_count"].as_u64().unwrap_or(0),
+        config,
+        state,
+    };
+    Ok((part, super::manifest::hex(&hasher.finalize()), size))
+}
+
+/// Restores the snapshot in `file` as stream `part.name` with at most `max_replicas`
+/// replicas; returns the created stream's info. The stream must not exist.
+pub async fn restore(
+    client: &async_nats::Client,
+    part: &StreamPart,
+    file: &Path,
+    max_replicas: usize,
+    bar: &ProgressBar,
+) -> anyhow::Result<Value> {
+    let name = &part.name;
+    let mut config = part.config.clone();
+    let replicas = config["num_replicas"].as_u64().unwrap_or(1).max(1);
+    config["num_replicas"] = json!(replicas.min(max_replicas.max(1) as u64));
+    let reply = api(
+        client,
+        &format!("$JS.API.STREAM.RESTORE.{name}"),
+        json!({"config": config, "state": part.state}),
+    )
+    .await
+    .with_context(|| format!("restore of {name}"))?;
+    let deliver = reply["deliver_subject"]
+        .as_str()
+        .with_context(|| format!("restore of {name}: the server named no deliver subject"))?
+        .to_owned();
+    let max_payload = client.server_info().max_payload.max(1024);
+    let chunk_size = CHUNK.min(max_payload - 512);
+    let mut input = tokio::fs::File::open(file)
+        .await
+        .with_context(|| format!("opening {}", file.display()))?;
+    let mut buf = vec![0u8; chunk_size];
+    loop {
+        let n = read_full(&mut input, &mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        let answer = tokio::time::timeout(
+            API_TIMEOUT,
+            client.request(deliver.clone(), Bytes::copy_from_slice(&buf[..n])),
+        )
+        .await
+        .map_err(|_| anyhow::anyhow!("restore of {name}: a chunk was not acknowledged"))?
+        .map_err(|e| anyhow::anyhow!("restore of {name}: {e}"))?;
+        if !answer.payload.is_empty()
+            && let Ok(value) = serde_json::from_slice::<Value>(&answer.payload)
+            && let Some(err) = value.get("error")
+        {
+            bail!(
+                "restore of {name}: {}",
+                err["description"].as_str().unwrap_or("refused")
+            );
+        }
+        bar.inc(n as u64);
+    }
+    api_raw(client, &deliver, Bytes::new(), RESTORE_FINISH_TIMEOUT)
+        .await
+        .with_context(|| format!("restore of {name}"))
+}
+
+async fn read_full(file: &mut tokio::fs::File, buf: &mut [u8]) -> anyhow::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        let n = file.read(&mut buf[filled..]).await?;
+        if n == 0 {
+            break;
+        }
+        filled += n;
+    }
+    Ok(filled)
+}
+
+/// The stream's message and consumer counts from its info.
+pub fn counts(info: &Value) -> (u64, u64) {
+    (
+        info["state"]["messages"].as_u64().unwrap_or(0),
+        info["state"]["consumer_count"].as_u64().unwrap_or(0),
+    )
+}
