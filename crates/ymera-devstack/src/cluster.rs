@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::io_context;
 use crate::host::{ServerDir, free_port, server_dir};
+use crate::process::RunAs;
 use crate::{DevstackError, NatsOptions, NatsServer, Result};
 
 /// Most nodes a [`NatsCluster`] starts (JetStream clusters are 3 or 5 in production).
@@ -42,6 +43,11 @@ pub struct NatsClusterOptions {
     pub sync_always: bool,
     /// The servers' `max_payload` in bytes.
     pub max_payload: Option<u32>,
+    /// Node i (0-based) runs with `base + i` as its only group (real and effective gid;
+    /// needs root), so firewall rules can tell its sockets from the other nodes' on the
+    /// shared loopback (`meta skgid`): how `ymera chaos` partitions one node, inside a
+    /// network namespace of its own. `None`: the nodes run as the current user.
+    pub node_group_base: Option<u32>,
 }
 
 impl NatsClusterOptions {
@@ -56,6 +62,7 @@ impl NatsClusterOptions {
             route_base_port: None,
             sync_always: false,
             max_payload: None,
+            node_group_base: None,
         }
     }
 }
@@ -74,6 +81,7 @@ pub struct NatsCluster {
     nodes: Vec<NatsServer>,
     names: Vec<String>,
     route_ports: Vec<u16>,
+    node_group_base: Option<u32>,
     _dir: ServerDir,
 }
 
@@ -138,15 +146,22 @@ impl NatsCluster {
                 .map_err(io_context(format!("creating {node_dir:?}")))
                 .map_err(plain)?;
             let config = write_node_config(&node_dir, name, i, &ports, options).map_err(plain)?;
-            let node = NatsServer::spawn_unready(NatsOptions {
-                config_file: Some(config),
-                max_payload: options.max_payload,
-                jetstream: true,
-                extra_args: Vec::new(),
-                dir: Some(node_dir),
-                port: Some(ports[i].client),
-                monitor_port: Some(ports[i].monitor),
-            })
+            let run_as = match options.node_group_base {
+                Some(base) => RunAs::Group(base.saturating_add(u32::try_from(i).unwrap_or(0))),
+                None => RunAs::CurrentUser,
+            };
+            let node = NatsServer::spawn_unready(
+                NatsOptions {
+                    config_file: Some(config),
+                    max_payload: options.max_payload,
+                    jetstream: true,
+                    extra_args: Vec::new(),
+                    dir: Some(node_dir),
+                    port: Some(ports[i].client),
+                    monitor_port: Some(ports[i].monitor),
+                },
+                run_as,
+            )
             .map_err(plain)?;
             nodes.push(node);
         }
@@ -154,6 +169,7 @@ impl NatsCluster {
             nodes,
             names,
             route_ports: ports.iter().map(|p| p.route).collect(),
+            node_group_base: options.node_group_base,
             _dir: dir,
         };
         for i in 0..cluster.nodes.len() {
@@ -207,6 +223,14 @@ impl NatsCluster {
     /// The route (cluster) port of node `i`.
     pub fn route_port(&self, i: usize) -> Option<u16> {
         self.route_ports.get(i).copied()
+    }
+
+    /// The group node `i` runs as (see [`NatsClusterOptions::node_group_base`]).
+    pub fn node_group(&self, i: usize) -> Option<u32> {
+        let offset = u32::try_from(i).ok()?;
+        (i < self.nodes.len())
+            .then_some(self.node_group_base?)
+            .map(|base| base.saturating_add(offset))
     }
 
     /// Every node's client URL, comma-separated: what `NATS_URL` takes.

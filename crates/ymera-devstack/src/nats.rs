@@ -70,6 +70,7 @@ struct NatsCommand {
     monitor_port: u16,
     store_dir: PathBuf,
     log_path: PathBuf,
+    run_as: RunAs,
 }
 
 impl NatsServer {
@@ -98,6 +99,7 @@ impl NatsServer {
                 monitor_port: chosen_port(options.monitor_port)?,
                 store_dir: store_dir.clone(),
                 log_path: log_path.clone(),
+                run_as: RunAs::CurrentUser,
             };
             Ok((command.launch()?, command))
         })?;
@@ -111,7 +113,7 @@ impl NatsServer {
     /// Spawns a server on the fixed ports of `options` without waiting for it to be ready
     /// (a JetStream cluster node is not healthy before a quorum of its peers runs):
     /// [`NatsServer::wait_ready`] waits.
-    pub(crate) fn spawn_unready(options: NatsOptions) -> Result<Self> {
+    pub(crate) fn spawn_unready(options: NatsOptions, run_as: RunAs) -> Result<Self> {
         let bin = nats_server_bin()?;
         let dir = server_dir("nats", options.dir.as_deref())?;
         let store_dir = dir.path().join("store");
@@ -126,6 +128,7 @@ impl NatsServer {
             options,
             store_dir,
             log_path,
+            run_as,
         };
         let process = ServerProcess::spawn("nats-server", command.command()?, &command.log_path)?;
         Ok(Self {
@@ -236,7 +239,7 @@ impl NatsCommand {
     }
 
     fn command(&self) -> Result<Command> {
-        let mut command = supervised_command(&self.bin, RunAs::CurrentUser)?;
+        let mut command = supervised_command(&self.bin, self.run_as)?;
         if let Some(config) = &self.config_file {
             command.arg("-c").arg(config);
         }

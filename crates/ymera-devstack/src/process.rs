@@ -43,6 +43,10 @@ pub(crate) enum RunAs {
     CurrentUser,
     /// The `postgres` system user (PostgreSQL when the tests run as root).
     Postgres,
+    /// The user running the tests with this group as its only group (real and effective
+    /// gid, supplementary groups cleared): a firewall rule can then match the process's
+    /// own sockets (`meta skgid`). Needs root.
+    Group(u32),
 }
 
 /// A command that runs `program` under `setpriv --pdeathsig KILL` (and as `postgres` if asked).
@@ -51,8 +55,14 @@ pub(crate) enum RunAs {
 pub(crate) fn supervised_command(program: &Path, run_as: RunAs) -> Result<Command> {
     let mut command = Command::new(setpriv_bin()?);
     command.args(["--pdeathsig", "KILL"]);
-    if run_as == RunAs::Postgres {
-        command.args(["--reuid=postgres", "--regid=postgres", "--init-groups"]);
+    match run_as {
+        RunAs::CurrentUser => {}
+        RunAs::Postgres => {
+            command.args(["--reuid=postgres", "--regid=postgres", "--init-groups"]);
+        }
+        RunAs::Group(gid) => {
+            command.arg(format!("--regid={gid}")).arg("--clear-groups");
+        }
     }
     command.arg("--").arg(program).stdin(Stdio::null());
     Ok(command)

@@ -49,6 +49,9 @@ pub struct StackOptions {
     pub nats_route_port: Option<u16>,
     /// `sync_interval: always` on the cluster's servers.
     pub nats_sync_always: bool,
+    /// Node i of the cluster runs with group `base + i` (root only; see
+    /// `NatsClusterOptions::node_group_base`).
+    pub nats_node_group_base: Option<u32>,
 }
 
 impl StackOptions {
@@ -64,6 +67,7 @@ impl StackOptions {
             nats_cluster: 1,
             nats_route_port: None,
             nats_sync_always: false,
+            nats_node_group_base: None,
         }
     }
 }
@@ -97,6 +101,7 @@ impl Stack {
                 monitor_base_port: options.nats_monitor_port,
                 route_base_port: options.nats_route_port,
                 sync_always: options.nats_sync_always,
+                node_group_base: options.nats_node_group_base,
                 ..NatsClusterOptions::new(options.nats_cluster)
             })?)
         } else {

@@ -266,3 +266,35 @@ async fn ymera_up_cluster_3_replicas_2_and_health_shows_every_instance() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[test]
+fn node_groups_give_every_node_its_own_gid() {
+    // Switching groups needs root (the chaos suite's partition runs as root).
+    if !std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+    {
+        eprintln!("skipped: not root");
+        return;
+    }
+    let cluster = NatsCluster::start_with(NatsClusterOptions {
+        node_group_base: Some(61_000),
+        ..NatsClusterOptions::new(3)
+    })
+    .unwrap();
+    for i in 0..3 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", cluster.nodes()[i].pid())).unwrap();
+        let gid = status.lines().find(|l| l.starts_with("Gid:")).unwrap();
+        let expected = 61_000 + i as u32;
+        assert_eq!(cluster.node_group(i), Some(expected));
+        assert!(
+            gid.split_whitespace()
+                .skip(1)
+                .all(|g| g == expected.to_string()),
+            "node {i}: {gid}"
+        );
+    }
+    assert_eq!(cluster.node_group(3), None);
+}
