@@ -10,6 +10,11 @@
 //! | `communication.metrics` | `comm:read` | [`queries::metrics`] |
 //! | `communication.dlq.list` | `comm:read` | [`dlq::list`] |
 //! | `communication.dlq.replay` | `comm:send` | [`dlq::replay`] |
+//! | `communication.agents.register` | `comm:send` | [`agents::register`] |
+//! | `communication.agents.heartbeat` | `comm:send` | [`agents::heartbeat`] |
+//! | `communication.agents.deregister` | `comm:send` | [`agents::deregister`] |
+//! | `communication.agents.list` | `comm:read` | [`agents::list`] |
+//! | `communication.agents.get` | `comm:read` | [`agents::get`] |
 //!
 //! Requests and replies are the types of [`model`](crate::model).
 
@@ -17,7 +22,7 @@ use std::sync::Arc;
 
 use ymera_core::runtime::ServiceBuilder;
 
-use crate::{Communication, dlq, queries, send};
+use crate::{Communication, agents, dlq, queries, send};
 
 /// Registers every endpoint on `builder`.
 pub fn endpoints(builder: ServiceBuilder, comm: Arc<Communication>) -> ServiceBuilder {
@@ -30,4 +35,9 @@ pub fn endpoints(builder: ServiceBuilder, comm: Arc<Communication>) -> ServiceBu
         .route("communication.metrics", comm, queries::metrics)
         .route("communication.dlq.list", comm, dlq::list)
         .route("communication.dlq.replay", comm, dlq::replay)
+        .route("communication.agents.register", comm, agents::register)
+        .route("communication.agents.heartbeat", comm, agents::heartbeat)
+        .route("communication.agents.deregister", comm, agents::deregister)
+        .route("communication.agents.list", comm, agents::list)
+        .route("communication.agents.get", comm, agents::get)
 }

@@ -151,6 +151,30 @@ pub async fn poll_backlogs(comm: &Communication) -> Vec<(String, u64)> {
     out
 }
 
+/// Undelivered copies of each of `recipients` (0 for one without a consumer), live from
+/// JetStream.
+pub async fn backlogs_of(
+    comm: &Communication,
+    recipients: &[String],
+) -> std::collections::HashMap<String, u64> {
+    let mut out = std::collections::HashMap::new();
+    let Ok(stream) = comm.js.get_stream_no_info(MESSAGES_STREAM).await else {
+        return out;
+    };
+    for recipient in recipients {
+        if let Ok(info) = stream
+            .consumer_info(streams::consumer_name(recipient))
+            .await
+        {
+            out.insert(
+                recipient.clone(),
+                info.num_pending + info.num_ack_pending as u64,
+            );
+        }
+    }
+    out
+}
+
 async fn worker(comm: Arc<Communication>, recipient: String, consumer: PullConsumer) {
     let limit = Arc::new(Semaphore::new(comm.settings.delivery_concurrency));
     let min_pull = (comm.settings.delivery_concurrency / 4).clamp(1, MAX_PULL);

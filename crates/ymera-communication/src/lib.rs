@@ -14,6 +14,7 @@
 //! - a final state (delivered, dead_lettered, expired) is never overwritten;
 //! - the communication agent never depends on another service's crate.
 
+pub mod agents;
 pub mod api;
 pub mod auth;
 pub mod delivery;
@@ -95,6 +96,7 @@ pub struct Communication {
     workers: Mutex<HashMap<String, ()>>,
     attempts: Mutex<HashMap<(Uuid, String), u32>>,
     backlog: Mutex<HashMap<String, u64>>,
+    agents: Option<Arc<agents::Registry>>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
 }
@@ -138,6 +140,12 @@ impl Communication {
         if !ready {
             return Err(RuntimeError::Register(format!("JetStream: {last_error}")));
         }
+        let replicas = streams::replicas(&js)
+            .await
+            .map_err(|e| RuntimeError::Register(format!("JetStream: {e}")))?;
+        let registry = agents::Registry::start(&js, replicas)
+            .await
+            .map_err(|e| RuntimeError::Register(format!("JetStream: {e}")))?;
         Stats::register();
         metrics::gauge!("ymera_comm_backlog_capacity").set(f64::from(settings.backlog_limit));
         let live = follow_settings(
@@ -164,9 +172,11 @@ impl Communication {
             workers: Mutex::new(HashMap::new()),
             attempts: Mutex::new(HashMap::new()),
             backlog: Mutex::new(HashMap::new()),
+            agents: Some(registry.clone()),
             tracker: TaskTracker::new(),
             shutdown: runtime.shutdown_token(),
         });
+        tokio::spawn(registry.follow(comm.shutdown.clone()));
         delivery::discover_recipients(&comm).await;
         tokio::spawn(delivery::maintenance_loop(comm.clone()));
         tokio::spawn(retention_loop(comm.clone()));
@@ -228,6 +238,20 @@ impl Communication {
     fn known_backlog(&self, recipient: &str) -> u64 {
         let map = self.backlog.lock().unwrap_or_else(|p| p.into_inner());
         map.get(recipient).copied().unwrap_or(0)
+    }
+
+    /// Counts one more copy for `recipient` until the next backlog poll replaces the figure
+    /// (so skill resolutions between polls spread by backlog too).
+    fn count_backlog(&self, recipient: &str) {
+        let mut map = self.backlog.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() < MAX_RECIPIENTS_TRACKED || map.contains_key(recipient) {
+            *map.entry(recipient.to_owned()).or_insert(0) += 1;
+        }
+    }
+
+    /// The agent card registry (`None` only before start-up finished).
+    pub fn agents(&self) -> Option<&Arc<agents::Registry>> {
+        self.agents.as_ref()
     }
 }
 

@@ -90,7 +90,9 @@ pub async fn ensure_streams(
 
 /// `ymera_core::jetstream::replicas`, with the non-`Send` `Env` dropped before
 /// the await so the start-up future stays `Send` (it is spawned on a runtime).
-async fn replicas(js: &jetstream::Context) -> Result<ymera_core::jetstream::Replicas, String> {
+pub(crate) async fn replicas(
+    js: &jetstream::Context,
+) -> Result<ymera_core::jetstream::Replicas, String> {
     use ymera_core::jetstream::{Replicas, cluster_size, configured_replicas, default_replicas};
     let configured =
         configured_replicas(&ymera_core::env::Env::from_process()).map_err(|e| e.to_string())?;

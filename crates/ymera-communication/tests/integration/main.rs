@@ -2,6 +2,7 @@
 //! PostgreSQL and Redis, compiled as one binary.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod agents;
 mod common;
 mod failures;
 mod faults;

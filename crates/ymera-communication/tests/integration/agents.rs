@@ -1,0 +1,247 @@
+//! Agent cards (`communication.agents.*`) and `skill:` routing against real
+//! nats-server (per-message TTL in the KV bucket) and PostgreSQL.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde_json::{Value, json};
+
+use crate::common::*;
+use ymera_testkit::eventually;
+use ymera_testkit::proto::{assert_refused, assert_valid, exchange};
+
+async fn call(nats: &async_nats::Client, endpoint: &str, request: Value) -> Value {
+    exchange(
+        nats,
+        "communication",
+        &format!("agents.{endpoint}"),
+        request,
+    )
+    .await
+}
+
+/// The error body of a refused request (any endpoint).
+async fn refusal(nats: &async_nats::Client, subject: &str, body: Bytes) -> (String, Value) {
+    let reply = nats.request(subject.to_owned(), body).await.unwrap();
+    let code = reply
+        .headers
+        .as_ref()
+        .and_then(|h| h.get("Nats-Service-Error-Code"))
+        .map(|v| v.as_str().to_owned())
+        .unwrap_or_else(|| panic!("{subject} accepted: {:?}", reply.payload));
+    let body: Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_valid("error.schema.json", &body);
+    (code, body)
+}
+
+fn card(name: &str, skills: &[&str], ttl_s: u32) -> Value {
+    json!({
+        "name": name,
+        "description": format!("{name} test agent"),
+        "version": "1.0.0",
+        "skills": skills.iter().map(|s| json!({"id": s, "name": s, "description": "", "tags": ["t"], "examples": ["e"]})).collect::<Vec<_>>(),
+        "input_modes": ["application/json"],
+        "output_modes": ["text/markdown"],
+        "ttl_s": ttl_s,
+    })
+}
+
+fn names(list: &Value) -> Vec<String> {
+    list["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn cards_register_list_heartbeat_and_deregister() {
+    let nats = nats();
+    let db = database();
+    let agent = Agent::start(config(&nats, &db), fast_settings()).await;
+    let client = client(&nats.url()).await;
+    let raw = client.nats().clone();
+    let _reviewer = Recipient::start(&nats.url(), "reviewer", false).await;
+
+    let registered = call(&raw, "register", card("reviewer", &["code_review"], 60)).await;
+    assert_eq!(registered["status"], "registered");
+    call(&raw, "register", card("writer", &["drafting"], 60)).await;
+    let list = call(&raw, "list", Value::Null).await;
+    assert_eq!(names(&list), ["reviewer", "writer"]);
+    let only = call(&raw, "list", json!({"skill": "code_review"})).await;
+    assert_eq!(names(&only), ["reviewer"]);
+
+    // Traffic shows on the card: delivered count, latency, backlog.
+    for i in 0..3 {
+        client
+            .request::<_, Value>(
+                "communication.send",
+                &envelope("alice", &["reviewer"], &format!("m{i}")),
+            )
+            .await
+            .unwrap();
+    }
+    eventually(Duration::from_secs(10), "deliveries on the card", || {
+        let raw = raw.clone();
+        async move {
+            let view = call(&raw, "get", json!({"name": "reviewer"})).await;
+            view["delivery"]["delivered"] == 3
+        }
+    })
+    .await;
+    let view = call(&raw, "get", json!({"name": "reviewer"})).await;
+    assert_eq!(view["live"], true);
+    assert_eq!(view["backlog"], 0);
+    assert_eq!(view["skills"][0]["id"], "code_review");
+    assert!(view["delivery"]["mean_latency_ms"].as_f64().unwrap() > 0.0);
+    assert!(view["metrics"].is_null());
+
+    // The heartbeat carries the agent's own metrics.
+    let beat = call(
+        &raw,
+        "heartbeat",
+        json!({"name": "reviewer", "metrics": {"requests_handled": 3, "processing_time_ms": 12.5,
+               "avg_processing_time_ms": 4.2, "errors": 1, "state": "idle"}}),
+    )
+    .await;
+    assert_eq!(beat["status"], "refreshed");
+    let view = call(&raw, "get", json!({"name": "reviewer"})).await;
+    assert_eq!(view["metrics"]["requests_handled"], 3);
+    assert_eq!(view["metrics"]["state"], "idle");
+    // Re-registering keeps the first registration time and the metrics.
+    call(&raw, "register", card("reviewer", &["code_review"], 60)).await;
+    let again = call(&raw, "get", json!({"name": "reviewer"})).await;
+    assert_eq!(again["registered_at"], view["registered_at"]);
+    assert_eq!(again["metrics"]["errors"], 1);
+
+    let gone = call(&raw, "deregister", json!({"name": "writer"})).await;
+    assert_eq!(gone["deregistered"], true);
+    assert_eq!(names(&call(&raw, "list", json!({})).await), ["reviewer"]);
+    assert_refused(
+        &raw,
+        "communication",
+        "agents.get",
+        json!({"name": "writer"}),
+        "not_found",
+    )
+    .await;
+    drop(agent);
+}
+
+#[tokio::test]
+async fn bad_cards_are_refused_and_change_nothing() {
+    let nats = nats();
+    let db = database();
+    let _agent = Agent::start(config(&nats, &db), fast_settings()).await;
+    let client = client(&nats.url()).await;
+    let raw = client.nats().clone();
+    call(&raw, "register", card("keeper", &["keep"], 60)).await;
+    let before = call(&raw, "get", json!({"name": "keeper"})).await;
+
+    // Over the size limit: 413.
+    let mut big = card("keeper", &["keep"], 60);
+    big["description"] = json!("x".repeat(900));
+    big["skills"][0]["examples"] = json!(vec!["y".repeat(900); 20]);
+    let (code, body) = refusal(
+        &raw,
+        "communication.agents.register",
+        Bytes::from(big.to_string()),
+    )
+    .await;
+    assert_eq!(code, "413", "{body}");
+    // Malformed: not JSON, unknown field → 400.
+    let (code, _) = refusal(&raw, "communication.agents.register", "{nope".into()).await;
+    assert_eq!(code, "400");
+    let mut extra = card("keeper", &["keep"], 60);
+    extra["owner"] = json!("mallory");
+    let (code, _) = refusal(
+        &raw,
+        "communication.agents.register",
+        Bytes::from(extra.to_string()),
+    )
+    .await;
+    assert_eq!(code, "400");
+    // Rules: every violation listed, 422.
+    let bad = json!({"name": "Keeper!", "ttl_s": 1, "skills": [{"id": "BAD ID"}]});
+    let (code, body) = refusal(
+        &raw,
+        "communication.agents.register",
+        Bytes::from(bad.to_string()),
+    )
+    .await;
+    assert_eq!(code, "422");
+    let text = body.to_string();
+    for path in ["/name", "/ttl_s", "/skills/0/id"] {
+        assert!(text.contains(path), "{path} missing in {text}");
+    }
+    // Heartbeat / deregister of an unknown agent: 404.
+    let (code, body) = refusal(
+        &raw,
+        "communication.agents.heartbeat",
+        Bytes::from(json!({"name": "ghost"}).to_string()),
+    )
+    .await;
+    assert_eq!(code, "404");
+    assert_eq!(body["error"]["code"], "not_found");
+    let (code, _) = refusal(
+        &raw,
+        "communication.agents.deregister",
+        Bytes::from(json!({"name": "ghost"}).to_string()),
+    )
+    .await;
+    assert_eq!(code, "404");
+    // Bad metrics in a heartbeat: 422.
+    let (code, _) = refusal(
+        &raw,
+        "communication.agents.heartbeat",
+        Bytes::from(json!({"name": "keeper", "metrics": {"processing_time_ms": -1}}).to_string()),
+    )
+    .await;
+    assert_eq!(code, "422");
+
+    let list = call(&raw, "list", Value::Null).await;
+    assert_eq!(names(&list), ["keeper"]);
+    let after = call(&raw, "get", json!({"name": "keeper"})).await;
+    assert_eq!(after["description"], before["description"]);
+    assert_eq!(after["expires_at"], before["expires_at"]);
+}
+
+#[tokio::test]
+async fn a_dead_agent_disappears_within_its_ttl() {
+    let nats = nats();
+    let db = database();
+    let _agent = Agent::start(config(&nats, &db), fast_settings()).await;
+    let client = client(&nats.url()).await;
+    let raw = client.nats().clone();
+    call(&raw, "register", card("mayfly", &["short"], 5)).await;
+    call(&raw, "register", card("steady", &["short"], 60)).await;
+    let registered = Instant::now();
+    // A heartbeat keeps `steady`; `mayfly` never beats again.
+    eventually(Duration::from_secs(10), "mayfly expired", || {
+        let raw = raw.clone();
+        async move { names(&call(&raw, "list", Value::Null).await) == ["steady"] }
+    })
+    .await;
+    let elapsed = registered.elapsed();
+    assert!(
+        elapsed >= Duration::from_secs(4),
+        "gone too early: {elapsed:?}"
+    );
+    assert!(elapsed <= Duration::from_secs(7), "gone late: {elapsed:?}");
+    // And from the bucket itself (the server's per-message TTL), not only from the view.
+    let js = async_nats::jetstream::new(raw.clone());
+    let kv = js.get_key_value("YMERA_AGENTS").await.unwrap();
+    eventually(Duration::from_secs(5), "the entry removed", || {
+        let kv = kv.clone();
+        async move { kv.get("mayfly").await.unwrap().is_none() }
+    })
+    .await;
+    let (code, _) = refusal(
+        &raw,
+        "communication.agents.heartbeat",
+        Bytes::from(json!({"name": "mayfly"}).to_string()),
+    )
+    .await;
+    assert_eq!(code, "404");
+}
