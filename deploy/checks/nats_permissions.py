@@ -52,12 +52,13 @@ PASSWORD_VARS = {
 ENDPOINTS = {
     # dlq.list / dlq.replay: additions to DESIGN §3 (communication README).
     "communication": ["send", "status", "history", "conversations", "metrics",
-                      "dlq.list", "dlq.replay"],
+                      "dlq.list", "dlq.replay", "agents.register", "agents.heartbeat",
+                      "agents.deregister", "agents.list", "agents.get"],
     "config": ["get", "set", "delete", "history", "diff", "rollback", "schema.set",
-               "schema.get", "export", "import", "template.set", "template.apply"],
+               "schema.get", "export", "import", "template.set", "template.apply", "metrics"],
     "drafting": ["create", "get", "update", "list", "delete", "analyze", "export",
                  "revisions", "diff", "restore", "comment", "transition",
-                 "template.set", "template.list", "collab.join", "collab.update"],
+                 "template.set", "template.list", "collab.join", "collab.update", "metrics"],
     "code-analysis": ["analyze", "rules"],
     "security": ["keys.create", "keys.list", "keys.revoke", "authorize", "tokens.issue",
                  "tokens.verify", "tokens.revoke", "jwks", "tokens.revoked",
@@ -192,7 +193,7 @@ async def run(url):
              ("drafting", "code-analysis.analyze"), ("code-analysis", "drafting.get"),
              ("security", "communication.send"), ("drafting", "agent.code-analysis.inbox"),
              ("config", "_INBOX_other.x"), ("security", "$JS.API.>"), ("config", "events.>"),
-             ("drafting", "drafting.collab.*.updates"), ("code-analysis", "agent.drafting.inbox"),
+             ("code-analysis", "drafting.collab.*.updates"), ("code-analysis", "agent.drafting.inbox"),
              ("security", "security.>"), ("communication", "communication.>")]
     for svc, subj in cross:
         c = clients[svc]
@@ -280,6 +281,9 @@ async def run(url):
 
     # 6. External agent: only communication.send, $SRV.PING, its own inbox.
     await request_ok(agent, "communication.send", "agent -> communication.send (cross-account)", expect=b"communication")
+    for ep in ["register", "heartbeat", "deregister", "list", "get"]:
+        await request_ok(agent, f"communication.agents.{ep}", f"agent -> communication.agents.{ep} (cross-account)",
+                         expect=b"communication")
     try:
         rep = await agent.nc.request("$SRV.PING", b"", timeout=TIMEOUT)
         if rep.data.decode() not in ENDPOINTS:
