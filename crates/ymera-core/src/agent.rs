@@ -70,6 +70,7 @@ impl AgentInbox {
     /// after start-up is missed).
     pub async fn subscribe(runtime: &Runtime, name: &str) -> Result<AgentInbox, RuntimeError> {
         let subject = Self::subject(name);
+        runtime.calls("communication");
         let client = runtime.client().clone();
         let subscriber = client
             .queue_subscribe(subject.clone(), name.to_owned())

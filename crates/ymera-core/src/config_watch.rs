@@ -224,6 +224,7 @@ where
     E: std::fmt::Display,
     F: Fn(&S, &Value) -> Result<S, E> + Send + 'static,
 {
+    runtime.calls("config");
     let (tx, rx) = watch::channel(start.clone());
     let client = ServiceClient::new(runtime.client().clone())
         .with_credential(runtime.config().service_credential.clone());

@@ -66,6 +66,11 @@ pub const CATALOGUE: &[(&str, MetricKind, &str)] = &[
     ),
     ("ymera_up", MetricKind::Gauge, "1 while the process runs"),
     (
+        "ymera_dependency_up",
+        MetricKind::Gauge,
+        "1 while a dependency (nats, postgres, redis, a called service) answers its probe, 0 while it does not",
+    ),
+    (
         "ymera_build_info",
         MetricKind::Gauge,
         "1, carries the version",
@@ -234,9 +239,179 @@ fn describe_catalogue() {
     }
 }
 
-/// Renders the current metrics in the Prometheus text format.
+/// Renders the current metrics in the Prometheus text format, followed by
+/// the standard process metrics ([`process_text`]).
 pub fn render() -> String {
-    install().render()
+    let mut text = install().render();
+    text.push_str(&process_text());
+    text
+}
+
+/// How often the runtime probes the dependencies behind
+/// `ymera_dependency_up` (the scrape interval of the shipped Prometheus).
+pub const DEPENDENCY_PROBE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Sets `ymera_dependency_up{service, dependency}` to 1 or 0.
+pub fn set_dependency_up(service: &str, dependency: &str, up: bool) {
+    metrics::gauge!(
+        "ymera_dependency_up",
+        "service" => service.to_owned(),
+        "dependency" => dependency.to_owned()
+    )
+    .set(if up { 1.0 } else { 0.0 });
+}
+
+/// Clock ticks per second of `/proc/<pid>/stat` times (`USER_HZ`, 100 on
+/// every Linux architecture: the kernel scales to it for user space).
+const USER_HZ: f64 = 100.0;
+
+/// The process's own figures, read from `/proc/self` (Linux).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ProcessStats {
+    /// User + system CPU time in seconds.
+    pub cpu_seconds: f64,
+    /// Resident set size in bytes.
+    pub resident_bytes: u64,
+    /// Virtual memory size in bytes.
+    pub virtual_bytes: u64,
+    /// Open file descriptors.
+    pub open_fds: u64,
+    /// The soft limit on open file descriptors.
+    pub max_fds: Option<u64>,
+    /// Start time in seconds since the Unix epoch.
+    pub start_time_seconds: Option<f64>,
+}
+
+impl ProcessStats {
+    /// Reads `/proc/self/{stat,status,fd,limits}` and `/proc/stat`; `None`
+    /// where `/proc` is not mounted (not Linux).
+    pub fn read() -> Option<ProcessStats> {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        let fields = parse_stat(&stat)?;
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let open_fds = std::fs::read_dir("/proc/self/fd")
+            .map(|dir| dir.count() as u64)
+            .unwrap_or(0);
+        let max_fds = std::fs::read_to_string("/proc/self/limits")
+            .ok()
+            .and_then(|limits| parse_max_open_files(&limits));
+        let boot_time = std::fs::read_to_string("/proc/stat")
+            .ok()
+            .and_then(|s| parse_boot_time(&s));
+        Some(ProcessStats {
+            cpu_seconds: (fields.utime + fields.stime) as f64 / USER_HZ,
+            resident_bytes: status_kb(&status, "VmRSS:").map_or(0, |kb| kb * 1024),
+            virtual_bytes: fields.vsize,
+            open_fds,
+            max_fds,
+            start_time_seconds: boot_time
+                .map(|boot| boot as f64 + fields.starttime as f64 / USER_HZ),
+        })
+    }
+}
+
+#[derive(Debug, PartialEq)]
+struct StatFields {
+    utime: u64,
+    stime: u64,
+    starttime: u64,
+    vsize: u64,
+}
+
+/// Fields 14, 15, 22 and 23 of `/proc/<pid>/stat` (after the command in
+/// parentheses, which may itself hold spaces and parentheses).
+fn parse_stat(stat: &str) -> Option<StatFields> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // `rest` starts at field 3 (state).
+    let field = |n: usize| fields.get(n - 3)?.parse::<u64>().ok();
+    Some(StatFields {
+        utime: field(14)?,
+        stime: field(15)?,
+        starttime: field(22)?,
+        vsize: field(23)?,
+    })
+}
+
+fn status_kb(status: &str, key: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with(key))?;
+    line[key.len()..].split_whitespace().next()?.parse().ok()
+}
+
+fn parse_max_open_files(limits: &str) -> Option<u64> {
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line["Max open files".len()..]
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+fn parse_boot_time(stat: &str) -> Option<u64> {
+    stat.lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// The standard Prometheus process metrics (`process_cpu_seconds_total`,
+/// `process_resident_memory_bytes`, `process_virtual_memory_bytes`,
+/// `process_open_fds`, `process_max_fds`, `process_start_time_seconds`) in
+/// the text format; empty where `/proc` is missing.
+pub fn process_text() -> String {
+    use std::fmt::Write;
+    let Some(stats) = ProcessStats::read() else {
+        return String::new();
+    };
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, value: String| {
+        let _ = write!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n\n"
+        );
+    };
+    metric(
+        "process_cpu_seconds_total",
+        "counter",
+        "Total user and system CPU time spent in seconds.",
+        format!("{}", stats.cpu_seconds),
+    );
+    metric(
+        "process_resident_memory_bytes",
+        "gauge",
+        "Resident memory size in bytes.",
+        stats.resident_bytes.to_string(),
+    );
+    metric(
+        "process_virtual_memory_bytes",
+        "gauge",
+        "Virtual memory size in bytes.",
+        stats.virtual_bytes.to_string(),
+    );
+    metric(
+        "process_open_fds",
+        "gauge",
+        "Number of open file descriptors.",
+        stats.open_fds.to_string(),
+    );
+    if let Some(max) = stats.max_fds {
+        metric(
+            "process_max_fds",
+            "gauge",
+            "Maximum number of open file descriptors.",
+            max.to_string(),
+        );
+    }
+    if let Some(start) = stats.start_time_seconds {
+        metric(
+            "process_start_time_seconds",
+            "gauge",
+            "Start time of the process since unix epoch in seconds.",
+            format!("{start}"),
+        );
+    }
+    out
 }
 
 #[cfg(test)]
@@ -262,6 +437,63 @@ mod tests {
             CATALOGUE.len(),
             "METRICS.md and the catalogue list the same metrics"
         );
+    }
+
+    #[test]
+    fn proc_stat_fields_are_parsed_past_the_command() {
+        let stat = "4242 (a (weird) name) S 1 4242 4242 0 -1 4194560 1 0 0 0 \
+                    250 50 0 0 20 0 9 0 12345 987654321 2048 18446744073709551615";
+        assert_eq!(
+            parse_stat(stat),
+            Some(StatFields {
+                utime: 250,
+                stime: 50,
+                starttime: 12345,
+                vsize: 987654321,
+            })
+        );
+        assert_eq!(parse_stat("garbage"), None);
+        let limits = "Limit                     Soft Limit           Hard Limit           Units\n\
+                      Max open files            1024                 524288               files\n";
+        assert_eq!(parse_max_open_files(limits), Some(1024));
+        assert_eq!(
+            parse_boot_time("cpu 1 2 3\nbtime 1700000000\n"),
+            Some(1700000000)
+        );
+        assert_eq!(
+            status_kb("Name:\tx\nVmRSS:\t  5120 kB\n", "VmRSS:"),
+            Some(5120)
+        );
+    }
+
+    #[test]
+    fn process_metrics_are_rendered_from_proc() {
+        let stats = ProcessStats::read().expect("/proc is mounted");
+        assert!(stats.resident_bytes > 0, "{stats:?}");
+        assert!(stats.open_fds > 0, "{stats:?}");
+        let start = stats.start_time_seconds.expect("btime");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        assert!(
+            start <= now + 1.0 && start > now - 86400.0 * 365.0,
+            "{start}"
+        );
+        let text = render();
+        for name in [
+            "process_cpu_seconds_total",
+            "process_resident_memory_bytes",
+            "process_open_fds",
+            "process_max_fds",
+            "process_start_time_seconds",
+        ] {
+            assert!(
+                text.contains(&format!("\n{name} ")),
+                "{name} missing:\n{text}"
+            );
+        }
+        assert!(text.contains("# TYPE process_cpu_seconds_total counter"));
     }
 
     #[test]

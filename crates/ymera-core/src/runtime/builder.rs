@@ -112,23 +112,25 @@ impl ServiceBuilder {
     /// NATS and telemetry, and returns.
     pub async fn serve(self, runtime: Runtime) -> Result<(), RuntimeError> {
         let error_counts = Arc::new(ErrorCounts::default());
+        let version = super::version_override().unwrap_or_else(|| self.version.clone());
         let service = runtime
             .client
             .service_builder()
             .description(&self.description)
             .stats_handler(dispatch::stats_data_handler(error_counts.clone()))
-            .start(&self.name, &self.version)
+            .start(&self.name, &version)
             .await
             .map_err(|e| RuntimeError::Register(e.to_string()))?;
         let instance_id = service.info().await.id;
         let probe = Arc::new(HealthProbe::new(
             &self.name,
             &instance_id,
-            &self.version,
+            &version,
             &runtime,
             self.optional_checks.clone(),
         ));
         let shutdown = runtime.shutdown.clone();
+        tokio::spawn(record_dependencies(probe.clone(), shutdown.clone()));
         let http_addr =
             crate::http::serve(runtime.config.http_addr, probe.clone(), shutdown.clone()).await?;
         tracing::info!(service = %self.name, instance = %instance_id, http = %http_addr, "service started");
@@ -202,5 +204,22 @@ impl ServiceBuilder {
         tracing::info!(service = %self.name, "stopped");
         runtime.telemetry.shutdown();
         Ok(())
+    }
+}
+
+/// Sets `ymera_dependency_up` now and every
+/// [`DEPENDENCY_PROBE_INTERVAL`](crate::metrics::DEPENDENCY_PROBE_INTERVAL)
+/// until shutdown.
+async fn record_dependencies(
+    probe: Arc<HealthProbe>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let mut ticks = tokio::time::interval(crate::metrics::DEPENDENCY_PROBE_INTERVAL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticks.tick() => probe.record_dependencies().await,
+        }
     }
 }

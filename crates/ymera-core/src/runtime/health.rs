@@ -9,8 +9,8 @@ use async_nats::Client;
 use sqlx::PgPool;
 use tokio::sync::Mutex;
 
-use super::Runtime;
 use super::endpoint::Serialized;
+use super::{CalledServices, Runtime};
 use crate::error::Error;
 use crate::health::{CheckResult, HealthReport, HealthStatus};
 use crate::store;
@@ -28,6 +28,7 @@ pub struct HealthProbe {
     redis: Option<redis::aio::ConnectionManager>,
     started: Instant,
     optional: Vec<&'static str>,
+    called: CalledServices,
     /// The last report (and its JSON) and when its checks started; one
     /// probe at a time.
     last: Mutex<Option<LastProbe>>,
@@ -50,6 +51,7 @@ impl HealthProbe {
             redis: runtime.redis.clone(),
             started: runtime.started,
             optional,
+            called: runtime.called.clone(),
             last: Mutex::new(None),
         }
     }
@@ -108,6 +110,49 @@ impl HealthProbe {
             uptime_seconds: self.started.elapsed().as_secs_f64(),
             checks,
             timestamp: chrono::Utc::now(),
+        }
+    }
+
+    /// Probes every dependency (a fresh report, and `<service>.health` of
+    /// every service this process calls, concurrently) and sets
+    /// `ymera_dependency_up{service, dependency}` from the results.
+    pub async fn record_dependencies(&self) {
+        let called: Vec<String> = self
+            .called
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect();
+        let services = futures::future::join_all(
+            called
+                .iter()
+                .map(|name| async move { (name, self.service_answers(name).await) }),
+        );
+        let (report, services) = futures::join!(self.report(), services);
+        for (name, check) in &report.checks {
+            crate::metrics::set_dependency_up(
+                &self.service,
+                name,
+                check.status == HealthStatus::Healthy,
+            );
+        }
+        for (name, up) in services {
+            crate::metrics::set_dependency_up(&self.service, name, up);
+        }
+    }
+
+    /// Whether some instance of `service` answers `<service>.health` within
+    /// [`store::PROBE_TIMEOUT`] without reporting itself unhealthy.
+    async fn service_answers(&self, service: &str) -> bool {
+        let request = self.client.request(
+            format!("{service}.health"),
+            bytes::Bytes::from_static(b"{}"),
+        );
+        match tokio::time::timeout(store::PROBE_TIMEOUT, request).await {
+            Ok(Ok(reply)) => serde_json::from_slice::<HealthReport>(&reply.payload)
+                .is_ok_and(|report| report.status != HealthStatus::Unhealthy),
+            _ => false,
         }
     }
 

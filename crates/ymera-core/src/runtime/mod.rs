@@ -127,7 +127,13 @@ pub struct Runtime {
     shutdown: CancellationToken,
     started: Instant,
     authorizer: OnceLock<Arc<Authorizer>>,
+    service: String,
+    /// The Ymera services this process calls (`ymera_dependency_up`).
+    called: CalledServices,
 }
+
+/// The names of the services a process calls, shared with its health probe.
+pub(crate) type CalledServices = Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>;
 
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -175,7 +181,8 @@ impl Runtime {
             None => None,
         };
         metrics::gauge!("ymera_up", "service" => service.to_owned()).set(1.0);
-        metrics::gauge!("ymera_build_info", "service" => service.to_owned(), "version" => env!("CARGO_PKG_VERSION"))
+        let version = version_override().unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_owned());
+        metrics::gauge!("ymera_build_info", "service" => service.to_owned(), "version" => version)
             .set(1.0);
         Ok(Runtime {
             config,
@@ -186,6 +193,8 @@ impl Runtime {
             shutdown: CancellationToken::new(),
             started: Instant::now(),
             authorizer: OnceLock::new(),
+            service: service.to_owned(),
+            called: CalledServices::default(),
         })
     }
 
@@ -215,8 +224,29 @@ impl Runtime {
     /// request's content.
     pub fn authorizer(&self) -> Arc<Authorizer> {
         self.authorizer
-            .get_or_init(|| Arc::new(Authorizer::new(self.config.auth, self.client.clone())))
+            .get_or_init(|| {
+                if self.config.auth == crate::config::AuthMode::Required {
+                    self.calls("security");
+                }
+                Arc::new(Authorizer::new(self.config.auth, self.client.clone()))
+            })
             .clone()
+    }
+
+    /// Records that this process calls the Ymera service `service`: the
+    /// runtime then probes `<service>.health` every
+    /// [`DEPENDENCY_PROBE_INTERVAL`](crate::metrics::DEPENDENCY_PROBE_INTERVAL)
+    /// and reports it as `ymera_dependency_up{dependency="<service>"}`. The
+    /// authorizer (with `YMERA_AUTH=required`), `follow_settings` and
+    /// `AgentInbox` record theirs; a process's own name is ignored.
+    pub fn calls(&self, service: &str) {
+        if service == self.service {
+            return;
+        }
+        self.called
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(service.to_owned());
     }
 
     /// Cancelled when the process is asked to stop; background tasks of a
@@ -224,6 +254,20 @@ impl Runtime {
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()
     }
+}
+
+/// `YMERA_VERSION_OVERRIDE`, when set and not empty: the version a service
+/// registers with the NATS Services API (`$SRV.INFO`, `ymera rollout`),
+/// reports in `<service>.health` and labels `ymera_build_info` with, instead
+/// of the crate version. For telling two builds of the same version apart
+/// (a canary of a patched image, tests running two "versions" of one
+/// binary); it must be a semantic version (`0.1.0-canary.1`), which the
+/// Services API requires.
+pub fn version_override() -> Option<String> {
+    std::env::var("YMERA_VERSION_OVERRIDE")
+        .ok()
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
 }
 
 /// Waits for the first connection (the client retries in the background),
