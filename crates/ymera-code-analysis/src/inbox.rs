@@ -105,6 +105,28 @@ fn fit(mut markdown: String, limit: usize) -> String {
     markdown
 }
 
+/// The agent card registered with `communication.agents.register` (DESIGN §9): the
+/// seed's code-review agent, reachable by name or as `skill:code_review`.
+pub(crate) fn card() -> Value {
+    json!({
+        "name": NAME,
+        "description": "Reviews code in chat messages: complexity, security, performance and style findings (Python, JavaScript/TypeScript, Rust, Go, Java, C/C++, …).",
+        "version": env!("CARGO_PKG_VERSION"),
+        "skills": [
+            {"id": "code_review", "name": "Code review",
+             "description": "Send {\"message\": \"<text with fenced code>\"}; answers a Markdown review.",
+             "tags": ["review", "analyze", "check", "performance", "security", "bugs", "code quality"],
+             "examples": ["any security bugs here?\n```python\nimport os\nos.system(input())\n```"]},
+            {"id": "code_analysis", "name": "Code analysis",
+             "description": "Complexity metrics and findings per function (code-analysis.analyze).",
+             "tags": ["complexity", "lint"], "examples": []}
+        ],
+        "input_modes": ["application/json", "text/plain"],
+        "output_modes": ["text/markdown", "application/json"],
+        "ttl_s": 30
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::fit;

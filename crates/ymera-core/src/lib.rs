@@ -11,6 +11,7 @@
 //! - [`telemetry`], [`metrics`], [`health`], [`limits`].
 
 pub mod agent;
+pub mod agent_card;
 pub mod auth;
 pub mod client;
 pub mod config;
@@ -27,6 +28,7 @@ pub mod limits;
 pub mod metrics;
 pub mod ratelimit;
 pub mod resilience;
+pub mod retention;
 pub mod runtime;
 pub mod service;
 pub mod store;

@@ -149,6 +149,28 @@ pub fn to_markdown(a: &Analysis) -> String {
     out
 }
 
+/// The agent card registered with `communication.agents.register` (DESIGN §9),
+/// reachable by name or as `skill:writing_analysis`.
+pub(crate) fn card() -> Value {
+    serde_json::json!({
+        "name": NAME,
+        "description": "Analyses prose in chat messages: readability scores and style findings; keeps drafts with revisions and live collaboration.",
+        "version": env!("CARGO_PKG_VERSION"),
+        "skills": [
+            {"id": "writing_analysis", "name": "Writing analysis",
+             "description": "Send {\"message\": \"<text>\"}; answers readability (textstat's scores) and style findings in Markdown.",
+             "tags": ["readability", "style", "writing", "drafts"],
+             "examples": ["How readable is this paragraph? ..."]},
+            {"id": "drafting", "name": "Drafting",
+             "description": "Drafts with revisions, comments, exports and collaboration (drafting.* endpoints).",
+             "tags": ["drafts", "collaboration"], "examples": []}
+        ],
+        "input_modes": ["application/json", "text/plain"],
+        "output_modes": ["text/markdown", "application/json"],
+        "ttl_s": 30
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
