@@ -192,6 +192,18 @@ pub struct SendReply {
     /// window: nothing new will be delivered.
     #[serde(default)]
     pub duplicate: bool,
+    /// The `skill:` recipients and the agent each was resolved to (absent when none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resolved: Vec<Resolved>,
+}
+
+/// One `skill:` recipient resolved at send time (DESIGN §9).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Resolved {
+    /// As written: `skill:<id>`.
+    pub recipient: String,
+    /// The live agent chosen.
+    pub agent: String,
 }
 
 // ----------------------------------------------------------------- status

@@ -12,8 +12,9 @@ use ymera_core::error::ErrorKind;
 use ymera_core::runtime::Call;
 
 use crate::Communication;
+use crate::agents;
 use crate::auth::{self, SendMessages};
-use crate::model::{MessageStatus, SendReply};
+use crate::model::{MessageStatus, Resolved, SendReply};
 use crate::streams::{ACCEPTED_AT_HEADER, message_subject};
 
 /// `communication.send`: the envelope's sender is checked against the
@@ -27,7 +28,8 @@ pub async fn endpoint(
 }
 
 /// Handles one send of a parsed envelope.
-pub async fn send(comm: &Arc<Communication>, envelope: Envelope) -> Result<SendReply, Error> {
+pub async fn send(comm: &Arc<Communication>, mut envelope: Envelope) -> Result<SendReply, Error> {
+    let resolved = resolve_skills(comm, &mut envelope)?;
     envelope.validate()?;
     let decision = comm
         .limiter
@@ -78,7 +80,28 @@ pub async fn send(comm: &Arc<Communication>, envelope: Envelope) -> Result<SendR
         status: MessageStatus::Accepted,
         recipients: envelope.recipients.clone(),
         duplicate,
+        resolved,
     })
+}
+
+/// Replaces each `skill:<id>` recipient by the live agent chosen for it
+/// ([`agents::resolve`]); a skill resolving to an agent already listed is dropped (one
+/// copy per agent).
+fn resolve_skills(comm: &Communication, envelope: &mut Envelope) -> Result<Vec<Resolved>, Error> {
+    if !envelope
+        .recipients
+        .iter()
+        .any(|r| r.starts_with(agents::SKILL_PREFIX))
+    {
+        return Ok(Vec::new());
+    }
+    let pairs = agents::resolve(comm, envelope.id, &mut envelope.recipients)?;
+    let mut seen = std::collections::HashSet::new();
+    envelope.recipients.retain(|r| seen.insert(r.clone()));
+    Ok(pairs
+        .into_iter()
+        .map(|(recipient, agent)| Resolved { recipient, agent })
+        .collect())
 }
 
 /// 503 before anything is stored when a recipient's backlog is known full.

@@ -245,3 +245,194 @@ async fn a_dead_agent_disappears_within_its_ttl() {
     .await;
     assert_eq!(code, "404");
 }
+
+async fn send(client: &ymera_core::client::ServiceClient, envelope: &Value) -> Value {
+    client
+        .request::<_, Value>("communication.send", envelope)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn skill_recipients_resolve_to_live_agents_by_backlog_then_in_turn() {
+    let nats = nats();
+    let db = database();
+    let agent = Agent::start(config(&nats, &db), fast_settings()).await;
+    let client = client(&nats.url()).await;
+    let raw = client.nats().clone();
+    let one = Recipient::start(&nats.url(), "rev-one", false).await;
+    let two = Recipient::start(&nats.url(), "rev-two", false).await;
+    call(&raw, "register", card("rev-one", &["review"], 60)).await;
+    call(&raw, "register", card("rev-two", &["review", "triage"], 60)).await;
+    call(&raw, "register", card("writer", &["prose"], 60)).await;
+
+    // Ties spread over both; the reply and the history name the agent chosen.
+    let mut chosen = Vec::new();
+    for i in 0..20 {
+        let reply = send(
+            &client,
+            &envelope("alice", &["skill:review"], &format!("r{i}")),
+        )
+        .await;
+        assert_valid("communication/send.reply.schema.json", &reply);
+        let agent = reply["recipients"][0].as_str().unwrap().to_owned();
+        assert_eq!(reply["resolved"][0]["recipient"], "skill:review");
+        assert_eq!(reply["resolved"][0]["agent"], agent.as_str());
+        chosen.push(agent);
+    }
+    let ones = chosen.iter().filter(|a| *a == "rev-one").count();
+    assert!((5..=15).contains(&ones), "rev-one got {ones} of 20");
+    eventually(Duration::from_secs(10), "all delivered", || {
+        let (one, two) = (one.inbox.clone(), two.inbox.clone());
+        async move { one.lock().unwrap().ids.len() + two.lock().unwrap().ids.len() == 20 }
+    })
+    .await;
+    let history: Value = client
+        .request(
+            "communication.history",
+            &json!({"sender": "alice", "recipient": "rev-one"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(history["messages"].as_array().unwrap().len(), ones);
+    assert_eq!(history["messages"][0]["recipients"], json!(["rev-one"]));
+    // A skill resolving to an agent already named gives one copy.
+    let both = send(
+        &client,
+        &envelope("alice", &["rev-two", "skill:triage"], "once"),
+    )
+    .await;
+    assert_eq!(both["recipients"], json!(["rev-two"]));
+
+    // No live agent with the skill: 422 no_capable_agent with the live agents; nothing stored.
+    let (code, body) = refusal(
+        &raw,
+        "communication.send",
+        Bytes::from(envelope("carol", &["skill:translation"], "x").to_string()),
+    )
+    .await;
+    assert_eq!(code, "422");
+    assert_eq!(body["error"]["code"], "validation_failed");
+    assert_eq!(body["error"]["details"]["reason"], "no_capable_agent");
+    let live: Vec<&str> = body["error"]["details"]["live_agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(live, ["rev-one", "rev-two", "writer"]);
+    for bad in ["skill:", "skill:Bad Skill"] {
+        let (code, body) = refusal(
+            &raw,
+            "communication.send",
+            Bytes::from(envelope("carol", &[bad], "x").to_string()),
+        )
+        .await;
+        assert_eq!(code, "422", "{bad}: {body}");
+        assert!(body.to_string().contains("/recipients/0"), "{body}");
+    }
+    let carol: Value = client
+        .request("communication.history", &json!({"sender": "carol"}))
+        .await
+        .unwrap();
+    assert_eq!(carol["messages"], json!([]));
+    drop(agent);
+}
+
+#[tokio::test]
+async fn least_backlog_wins_and_a_dead_agent_is_no_longer_chosen() {
+    let nats = nats();
+    let db = database();
+    let _agent = Agent::start(config(&nats, &db), fast_settings()).await;
+    let client = client(&nats.url()).await;
+    let raw = client.nats().clone();
+    let _ok = Recipient::start(&nats.url(), "fine", false).await;
+    // `stuck` has a card but no inbox: its copies pile up.
+    call(&raw, "register", card("fine", &["triage"], 60)).await;
+    call(&raw, "register", card("stuck", &["triage"], 5)).await;
+    for i in 0..30 {
+        send(
+            &client,
+            &envelope("alice", &["skill:triage"], &format!("a{i}")),
+        )
+        .await;
+    }
+    eventually(Duration::from_secs(10), "stuck's backlog seen", || {
+        let raw = raw.clone();
+        async move {
+            call(&raw, "get", json!({"name": "stuck"})).await["backlog"]
+                .as_u64()
+                .unwrap()
+                >= 11
+        }
+    })
+    .await;
+    // Let the agent's 2-s backlog poll see it too.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    for i in 0..10 {
+        let reply = send(
+            &client,
+            &envelope("alice", &["skill:triage"], &format!("b{i}")),
+        )
+        .await;
+        assert_eq!(reply["recipients"], json!(["fine"]), "send {i}");
+    }
+    // Its card lapses (ttl 5 s): then every send goes to `fine`, whatever the backlog.
+    eventually(Duration::from_secs(10), "stuck lapsed", || {
+        let raw = raw.clone();
+        async move { names(&call(&raw, "list", json!({"skill": "triage"})).await) == ["fine"] }
+    })
+    .await;
+    for i in 0..20 {
+        let reply = send(
+            &client,
+            &envelope("alice", &["skill:triage"], &format!("c{i}")),
+        )
+        .await;
+        assert_eq!(reply["recipients"], json!(["fine"]));
+    }
+}
+
+#[tokio::test]
+async fn two_replicas_resolve_a_resend_to_the_same_agent() {
+    let nats = nats();
+    let db = database();
+    let first = Agent::start(config(&nats, &db), fast_settings()).await;
+    let second = Agent::start(config(&nats, &db), fast_settings()).await;
+    let client = client(&nats.url()).await;
+    let raw = client.nats().clone();
+    let _a = Recipient::start(&nats.url(), "twin-a", false).await;
+    let _b = Recipient::start(&nats.url(), "twin-b", false).await;
+    call(&raw, "register", card("twin-a", &["pair"], 60)).await;
+    call(&raw, "register", card("twin-b", &["pair"], 60)).await;
+    // Both replicas follow the bucket.
+    for agent in [&first, &second] {
+        let registry = agent.comm.agents().unwrap().clone();
+        eventually(Duration::from_secs(5), "cards seen by the replica", || {
+            let registry = registry.clone();
+            async move { registry.capable("pair", chrono::Utc::now()).len() == 2 }
+        })
+        .await;
+    }
+    for i in 0..10 {
+        let message = envelope("alice", &["skill:pair"], &format!("p{i}"));
+        let envelope_value = message.clone();
+        let by_first = ymera_communication::send::send(
+            &first.comm,
+            serde_json::from_value(envelope_value.clone()).unwrap(),
+        )
+        .await
+        .unwrap();
+        let by_second = ymera_communication::send::send(
+            &second.comm,
+            serde_json::from_value(envelope_value).unwrap(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(by_first.recipients, by_second.recipients, "message {i}");
+        assert!(
+            by_second.duplicate,
+            "message {i}: the resend stored nothing new"
+        );
+    }
+}
