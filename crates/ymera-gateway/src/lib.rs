@@ -3,21 +3,39 @@
 //! endpoints, with the caller's credentials.
 //!
 //! - [`settings`]: `GATEWAY_*` settings.
+//! - [`registry`]: the route table from `$SRV.INFO` (the typed endpoint registry).
+//! - [`rest`]: `POST /v1/<subject>`.
+//! - [`openapi`]: `/openapi.json` from `proto/schemas` and the registry.
+//! - [`reply`]: NATS replies and errors as HTTP responses (DESIGN §4).
 //! - [`collab`]: `GET /v1/collab/{draft_id}`, the y-websocket protocol.
 //!
 //! Invariants: the gateway never depends on another service's crate; every
 //! request body, queue and cache it holds is bounded.
 
 pub mod collab;
+pub mod openapi;
+pub mod registry;
+pub mod reply;
+pub mod rest;
 pub mod settings;
 
 use std::sync::Arc;
 
+use std::net::SocketAddr;
+
 use axum::Router;
+use axum::http::{HeaderName, HeaderValue, Method};
+use axum::routing::{get, post};
+use tower_http::compression::CompressionLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use ymera_core::Error;
 use ymera_core::config::ServiceConfig;
+use ymera_core::ratelimit::RateLimiter;
 use ymera_core::runtime::{Runtime, RuntimeError, ServiceBuilder};
 
 pub use crate::settings::Settings;
+
+use crate::registry::Registry;
 
 /// The micro-service name.
 pub const NAME: &str = "gateway";
@@ -32,6 +50,10 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// The process configuration (`MAX_MESSAGE_SIZE`, `YMERA_AUTH`, …).
     pub config: Arc<ServiceConfig>,
+    /// The route table.
+    pub registry: Arc<Registry>,
+    /// The per-client GCRA limiter (shared through Redis when configured).
+    pub limiter: Arc<RateLimiter>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -44,23 +66,66 @@ impl std::fmt::Debug for AppState {
 
 /// The whole public HTTP API.
 pub fn router(state: AppState) -> Router {
+    let cors = cors_layer(&state.settings.cors_origins);
     Router::new()
         .route(
             "/health",
-            axum::routing::get(|| async { axum::Json(serde_json::json!({"status": "alive"})) }),
+            get(|| async { axum::Json(serde_json::json!({"status": "alive"})) }),
         )
+        .route("/openapi.json", get(openapi::serve))
+        .route("/v1/{*path}", post(rest::call))
+        .with_state(state.clone())
         .merge(collab::router(state))
+        .fallback(not_found)
+        .layer(CompressionLayer::new().gzip(true).br(true))
+        .layer(cors)
+}
+
+async fn not_found(uri: axum::http::Uri) -> axum::response::Response {
+    reply::error_response(&Error::not_found(format!(
+        "no route {}: see GET /openapi.json for the API",
+        uri.path()
+    )))
+}
+
+/// CORS for `GATEWAY_CORS_ORIGINS` (`*`: any origin; empty: none).
+fn cors_layer(origins: &[String]) -> CorsLayer {
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    CorsLayer::new()
+        .allow_origin(allow)
+        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_headers([
+            HeaderName::from_static("content-type"),
+            HeaderName::from_static("authorization"),
+            HeaderName::from_static("x-api-key"),
+            HeaderName::from_static("traceparent"),
+            HeaderName::from_static("tracestate"),
+            HeaderName::from_static("last-event-id"),
+        ])
+        .expose_headers([HeaderName::from_static("retry-after")])
+        .max_age(std::time::Duration::from_secs(600))
 }
 
 /// Runs the gateway until shutdown: the public HTTP API on `GATEWAY_ADDR`,
 /// and the service runtime (`gateway.health`, the side port).
 pub async fn run(config: ServiceConfig, settings: Settings) -> Result<(), RuntimeError> {
     let runtime = Runtime::start(NAME, config.clone()).await?;
+    let registry = Arc::new(Registry::new(runtime.client().clone()));
     let state = AppState {
         nats: runtime.client().clone(),
         settings: Arc::new(settings.clone()),
         config: Arc::new(config),
+        registry: registry.clone(),
+        limiter: Arc::new(RateLimiter::new(
+            "ymera:rl:gateway:",
+            runtime.redis().cloned(),
+        )),
     };
+    tokio::spawn(registry.refresh_loop(settings.registry_refresh, runtime.shutdown_token()));
     let listener = tokio::net::TcpListener::bind(settings.addr)
         .await
         .map_err(|source| RuntimeError::Http {
@@ -72,8 +137,11 @@ pub async fn run(config: ServiceConfig, settings: Settings) -> Result<(), Runtim
     let shutdown = runtime.shutdown_token();
     let app = router(state);
     tokio::spawn(async move {
-        let server = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await });
+        let server = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { shutdown.cancelled().await });
         if let Err(err) = server.await {
             tracing::error!(error = %err, "gateway HTTP server failed");
         }
