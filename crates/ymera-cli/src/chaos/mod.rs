@@ -11,7 +11,9 @@
 //! kill -9 of the nats-server leading `YMERA_MESSAGES` (restarted 2 s later); kill -9 of
 //! one replica of each service (the supervisor restarts it); SIGSTOP of a communication
 //! replica for 5 s; a rolling restart of every instance (SIGTERM, the supervisor starts
-//! the new one, next instance once it serves); kill -9 of PostgreSQL and its restart.
+//! the new one, next instance once it serves); kill -9 of PostgreSQL and its restart; the
+//! nats-server leading `YMERA_MESSAGES` partitioned from the other two for 10 s (nftables
+//! rules inside a network namespace the suite makes for itself, see [`partition`]).
 //!
 //! Per fault it prints requests, failed, availability, the longest gap between two
 //! successful answers of one service, and the time to recover (from the injection to the
@@ -20,6 +22,7 @@
 //! and committed writes lost (config's last acknowledged value, every acknowledged draft).
 //! Exits 1 on any loss or when a fault's availability is under the target.
 
+mod partition;
 mod traffic;
 
 use std::collections::HashMap;
@@ -47,6 +50,8 @@ const TARGET_AVAILABILITY: f64 = 99.9;
 const SETTLE: Duration = Duration::from_secs(2);
 /// Longest wait for the stack to answer again after a fault.
 const RECOVER_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long the partitioned nats-server stays cut off.
+const PARTITION_FOR: Duration = Duration::from_secs(10);
 
 /// Options of `ymera chaos`.
 #[derive(Debug, Clone, clap::Args)]
@@ -61,6 +66,10 @@ pub struct ChaosArgs {
     /// Seconds of traffic before the first fault (the baseline window).
     #[arg(long, default_value_t = 5)]
     pub warmup_secs: u64,
+    /// Skip the partition fault (which needs root, unshare and nft) and run on the host's
+    /// loopback.
+    #[arg(long)]
+    pub no_partition: bool,
 }
 
 /// One fault of the schedule.
@@ -71,6 +80,7 @@ enum Fault {
     StopReplica,
     RollingRestart,
     KillPostgres,
+    PartitionNats,
 }
 
 impl Fault {
@@ -81,6 +91,7 @@ impl Fault {
             Fault::StopReplica => "SIGSTOP a communication replica 5 s",
             Fault::RollingRestart => "rolling restart of every service",
             Fault::KillPostgres => "kill -9 PostgreSQL, restart",
+            Fault::PartitionNats => "partition YMERA_MESSAGES leader's nats-server 10 s",
         }
     }
 }
@@ -113,13 +124,21 @@ impl FaultReport {
 
 /// `ymera chaos`.
 pub async fn run(args: ChaosArgs) -> anyhow::Result<ExitCode> {
+    let partitions = match partition::enter(args.no_partition).await? {
+        partition::Entry::Reexecuted(code) => return Ok(code),
+        partition::Entry::Inside => true,
+        partition::Entry::Without(reason) => {
+            println!("chaos: the partition fault is skipped: {reason}");
+            false
+        }
+    };
     let dir = StackDir::create()?;
     let replicas = usize::from(args.replicas);
     println!(
         "chaos: 3-node JetStream cluster, {replicas} replicas of every service, logs in {}",
         dir.path().join("logs").display()
     );
-    let stack = start_stack(dir.path(), replicas).await?;
+    let stack = start_stack(dir.path(), replicas, partitions).await?;
     let nats_url = stack.nats_url();
     let stack = Arc::new(Mutex::new(stack));
     let urls: Vec<String> = nats_url.split(',').map(str::to_owned).collect();
@@ -144,15 +163,18 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<ExitCode> {
     )];
 
     let rounds = if args.schedule == "full" { 3 } else { 1 };
-    let schedule = [
+    let mut schedule = vec![
         Fault::KillNatsLeader,
         Fault::KillReplicas,
         Fault::StopReplica,
         Fault::RollingRestart,
         Fault::KillPostgres,
     ];
+    if partitions {
+        schedule.push(Fault::PartitionNats);
+    }
     for round in 0..rounds {
-        for fault in schedule {
+        for &fault in &schedule {
             let label = if rounds > 1 {
                 format!("{} (round {})", fault.label(), round + 1)
             } else {
@@ -251,9 +273,14 @@ impl Drop for StackDir {
 
 /// The stack: cluster, PostgreSQL, Redis, migrations, `replicas` of every service
 /// (security first: its first replica writes the admin key).
-async fn start_stack(dir: &std::path::Path, replicas: usize) -> anyhow::Result<Stack> {
+async fn start_stack(
+    dir: &std::path::Path,
+    replicas: usize,
+    node_groups: bool,
+) -> anyhow::Result<Stack> {
     let options = StackOptions {
         nats_cluster: 3,
+        nats_node_group_base: node_groups.then_some(partition::NODE_GROUP_BASE),
         ..StackOptions::new(dir)
     };
     let mut stack = tokio::task::spawn_blocking(move || Stack::start(options))
@@ -311,16 +338,7 @@ async fn inject(
 ) -> anyhow::Result<()> {
     match fault {
         Fault::KillNatsLeader => {
-            let js = async_nats::jetstream::new(client.clone());
-            let leader = js
-                .get_stream("YMERA_MESSAGES")
-                .await?
-                .info()
-                .await?
-                .cluster
-                .as_ref()
-                .and_then(|c| c.leader.clone())
-                .context("YMERA_MESSAGES has no leader")?;
+            let leader = messages_leader(client).await?;
             let stack = Arc::clone(stack);
             println!("  leader of YMERA_MESSAGES: {leader}");
             blocking(move || {
@@ -378,6 +396,46 @@ async fn inject(
             }
             Ok(())
         }
+        Fault::PartitionNats => {
+            let leader = messages_leader(client).await?;
+            let (index, route, group, others) = {
+                let stack = lock(stack)?;
+                let cluster = stack.nats_cluster().context("the stack runs no cluster")?;
+                let index = cluster
+                    .index_of(&leader)
+                    .context("the leader is not a node of the stack")?;
+                let others: Vec<u16> = (0..cluster.len())
+                    .filter(|i| *i != index)
+                    .filter_map(|i| cluster.route_port(i))
+                    .collect();
+                (
+                    index,
+                    cluster.route_port(index).context("no route port")?,
+                    cluster
+                        .node_group(index)
+                        .context("the nodes run without groups")?,
+                    others,
+                )
+            };
+            println!("  cut off: {leader} (route port {route}, group {group})");
+            partition::cut(route, group, &others)?;
+            tokio::time::sleep(PARTITION_FOR).await;
+            partition::heal()?;
+            let stack = Arc::clone(stack);
+            blocking(move || {
+                let mut stack = lock(&stack)?;
+                let cluster = stack
+                    .nats_cluster_mut()
+                    .context("the stack runs no cluster")?;
+                anyhow::ensure!(
+                    cluster.wait_healthy(RECOVER_TIMEOUT),
+                    "node {} is not healthy again after the partition",
+                    index + 1
+                );
+                Ok(())
+            })
+            .await
+        }
         Fault::KillPostgres => {
             let stack = Arc::clone(stack);
             blocking(move || {
@@ -389,6 +447,19 @@ async fn inject(
             .await
         }
     }
+}
+
+/// The `server_name` of the nats-server leading `YMERA_MESSAGES`.
+async fn messages_leader(client: &async_nats::Client) -> anyhow::Result<String> {
+    let js = async_nats::jetstream::new(client.clone());
+    js.get_stream("YMERA_MESSAGES")
+        .await?
+        .info()
+        .await?
+        .cluster
+        .as_ref()
+        .and_then(|c| c.leader.clone())
+        .context("YMERA_MESSAGES has no leader")
 }
 
 fn lock(stack: &Arc<Mutex<Stack>>) -> anyhow::Result<std::sync::MutexGuard<'_, Stack>> {
