@@ -76,6 +76,11 @@ pub const CATALOGUE: &[(&str, MetricKind, &str)] = &[
         "1, carries the version",
     ),
     (
+        "ymera_retention_deleted_total",
+        MetricKind::Counter,
+        "rows the retention job deleted",
+    ),
+    (
         "ymera_circuit_breaker_state",
         MetricKind::Gauge,
         "0 closed, 1 half-open, 2 open",
