@@ -3,5 +3,6 @@
 //! tools of the repo venv: schemathesis, standardwebhooks, httpx-sse).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod collab;
 mod common;
 mod rest;

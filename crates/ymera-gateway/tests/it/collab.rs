@@ -1,0 +1,599 @@
+//! `GET /v1/collab/{draft_id}` end to end: real nats-server and PostgreSQL,
+//! the security, drafting and gateway binaries (authentication required),
+//! stock `yjs` + `y-websocket` clients in node and in headless Chromium
+//! (tests/collab-js), and a NATS-side editor using `drafting.collab.*`
+//! directly with yrs.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use futures::StreamExt;
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use ymera_devstack::{Service, ServiceOptions};
+use ymera_testkit::Servers;
+use yrs::updates::decoder::Decode;
+use yrs::{Doc, GetString, OffsetKind, Options, ReadTxn, Text, Transact, Update};
+
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(60);
+const CONVERGE: Duration = Duration::from_secs(20);
+
+// ---- the stack ----
+
+fn options(name: &str, env: &[(String, String)]) -> ServiceOptions {
+    ServiceOptions::binary(name)
+        .unwrap_or_else(|e| {
+            panic!("{e} (build the binaries first: cargo build -p ymera-security -p ymera-drafting -p ymera-gateway)")
+        })
+        .envs(env.iter().cloned())
+        .env("ENVIRONMENT", "development")
+        .env("YMERA_AUTH", "required")
+        .env("LOG_LEVEL", "warn")
+}
+
+struct Stack {
+    servers: Servers,
+    nats: async_nats::Client,
+    admin: String,
+    _security: Service,
+    _drafting: Vec<Service>,
+    gateways: Vec<(Service, ServiceOptions, u16)>,
+    _keys: tempfile::TempDir,
+}
+
+impl Stack {
+    /// Security, `drafting` replicas of drafting and `gateways` gateways.
+    async fn start(drafting: usize, gateways: usize) -> Stack {
+        let servers = Servers::start();
+        let nats = servers.client().await;
+        let base: Vec<(String, String)> = servers
+            .env()
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        let keys = tempfile::tempdir().unwrap();
+        let key_path = keys.path().join("admin.key");
+        let mut security_env = base.clone();
+        security_env.push((
+            "YMERA_BOOTSTRAP_ADMIN_KEY".into(),
+            key_path.display().to_string(),
+        ));
+        let security = Service::start(options("security", &security_env)).unwrap();
+        security.wait_healthy(&nats, HEALTH_TIMEOUT).await.unwrap();
+        let admin = std::fs::read_to_string(&key_path)
+            .unwrap()
+            .trim()
+            .to_owned();
+        let mut drafting_env = base.clone();
+        drafting_env.push(("AUTO_SAVE_INTERVAL".into(), "300ms".into()));
+        let drafting: Vec<Service> = (0..drafting)
+            .map(|_| Service::start(options("drafting", &drafting_env)).unwrap())
+            .collect();
+        for d in &drafting {
+            d.wait_healthy(&nats, HEALTH_TIMEOUT).await.unwrap();
+        }
+        let mut stack = Stack {
+            servers,
+            nats,
+            admin,
+            _security: security,
+            _drafting: drafting,
+            gateways: Vec::new(),
+            _keys: keys,
+        };
+        for _ in 0..gateways {
+            let port = ymera_testkit::free_port().unwrap();
+            let mut env: Vec<(String, String)> = vec![
+                ("NATS_URL".into(), stack.servers.nats_url().to_owned()),
+                ("GATEWAY_ADDR".into(), format!("127.0.0.1:{port}")),
+            ];
+            env.push(("MAX_MESSAGE_SIZE".into(), "1MiB".into()));
+            let opts = options("gateway", &env);
+            let service = Service::start(opts.clone()).unwrap();
+            stack.gateways.push((service, opts, port));
+        }
+        for i in 0..gateways {
+            stack.wait_gateway(i).await;
+        }
+        stack
+    }
+
+    async fn wait_gateway(&self, i: usize) {
+        let (service, _, port) = &self.gateways[i];
+        service
+            .wait_healthy(&self.nats, HEALTH_TIMEOUT)
+            .await
+            .unwrap();
+        ymera_testkit::eventually(HEALTH_TIMEOUT, "the gateway listens", || async move {
+            tokio::net::TcpStream::connect(("127.0.0.1", *port))
+                .await
+                .is_ok()
+        })
+        .await;
+    }
+
+    /// `ws://…/v1/collab` of gateway `i` (y-websocket appends `/<room>`).
+    fn collab_url(&self, i: usize) -> String {
+        format!("ws://127.0.0.1:{}/v1/collab", self.gateways[i].2)
+    }
+
+    /// A call as the admin; panics on an error reply.
+    async fn admin(&self, subject: &str, body: Value) -> Value {
+        call(&self.nats, &self.admin, subject, body)
+            .await
+            .unwrap_or_else(|e| panic!("{subject}: {e}"))
+    }
+
+    /// A new API key of `owner` with `permissions`.
+    async fn key(&self, owner: &str, permissions: &[&str]) -> String {
+        let created = self
+            .admin(
+                "security.keys.create",
+                json!({"owner": owner, "permissions": permissions}),
+            )
+            .await;
+        created["key"].as_str().unwrap().to_owned()
+    }
+
+    async fn create_draft(&self, id: &str, content: &str) {
+        self.admin(
+            "drafting.create",
+            json!({"draft_id": id, "title": id, "author_id": "ann", "content": content}),
+        )
+        .await;
+    }
+
+    /// The stored content (`drafting.get`).
+    async fn stored(&self, id: &str) -> String {
+        self.admin("drafting.get", json!({"draft_id": id})).await["content"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    async fn wait_stored(&self, id: &str, expected: &str) {
+        let deadline = tokio::time::Instant::now() + CONVERGE;
+        loop {
+            let now = self.stored(id).await;
+            if now == expected {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "stored content is {now:?}, expected {expected:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+async fn call(
+    nats: &async_nats::Client,
+    key: &str,
+    subject: &str,
+    body: Value,
+) -> Result<Value, String> {
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("X-API-Key", key);
+    let (code, reply) = ymera_testkit::proto::request_raw(nats, subject, headers, &body).await;
+    match code {
+        None => Ok(reply),
+        Some(code) => Err(format!("{code}: {reply}")),
+    }
+}
+
+// ---- the NATS-side editor (yrs, drafting.collab.* directly) ----
+
+struct NatsEditor {
+    nats: async_nats::Client,
+    key: String,
+    draft: String,
+    id: String,
+    doc: Doc,
+    updates: async_nats::Subscriber,
+}
+
+impl NatsEditor {
+    async fn join(stack: &Stack, key: &str, draft: &str, id: &str) -> NatsEditor {
+        let updates = stack
+            .nats
+            .subscribe(format!("drafting.collab.{draft}.updates"))
+            .await
+            .unwrap();
+        stack.nats.flush().await.unwrap();
+        let editor = NatsEditor {
+            nats: stack.nats.clone(),
+            key: key.to_owned(),
+            draft: draft.to_owned(),
+            id: id.to_owned(),
+            doc: Doc::with_options(Options {
+                offset_kind: OffsetKind::Utf16,
+                ..Options::default()
+            }),
+            updates,
+        };
+        let joined = editor
+            .call(
+                "drafting.collab.join",
+                json!({"draft_id": draft, "user_id": id, "client_id": id}),
+            )
+            .await;
+        editor.apply(joined["state"].as_str().unwrap());
+        editor
+    }
+
+    async fn call(&self, subject: &str, body: Value) -> Value {
+        call(&self.nats, &self.key, subject, body)
+            .await
+            .unwrap_or_else(|e| panic!("{subject}: {e}"))
+    }
+
+    fn apply(&self, b64: &str) {
+        let update = Update::decode_v1(&B64.decode(b64).unwrap()).unwrap();
+        self.doc.transact_mut().apply_update(update).unwrap();
+    }
+
+    fn text(&self) -> String {
+        let text = self.doc.get_or_insert_text("content");
+        text.get_string(&self.doc.transact())
+    }
+
+    /// Appends `s` and sends the update.
+    async fn append(&self, s: &str) {
+        let text = self.doc.get_or_insert_text("content");
+        let before = self.doc.transact().state_vector();
+        let len = text.len(&self.doc.transact());
+        text.insert(&mut self.doc.transact_mut(), len, s);
+        let update = B64.encode(self.doc.transact().encode_state_as_update_v1(&before));
+        self.call(
+            "drafting.collab.update",
+            json!({"draft_id": self.draft, "client_id": self.id, "update": update}),
+        )
+        .await;
+    }
+
+    /// Applies broadcasts until the text is `expected`.
+    async fn wait_text(&mut self, expected: &str) {
+        let deadline = tokio::time::Instant::now() + CONVERGE;
+        while self.text() != expected {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match tokio::time::timeout(left, self.updates.next()).await {
+                Ok(Some(m)) => {
+                    let v: Value = serde_json::from_slice(&m.payload).unwrap();
+                    self.apply(v["update"].as_str().unwrap());
+                }
+                _ => panic!(
+                    "the NATS editor has {:?}, expected {expected:?}",
+                    self.text()
+                ),
+            }
+        }
+    }
+
+    async fn leave(&self) {
+        self.call(
+            "drafting.collab.update",
+            json!({"draft_id": self.draft, "client_id": self.id, "leave": true}),
+        )
+        .await;
+    }
+}
+
+// ---- the JS clients (tests/collab-js) ----
+
+fn js_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/collab-js")
+}
+
+/// `npm ci` once when the packages are missing (scripts/setup.d/collab-js.sh
+/// installs them on CI).
+fn ensure_js() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let dir = js_dir();
+        if !dir.join("node_modules/y-websocket").exists() {
+            let status = std::process::Command::new("npm")
+                .args(["ci", "--no-audit", "--no-fund"])
+                .current_dir(&dir)
+                .status()
+                .expect("npm runs (scripts/setup.d/collab-js.sh)");
+            assert!(status.success(), "npm ci in tests/collab-js failed");
+        }
+    });
+}
+
+/// One JS client process: `client.mjs` (node) or `browser.mjs` (Chromium).
+struct JsClient {
+    _child: tokio::process::Child,
+    stdin: tokio::process::ChildStdin,
+    lines: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+}
+
+impl JsClient {
+    async fn start(script: &str) -> JsClient {
+        ensure_js();
+        let mut child = tokio::process::Command::new("node")
+            .arg(script)
+            .current_dir(js_dir())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("node runs");
+        let stdin = child.stdin.take().unwrap();
+        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut client = JsClient {
+            _child: child,
+            stdin,
+            lines,
+        };
+        if script == "browser.mjs" {
+            let ready = client.read().await;
+            assert_eq!(ready["ready"], true, "{ready}");
+        }
+        client
+    }
+
+    async fn read(&mut self) -> Value {
+        let line = tokio::time::timeout(Duration::from_secs(60), self.lines.next_line())
+            .await
+            .expect("the JS client answers")
+            .unwrap()
+            .expect("the JS client is running");
+        serde_json::from_str(&line).unwrap()
+    }
+
+    /// Sends a command; the reply (which may be `{"error": …}`).
+    async fn try_send(&mut self, cmd: Value) -> Value {
+        self.stdin
+            .write_all(format!("{cmd}\n").as_bytes())
+            .await
+            .unwrap();
+        self.read().await
+    }
+
+    /// Sends a command; panics on an error reply.
+    async fn send(&mut self, cmd: Value) -> Value {
+        let reply = self.try_send(cmd.clone()).await;
+        assert!(reply.get("error").is_none(), "{cmd} → {reply}");
+        reply
+    }
+
+    async fn connect(&mut self, url: &str, draft: &str, token: &str) -> Value {
+        self.send(json!({"op": "connect", "url": url, "room": draft, "params": {"token": token}}))
+            .await
+    }
+
+    async fn wait_text(&mut self, expected: &str) {
+        self.send(
+            json!({"op": "waitText", "text": expected, "timeout_ms": CONVERGE.as_millis() as u64}),
+        )
+        .await;
+    }
+}
+
+/// A JS client and the NATS editor co-edit `draft` (non-ASCII text from
+/// both sides); both converge on the stored content.
+async fn co_edit(stack: &Stack, js: &mut JsClient, draft: &str, gateway: usize) {
+    let key = stack
+        .key("writer", &["drafting:read", "drafting:write"])
+        .await;
+    stack.create_draft(draft, "Start: ").await;
+    let mut editor = NatsEditor::join(stack, &key, draft, "nats-editor").await;
+    let synced = js.connect(&stack.collab_url(gateway), draft, &key).await;
+    assert_eq!(synced["text"], "Start: ", "{synced}");
+
+    js.send(json!({"op": "insert", "text": "héllo — 世界 🎉"}))
+        .await;
+    editor.wait_text("Start: héllo — 世界 🎉").await;
+    editor.append(" ünïcødé ✓ 𝄞").await;
+    let expected = "Start: héllo — 世界 🎉 ünïcødé ✓ 𝄞";
+    js.wait_text(expected).await;
+    // Concurrent edits at the same moment from both sides.
+    js.send(json!({"op": "insert", "index": 0, "text": "«JS» "}))
+        .await;
+    editor.append(" [nats]").await;
+    let expected = "«JS» Start: héllo — 世界 🎉 ünïcødé ✓ 𝄞 [nats]";
+    js.wait_text(expected).await;
+    editor.wait_text(expected).await;
+    stack.wait_stored(draft, expected).await;
+    editor.leave().await;
+}
+
+#[tokio::test]
+async fn a_node_yjs_client_co_edits_through_two_gateways_and_two_drafting_replicas() {
+    let stack = Stack::start(2, 2).await;
+    let mut js = JsClient::start("client.mjs").await;
+    co_edit(&stack, &mut js, "node-draft", 0).await;
+
+    // A second client on the other gateway sees the text and the first
+    // client's awareness (relayed between gateways), and edits reach both.
+    let key = stack
+        .key("second", &["drafting:read", "drafting:write"])
+        .await;
+    let mut other = JsClient::start("client.mjs").await;
+    let expected = "«JS» Start: héllo — 世界 🎉 ünïcødé ✓ 𝄞 [nats]";
+    let synced = other
+        .connect(&stack.collab_url(1), "node-draft", &key)
+        .await;
+    assert_eq!(synced["text"], expected, "{synced}");
+    js.send(json!({"op": "setAwareness", "state": {"user": {"name": "Zoë"}}}))
+        .await;
+    let deadline = tokio::time::Instant::now() + CONVERGE;
+    loop {
+        let peers = other.send(json!({"op": "peers"})).await;
+        let names: Vec<&Value> = peers["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| &p["state"]["user"]["name"])
+            .collect();
+        if names.contains(&&json!("Zoë")) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{peers}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    other
+        .send(json!({"op": "insert", "index": 0, "text": "2nd "}))
+        .await;
+    js.wait_text(&format!("2nd {expected}")).await;
+    stack
+        .wait_stored("node-draft", &format!("2nd {expected}"))
+        .await;
+}
+
+#[tokio::test]
+async fn a_yjs_client_in_headless_chromium_co_edits_with_a_nats_editor() {
+    assert!(
+        std::path::Path::new("/usr/bin/chromium").exists(),
+        "Debian chromium is needed (scripts/setup.d/collab-js.sh)"
+    );
+    let stack = Stack::start(1, 1).await;
+    let mut browser = JsClient::start("browser.mjs").await;
+    co_edit(&stack, &mut browser, "browser-draft", 0).await;
+}
+
+#[tokio::test]
+async fn the_client_reconnects_and_converges_after_the_gateway_restarts() {
+    let mut stack = Stack::start(1, 1).await;
+    let key = stack
+        .key("writer", &["drafting:read", "drafting:write"])
+        .await;
+    stack.create_draft("restart", "one").await;
+    let mut editor = NatsEditor::join(&stack, &key, "restart", "nats-editor").await;
+    let mut js = JsClient::start("client.mjs").await;
+    js.connect(&stack.collab_url(0), "restart", &key).await;
+    js.send(json!({"op": "insert", "text": " two"})).await;
+    editor.wait_text("one two").await;
+
+    // The gateway dies; both sides keep editing.
+    stack.gateways[0].0.kill().unwrap();
+    js.send(json!({"op": "insert", "text": " — offline ✈"}))
+        .await;
+    editor.append(" three").await;
+    let status = js.send(json!({"op": "status"})).await;
+    assert_eq!(status["connected"], false, "{status}");
+
+    // Started again on the same port, the provider reconnects by itself.
+    let opts = stack.gateways[0].1.clone();
+    stack.gateways[0].0 = Service::start(opts).unwrap();
+    stack.wait_gateway(0).await;
+    js.send(json!({"op": "waitSynced", "timeout_ms": 30000}))
+        .await;
+    let expected_a = "one two — offline ✈ three";
+    let expected_b = "one two three — offline ✈";
+    let text = js
+        .send(
+            json!({"op": "waitText", "contains": [" three", " — offline ✈"], "timeout_ms": 20000}),
+        )
+        .await["text"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(text == expected_a || text == expected_b, "{text}");
+    editor.wait_text(&text).await;
+    stack.wait_stored("restart", &text).await;
+}
+
+#[tokio::test]
+async fn bad_connections_and_frames_are_closed_with_a_reason() {
+    let stack = Stack::start(1, 1).await;
+    let writer = stack
+        .key("writer", &["drafting:read", "drafting:write"])
+        .await;
+    let reader = stack.key("reader", &["drafting:read"]).await;
+    stack.create_draft("guarded", "text").await;
+    let mut js = JsClient::start("client.mjs").await;
+    let base = stack.collab_url(0);
+    let raw = |url: String, extra: Value| {
+        let mut cmd = json!({"op": "raw", "url": url});
+        for (k, v) in extra.as_object().unwrap() {
+            cmd[k] = v.clone();
+        }
+        cmd
+    };
+    let expect_close = |reply: &Value, code: u64, words: &str| {
+        assert_eq!(reply["code"], code, "{reply}");
+        let reason = reply["reason"].as_str().unwrap_or_default().to_lowercase();
+        assert!(reason.contains(words), "{reply}");
+    };
+
+    // Unknown draft, no credential, a key without drafting:write, a bad id.
+    let r = js
+        .send(raw(
+            format!("{base}/no-such-draft?token={writer}"),
+            json!({}),
+        ))
+        .await;
+    expect_close(&r, 4404, "no-such-draft");
+    let r = js.send(raw(format!("{base}/guarded"), json!({}))).await;
+    assert_eq!(r["code"], 4401, "{r}");
+    let r = js
+        .send(raw(format!("{base}/guarded?token={reader}"), json!({})))
+        .await;
+    assert_eq!(r["code"], 4403, "{r}");
+    let r = js
+        .send(raw(
+            format!("{base}/guarded?token=ymk_forged_key"),
+            json!({}),
+        ))
+        .await;
+    assert_eq!(r["code"], 4401, "{r}");
+    let r = js
+        .send(raw(format!("{base}/a..b?token={writer}"), json!({})))
+        .await;
+    expect_close(&r, 4400, "draft id");
+    // The header works as well as the query parameter (refused the same way).
+    let r = js
+        .send(raw(
+            format!("{base}/guarded"),
+            json!({"headers": {"X-API-Key": reader}}),
+        ))
+        .await;
+    assert_eq!(r["code"], 4403, "{r}");
+
+    // Malformed, unsupported, text and oversized frames.
+    let ok = format!("{base}/guarded?token={writer}");
+    let cases: Vec<(Value, u64, &str)> = vec![
+        (json!({"frames": [B64.encode([0u8, 9])]}), 4400, "malformed"),
+        (
+            json!({"frames": [B64.encode([0u8, 2, 5, 1, 2])]}),
+            4400,
+            "malformed",
+        ),
+        (
+            json!({"frames": [B64.encode([9u8, 0])]}),
+            4400,
+            "unsupported",
+        ),
+        (json!({"texts": ["hello"]}), 4400, "binary"),
+        (
+            json!({"frames": [B64.encode(vec![0u8; 900 * 1024])]}),
+            4413,
+            "exceeds",
+        ),
+    ];
+    for (frames, code, words) in cases {
+        let r = js.send(raw(ok.clone(), frames)).await;
+        expect_close(&r, code, words);
+    }
+    // An update whose client id is over 53 bits (a debug assertion in yrs).
+    let mut sv = vec![1u8];
+    sv.extend([0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x10, 1]);
+    let mut frame = vec![0u8, 0, sv.len() as u8];
+    frame.extend(sv);
+    let r = js
+        .send(raw(ok.clone(), json!({"frames": [B64.encode(frame)]})))
+        .await;
+    expect_close(&r, 4400, "malformed");
+
+    // The gateway is unharmed: a real client still co-edits.
+    let synced = js.connect(&base, "guarded", &writer).await;
+    assert_eq!(synced["text"], "text");
+    js.send(json!({"op": "insert", "text": "!"})).await;
+    stack.wait_stored("guarded", "text!").await;
+}
