@@ -57,6 +57,7 @@ const MAX_CACHED_ATTEMPTS: usize = 100_000;
 /// Runs the communication agent until shutdown.
 pub async fn run(config: ServiceConfig, settings: CommSettings) -> Result<(), RuntimeError> {
     let runtime = Runtime::start(NAME, config).await?;
+    ymera_core::retention::start(&runtime, &[ymera_core::retention::MESSAGE_ARCHIVE])?;
     let comm = Communication::start(&runtime, settings).await?;
     let result = service(comm.clone()).serve(runtime).await;
     // Let deliveries in flight settle (ack or NAK) before the process ends;

@@ -96,6 +96,7 @@ pub async fn run(config: ServiceConfig, settings: Settings) -> Result<(), Runtim
         return Err(no_postgres());
     }
     let runtime = Runtime::start(NAME, config).await?;
+    ymera_core::retention::start(&runtime, &[ymera_core::retention::CONFIG_AUDIT])?;
     let builder = service(&runtime, settings).await?;
     builder.serve(runtime).await
 }

@@ -33,5 +33,6 @@ pub use settings::Settings;
 /// Starts the runtime and serves until SIGTERM, flushing buffered work.
 pub async fn run(config: ServiceConfig, settings: Settings) -> Result<(), RuntimeError> {
     let runtime = Runtime::start(service::NAME, config).await?;
+    ymera_core::retention::start(&runtime, &[ymera_core::retention::DRAFT_REVISIONS])?;
     service::serve(runtime, settings).await
 }

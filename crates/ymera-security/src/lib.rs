@@ -366,6 +366,7 @@ pub async fn build_state(
 /// Runs the service until shutdown.
 pub async fn run(config: ServiceConfig, settings: SecuritySettings) -> Result<(), SecurityError> {
     let rt = Runtime::start(service::NAME, config).await?;
+    ymera_core::retention::start(&rt, &[ymera_core::retention::SECURITY_EVENTS])?;
     let state = build_state(&rt, &settings).await?;
     if let Some(path) = &settings.bootstrap_admin_key {
         bootstrap_admin_key(&state.pool, &state.pepper, path).await?;
