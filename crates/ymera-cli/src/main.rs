@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::commands::{analyze, comm, config, discovery, draft, security};
+use crate::commands::{agents, analyze, comm, config, discovery, draft, security};
 use crate::context::{Context, GlobalArgs};
 
 #[derive(Debug, Parser)]
@@ -34,6 +34,8 @@ enum Command {
     Health(discovery::HealthArgs),
     /// Show the NATS Services API INFO and STATS of every instance.
     Services(discovery::ServicesArgs),
+    /// List the live agent cards: skills, liveness, backlog, deliveries, reported metrics.
+    Agents(agents::AgentsArgs),
     /// Apply the platform's PostgreSQL migrations.
     Migrate(stack::MigrateArgs),
     /// Start the local stack: nats-server, PostgreSQL, Redis and every service.
@@ -70,6 +72,7 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Health(args) => discovery::health(args, &ctx).await,
         Command::Services(args) => discovery::services(args, &ctx).await,
+        Command::Agents(args) => agents::run(args, &ctx).await,
         Command::Migrate(args) => stack::migrate(args).await,
         Command::Up(args) => stack::up(args).await,
         Command::Down(args) => stack::down(args).await,

@@ -33,15 +33,22 @@ pub enum CommCommand {
 /// `ymera send`.
 #[derive(Debug, clap::Args)]
 pub struct SendArgs {
-    /// Recipients, comma-separated.
-    #[arg(long, value_delimiter = ',', required = true)]
+    /// Recipients, comma-separated (an agent name, or `skill:<id>`).
+    #[arg(long, value_delimiter = ',', required_unless_present = "skill")]
     pub to: Vec<String>,
-    /// Subject line.
+    /// Send to one live agent holding this skill (`skill:<id>`, DESIGN §9) instead of a
+    /// named recipient; the reply says which agent was chosen.
     #[arg(long)]
+    pub skill: Option<String>,
+    /// Subject line.
+    #[arg(long, default_value = "message")]
     pub subject: String,
     /// Payload: JSON text, or @file to read it from a file.
-    #[arg(long, default_value = "null")]
+    #[arg(long, default_value = "null", conflicts_with = "message")]
     pub payload: String,
+    /// Chat text: sends the payload `{"message": MESSAGE}` (the built-in agents' chat
+    /// request) and waits for the response, as `--wait-reply` does.
+    pub message: Option<String>,
     /// The sending agent's name.
     #[arg(long = "from", default_value = "cli")]
     pub sender: String,
@@ -165,12 +172,23 @@ fn read_payload(text: &str) -> anyhow::Result<Value> {
 
 async fn send(args: SendArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
     let client = ctx.client().await?;
+    let mut args = args;
+    if let Some(skill) = &args.skill {
+        args.to.push(format!("skill:{skill}"));
+    }
+    let payload = match &args.message {
+        Some(text) => {
+            args.wait_reply = true;
+            json!({ "message": text })
+        }
+        None => read_payload(&args.payload)?,
+    };
     let mut envelope = json!({
         "type": args.message_type,
         "sender": args.sender,
         "recipients": args.to,
         "subject": args.subject,
-        "payload": read_payload(&args.payload)?,
+        "payload": payload,
         "priority": args.priority,
     });
     if let Some(conversation) = &args.conversation {
@@ -199,10 +217,29 @@ async fn send(args: SendArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
     if ctx.json() && replies.is_none() {
         println!("{}", serde_json::to_string_pretty(&reply)?);
     } else if !ctx.json() {
+        let stored: Vec<&str> = reply["recipients"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        let routed: Vec<String> = reply["resolved"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| {
+                format!(
+                    " ({} → {})",
+                    r["recipient"].as_str().unwrap_or("?"),
+                    r["agent"].as_str().unwrap_or("?")
+                )
+            })
+            .collect();
         println!(
-            "accepted {} for {}",
+            "accepted {} for {}{}",
             reply["id"].as_str().unwrap_or(&id),
-            args.to.join(", ")
+            stored.join(", "),
+            routed.concat()
         );
     }
     let Some(sub) = replies.as_mut() else {

@@ -2,6 +2,7 @@
 //! service's endpoints), and service discovery (`ymera health`,
 //! `ymera services`).
 
+pub mod agents;
 pub mod analyze;
 pub mod comm;
 pub mod config;
