@@ -9,5 +9,6 @@ mod nats;
 mod placement;
 mod postgres;
 mod redis;
+mod regions;
 mod service;
 mod up;
