@@ -5,4 +5,5 @@
 
 mod collab;
 mod common;
+mod openapi;
 mod rest;
