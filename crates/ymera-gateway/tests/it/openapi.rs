@@ -20,13 +20,23 @@ async fn document_with_every_service(url: &str) -> Value {
             .await
             .unwrap();
         let paths = doc["paths"].as_object().cloned().unwrap_or_default();
-        let every = ["config", "communication", "drafting", "code-analysis", "security"]
-            .iter()
-            .all(|s| paths.keys().any(|p| p.starts_with(&format!("/v1/{s}/"))));
+        let every = [
+            "config",
+            "communication",
+            "drafting",
+            "code-analysis",
+            "security",
+        ]
+        .iter()
+        .all(|s| paths.keys().any(|p| p.starts_with(&format!("/v1/{s}/"))));
         if every {
             return doc;
         }
-        assert!(std::time::Instant::now() < deadline, "not every service routed: {:?}", paths.keys());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not every service routed: {:?}",
+            paths.keys()
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -74,7 +84,8 @@ async fn the_openapi_document_is_valid_and_every_operation_conforms() {
     assert_eq!(doc["openapi"], "3.1.0");
     assert!(doc["paths"]["/v1/config/get"]["post"]["requestBody"].is_object());
     assert_eq!(
-        doc["paths"]["/v1/config/get"]["post"]["requestBody"]["content"]["application/json"]["schema"]["$ref"],
+        doc["paths"]["/v1/config/get"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+            ["$ref"],
         "#/components/schemas/config.get.request"
     );
 
@@ -105,7 +116,11 @@ async fn the_openapi_document_is_valid_and_every_operation_conforms() {
         assert!(
             ok,
             "schemathesis ({}) failed:\n{output}\ngateway log:\n{}",
-            if header.is_some() { "admin key" } else { "no credential" },
+            if header.is_some() {
+                "admin key"
+            } else {
+                "no credential"
+            },
             stack.gateways[0].log_tail()
         );
     }
