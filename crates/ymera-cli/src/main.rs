@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::commands::{agents, analyze, comm, config, discovery, draft, security};
+use crate::commands::{agents, analyze, comm, config, discovery, draft, rollout, security};
 use crate::context::{Context, GlobalArgs};
 
 #[derive(Debug, Parser)]
@@ -36,6 +36,10 @@ enum Command {
     Services(discovery::ServicesArgs),
     /// List the live agent cards: skills, liveness, backlog, deliveries, reported metrics.
     Agents(agents::AgentsArgs),
+    /// Canary gate: instances grouped by version ($SRV.INFO/$SRV.STATS), and
+    /// `check` exiting non-zero when the canary is worse than the stable version.
+    #[command(subcommand)]
+    Rollout(rollout::RolloutCommand),
     /// Apply the platform's PostgreSQL migrations.
     Migrate(stack::MigrateArgs),
     /// Start the local stack: nats-server, PostgreSQL, Redis and every service.
@@ -73,6 +77,7 @@ async fn main() -> ExitCode {
         Command::Health(args) => discovery::health(args, &ctx).await,
         Command::Services(args) => discovery::services(args, &ctx).await,
         Command::Agents(args) => agents::run(args, &ctx).await,
+        Command::Rollout(cmd) => rollout::run(cmd, &ctx).await,
         Command::Migrate(args) => stack::migrate(args).await,
         Command::Up(args) => stack::up(args).await,
         Command::Down(args) => stack::down(args).await,

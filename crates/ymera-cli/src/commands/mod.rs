@@ -8,5 +8,6 @@ pub mod comm;
 pub mod config;
 pub mod discovery;
 pub mod draft;
+pub mod rollout;
 pub mod security;
 pub mod stack_health;
