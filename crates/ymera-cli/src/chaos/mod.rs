@@ -398,7 +398,7 @@ async fn inject(
         }
         Fault::PartitionNats => {
             let leader = messages_leader(client).await?;
-            let (index, route, group, others) = {
+            let (index, route, group, others, monitor) = {
                 let stack = lock(stack)?;
                 let cluster = stack.nats_cluster().context("the stack runs no cluster")?;
                 let index = cluster
@@ -415,9 +415,18 @@ async fn inject(
                         .node_group(index)
                         .context("the nodes run without groups")?,
                     others,
+                    cluster.node(index).map(|n| n.monitor_port()),
                 )
             };
-            println!("  cut off: {leader} (route port {route}, group {group})");
+            let clients = monitor.map(connections_on).unwrap_or_default();
+            println!(
+                "  cut off: {leader} (route port {route}, group {group}); its clients: {}",
+                if clients.is_empty() {
+                    "none".to_owned()
+                } else {
+                    clients
+                }
+            );
             partition::cut(route, group, &others)?;
             tokio::time::sleep(PARTITION_FOR).await;
             partition::heal()?;
@@ -447,6 +456,39 @@ async fn inject(
             .await
         }
     }
+}
+
+/// The client connections of the nats-server with monitoring port `port`, counted by
+/// connection name (`service×2, (unnamed)×1`), from its `/connz`.
+fn connections_on(port: u16) -> String {
+    use std::io::{Read as _, Write as _};
+    let fetch = || -> std::io::Result<String> {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+        stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+        stream.write_all(b"GET /connz?limit=1024 HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
+        let mut text = String::new();
+        stream.read_to_string(&mut text)?;
+        Ok(text)
+    };
+    let Ok(text) = fetch() else {
+        return String::new();
+    };
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let Ok(connz) = serde_json::from_str::<serde_json::Value>(body) else {
+        return String::new();
+    };
+    let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
+    for conn in connz["connections"].as_array().into_iter().flatten() {
+        let name = conn["name"].as_str().filter(|n| !n.is_empty());
+        *counts
+            .entry(name.unwrap_or("(unnamed)").to_owned())
+            .or_default() += 1;
+    }
+    counts
+        .iter()
+        .map(|(name, n)| format!("{name}×{n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The `server_name` of the nats-server leading `YMERA_MESSAGES`.
