@@ -208,9 +208,12 @@ async fn close(mut socket: WebSocket, code: u16, reason: &str) {
         code,
         reason: close_reason(reason).into(),
     };
-    let _ = socket.send(Message::Close(Some(frame))).await;
-    // Wait briefly for the client's close so the reason is delivered.
+    // Briefly: send the close, then wait for the client's close so the
+    // reason is delivered; a client that takes neither is dropped.
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+        if socket.send(Message::Close(Some(frame))).await.is_err() {
+            return;
+        }
         while let Some(Ok(m)) = socket.recv().await {
             if matches!(m, Message::Close(_)) {
                 break;

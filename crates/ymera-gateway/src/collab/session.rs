@@ -29,6 +29,12 @@ const HEARTBEAT: Duration = Duration::from_secs(20);
 const LEAVE_GRACE: Duration = Duration::from_secs(15);
 /// The largest awareness frame relayed.
 const MAX_AWARENESS_BYTES: usize = 64 * 1024;
+/// Longest wait for a client to take one frame.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// Awareness frames a client may send per second; more in the same second
+/// are dropped (awareness is state: the client's next renewal, at most
+/// 15 s later, carries its latest state).
+const AWARENESS_PER_SECOND: u32 = 60;
 /// Header naming the connection an awareness relay came from.
 const ORIGIN_HEADER: &str = "Ymera-Collab-Origin";
 
@@ -83,6 +89,8 @@ pub(super) struct Session {
     position: Option<(String, i64)>,
     /// Awareness clients the socket spoke for, with their last clock.
     aware: HashMap<u64, u32>,
+    /// Awareness frames relayed in the current one-second window.
+    awareness_window: (tokio::time::Instant, u32),
 }
 
 fn decode_b64(what: &str, value: &str) -> Result<Vec<u8>, Error> {
@@ -133,6 +141,7 @@ impl Session {
             client_state_vector: StateVector::default(),
             position: None,
             aware: HashMap::new(),
+            awareness_window: (tokio::time::Instant::now(), 0),
         })
     }
 
@@ -261,7 +270,9 @@ impl Session {
                     }
                     self.aware.insert(id, clock);
                 }
-                self.relay(frame.into()).await;
+                if self.awareness_allowed() {
+                    self.relay(frame.into()).await;
+                }
                 Ok(())
             }
             ClientFrame::AwarenessQuery => {
@@ -270,6 +281,20 @@ impl Session {
             }
             ClientFrame::Auth => Ok(()),
         }
+    }
+
+    /// Whether one more awareness frame fits this second's budget.
+    fn awareness_allowed(&mut self) -> bool {
+        let now = tokio::time::Instant::now();
+        if now.duration_since(self.awareness_window.0) >= Duration::from_secs(1) {
+            self.awareness_window = (now, 0);
+        }
+        self.awareness_window.1 += 1;
+        let allowed = self.awareness_window.1 <= AWARENESS_PER_SECOND;
+        if !allowed {
+            metrics::counter!("ymera_gateway_collab_awareness_dropped_total").increment(1);
+        }
+        allowed
     }
 
     /// What a client with state vector `sv` lacks, from drafting.
@@ -386,7 +411,21 @@ impl Session {
     }
 }
 
-async fn send(socket: &mut WebSocket, frame: Vec<u8>) -> Result<(), axum::Error> {
+/// Sends a frame; a client that takes longer than [`SEND_TIMEOUT`] to take
+/// it is given up on (what waits for it meanwhile is bounded by the NATS
+/// subscriptions' capacity, and the connection then ends).
+async fn send(socket: &mut WebSocket, frame: Vec<u8>) -> Result<(), SendError> {
     metrics::counter!("ymera_gateway_collab_frames_total", "direction" => "out").increment(1);
-    socket.send(Message::Binary(frame.into())).await
+    match tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Binary(frame.into()))).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(SendError),
+        Err(_) => {
+            metrics::counter!("ymera_gateway_collab_slow_clients_total").increment(1);
+            Err(SendError)
+        }
+    }
 }
+
+/// The client did not take a frame (gone, or too slow).
+#[derive(Debug)]
+struct SendError;
