@@ -116,6 +116,21 @@ export class Session {
     return { peers: out }
   }
 
+  // Records the wall-clock time (µs since the epoch) of every remote update the doc applies.
+  recordUpdates () {
+    this.records = []
+    this.doc.on('update', (_update, origin) => {
+      if (origin === this.provider) this.records.push(Math.round((performance.timeOrigin + performance.now()) * 1000))
+    })
+    return { recording: true }
+  }
+
+  takeRecords () {
+    const records = this.records || []
+    this.records = []
+    return { records }
+  }
+
   status () {
     return {
       connected: this.provider.wsconnected,
@@ -144,6 +159,8 @@ export class Session {
       setAwareness: () => this.setAwareness(args),
       peers: () => this.peers(),
       status: () => this.status(),
+      recordUpdates: () => this.recordUpdates(),
+      takeRecords: () => this.takeRecords(),
       close: () => this.close()
     }[op]
     if (!fn) return { error: `unknown op ${op}` }

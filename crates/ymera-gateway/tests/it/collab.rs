@@ -597,3 +597,99 @@ async fn bad_connections_and_frames_are_closed_with_a_reason() {
     js.send(json!({"op": "insert", "text": "!"})).await;
     stack.wait_stored("guarded", "text!").await;
 }
+
+fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as i64
+}
+
+fn percentiles(mut v: Vec<i64>) -> Value {
+    v.sort_unstable();
+    let at = |q: f64| v[((v.len() as f64 - 1.0) * q).round() as usize] as f64 / 1000.0;
+    json!({"n": v.len(), "p50_ms": at(0.5), "p90_ms": at(0.9), "p99_ms": at(0.99), "max_ms": at(1.0)})
+}
+
+/// Broadcast latency through the gateway (BENCHMARKS.md), with its baseline
+/// in the same run: a NATS-side editor sends `COLLAB_BENCH_EDITS` (500)
+/// updates at `COLLAB_BENCH_RATE` (50) per second; for each, the time from
+/// the `drafting.collab.update` request until (baseline) a NATS subscriber
+/// of `drafting.collab.<id>.updates` has the broadcast and (gateway) a stock
+/// y-websocket client in node connected through the gateway has applied it.
+/// A measurement, not a check: `cargo nextest run -p ymera-gateway
+/// --run-ignored only collab::broadcast_latency --no-capture`.
+#[tokio::test]
+#[ignore = "benchmark: run on demand"]
+async fn broadcast_latency() {
+    let edits: usize = std::env::var("COLLAB_BENCH_EDITS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(500);
+    let rate: u64 = std::env::var("COLLAB_BENCH_RATE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50);
+    let stack = Stack::start(1, 1).await;
+    let key = stack
+        .key("bench", &["drafting:read", "drafting:write"])
+        .await;
+    stack.create_draft("bench", "").await;
+    let editor = NatsEditor::join(&stack, &key, "bench", "nats-editor").await;
+    let mut js = JsClient::start("client.mjs").await;
+    js.connect(&stack.collab_url(0), "bench", &key).await;
+    js.send(json!({"op": "recordUpdates"})).await;
+
+    // The baseline: a NATS subscriber of the broadcasts.
+    let mut broadcasts = stack
+        .nats
+        .subscribe("drafting.collab.bench.updates")
+        .await
+        .unwrap();
+    stack.nats.flush().await.unwrap();
+    let baseline = tokio::spawn(async move {
+        let mut at = Vec::new();
+        while at.len() < edits {
+            match tokio::time::timeout(Duration::from_secs(30), broadcasts.next()).await {
+                Ok(Some(_)) => at.push(now_us()),
+                _ => break,
+            }
+        }
+        at
+    });
+    let mut sent = Vec::with_capacity(edits);
+    let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / rate));
+    for i in 0..edits {
+        tick.tick().await;
+        sent.push(now_us());
+        editor.append(&format!("{}", i % 10)).await;
+    }
+    let baseline = baseline.await.unwrap();
+    let deadline = tokio::time::Instant::now() + CONVERGE;
+    let mut through_gateway: Vec<i64> = Vec::new();
+    while through_gateway.len() < edits && tokio::time::Instant::now() < deadline {
+        let taken = js.send(json!({"op": "takeRecords"})).await;
+        through_gateway.extend(
+            taken["records"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_i64().unwrap()),
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(baseline.len(), edits, "broadcasts seen");
+    assert_eq!(
+        through_gateway.len(),
+        edits,
+        "updates applied by the y-websocket client"
+    );
+    let delta = |at: &[i64]| sent.iter().zip(at).map(|(s, a)| a - s).collect::<Vec<_>>();
+    let report = json!({
+        "edits": edits,
+        "rate_per_s": rate,
+        "nats_broadcast": percentiles(delta(&baseline)),
+        "through_gateway": percentiles(delta(&through_gateway)),
+    });
+    println!("COLLAB_BENCH {report}");
+}
