@@ -5,6 +5,7 @@
 //! - [`settings`]: `GATEWAY_*` settings.
 //! - [`registry`]: the route table from `$SRV.INFO` (the typed endpoint registry).
 //! - [`rest`]: `POST /v1/<subject>`.
+//! - [`webhooks`]: `POST /v1/webhooks/{source}`.
 //! - [`openapi`]: `/openapi.json` from `proto/schemas` and the registry.
 //! - [`reply`]: NATS replies and errors as HTTP responses (DESIGN §4).
 //! - [`collab`]: `GET /v1/collab/{draft_id}`, the y-websocket protocol.
@@ -18,6 +19,7 @@ pub mod registry;
 pub mod reply;
 pub mod rest;
 pub mod settings;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -29,7 +31,9 @@ use axum::routing::{get, post};
 use tower_http::compression::CompressionLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use ymera_core::Error;
+use ymera_core::client::ServiceClient;
 use ymera_core::config::ServiceConfig;
+use ymera_core::config_watch::{ConfigWatcher, WatchOptions};
 use ymera_core::ratelimit::RateLimiter;
 use ymera_core::runtime::{Runtime, RuntimeError, ServiceBuilder};
 
@@ -54,6 +58,8 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     /// The per-client GCRA limiter (shared through Redis when configured).
     pub limiter: Arc<RateLimiter>,
+    /// Webhook intake (`None` until it started: 503).
+    pub webhooks: Option<Arc<webhooks::Webhooks>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -73,6 +79,7 @@ pub fn router(state: AppState) -> Router {
             get(|| async { axum::Json(serde_json::json!({"status": "alive"})) }),
         )
         .route("/openapi.json", get(openapi::serve))
+        .route("/v1/webhooks/{source}", post(webhooks::intake))
         .route("/v1/{*path}", post(rest::call))
         .with_state(state.clone())
         .merge(collab::router(state))
@@ -115,6 +122,25 @@ fn cors_layer(origins: &[String]) -> CorsLayer {
 pub async fn run(config: ServiceConfig, settings: Settings) -> Result<(), RuntimeError> {
     let runtime = Runtime::start(NAME, config.clone()).await?;
     let registry = Arc::new(Registry::new(runtime.client().clone()));
+    let service_client = ServiceClient::new(runtime.client().clone())
+        .with_credential(config.service_credential.clone())
+        .with_timeout(settings.request_timeout);
+    let document = ConfigWatcher::<webhooks::GatewayDocument>::start_with_default(
+        service_client.clone(),
+        &settings.config_agent,
+        config.environment.as_str(),
+        WatchOptions::from_env(&ymera_core::env::Env::from_process())?,
+        webhooks::GatewayDocument::default(),
+    )
+    .await
+    .map_err(|e| RuntimeError::Register(format!("following the gateway's configuration: {e}")))?;
+    let webhooks = webhooks::Webhooks::start(
+        service_client,
+        document.receiver(),
+        settings.webhook_dedupe_ttl,
+    )
+    .await
+    .map_err(RuntimeError::Register)?;
     let state = AppState {
         nats: runtime.client().clone(),
         settings: Arc::new(settings.clone()),
@@ -124,6 +150,7 @@ pub async fn run(config: ServiceConfig, settings: Settings) -> Result<(), Runtim
             "ymera:rl:gateway:",
             runtime.redis().cloned(),
         )),
+        webhooks: Some(Arc::new(webhooks)),
     };
     tokio::spawn(registry.refresh_loop(settings.registry_refresh, runtime.shutdown_token()));
     let listener = tokio::net::TcpListener::bind(settings.addr)

@@ -40,6 +40,8 @@ pub struct Settings {
     /// The config-manager agent whose `environment` document lists the
     /// webhook sources (`GATEWAY_CONFIG_AGENT`, default `gateway`).
     pub config_agent: String,
+    /// How long accepted webhook ids are remembered (`GATEWAY_WEBHOOK_DEDUPE_TTL`, default 72 h).
+    pub webhook_dedupe_ttl: Duration,
 }
 
 impl Settings {
@@ -80,6 +82,8 @@ impl Settings {
             config_agent: env
                 .get("GATEWAY_CONFIG_AGENT")
                 .unwrap_or_else(|| "gateway".to_owned()),
+            webhook_dedupe_ttl: env
+                .duration("GATEWAY_WEBHOOK_DEDUPE_TTL", Duration::from_secs(72 * 3600))?,
         })
     }
 }

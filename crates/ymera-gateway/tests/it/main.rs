@@ -7,3 +7,4 @@ mod collab;
 mod common;
 mod openapi;
 mod rest;
+mod webhooks;
