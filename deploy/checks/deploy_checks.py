@@ -345,7 +345,12 @@ def cmd_k8s(root, rendered, core_out=None, require_secrets=False):
     # Service Deployments: hardening and companions.
     deployments = [d for d in by_kind.get("Deployment", [])
                    if d["spec"]["template"]["metadata"]["labels"].get("app.kubernetes.io/component") == "service"]
-    names = sorted(d["metadata"]["name"] for d in deployments)
+    # A canary track (k8s/overlays/canary) adds `ymera-<service>-canary`
+    # Deployments labelled app.kubernetes.io/track=canary beside the stable ones.
+    def is_canary(d):
+        return d["spec"]["template"]["metadata"]["labels"].get("app.kubernetes.io/track") == "canary"
+    stable_by_name = {d["metadata"]["name"]: d for d in deployments if not is_canary(d)}
+    names = sorted(stable_by_name)
     if names != sorted(f"ymera-{s}" for s in SERVICES):
         problem(f"{label}: service Deployments are {names}")
     for d in deployments:
@@ -378,7 +383,22 @@ def cmd_k8s(root, rendered, core_out=None, require_secrets=False):
         if not any(selects(s["spec"].get("selector"), labels) for s in by_kind.get("Service", [])):
             problem(f"{where}: no Service selects it")
         hpas = [h for h in by_kind.get("HorizontalPodAutoscaler", []) if h["spec"]["scaleTargetRef"]["name"] == name]
-        if not hpas or hpas[0]["apiVersion"] != "autoscaling/v2":
+        if is_canary(d):
+            # Same queue group as the stable track (same name label, same
+            # binary), a fixed size for its traffic share, no HPA.
+            stable = stable_by_name.get(name.removesuffix("-canary"))
+            replicas = d["spec"].get("replicas")
+            if not name.endswith("-canary") or stable is None:
+                problem(f"{where}: a canary Deployment must be <stable Deployment>-canary")
+            elif labels.get("app.kubernetes.io/name") != stable["spec"]["template"]["metadata"]["labels"].get("app.kubernetes.io/name"):
+                problem(f"{where}: app.kubernetes.io/name differs from {stable['metadata']['name']} (not the same queue group)")
+            elif [c.get("command") for c in spec["containers"]] != [c.get("command") for c in stable["spec"]["template"]["spec"]["containers"]]:
+                problem(f"{where}: runs another command than {stable['metadata']['name']}")
+            if not isinstance(replicas, int) or replicas < 1:
+                problem(f"{where}: a canary sets replicas (its traffic share), got {replicas!r}")
+            if hpas:
+                problem(f"{where}: a canary has a fixed size, not an HPA")
+        elif not hpas or hpas[0]["apiVersion"] != "autoscaling/v2":
             problem(f"{where}: no autoscaling/v2 HorizontalPodAutoscaler")
         elif not any(m.get("resource", {}).get("name") == "cpu" for m in hpas[0]["spec"].get("metrics", [])):
             problem(f"{where}: HPA does not scale on CPU")
