@@ -26,9 +26,10 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use super::manifest::StreamPart;
 
-/// Stream names a platform stream starts with (`YMERA_MESSAGES`, `YMERA_DLQ`, a future
-/// `YMERA_EVENTS`) and the platform's KV buckets and object stores.
-pub const PLATFORM_PREFIXES: [&str; 3] = ["YMERA_", "KV_ymera", "OBJ_ymera"];
+/// Stream names a platform stream starts with: `YMERA_MESSAGES`, `YMERA_DLQ`,
+/// `YMERA_EVENTS`, and the platform's KV buckets (`KV_YMERA_AGENTS`, the agent cards) and
+/// object stores.
+pub const PLATFORM_PREFIXES: [&str; 3] = ["YMERA_", "KV_YMERA_", "OBJ_YMERA_"];
 /// Bytes per snapshot chunk asked for, and per restore chunk sent (at most the server's
 /// max_payload).
 const CHUNK: usize = 256 * 1024;

@@ -8,7 +8,9 @@
 //! Order inside `create`, and why (ARCHITECTURE.md "Backups" states it for users):
 //! 1. a REPEATABLE READ transaction exports its snapshot and counts every table in it;
 //!    `pg_dump --snapshot` dumps exactly that snapshot (its instant is in the manifest);
-//! 2. then every platform stream is snapshotted, one after another.
+//! 2. then every platform stream is snapshotted, one after another: `YMERA_MESSAGES`
+//!    first, `YMERA_DLQ` second (a copy dead-lettered in between is in both), then the
+//!    rest.
 //!
 //! Everything committed before `create` started is in the dump, and every copy accepted
 //! before it started is either in a stream snapshot or was acknowledged by its recipient
@@ -86,6 +88,11 @@ pub struct CreateArgs {
     /// Pack the archive into one `.tar` file.
     #[arg(long)]
     pub tar: bool,
+    /// Milliseconds to wait before the database snapshot, so that writes the services
+    /// queue asynchronously (the communication journal's history rows) for requests
+    /// answered before `create` started are committed and in the dump.
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(0..=600_000))]
+    pub settle_ms: u64,
     /// After a successful backup, keep only the newest N archives in `--out`.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=MAX_KEEP as u64))]
     pub keep: Option<u64>,
@@ -308,7 +315,11 @@ pub async fn create(args: &CreateArgs, ctx: &Context) -> anyhow::Result<CreateSu
         )
     })?;
     let client = connect_nats(ctx, &endpoints.nats_url).await?;
-    let streams = jetstream::platform_streams(&client).await?;
+    let mut streams = jetstream::platform_streams(&client).await?;
+    // Copies move from YMERA_MESSAGES to YMERA_DLQ on their own (dead-lettering): the
+    // source first, so a copy moving between the two snapshots is in both, never in
+    // neither. (A DLQ replay moves the other way: see ARCHITECTURE.md "Backups".)
+    streams.sort_by_key(|n| (n != "YMERA_MESSAGES", n != "YMERA_DLQ", n.clone()));
 
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
@@ -319,6 +330,7 @@ pub async fn create(args: &CreateArgs, ctx: &Context) -> anyhow::Result<CreateSu
     let work = args.out.join(format!("{name}.partial"));
     std::fs::create_dir_all(work.join("streams"))
         .with_context(|| format!("creating {}", work.display()))?;
+    tokio::time::sleep(Duration::from_millis(args.settle_ms)).await;
     let result = create_parts(&work, &endpoints, &client, &streams, show).await;
     let (mut parts, snapshot, timeline, dump_s, streams_s) = match result {
         Ok(done) => done,
