@@ -500,7 +500,7 @@ async fn round_trip_survives_losing_every_data_directory() {
             let consumer = stream
                 .get_consumer::<async_nats::jetstream::consumer::pull::Config>("deliver-absent")
                 .await
-                .map(|mut c| format!("{:?}", c.cached_info()));
+                .map(|c| format!("{:?}", c.cached_info()));
             panic!(
                 "{} of {waiting} undelivered copies arrived; stream {state:?}; consumer {consumer:?}\n{}",
                 absent.lock().unwrap().len(),
