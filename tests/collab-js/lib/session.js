@@ -20,9 +20,10 @@ export class Session {
   }
 
   // {url, room, params, awareness?} -> resolves once synced (or rejects with the close reason)
-  connect ({ url, room, params = {}, awareness = null, timeout_ms = 10000 }) {
+  // keepDoc: connect the Y.Doc of the previous connection (default: a new one).
+  connect ({ url, room, params = {}, awareness = null, timeout_ms = 10000, keepDoc = false }) {
     if (this.provider) this.provider.destroy()
-    this.doc = new Y.Doc()
+    if (!keepDoc || !this.doc) this.doc = new Y.Doc()
     this.closes = []
     this.statuses = []
     this.provider = new WebsocketProvider(url, room, this.doc, {

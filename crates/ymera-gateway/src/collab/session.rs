@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use ymera_core::client::{Credential, ServiceClient};
 use ymera_core::{Error, ErrorKind};
 use yrs::StateVector;
+use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
 
 use super::wire::{self, ClientFrame};
@@ -89,6 +90,9 @@ pub(super) struct Session {
     position: Option<(String, i64)>,
     /// Awareness clients the socket spoke for, with their last clock.
     aware: HashMap<u64, u32>,
+    /// Whether the client's first state vector was checked against the
+    /// session ([`wire::from_other_session`]).
+    session_checked: bool,
     /// Awareness frames relayed in the current one-second window.
     awareness_window: (tokio::time::Instant, u32),
 }
@@ -142,6 +146,7 @@ impl Session {
             position: None,
             aware: HashMap::new(),
             awareness_window: (tokio::time::Instant::now(), 0),
+            session_checked: false,
         })
     }
 
@@ -235,6 +240,21 @@ impl Session {
         let parsed = wire::decode(&frame).map_err(|e| End::Close(4400, e.to_string()))?;
         match parsed {
             ClientFrame::StateVector(sv) => {
+                if !self.session_checked {
+                    self.session_checked = true;
+                    let server = StateVector::decode_v1(&self.server_state_vector)
+                        .map_err(|e| Error::internal(format!("drafting's state vector: {e}")))?;
+                    if wire::from_other_session(&server, &sv) {
+                        metrics::counter!("ymera_gateway_collab_stale_documents_total")
+                            .increment(1);
+                        return Err(End::Close(
+                            4409,
+                            "this Y.Doc is from an earlier collaboration session of the draft; \
+                             connect with a new Y.Doc"
+                                .to_owned(),
+                        ));
+                    }
+                }
                 let missing = self.missing(&sv).await?;
                 self.client_state_vector = sv;
                 send(socket, wire::sync_step2(missing))

@@ -101,6 +101,19 @@ pub fn is_empty_update(update: &[u8]) -> bool {
     update == [0, 0]
 }
 
+/// Whether a client's document comes from an earlier collaboration session
+/// of the draft: it holds content (so it would push it) yet shares no
+/// client with the server's document. Every client of the current session
+/// has at least the session's base text, so this is the document of a
+/// session that ended — its items are not the current session's, and
+/// merging them would repeat the text. (An empty server document proves
+/// nothing, so it never counts.)
+pub fn from_other_session(server: &StateVector, client: &StateVector) -> bool {
+    !server.is_empty()
+        && !client.is_empty()
+        && client.iter().all(|(id, _)| !server.contains_client(id))
+}
+
 /// Sync step 1 with the server's state vector (v1 bytes).
 pub fn sync_step1(state_vector: &[u8]) -> Result<Vec<u8>, FrameError> {
     let sv = StateVector::decode_v1(state_vector)
@@ -179,6 +192,23 @@ mod tests {
             decode(&awareness_query()).unwrap(),
             ClientFrame::AwarenessQuery
         );
+    }
+
+    #[test]
+    fn a_document_of_another_session_is_recognised() {
+        let sv = |pairs: &[(u64, u32)]| {
+            StateVector::from_iter(
+                pairs
+                    .iter()
+                    .map(|(c, k)| (yrs::block::ClientID::new(*c), *k)),
+            )
+        };
+        let server = sv(&[(1, 10), (2, 3)]);
+        assert!(!from_other_session(&server, &sv(&[])));
+        assert!(!from_other_session(&server, &sv(&[(1, 4)])));
+        assert!(!from_other_session(&server, &sv(&[(1, 10), (9, 2)])));
+        assert!(from_other_session(&server, &sv(&[(8, 10), (9, 2)])));
+        assert!(!from_other_session(&sv(&[]), &sv(&[(9, 2)])));
     }
 
     #[test]

@@ -596,6 +596,19 @@ async fn bad_connections_and_frames_are_closed_with_a_reason() {
     assert_eq!(synced["text"], "text");
     js.send(json!({"op": "insert", "text": "!"})).await;
     stack.wait_stored("guarded", "text!").await;
+
+    // That Y.Doc taken to another draft (as a client that kept its document
+    // past the end of a session would) is refused: merging its items would
+    // repeat the text.
+    stack.create_draft("elsewhere", "other").await;
+    let r = js
+        .try_send(json!({"op": "connect", "url": base, "room": "elsewhere",
+            "params": {"token": writer}, "keepDoc": true}))
+        .await;
+    let error = r["error"].as_str().unwrap_or_default();
+    assert!(error.contains("4409") && error.contains("new Y.Doc"), "{r}");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(stack.stored("elsewhere").await, "other");
 }
 
 fn now_us() -> i64 {
