@@ -133,7 +133,22 @@ impl Webhooks {
             .await
             .map_err(|e| e.to_string())?;
         let dedupe = match js.get_key_value(DEDUPE_BUCKET).await {
-            Ok(store) => store,
+            Ok(store) => {
+                // A bucket made before (or at another replica count) is scaled in place.
+                let name = format!("KV_{DEDUPE_BUCKET}");
+                let mut stream = js
+                    .get_stream(&name)
+                    .await
+                    .map_err(|e| format!("KV {DEDUPE_BUCKET}: {e}"))?;
+                let config = stream
+                    .info()
+                    .await
+                    .map_err(|e| format!("KV {DEDUPE_BUCKET}: {e}"))?
+                    .config
+                    .clone();
+                ymera_core::jetstream::ensure_stream(&js, config, replicas).await?;
+                store
+            }
             Err(_) => js
                 .create_key_value(kv::Config {
                     bucket: DEDUPE_BUCKET.to_owned(),
