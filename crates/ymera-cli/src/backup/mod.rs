@@ -121,6 +121,26 @@ pub struct RestoreArgs {
     pub cluster: u16,
 }
 
+/// `pg_dump --format=custom` alone (the baseline of `ymera bench backup`).
+pub async fn pg_dump(
+    bin_dir: &Path,
+    url: &str,
+    file: &Path,
+    bar: &ProgressBar,
+) -> anyhow::Result<()> {
+    postgres::dump(bin_dir, url, None, file, bar).await
+}
+
+/// `pg_restore` alone, with the flags `restore` uses (the baseline of `ymera bench backup`).
+pub async fn pg_restore(
+    bin_dir: &Path,
+    url: &str,
+    file: &Path,
+    bar: &ProgressBar,
+) -> anyhow::Result<()> {
+    postgres::restore(bin_dir, url, file, bar).await
+}
+
 /// Runs one backup command.
 pub async fn run(command: BackupCommand, ctx: &Context) -> anyhow::Result<ExitCode> {
     match command {

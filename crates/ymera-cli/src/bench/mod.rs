@@ -6,6 +6,7 @@
 //! benchmark is a submodule.
 
 mod analysis;
+mod backup;
 mod comm;
 mod comm_cluster;
 mod config;
@@ -52,6 +53,8 @@ pub enum BenchCommand {
     Drafting(drafting::Args),
     /// Code-analysis throughput (MB/s) beside lizard on the same files.
     Analysis(analysis::Args),
+    /// `ymera backup create` / `restore` MB/s beside pg_dump / pg_restore alone.
+    Backup(backup::Args),
 }
 
 /// Options shared by the benchmarks.
@@ -113,6 +116,7 @@ pub async fn run(command: BenchCommand, ctx: &Context) -> anyhow::Result<ExitCod
         BenchCommand::Security(args) => security::run(args, ctx).await,
         BenchCommand::Drafting(args) => drafting::run(args, ctx).await,
         BenchCommand::Analysis(args) => analysis::run(args, ctx).await,
+        BenchCommand::Backup(args) => backup::run(args, ctx).await,
     }
 }
 
