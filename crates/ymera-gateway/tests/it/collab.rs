@@ -363,7 +363,7 @@ impl JsClient {
     }
 
     async fn connect(&mut self, url: &str, draft: &str, token: &str) -> Value {
-        self.send(json!({"op": "connect", "url": url, "room": draft, "params": {"token": token}}))
+        self.send(json!({"op": "connect", "url": url, "room": draft, "params": {"token": token}, "timeout_ms": 30000}))
             .await
     }
 
