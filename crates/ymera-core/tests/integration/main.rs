@@ -6,3 +6,4 @@ mod retention;
 mod runtime;
 mod schema;
 mod stores;
+mod telemetry;
