@@ -411,9 +411,20 @@ async fn a_node_yjs_client_co_edits_through_two_gateways_and_two_drafting_replic
 
     // A second client on the other gateway sees the text and the first
     // client's awareness (relayed between gateways), and edits reach both.
+    // This one with a JWT in `?token=` (sent on as a Bearer token).
     let key = stack
         .key("second", &["drafting:read", "drafting:write"])
         .await;
+    let issued = call(
+        &stack.nats,
+        &key,
+        "security.tokens.issue",
+        json!({"permissions": ["drafting:read", "drafting:write"]}),
+    )
+    .await
+    .unwrap();
+    let key = issued["token"].as_str().unwrap().to_owned();
+    assert!(!key.starts_with("ymk_"));
     let mut other = JsClient::start("client.mjs").await;
     let expected = "«JS» Start: héllo — 世界 🎉 ünïcødé ✓ 𝄞 [nats]";
     let synced = other
