@@ -5,6 +5,7 @@
 //! - [`settings`]: `GATEWAY_*` settings.
 //! - [`registry`]: the route table from `$SRV.INFO` (the typed endpoint registry).
 //! - [`rest`]: `POST /v1/<subject>`.
+//! - [`events`]: `GET /v1/events` (SSE) and `/v1/events/ws` from `YMERA_EVENTS`.
 //! - [`webhooks`]: `POST /v1/webhooks/{source}`.
 //! - [`openapi`]: `/openapi.json` from `proto/schemas` and the registry.
 //! - [`reply`]: NATS replies and errors as HTTP responses (DESIGN §4).
@@ -14,6 +15,7 @@
 //! request body, queue and cache it holds is bounded.
 
 pub mod collab;
+pub mod events;
 pub mod openapi;
 pub mod registry;
 pub mod reply;
@@ -60,6 +62,8 @@ pub struct AppState {
     pub limiter: Arc<RateLimiter>,
     /// Webhook intake (`None` until it started: 503).
     pub webhooks: Option<Arc<webhooks::Webhooks>>,
+    /// The event hub (`None`: event streams answer 503).
+    pub events: Option<Arc<events::EventHub>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -80,6 +84,8 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/openapi.json", get(openapi::serve))
         .route("/v1/webhooks/{source}", post(webhooks::intake))
+        .route("/v1/events", get(events::sse))
+        .route("/v1/events/ws", get(events::websocket))
         .route("/v1/{*path}", post(rest::call))
         .with_state(state.clone())
         .merge(collab::router(state))
@@ -141,6 +147,14 @@ pub async fn run(config: ServiceConfig, settings: Settings) -> Result<(), Runtim
     )
     .await
     .map_err(RuntimeError::Register)?;
+    let hub = events::EventHub::start(
+        runtime.client().clone(),
+        settings.events_max_age,
+        settings.events_queue,
+        runtime.shutdown_token(),
+    )
+    .await
+    .map_err(RuntimeError::Register)?;
     let state = AppState {
         nats: runtime.client().clone(),
         settings: Arc::new(settings.clone()),
@@ -151,6 +165,7 @@ pub async fn run(config: ServiceConfig, settings: Settings) -> Result<(), Runtim
             runtime.redis().cloned(),
         )),
         webhooks: Some(Arc::new(webhooks)),
+        events: Some(hub),
     };
     tokio::spawn(registry.refresh_loop(settings.registry_refresh, runtime.shutdown_token()));
     let listener = tokio::net::TcpListener::bind(settings.addr)

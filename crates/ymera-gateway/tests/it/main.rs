@@ -5,6 +5,7 @@
 
 mod collab;
 mod common;
+mod events;
 mod openapi;
 mod rest;
 mod webhooks;

@@ -1,0 +1,332 @@
+//! Event streams (SSE and WebSocket) from `YMERA_EVENTS`: permissions,
+//! batches, resume without a gap, a slow client disconnected with a reason;
+//! clients: reqwest, httpx-sse and websockets (Python).
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+use crate::common::{Stack, venv_python};
+
+/// One SSE message.
+#[derive(Debug, Clone)]
+struct SseMessage {
+    event: String,
+    id: Option<String>,
+    data: String,
+}
+
+/// A minimal SSE reader over a reqwest response.
+struct SseReader {
+    body: futures::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
+    buffer: String,
+}
+
+impl SseReader {
+    async fn open(
+        url: &str,
+        key: Option<&str>,
+        last_event_id: Option<u64>,
+    ) -> Result<SseReader, (u16, Value)> {
+        let mut request = reqwest::Client::new()
+            .get(url)
+            .header("accept", "text/event-stream");
+        if let Some(key) = key {
+            request = request.header("X-API-Key", key);
+        }
+        if let Some(id) = last_event_id {
+            request = request.header("Last-Event-ID", id.to_string());
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        if status != 200 {
+            return Err((status, response.json().await.unwrap_or(Value::Null)));
+        }
+        Ok(SseReader {
+            body: response.bytes_stream().boxed(),
+            buffer: String::new(),
+        })
+    }
+
+    async fn next(&mut self) -> Option<SseMessage> {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let mut message = SseMessage {
+                    event: "message".into(),
+                    id: None,
+                    data: String::new(),
+                };
+                let mut comment = true;
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("event:") {
+                        message.event = v.trim().to_owned();
+                        comment = false;
+                    } else if let Some(v) = line.strip_prefix("id:") {
+                        message.id = Some(v.trim().to_owned());
+                        comment = false;
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        message.data.push_str(v.strip_prefix(' ').unwrap_or(v));
+                        comment = false;
+                    }
+                }
+                if comment {
+                    continue;
+                }
+                return Some(message);
+            }
+            let chunk = tokio::time::timeout(Duration::from_secs(20), self.body.next())
+                .await
+                .ok()??
+                .ok()?;
+            self.buffer.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+
+    /// Events (seq, subject) until `count` arrived.
+    async fn events(&mut self, count: usize) -> Vec<(u64, String)> {
+        let mut out = Vec::new();
+        while out.len() < count {
+            let message = self
+                .next()
+                .await
+                .unwrap_or_else(|| panic!("stream ended after {} events", out.len()));
+            if message.event == "events" {
+                let batch: Vec<Value> = serde_json::from_str(&message.data).unwrap();
+                assert!(!batch.is_empty());
+                assert_eq!(
+                    message.id.as_deref(),
+                    Some(batch.last().unwrap()["seq"].to_string().as_str())
+                );
+                for event in batch {
+                    out.push((
+                        event["seq"].as_u64().unwrap(),
+                        event["subject"].as_str().unwrap().to_owned(),
+                    ));
+                }
+            }
+        }
+        out
+    }
+}
+
+async fn publish(client: &async_nats::Client, subject: &str, n: usize, size: usize) {
+    let filler = "x".repeat(size);
+    for i in 0..n {
+        client
+            .publish(
+                subject.to_owned(),
+                json!({"i": i, "filler": filler}).to_string().into(),
+            )
+            .await
+            .unwrap();
+    }
+    client.flush().await.unwrap();
+}
+
+async fn create_key(stack: &Stack, owner: &str, permissions: &[&str]) -> String {
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("X-API-Key", stack.admin.as_str());
+    let body = json!({"owner": owner, "permissions": permissions});
+    let reply = stack
+        .client
+        .request_with_headers("security.keys.create", headers, body.to_string().into())
+        .await
+        .unwrap();
+    let reply: Value = serde_json::from_slice(&reply.payload).unwrap();
+    reply["key"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn event_streams_filter_batch_resume_and_drop_slow_clients() {
+    let env = [
+        ("GATEWAY_EVENTS_BATCH_SIZE", "10"),
+        ("GATEWAY_EVENTS_FLUSH_INTERVAL", "20ms"),
+        ("GATEWAY_EVENTS_QUEUE", "200"),
+        ("GATEWAY_EVENTS_HEARTBEAT", "1s"),
+    ];
+    let stack = Stack::start(&[], 1, &env).await;
+    let url = stack.url().to_owned();
+    let admin = stack.admin.clone();
+    let reader_key = create_key(&stack, "config-reader", &["config:read"]).await;
+    let events_url = format!("{url}/v1/events?subjects=events.>,config.changed.>");
+
+    // Refusals.
+    let (status, body) = SseReader::open(&events_url, None, None)
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("unauthenticated"))
+    );
+    let (status, body) = SseReader::open(
+        &format!("{url}/v1/events?subjects=events.security.>"),
+        Some(&reader_key),
+        None,
+    )
+    .await
+    .err()
+    .unwrap();
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (403, Some("forbidden"))
+    );
+    let (status, _) = SseReader::open(
+        &format!("{url}/v1/events?subjects=agent.x.inbox"),
+        Some(&admin),
+        None,
+    )
+    .await
+    .err()
+    .unwrap();
+    assert_eq!(status, 400);
+    let (status, _) = SseReader::open(&events_url, Some("ymk_not_a_key"), None)
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(status, 401);
+
+    // Live: the admin sees everything, the config reader only config.changed.
+    let mut everything = SseReader::open(&events_url, Some(&admin), None)
+        .await
+        .unwrap();
+    let mut config_only = SseReader::open(&events_url, Some(&reader_key), None)
+        .await
+        .unwrap();
+    for reader in [&mut everything, &mut config_only] {
+        assert_eq!(reader.next().await.unwrap().event, "ready");
+    }
+    publish(&stack.client, "events.security.test_event", 25, 10).await;
+    publish(&stack.client, "config.changed.billing.base", 15, 10).await;
+    let seen = everything.events(40).await;
+    let seqs: Vec<u64> = seen.iter().map(|(s, _)| *s).collect();
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+    let filtered = config_only.events(15).await;
+    assert!(
+        filtered
+            .iter()
+            .all(|(_, subject)| subject.starts_with("config.changed."))
+    );
+
+    // Resume: drop after the first 40, miss 20 events, come back with Last-Event-ID.
+    let last = *seqs.last().unwrap();
+    drop(everything);
+    publish(&stack.client, "events.security.test_event", 20, 10).await;
+    let mut resumed = SseReader::open(&events_url, Some(&admin), Some(last))
+        .await
+        .unwrap();
+    assert_eq!(resumed.next().await.unwrap().event, "ready");
+    let missed = resumed.events(20).await;
+    let expected: Vec<u64> = (last + 1..=last + 20).collect();
+    assert_eq!(missed.iter().map(|(s, _)| *s).collect::<Vec<_>>(), expected);
+    drop(resumed);
+
+    // Python clients: websockets (with since=) and httpx-sse.
+    let script = r#"
+import asyncio, json, sys
+mode, url, key, since = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+async def ws():
+    import websockets
+    try:
+        sock = await websockets.connect(url + "&token=" + key + "&since=" + since, compression="deflate")
+    except websockets.exceptions.InvalidStatus as e:
+        print("REFUSED", e.response.status_code, e.response.body, flush=True)
+        raise
+    async with sock:
+        got = []
+        while len([s for s, subject in got if subject.endswith("test_event")]) < 5:
+            msg = json.loads(await sock.recv())
+            if msg["type"] == "ready":
+                print("READY", flush=True)
+            elif msg["type"] == "events":
+                got += [(e["seq"], e["subject"]) for e in msg["events"]]
+        print(json.dumps(got), flush=True)
+def sse():
+    import httpx
+    from httpx_sse import connect_sse
+    with httpx.Client(timeout=20) as client:
+        with connect_sse(client, "GET", url, headers={"X-API-Key": key}) as source:
+            got = []
+            for event in source.iter_sse():
+                if event.event == "ready":
+                    print("READY", flush=True)
+                elif event.event == "events":
+                    got += [(e["seq"], e["subject"]) for e in json.loads(event.data)]
+                    if len([s for s, subject in got if subject.endswith("test_event")]) >= 5:
+                        break
+            print(json.dumps(got), flush=True)
+asyncio.run(ws()) if mode == "ws" else sse()
+"#;
+    let ws_url = format!(
+        "{}/v1/events/ws?subjects=events.security.%3E",
+        url.replace("http://", "ws://")
+    );
+    let sse_url = format!("{url}/v1/events?subjects=events.security.>");
+    for (mode, target, since) in [
+        ("ws", ws_url.as_str(), last + 20),
+        ("sse", sse_url.as_str(), 0),
+    ] {
+        let mut child = Command::new(venv_python())
+            .args(["-c", script, mode, target, &admin, &since.to_string()])
+            .stdout(Stdio::piped())
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        assert_eq!(lines.next().unwrap().unwrap(), "READY", "{mode}");
+        publish(&stack.client, "events.security.test_event", 5, 10).await;
+        let got: Vec<(u64, String)> =
+            serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+        let got: Vec<u64> = got.into_iter().map(|(seq, _)| seq).collect();
+        assert!(got.len() >= 5, "{mode}: {got:?}");
+        assert!(got.windows(2).all(|w| w[1] == w[0] + 1), "{mode}: {got:?}");
+        if mode == "ws" {
+            assert_eq!(got[0], last + 21, "ws resumed after since");
+        }
+        assert!(child.wait().unwrap().success());
+    }
+    std::io::stdout().flush().unwrap();
+
+    // A client that stops reading is dropped with a reason; a reading one gets everything.
+    let mut stalled = SseReader::open(&events_url, Some(&admin), None)
+        .await
+        .unwrap();
+    let mut reading = SseReader::open(&events_url, Some(&admin), None)
+        .await
+        .unwrap();
+    assert_eq!(stalled.next().await.unwrap().event, "ready");
+    assert_eq!(reading.next().await.unwrap().event, "ready");
+    let total = 1500;
+    let publisher = {
+        let client = stack.client.clone();
+        tokio::spawn(async move {
+            for _ in 0..(total / 25) {
+                publish(&client, "events.security.bulk", 25, 8 * 1024).await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let all = reading.events(total).await;
+    assert!(all.len() >= total);
+    publisher.await.unwrap();
+    let mut ended_with = None;
+    while let Some(message) = stalled.next().await {
+        if message.event == "error" {
+            ended_with = Some(serde_json::from_str::<Value>(&message.data).unwrap());
+            break;
+        }
+    }
+    let error = ended_with.expect("the stalled client got no error event");
+    assert_eq!(
+        error["error"]["details"]["reason"], "slow_consumer",
+        "{error}"
+    );
+    assert!(
+        stalled.next().await.is_none(),
+        "the stream ends after the error"
+    );
+}
