@@ -103,6 +103,30 @@ export class Session {
     })
   }
 
+  // `count` random edits, one every `interval_ms`: inserts of ASCII and non-ASCII characters
+  // (never inside a surrogate pair) and, one time in four, a deletion of one code point.
+  async burst ({ count = 50, interval_ms = 5, seed = 1 }) {
+    let x = seed >>> 0 || 1
+    const rand = (n) => {
+      x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0
+      return x % n
+    }
+    const alphabet = ['a', 'b', 'é', 'ü', '—', '世', '界', '🎉', '𝄞', ' ']
+    const t = this.doc.getText(TEXT)
+    for (let i = 0; i < count; i++) {
+      const points = Array.from(t.toString())
+      const at = rand(points.length + 1)
+      const offset = points.slice(0, at).join('').length
+      if (points.length > 0 && rand(4) === 0 && at < points.length) {
+        t.delete(offset, points[at].length)
+      } else {
+        t.insert(offset, alphabet[rand(alphabet.length)])
+      }
+      await new Promise((resolve) => setTimeout(resolve, interval_ms))
+    }
+    return { text: this.text() }
+  }
+
   setAwareness ({ state }) {
     this.provider.awareness.setLocalState(state)
     return { client_id: this.doc.clientID }
@@ -158,6 +182,7 @@ export class Session {
       text: () => ({ text: this.text() }),
       waitText: () => this.waitText(args),
       setAwareness: () => this.setAwareness(args),
+      burst: () => this.burst(args),
       peers: () => this.peers(),
       status: () => this.status(),
       recordUpdates: () => this.recordUpdates(),

@@ -458,6 +458,47 @@ async fn a_node_yjs_client_co_edits_through_two_gateways_and_two_drafting_replic
 }
 
 #[tokio::test]
+async fn concurrent_edit_bursts_through_two_gateways_and_from_nats_converge() {
+    let stack = Stack::start(2, 2).await;
+    let key = stack
+        .key("writer", &["drafting:read", "drafting:write"])
+        .await;
+    stack.create_draft("burst", "base 🎉 ").await;
+    let mut editor = NatsEditor::join(&stack, &key, "burst", "nats-editor").await;
+    let mut a = JsClient::start("client.mjs").await;
+    let mut b = JsClient::start("client.mjs").await;
+    a.connect(&stack.collab_url(0), "burst", &key).await;
+    b.connect(&stack.collab_url(1), "burst", &key).await;
+    let nats_side = async {
+        for i in 0..40 {
+            editor.append(&format!("⟨{i}⟩")).await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    let (_, _, ()) = tokio::join!(
+        a.send(json!({"op": "burst", "count": 150, "interval_ms": 2, "seed": 7})),
+        b.send(json!({"op": "burst", "count": 150, "interval_ms": 2, "seed": 11})),
+        nats_side,
+    );
+    let deadline = tokio::time::Instant::now() + CONVERGE;
+    let text = loop {
+        let ta = a.send(json!({"op": "text"})).await["text"].clone();
+        let tb = b.send(json!({"op": "text"})).await["text"].clone();
+        if ta == tb {
+            break ta.as_str().unwrap().to_owned();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the clients differ: {ta} / {tb}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    editor.wait_text(&text).await;
+    a.wait_text(&text).await;
+    stack.wait_stored("burst", &text).await;
+}
+
+#[tokio::test]
 async fn a_yjs_client_in_headless_chromium_co_edits_with_a_nats_editor() {
     assert!(
         std::path::Path::new("/usr/bin/chromium").exists(),
