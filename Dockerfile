@@ -56,8 +56,9 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
       --bin ymera-drafting \
       --bin ymera-code-analysis \
       --bin ymera-security \
+      --bin ymera-gateway \
  && mkdir -p /out \
- && for bin in ymera ymera-communication ymera-config ymera-drafting ymera-code-analysis ymera-security; do \
+ && for bin in ymera ymera-communication ymera-config ymera-drafting ymera-code-analysis ymera-security ymera-gateway; do \
       install -m 0755 "target/release/$bin" "/out/$bin"; \
     done
 

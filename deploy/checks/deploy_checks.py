@@ -46,8 +46,8 @@ import sys
 import yaml
 
 BINARIES = {"ymera", "ymera-communication", "ymera-config", "ymera-drafting",
-            "ymera-code-analysis", "ymera-security"}
-SERVICES = ["communication", "config", "drafting", "code-analysis", "security"]
+            "ymera-code-analysis", "ymera-security", "ymera-gateway"}
+SERVICES = ["communication", "config", "drafting", "code-analysis", "security", "gateway"]
 # Labels Prometheus or the scrape setup attach to every series.
 TARGET_LABELS = {"job", "instance", "namespace", "pod", "container", "endpoint", "le"}
 

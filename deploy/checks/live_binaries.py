@@ -52,6 +52,7 @@ NATS_PASSWORD_VARS = {
     "communication": "NATS_COMM_PASSWORD", "config": "NATS_CONFIG_PASSWORD",
     "drafting": "NATS_DRAFTING_PASSWORD", "code-analysis": "NATS_CODE_ANALYSIS_PASSWORD",
     "security": "NATS_SECURITY_PASSWORD", "cli": "NATS_CLI_PASSWORD",
+    "gateway": "NATS_GATEWAY_PASSWORD",
     "sys": "NATS_SYS_PASSWORD", "agent-demo": "NATS_AGENT_DEMO_PASSWORD",
 }
 # docker-compose.yml development defaults.
@@ -59,6 +60,7 @@ DEV_PASSWORDS = {
     "NATS_COMM_PASSWORD": "dev-communication", "NATS_CONFIG_PASSWORD": "dev-config",
     "NATS_DRAFTING_PASSWORD": "dev-drafting", "NATS_CODE_ANALYSIS_PASSWORD": "dev-code-analysis",
     "NATS_SECURITY_PASSWORD": "dev-security", "NATS_CLI_PASSWORD": "dev-cli",
+    "NATS_GATEWAY_PASSWORD": "dev-gateway",
     "NATS_SYS_PASSWORD": "dev-sys", "NATS_AGENT_DEMO_PASSWORD": "dev-agent-demo",
 }
 

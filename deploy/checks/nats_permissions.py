@@ -43,6 +43,7 @@ PASSWORD_VARS = {
     "drafting": "NATS_DRAFTING_PASSWORD",
     "code-analysis": "NATS_CODE_ANALYSIS_PASSWORD",
     "security": "NATS_SECURITY_PASSWORD",
+    "gateway": "NATS_GATEWAY_PASSWORD",
     "cli": "NATS_CLI_PASSWORD",
     "sys": "NATS_SYS_PASSWORD",
     "agent-demo": "NATS_AGENT_DEMO_PASSWORD",
