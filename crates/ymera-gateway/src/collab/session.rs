@@ -69,8 +69,31 @@ enum End {
     Close(u16, String),
 }
 
+/// The close code after which the client reconnects and so joins again:
+/// drafting no longer counts this connection as an editor (dropped after
+/// its presence timeout, or the session ended). y-websocket retries after
+/// 4500–4599; on the new connection the first sync step 1 shows whether
+/// the client's document still belongs to the session
+/// ([`wire::from_other_session`]).
+pub const REJOIN: u16 = 4509;
+
+/// Whether drafting refused because this connection is not (any more) an
+/// editor of a live session — `drafting.collab.update`'s "has not joined"
+/// (403) and "no collaboration session" (404) — rather than for the
+/// caller's credential or the request.
+fn session_lost(e: &Error) -> bool {
+    (e.kind == ErrorKind::Forbidden && e.message.contains("has not joined"))
+        || (e.kind == ErrorKind::NotFound && e.message.contains("collaboration session"))
+}
+
 impl From<Error> for End {
     fn from(e: Error) -> End {
+        if session_lost(&e) {
+            return End::Close(
+                REJOIN,
+                "this connection left the collaboration session; reconnect".to_owned(),
+            );
+        }
         End::Close(close_code(&e), e.message)
     }
 }
@@ -336,10 +359,11 @@ impl Session {
             return Ok(());
         };
         let gap = match &self.position {
+            // A new session: this connection's ended without it.
             Some((session, _)) if *session != event.session_id => {
                 return Err(End::Close(
-                    4409,
-                    "the collaboration session ended; load the draft again".to_owned(),
+                    REJOIN,
+                    "the collaboration session changed; reconnect".to_owned(),
                 ));
             }
             Some((_, seq)) => event.seq > seq + 1,
@@ -401,15 +425,6 @@ impl Session {
             .await
         {
             Ok(_) => Ok(()),
-            Err(e) if matches!(e.kind, ErrorKind::NotFound | ErrorKind::Forbidden) => {
-                Err(End::Close(
-                    4409,
-                    format!(
-                        "the collaboration session ended ({}); load the draft again",
-                        e.message
-                    ),
-                ))
-            }
             // Drafting briefly away: the next heartbeat tries again.
             Err(e) if e.kind == ErrorKind::Unavailable => Ok(()),
             Err(e) => Err(e.into()),

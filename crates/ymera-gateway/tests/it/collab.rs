@@ -552,6 +552,48 @@ async fn the_client_reconnects_and_converges_after_the_gateway_restarts() {
 }
 
 #[tokio::test]
+async fn a_connection_dropped_from_the_session_reconnects_and_loses_nothing() {
+    let stack = Stack::start(1, 1).await;
+    let key = stack
+        .key("writer", &["drafting:read", "drafting:write"])
+        .await;
+    stack.create_draft("evicted", "abc").await;
+    let mut editor = NatsEditor::join(&stack, &key, "evicted", "nats-editor").await;
+    let mut js = JsClient::start("client.mjs").await;
+    js.connect(&stack.collab_url(0), "evicted", &key).await;
+    // Drafting forgets the gateway's editor (as after its presence timeout).
+    let draft = stack
+        .admin("drafting.get", json!({"draft_id": "evicted"}))
+        .await;
+    let gateway_editor = draft["editors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["client_id"].as_str().unwrap().to_owned())
+        .find(|id| id.starts_with("yws-"))
+        .unwrap_or_else(|| panic!("{draft}"));
+    stack
+        .admin(
+            "drafting.collab.update",
+            json!({"draft_id": "evicted", "client_id": gateway_editor, "leave": true}),
+        )
+        .await;
+    // The next edit is refused by drafting; the client is told to
+    // reconnect, joins again and sends it then.
+    js.send(json!({"op": "insert", "text": "X"})).await;
+    editor.wait_text("abcX").await;
+    let status = js.send(json!({"op": "status"})).await;
+    let codes: Vec<&Value> = status["closes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| &c["code"])
+        .collect();
+    assert!(codes.contains(&&json!(4509)), "{status}");
+    stack.wait_stored("evicted", "abcX").await;
+}
+
+#[tokio::test]
 async fn bad_connections_and_frames_are_closed_with_a_reason() {
     let stack = Stack::start(1, 1).await;
     let writer = stack
