@@ -300,7 +300,9 @@ mod tests {
             .with(
                 tracing_subscriber::fmt::layer()
                     .event_format(WithTraceIds(
-                        tracing_subscriber::fmt::format().json().with_current_span(true),
+                        tracing_subscriber::fmt::format()
+                            .json()
+                            .with_current_span(true),
                     ))
                     .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
                     .with_writer(move || writer.clone()),
