@@ -143,11 +143,8 @@ async fn snapshot(
     let mut out = HashMap::new();
     for info in infos {
         let subject = format!("$SRV.STATS.{}.{}", info.name, info.id);
-        let reply = tokio::time::timeout(
-            Duration::from_secs(2),
-            nats.request(subject, Bytes::new()),
-        )
-        .await;
+        let reply =
+            tokio::time::timeout(Duration::from_secs(2), nats.request(subject, Bytes::new())).await;
         let Some(stats) = reply
             .ok()
             .and_then(Result::ok)
@@ -474,8 +471,14 @@ mod tests {
         let slow = decide(&rows, &args("1.0.0", "1.3.0"));
         assert_eq!(slow.verdict, "fail");
         assert!(slow.reasons[0].contains("latency"), "{slow:?}");
-        assert_eq!(decide(&rows, &args("1.0.0", "1.4.0")).verdict, "inconclusive");
-        assert_eq!(decide(&rows, &args("1.0.0", "9.9.9")).verdict, "inconclusive");
+        assert_eq!(
+            decide(&rows, &args("1.0.0", "1.4.0")).verdict,
+            "inconclusive"
+        );
+        assert_eq!(
+            decide(&rows, &args("1.0.0", "9.9.9")).verdict,
+            "inconclusive"
+        );
         assert!(is_health("svc", "svc.health"));
         assert!(is_health("svc", "svc.health.ABC"));
         assert!(!is_health("svc", "svc.healthy"));
