@@ -27,6 +27,8 @@ pub mod wire;
 use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
@@ -38,6 +40,7 @@ use ymera_core::client::Credential;
 use ymera_core::{Error, ErrorKind};
 
 use crate::AppState;
+use crate::reply::error_response;
 
 /// Most collaboration connections one gateway process holds.
 pub const MAX_CONNECTIONS: usize = 10_000;
@@ -137,10 +140,27 @@ fn check_draft_id(id: &str) -> Result<(), Error> {
 async fn upgrade(
     State(collab): State<Collab>,
     Path(draft_id): Path<String>,
-    Query(query): Query<CollabQuery>,
+    query: Result<Query<CollabQuery>, QueryRejection>,
     headers: HeaderMap,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(rejection) => {
+            return error_response(&Error::invalid_request(format!(
+                "GET /v1/collab/{{draft_id}} is a WebSocket endpoint speaking y-websocket \
+                 (connect with a Yjs WebsocketProvider): {rejection}"
+            )));
+        }
+    };
+    let query = match query {
+        Ok(Query(q)) => q,
+        Err(rejection) => {
+            return error_response(&Error::invalid_request(format!(
+                "bad query string: {rejection}"
+            )));
+        }
+    };
     let limit = frame_limit(&collab.app);
     // Frames up to twice the limit are read and refused with a reason;
     // larger ones end the connection at the protocol level.

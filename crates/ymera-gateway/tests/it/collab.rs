@@ -650,6 +650,12 @@ async fn bad_connections_and_frames_are_closed_with_a_reason() {
         .await;
     assert_eq!(r["code"], 4403, "{r}");
 
+    // A plain GET (no upgrade) gets the platform's JSON error.
+    let (status, body) = ymera_testkit::http_get(stack.gateways[0].2, "/v1/collab/guarded").await;
+    assert_eq!(status, 400, "{body}");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["error"]["code"], "invalid_request", "{body}");
+
     // Malformed, unsupported, text and oversized frames.
     let ok = format!("{base}/guarded?token={writer}");
     let cases: Vec<(Value, u64, &str)> = vec![
