@@ -19,6 +19,10 @@ use crate::{DevstackError, NatsOptions, NatsServer, Result};
 
 /// Most nodes a [`NatsCluster`] starts (JetStream clusters are 3 or 5 in production).
 pub const MAX_CLUSTER_SIZE: usize = 7;
+/// Route keep-alive, as `k8s/base/nats/nats.conf` ships it: a route whose peer stopped
+/// answering (partition, SIGSTOP) is dropped after ~4–6 s, so its queue subscribers stop
+/// drawing requests (nats-server's default, the server-wide 2 min, keeps them minutes).
+const ROUTE_PINGS: &str = "ping_interval: \"2s\"\n  ping_max: 2";
 /// How many times a cluster start is tried on fresh ports after a port was taken.
 const START_ATTEMPTS: u32 = 3;
 
@@ -350,7 +354,7 @@ fn write_node_config(
             .collect();
         let _ = writeln!(
             text,
-            "cluster {{\n  name: {}\n  listen: \"127.0.0.1:{}\"\n  routes: [\n{}\n  ]\n}}",
+            "cluster {{\n  name: {}\n  listen: \"127.0.0.1:{}\"\n  {ROUTE_PINGS}\n  routes: [\n{}\n  ]\n}}",
             options.name,
             ports[index].route,
             routes.join("\n")
