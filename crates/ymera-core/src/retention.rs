@@ -154,19 +154,24 @@ fn check_identifier(name: &'static str) -> Result<(), ConfigError> {
 /// (nothing without `POSTGRES_URL`, or when every table is kept forever).
 /// A malformed age is a configuration error (exit 64).
 pub fn start(runtime: &Runtime, tables: &[Table]) -> Result<(), RuntimeError> {
-    let settings = Settings::read(&Env::from_process(), tables)?;
+    start_with(runtime, Settings::read(&Env::from_process(), tables)?);
+    Ok(())
+}
+
+/// [`start`] with settings already read: the job's loop, until the
+/// runtime's shutdown token is cancelled.
+pub fn start_with(runtime: &Runtime, settings: Settings) {
     let Some(pool) = runtime.postgres().cloned() else {
-        return Ok(());
+        return;
     };
     for rule in &settings.rules {
         metrics::counter!("ymera_retention_deleted_total", "table" => rule.table.table).absolute(0);
     }
     if settings.rules.iter().all(|r| r.max_age.is_none()) {
-        tracing::info!(tables = ?tables.iter().map(|t| t.table).collect::<Vec<_>>(), "retention: every table kept");
-        return Ok(());
+        tracing::info!(tables = ?settings.rules.iter().map(|r| r.table.table).collect::<Vec<_>>(), "retention: every table kept");
+        return;
     }
     tokio::spawn(run(pool, settings, runtime.shutdown_token()));
-    Ok(())
 }
 
 async fn run(pool: PgPool, settings: Settings, shutdown: CancellationToken) {

@@ -190,3 +190,42 @@ async fn replicas_delete_each_row_once_and_wait_for_a_held_lock() {
     );
     assert_eq!(count(&pool, "security_events").await, 0);
 }
+
+/// The job a service starts: its loop prunes on the runtime's pool at the
+/// interval, counts what it deleted, and stops with the runtime.
+#[tokio::test]
+async fn the_running_job_prunes_on_its_interval() {
+    let pg = Postgres::start().unwrap();
+    let nats = crate::common::nats();
+    let mut config = crate::common::config_for(&nats);
+    let url = pg.create_database().unwrap();
+    config.postgres_url = Some(url);
+    let runtime = ymera_core::runtime::Runtime::start("example", config)
+        .await
+        .unwrap();
+    let pool = runtime.postgres().unwrap().clone();
+    events(&pool, 1_500, 100).await;
+    events(&pool, 5, 1).await;
+    retention::start_with(
+        &runtime,
+        Settings {
+            rules: vec![rule(retention::SECURITY_EVENTS, 30)],
+            interval: Duration::from_secs(1),
+            batch: 1000,
+        },
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while count(&pool, "security_events").await != 5 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not pruned within 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let text = ymera_core::metrics::render();
+    assert!(
+        text.contains("ymera_retention_deleted_total{table=\"security_events\"} 1500"),
+        "{text}"
+    );
+    runtime.shutdown_token().cancel();
+}
