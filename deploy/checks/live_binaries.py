@@ -47,7 +47,7 @@ import urllib.request
 
 import nats
 
-SERVICES = ["security", "communication", "config", "drafting", "code-analysis"]
+SERVICES = ["security", "communication", "config", "drafting", "code-analysis", "gateway"]
 NATS_PASSWORD_VARS = {
     "communication": "NATS_COMM_PASSWORD", "config": "NATS_CONFIG_PASSWORD",
     "drafting": "NATS_DRAFTING_PASSWORD", "code-analysis": "NATS_CODE_ANALYSIS_PASSWORD",
@@ -211,7 +211,7 @@ class Stack:
         key_file = os.path.join(self.tmp, "admin", "admin.key")
         if name == "security":
             env["YMERA_BOOTSTRAP_ADMIN_KEY"] = key_file
-        elif name in ("code-analysis", "drafting"):
+        elif name in ("code-analysis", "drafting", "gateway"):
             # The agents answer chat requests through communication.send on
             # their own behalf (ymera_core::agent::AgentInbox).
             deadline = time.monotonic() + 60
@@ -224,6 +224,10 @@ class Stack:
             # Dead-letter the failing recipient within a second.
             env.update(COMM_MAX_ATTEMPTS="2", COMM_RETRY_BASE_MS="20", COMM_RETRY_CAP_MS="100",
                        COMM_INBOX_TIMEOUT_MS="2000", COMM_BREAKER_FAILURES="2")
+        if name == "gateway":
+            # The HTTP edge: its public port, no PostgreSQL (compose sets it empty too).
+            self.gateway_url = f"http://127.0.0.1:{free_port()}"
+            env.update(GATEWAY_ADDR=self.gateway_url.removeprefix("http://"), POSTGRES_URL="")
         proc = self.spawn([binary], log, env)
         self.services[name] = {"proc": proc, "http": f"http://127.0.0.1:{port}", "log": log}
 
@@ -416,6 +420,56 @@ class Traffic:
             {"path": "app.py", "content": "def run(cmd):\n    return eval(cmd)\n"}]})
         return f"{r['summary']['finding_count']} finding(s)"
 
+    async def gateway(self):
+        """The HTTP edge under the gateway NATS user: REST, OpenAPI, an event stream, a webhook."""
+        import urllib.error
+        import urllib.request
+
+        base = self.s.gateway_url
+
+        def call(method, path, body=None, headers=None, stream=False):
+            req = urllib.request.Request(base + path, data=body, method=method, headers=headers or {})
+            try:
+                resp = urllib.request.urlopen(req, timeout=10)
+            except urllib.error.HTTPError as e:
+                return e.code, e.read()
+            if stream:
+                data = b""
+                while b"event: ready" not in data:
+                    chunk = resp.read1(4096)
+                    if not chunk:
+                        break
+                    data += chunk
+                resp.close()
+                return resp.status, data
+            return resp.status, resp.read()
+
+        def run():
+            deadline = time.monotonic() + 30
+            while True:
+                status, body = call("GET", "/openapi.json")
+                paths = json.loads(body).get("paths", {}) if status == 200 else {}
+                if "/v1/config/get" in paths:
+                    break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"/openapi.json has no /v1/config/get after 30 s ({status})")
+                time.sleep(0.5)
+            status, body = call("POST", "/v1/config/get", json.dumps({"agent": "live-gw"}).encode(), self.hdr)
+            if status not in (200, 404):
+                raise RuntimeError(f"POST /v1/config/get: {status} {body[:200]!r}")
+            status, body = call("POST", "/v1/config/get", b"{}", {})
+            if status != 401:
+                raise RuntimeError(f"POST /v1/config/get without a key: {status} (expected 401)")
+            status, body = call("GET", "/v1/events?subjects=events.%3E", None, self.hdr, stream=True)
+            if status != 200 or b"event: ready" not in body:
+                raise RuntimeError(f"GET /v1/events: {status} {body[:200]!r}")
+            status, body = call("POST", "/v1/webhooks/nope", b"{}", {})
+            if status != 404:
+                raise RuntimeError(f"POST /v1/webhooks/nope: {status} (expected 404)")
+            return f"{len(paths)} operations in /openapi.json; REST 200/401, SSE ready, webhook 404"
+
+        return await asyncio.to_thread(run)
+
     async def chat(self, agent, message):
         while not self.demo_inbox.empty():
             self.demo_inbox.get_nowait()
@@ -590,6 +644,8 @@ def main():
                  t.config_set_get),
                 ("drafting", "drafting.analyze, drafting.create, drafting.collab.join", t.drafting),
                 ("code-analysis", "code-analysis.analyze", t.code_analysis),
+                ("gateway", "gateway: POST /v1/config/get, /openapi.json, SSE /v1/events, webhook 404",
+                 t.gateway),
             ]
             for svc, name, fn in plan:
                 if svc in present:

@@ -123,10 +123,45 @@ fn cors_layer(origins: &[String]) -> CorsLayer {
         .max_age(std::time::Duration::from_secs(600))
 }
 
+/// Help texts of the gateway's own metrics (deploy/METRICS.md).
+fn describe_metrics() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_gauge!(
+        "ymera_gateway_routes",
+        "endpoints in the route table (from $SRV.INFO)"
+    );
+    describe_counter!(
+        "ymera_gateway_requests_total",
+        "HTTP requests of POST /v1/<subject> by status"
+    );
+    describe_histogram!(
+        "ymera_gateway_request_duration_seconds",
+        Unit::Seconds,
+        "HTTP to NATS to HTTP time of a REST call"
+    );
+    describe_counter!(
+        "ymera_gateway_webhooks_total",
+        "webhook deliveries by outcome"
+    );
+    describe_counter!(
+        "ymera_gateway_webhook_refusals_total",
+        "webhook deliveries refused, by reason"
+    );
+    describe_gauge!(
+        "ymera_gateway_event_subscribers",
+        "open SSE/WebSocket event streams"
+    );
+    describe_counter!(
+        "ymera_gateway_slow_consumers_total",
+        "event-stream clients disconnected as slow_consumer"
+    );
+}
+
 /// Runs the gateway until shutdown: the public HTTP API on `GATEWAY_ADDR`,
 /// and the service runtime (`gateway.health`, the side port).
 pub async fn run(config: ServiceConfig, settings: Settings) -> Result<(), RuntimeError> {
     let runtime = Runtime::start(NAME, config.clone()).await?;
+    describe_metrics();
     let registry = Arc::new(Registry::new(runtime.client().clone()));
     let service_client = ServiceClient::new(runtime.client().clone())
         .with_credential(config.service_credential.clone())
