@@ -549,6 +549,25 @@ async fn the_client_reconnects_and_converges_after_the_gateway_restarts() {
     assert!(text == expected_a || text == expected_b, "{text}");
     editor.wait_text(&text).await;
     stack.wait_stored("restart", &text).await;
+
+    // A graceful stop (SIGTERM) and start: the same.
+    let stopping = std::time::Instant::now();
+    stack.gateways[0].0.stop().unwrap();
+    assert!(
+        stopping.elapsed() < Duration::from_secs(10),
+        "the gateway took {:?} to stop with a connection open",
+        stopping.elapsed()
+    );
+    js.send(json!({"op": "insert", "index": 0, "text": "¡"}))
+        .await;
+    let opts = stack.gateways[0].1.clone();
+    stack.gateways[0].0 = Service::start(opts).unwrap();
+    stack.wait_gateway(0).await;
+    js.send(json!({"op": "waitSynced", "timeout_ms": 30000}))
+        .await;
+    let text = format!("¡{text}");
+    editor.wait_text(&text).await;
+    stack.wait_stored("restart", &text).await;
 }
 
 #[tokio::test]
