@@ -12,6 +12,7 @@
 //! spending an attempt (state `deferred`).
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_nats::HeaderMap;
@@ -41,6 +42,8 @@ const MAX_PULL: usize = 64;
 const PULL_EXPIRES: Duration = Duration::from_secs(1);
 /// How often known consumers are re-listed and backlogs polled.
 const MAINTENANCE_EVERY: Duration = Duration::from_secs(2);
+/// When a copy whose attempt the platform itself lost is tried again (no attempt spent).
+const PLATFORM_RETRY: Duration = Duration::from_secs(1);
 /// Longest error text stored and published.
 const MAX_ERROR_CHARS: usize = 500;
 
@@ -362,10 +365,30 @@ async fn decide(
             return Ok(Outcome::Nak(delay));
         }
     };
+    // An attempt is spent only on the recipient (DESIGN §11): with this instance's own
+    // NATS connection down, nothing is tried.
+    if comm.client.connection_state() != async_nats::connection::State::Connected {
+        permit.abandon();
+        comm.stats.platform_deferred();
+        return Ok(Outcome::Nak(PLATFORM_RETRY));
+    }
+    let connects = comm.client.statistics().connects.load(Ordering::Relaxed);
     let attempt = attempts + 1;
     let attempted_at = Utc::now();
     let answer = call_inbox(comm, recipient, &message.payload, attempt, &envelope).await;
     drop(slot);
+    let answer = match answer {
+        Err(Failure::Other(error)) if own_connection_failed(comm, connects).await => {
+            // The attempt failed on this side (connection dropped or stalled, nats-server
+            // restarted meanwhile): not the recipient's fault, no attempt spent.
+            tracing::debug!(error = %error, recipient, "attempt lost to the platform; not counted");
+            permit.abandon();
+            comm.stats.platform_deferred();
+            return Ok(Outcome::Nak(PLATFORM_RETRY));
+        }
+        Err(Failure::Other(error) | Failure::Rejected(error)) => Err(error),
+        Ok(()) => Ok(()),
+    };
     match answer {
         Ok(()) => {
             permit.success();
@@ -406,10 +429,7 @@ async fn decide(
                 )
                 .await;
             }
-            let delay = comm
-                .live()
-                .retry_policy()
-                .delay(attempt - 1, &mut rand::rng());
+            let delay = comm.live().retry_delay(attempt - 1, &mut rand::rng());
             comm.journal
                 .delivery(update(
                     DeliveryState::Retrying,
@@ -439,6 +459,32 @@ fn accepted_at(message: &async_nats::jetstream::Message) -> Option<DateTime<Utc>
         .map(|t| t.with_timezone(&Utc))
 }
 
+/// Why an attempt failed.
+enum Failure {
+    /// The recipient answered with an error: its fault for sure.
+    Rejected(String),
+    /// No answer (timeout, no responders, the request failed): the recipient's fault
+    /// unless this instance's own connection failed meanwhile ([`own_connection_failed`]).
+    Other(String),
+}
+
+/// Whether this instance's own NATS connection failed during an attempt begun with
+/// `connects_before` connects: it is down, it reconnected meanwhile (nats-server
+/// restarted or the connection dropped), or its server (JetStream) does not answer a
+/// round trip within 1 s (a stalled or overloaded server, JetStream unavailable).
+async fn own_connection_failed(comm: &Communication, connects_before: u64) -> bool {
+    if comm.client.connection_state() != async_nats::connection::State::Connected
+        || comm.client.statistics().connects.load(Ordering::Relaxed) != connects_before
+    {
+        return true;
+    }
+    let probe = comm.client.request("$JS.API.INFO", Bytes::new());
+    !matches!(
+        tokio::time::timeout(Duration::from_secs(1), probe).await,
+        Ok(Ok(_))
+    )
+}
+
 /// One attempt: a request to the inbox; any reply without an error header
 /// acknowledges the copy.
 async fn call_inbox(
@@ -447,7 +493,7 @@ async fn call_inbox(
     body: &Bytes,
     attempt: u32,
     envelope: &Envelope,
-) -> Result<(), String> {
+) -> Result<(), Failure> {
     let inbox_timeout = comm.live().inbox_timeout;
     let mut headers = HeaderMap::new();
     headers.insert("Ymera-Message-Id", envelope.id.to_string().as_str());
@@ -472,7 +518,8 @@ async fn call_inbox(
                 ),
                 _ => format!("request to agent.{recipient}.inbox failed: {e}"),
             }
-        })?;
+        })
+        .map_err(Failure::Other)?;
     if let Some(headers) = &reply.headers {
         let message = headers.get(ERROR_HEADER).map(|v| v.as_str().to_owned());
         let code = headers
@@ -484,15 +531,15 @@ async fn call_inbox(
                 code.unwrap_or_default(),
                 message.unwrap_or_default()
             );
-            return Err(truncate(&text));
+            return Err(Failure::Rejected(truncate(&text)));
         }
     }
     if let Some(status) = reply.status
         && status.as_u16() >= 400
     {
-        return Err(format!(
+        return Err(Failure::Other(format!(
             "agent.{recipient}.inbox answered with status {status}"
-        ));
+        )));
     }
     Ok(())
 }

@@ -23,6 +23,11 @@ pub const LIVE_KEYS: &[&str] = &[
     "inbox_timeout_ms",
 ];
 
+/// Growth of the backoff between delivery attempts.
+pub const RETRY_FACTOR: u32 = 3;
+/// Most of a backoff delay the jitter takes off (20 %).
+pub const RETRY_JITTER: f64 = 0.2;
+
 /// Tunables of routing and delivery.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CommSettings {
@@ -32,9 +37,11 @@ pub struct CommSettings {
     pub rate_period: Duration,
     /// Delivery attempts per copy before it is dead-lettered (`COMM_MAX_ATTEMPTS`, default 5).
     pub max_attempts: u32,
-    /// Base of the full-jitter backoff between attempts (`COMM_RETRY_BASE_MS`, default 200).
+    /// Base of the backoff between attempts (`COMM_RETRY_BASE_MS`, default 2000): the
+    /// delay before retry `n` (0-based) is `min(cap, base·3^n)` less up to 20 % jitter
+    /// ([`CommSettings::retry_delay`]).
     pub retry_base: Duration,
-    /// Cap of one backoff delay (`COMM_RETRY_CAP_MS`, default 30000).
+    /// Cap of one backoff delay (`COMM_RETRY_CAP_MS`, default 60000).
     pub retry_cap: Duration,
     /// Undelivered copies allowed per recipient (`COMM_BACKLOG_LIMIT`, default 10000).
     pub backlog_limit: u32,
@@ -63,8 +70,8 @@ impl Default for CommSettings {
             rate_limit: 100,
             rate_period: Duration::from_secs(1),
             max_attempts: 5,
-            retry_base: Duration::from_millis(200),
-            retry_cap: Duration::from_secs(30),
+            retry_base: Duration::from_secs(2),
+            retry_cap: Duration::from_secs(60),
             backlog_limit: 10_000,
             inbox_timeout: Duration::from_secs(5),
             duplicate_window: Duration::from_secs(120),
@@ -187,7 +194,33 @@ impl CommSettings {
         RateLimit::new(self.rate_limit, self.rate_period)
     }
 
-    /// The retry policy between delivery attempts (full jitter).
+    /// The upper bound of the delay before retry `retry` (0-based): `min(cap, base·3^retry)`.
+    pub fn retry_ceiling(&self, retry: u32) -> Duration {
+        let factor = RETRY_FACTOR.checked_pow(retry.min(20)).unwrap_or(u32::MAX);
+        self.retry_base.saturating_mul(factor).min(self.retry_cap)
+    }
+
+    /// The delay before retry `retry`: the ceiling less a jitter of up to
+    /// [`RETRY_JITTER`] of it, so copies failing together spread out while the schedule
+    /// keeps its length. With the defaults (2 s, ×3, cap 60 s, 5 attempts) the four
+    /// delays are ~2, 6, 18 and 54 s: the last attempt comes 64–80 s after the first, so a
+    /// recipient away or failing for up to 60 s loses nothing to the DLQ.
+    pub fn retry_delay(&self, retry: u32, rng: &mut impl rand::Rng) -> Duration {
+        let ceiling = self.retry_ceiling(retry);
+        let cut: f64 = rng.random_range(0.0..=RETRY_JITTER);
+        ceiling.mul_f64(1.0 - cut)
+    }
+
+    /// The shortest time from the first attempt to the last one (every delay at its
+    /// lowest jitter; attempts themselves take no time).
+    pub fn shortest_schedule(&self) -> Duration {
+        (0..self.max_attempts.saturating_sub(1))
+            .map(|n| self.retry_ceiling(n).mul_f64(1.0 - RETRY_JITTER))
+            .sum()
+    }
+
+    /// The retry policy between delivery attempts, as a `RetryPolicy` (its ceilings are
+    /// base·2^n; delivery itself uses [`CommSettings::retry_delay`]).
     pub fn retry_policy(&self) -> RetryPolicy {
         RetryPolicy {
             base: self.retry_base,
@@ -212,6 +245,28 @@ impl CommSettings {
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    #[test]
+    fn the_default_schedule_outlasts_a_minute_of_absence() {
+        let d = CommSettings::default();
+        assert_eq!(d.max_attempts, 5);
+        assert!(
+            d.shortest_schedule() >= Duration::from_secs(60),
+            "{:?}",
+            d.shortest_schedule()
+        );
+        let ceilings: Vec<u64> = (0..4).map(|n| d.retry_ceiling(n).as_secs()).collect();
+        assert_eq!(ceilings, [2, 6, 18, 54]);
+        let mut rng = rand::rng();
+        for n in 0..4 {
+            for _ in 0..100 {
+                let delay = d.retry_delay(n, &mut rng);
+                assert!(delay <= d.retry_ceiling(n));
+                assert!(delay >= d.retry_ceiling(n).mul_f64(0.8));
+            }
+        }
+        assert_eq!(d.retry_ceiling(10), d.retry_cap);
+    }
 
     #[test]
     fn defaults_and_overrides() {

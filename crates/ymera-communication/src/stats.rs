@@ -19,6 +19,7 @@ pub struct Stats {
     deduplicated: AtomicU64,
     rate_limited: AtomicU64,
     expired: AtomicU64,
+    platform_deferred: AtomicU64,
     latency_us: Mutex<Option<Histogram<u64>>>,
 }
 
@@ -39,6 +40,10 @@ pub struct Counters {
     pub rate_limited: u64,
     /// Copies dropped because they expired.
     pub expired: u64,
+    /// Attempts not made or not counted because the platform itself failed (its NATS
+    /// connection down or reconnecting): no attempt was spent on the recipient.
+    #[serde(default)]
+    pub platform_deferred: u64,
 }
 
 /// Latency percentiles in milliseconds.
@@ -46,6 +51,9 @@ pub struct Counters {
 pub struct Latency {
     /// Samples.
     pub count: u64,
+    /// Mean delivery time (accept → acknowledgement), the seed's `avg_delivery_time`.
+    #[serde(default)]
+    pub mean_ms: f64,
     /// Median.
     pub p50_ms: f64,
     /// 95th percentile.
@@ -66,6 +74,7 @@ impl Default for Stats {
             deduplicated: AtomicU64::new(0),
             rate_limited: AtomicU64::new(0),
             expired: AtomicU64::new(0),
+            platform_deferred: AtomicU64::new(0),
             // 1 µs .. 1 h at 3 significant digits: a fixed ~200 KB.
             latency_us: Mutex::new(Histogram::new_with_bounds(1, 3_600_000_000, 3).ok()),
         }
@@ -136,6 +145,12 @@ impl Stats {
         metrics::counter!("ymera_comm_rate_limited_total").increment(1);
     }
 
+    /// An attempt the platform itself lost (not spent on the recipient).
+    pub fn platform_deferred(&self) {
+        self.platform_deferred.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("ymera_comm_platform_deferred_total").increment(1);
+    }
+
     /// A copy expired before delivery.
     pub fn expired(&self) {
         self.expired.fetch_add(1, Ordering::Relaxed);
@@ -151,6 +166,7 @@ impl Stats {
             deduplicated: self.deduplicated.load(Ordering::Relaxed),
             rate_limited: self.rate_limited.load(Ordering::Relaxed),
             expired: self.expired.load(Ordering::Relaxed),
+            platform_deferred: self.platform_deferred.load(Ordering::Relaxed),
         }
     }
 
@@ -161,6 +177,7 @@ impl Stats {
         match guard.as_ref() {
             Some(h) if !h.is_empty() => Latency {
                 count: h.len(),
+                mean_ms: (h.mean() / 1000.0 * 1000.0).round() / 1000.0,
                 p50_ms: ms(h.value_at_quantile(0.50)),
                 p95_ms: ms(h.value_at_quantile(0.95)),
                 p99_ms: ms(h.value_at_quantile(0.99)),
@@ -168,6 +185,7 @@ impl Stats {
             },
             _ => Latency {
                 count: 0,
+                mean_ms: 0.0,
                 p50_ms: 0.0,
                 p95_ms: 0.0,
                 p99_ms: 0.0,

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod agents;
+mod attempts;
 mod common;
 mod failures;
 mod faults;

@@ -201,6 +201,17 @@ impl CallPermit<'_> {
         self.reported = true;
         self.breaker.record(self.generation, false);
     }
+
+    /// The call never reached the callee (the caller's own fault, such as its
+    /// connection dropping): no outcome is recorded, and a half-open probe slot
+    /// is given back for another probe.
+    pub fn abandon(mut self) {
+        self.reported = true;
+        let mut inner = lock(&self.breaker.inner);
+        if inner.generation == self.generation && inner.state == BreakerState::HalfOpen {
+            inner.half_open_admitted = inner.half_open_admitted.saturating_sub(1);
+        }
+    }
 }
 
 impl Drop for CallPermit<'_> {
