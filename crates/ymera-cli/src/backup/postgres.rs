@@ -210,23 +210,76 @@ fn tool_major(tool: &Path) -> Option<i64> {
 }
 
 /// `pg_dump --format=custom` of `url` at `snapshot` into `file`; the bar shows bytes written.
+/// The dump streams through this process, which hashes it on the way: returns its sha256
+/// and size.
 pub async fn dump(
     bin_dir: &Path,
     url: &str,
     snapshot: Option<&str>,
     file: &Path,
     bar: &ProgressBar,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<(String, u64)> {
+    use sha2::Digest as _;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let mut command = tokio::process::Command::new(bin_dir.join("pg_dump"));
-    command
-        .arg("--format=custom")
-        .arg("--no-password")
-        .arg(format!("--file={}", file.display()));
+    command.arg("--format=custom").arg("--no-password");
     if let Some(id) = snapshot {
         command.arg(format!("--snapshot={id}"));
     }
-    command.arg(format!("--dbname={url}"));
-    run_tool(command, "pg_dump", Some(file), bar).await
+    command
+        .arg(format!("--dbname={url}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = command.spawn().context("starting pg_dump")?;
+    let errors = collect_stderr(child.stderr.take());
+    let mut stdout = child.stdout.take().context("pg_dump has no stdout")?;
+    let mut out = tokio::fs::File::create(file)
+        .await
+        .with_context(|| format!("creating {}", file.display()))?;
+    let mut hasher = sha2::Sha256::new();
+    let mut size = 0u64;
+    let mut buf = vec![0u8; 1 << 20];
+    let copy = async {
+        loop {
+            let n = stdout.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            out.write_all(&buf[..n]).await?;
+            size += n as u64;
+            bar.set_position(size);
+        }
+        out.flush().await?;
+        out.sync_all().await?;
+        anyhow::Ok(())
+    };
+    tokio::time::timeout(TOOL_TIMEOUT, copy)
+        .await
+        .map_err(|_| anyhow::anyhow!("pg_dump ran longer than {} s", TOOL_TIMEOUT.as_secs()))??;
+    let status = child.wait().await?;
+    let stderr = errors.await.unwrap_or_default();
+    if !status.success() {
+        bail!("pg_dump failed ({status}): {}", first_lines(&stderr));
+    }
+    Ok((super::manifest::hex(&hasher.finalize()), size))
+}
+
+fn collect_stderr(stderr: Option<tokio::process::ChildStderr>) -> tokio::task::JoinHandle<String> {
+    tokio::spawn(async move {
+        use tokio::io::AsyncReadExt as _;
+        let mut buf = Vec::new();
+        if let Some(stderr) = stderr {
+            let _ = stderr.take(64 * 1024).read_to_end(&mut buf).await;
+        }
+        String::from_utf8_lossy(&buf).into_owned()
+    })
+}
+
+fn first_lines(text: &str) -> String {
+    text.trim().lines().take(10).collect::<Vec<_>>().join(" | ")
 }
 
 /// `pg_restore` of `file` into `url` in one transaction (a failure changes nothing),
@@ -250,13 +303,21 @@ pub async fn restore(
         ])
         .arg(format!("--dbname={url}"))
         .arg(file);
-    run_tool(command, "pg_restore", None, bar).await
+    run_tool(command, "pg_restore", bar).await
+}
+
+/// Runs `command` (pg_dump or pg_restore as given), with its errors in the message.
+pub async fn run_plain(
+    command: tokio::process::Command,
+    name: &str,
+    bar: &ProgressBar,
+) -> anyhow::Result<()> {
+    run_tool(command, name, bar).await
 }
 
 async fn run_tool(
     mut command: tokio::process::Command,
     name: &str,
-    output: Option<&Path>,
     bar: &ProgressBar,
 ) -> anyhow::Result<()> {
     command
@@ -267,27 +328,13 @@ async fn run_tool(
     let mut child = command
         .spawn()
         .with_context(|| format!("starting {name}"))?;
-    let stderr = child.stderr.take();
-    let errors = tokio::spawn(async move {
-        use tokio::io::AsyncReadExt as _;
-        let mut text = String::new();
-        if let Some(mut stderr) = stderr {
-            let mut buf = Vec::new();
-            let _ = (&mut stderr).take(64 * 1024).read_to_end(&mut buf).await;
-            text = String::from_utf8_lossy(&buf).into_owned();
-        }
-        text
-    });
+    let errors = collect_stderr(child.stderr.take());
     let deadline = tokio::time::Instant::now() + TOOL_TIMEOUT;
     let status = loop {
         tokio::select! {
             status = child.wait() => break status?,
             _ = tokio::time::sleep(Duration::from_millis(200)) => {
-                if let Some(path) = output
-                    && let Ok(meta) = std::fs::metadata(path)
-                {
-                    bar.set_position(meta.len());
-                }
+                bar.tick();
                 if tokio::time::Instant::now() > deadline {
                     let _ = child.kill().await;
                     bail!("{name} ran longer than {} s", TOOL_TIMEOUT.as_secs());
