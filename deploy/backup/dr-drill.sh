@@ -9,22 +9,24 @@
 # 3. disaster: `ymera down` and delete every data directory;
 # 4. recovery, timed: `ymera backup verify`, `ymera backup restore --dir` (starts the new stack's
 #    servers itself), `ymera up`, until `ymera health --expect 5` passes.
-# Prints one line per phase and the RTO. YMERA defaults to target/release/ymera (build it and
-# the service binaries first: cargo build --release --workspace --bins).
+# Prints one line per phase and the RTO. YMERA (the binary timed for create/verify/restore)
+# defaults to target/release/ymera; YMERA_STACK (the one that runs `ymera up`, whose service
+# binaries sit beside it) defaults to YMERA. Build first: cargo build --release --workspace --bins.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 SIZE_MB=${1:-300}
 YMERA=${2:-$ROOT/target/release/ymera}
+STACK=${YMERA_STACK:-$YMERA}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/ymera-dr-drill.XXXXXX")
 chmod 755 "$WORK" # PostgreSQL runs as `postgres` when this runs as root
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 up() { # <dir>
-  "$YMERA" up --detach --dir "$1" --nats-port "$(port)" --nats-monitor-port "$(port)" \
+  "$STACK" up --detach --dir "$1" --nats-port "$(port)" --nats-monitor-port "$(port)" \
     --postgres-port "$(port)" --redis-port "$(port)" --http-base-port "$(port)" >/dev/null
 }
 cleanup() {
-  "$YMERA" down --dir "$WORK/a" >/dev/null 2>&1 || true
-  "$YMERA" down --dir "$WORK/b" >/dev/null 2>&1 || true
+  "$STACK" down --dir "$WORK/a" >/dev/null 2>&1 || true
+  "$STACK" down --dir "$WORK/b" >/dev/null 2>&1 || true
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -52,7 +54,7 @@ ARCHIVE=$(json "$WORK/create.json" "['archive']")
 ARCHIVE_MB=$(python3 -c "import os; print(round(os.path.getsize('$ARCHIVE') / 1e6))")
 echo "create        $(secs "$t0" "$t1") s  (database ${DB_MB} MB, archive ${ARCHIVE_MB} MB)"
 
-"$YMERA" down --dir "$WORK/a" >/dev/null
+"$STACK" down --dir "$WORK/a" >/dev/null
 rm -rf "$WORK/a"
 echo "disaster      the stack and every data directory are gone"
 
