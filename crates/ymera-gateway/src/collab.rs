@@ -62,12 +62,54 @@ struct Collab {
 
 /// The collaboration routes (`/v1/collab/{draft_id}`), state applied.
 pub fn router(state: AppState) -> Router {
+    describe_metrics();
     Router::new()
         .route("/v1/collab/{draft_id}", get(upgrade))
         .with_state(Collab {
             app: state,
             slots: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
         })
+}
+
+/// Help texts of the collaboration metrics (deploy/METRICS.md).
+fn describe_metrics() {
+    use metrics::{describe_counter, describe_gauge};
+    describe_gauge!(
+        "ymera_gateway_collab_connections",
+        "open y-websocket connections"
+    );
+    describe_counter!(
+        "ymera_gateway_collab_connections_total",
+        "y-websocket connections accepted"
+    );
+    describe_counter!(
+        "ymera_gateway_collab_frames_total",
+        "y-websocket frames from (in) and to (out) clients"
+    );
+    describe_counter!(
+        "ymera_gateway_collab_closed_total",
+        "y-websocket connections closed by the gateway, by close code"
+    );
+    describe_counter!(
+        "ymera_gateway_collab_refused_total",
+        "y-websocket connections refused at the upgrade, by error code"
+    );
+    describe_counter!(
+        "ymera_gateway_collab_resyncs_total",
+        "resyncs after a gap in a draft's broadcast sequence"
+    );
+    describe_counter!(
+        "ymera_gateway_collab_slow_clients_total",
+        "y-websocket clients dropped for not taking a frame in time"
+    );
+    describe_counter!(
+        "ymera_gateway_collab_awareness_dropped_total",
+        "awareness frames dropped over the per-connection rate"
+    );
+    describe_counter!(
+        "ymera_gateway_collab_stale_documents_total",
+        "connections refused for a Y.Doc of an earlier session"
+    );
 }
 
 /// Query parameters of the upgrade request.

@@ -40,7 +40,8 @@ struct Stack {
     admin: String,
     _security: Service,
     _drafting: Vec<Service>,
-    gateways: Vec<(Service, ServiceOptions, u16)>,
+    /// Each gateway: process, options (to start it again), public port, side port.
+    gateways: Vec<(Service, ServiceOptions, u16, u16)>,
     _keys: tempfile::TempDir,
 }
 
@@ -86,14 +87,16 @@ impl Stack {
         };
         for _ in 0..gateways {
             let port = ymera_testkit::free_port().unwrap();
+            let side = ymera_testkit::free_port().unwrap();
             let mut env: Vec<(String, String)> = vec![
                 ("NATS_URL".into(), stack.servers.nats_url().to_owned()),
                 ("GATEWAY_ADDR".into(), format!("127.0.0.1:{port}")),
+                ("YMERA_HTTP_ADDR".into(), format!("127.0.0.1:{side}")),
             ];
             env.push(("MAX_MESSAGE_SIZE".into(), "1MiB".into()));
             let opts = options("gateway", &env);
             let service = Service::start(opts.clone()).unwrap();
-            stack.gateways.push((service, opts, port));
+            stack.gateways.push((service, opts, port, side));
         }
         for i in 0..gateways {
             stack.wait_gateway(i).await;
@@ -102,7 +105,7 @@ impl Stack {
     }
 
     async fn wait_gateway(&self, i: usize) {
-        let (service, _, port) = &self.gateways[i];
+        let (service, _, port, _) = &self.gateways[i];
         service
             .wait_healthy(&self.nats, HEALTH_TIMEOUT)
             .await
@@ -715,6 +718,14 @@ async fn bad_connections_and_frames_are_closed_with_a_reason() {
     assert_eq!(synced["text"], "text");
     js.send(json!({"op": "insert", "text": "!"})).await;
     stack.wait_stored("guarded", "text!").await;
+    let (_, metrics) = ymera_testkit::http_get(stack.gateways[0].3, "/metrics").await;
+    for line in [
+        "ymera_gateway_collab_refused_total{code=\"not_found\"} 1",
+        "ymera_gateway_collab_refused_total{code=\"forbidden\"} 2",
+        "ymera_gateway_collab_connections 1",
+    ] {
+        assert!(metrics.contains(line), "{line} not in\n{metrics}");
+    }
 
     // That Y.Doc taken to another draft (as a client that kept its document
     // past the end of a session would) is refused: merging its items would
