@@ -50,7 +50,7 @@ fn schemathesis(url: &str, dir: &std::path::Path, header: Option<&str>) -> (bool
             "--checks",
             "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance",
             "--max-examples",
-            "12",
+            "8",
             "--seed",
             "16",
             "--workers",
