@@ -32,6 +32,7 @@ fn callout_servers(issuer: &nkeys::KeyPair) -> (Servers, tempfile::TempDir) {
             "DRAFTING",
             "CODE_ANALYSIS",
             "SECURITY",
+            "GATEWAY",
             "CLI",
             "AGENT_DEMO",
             "CALLOUT",
