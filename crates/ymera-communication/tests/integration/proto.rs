@@ -178,8 +178,22 @@ async fn the_registry_lists_every_endpoint_with_its_permission_and_schemas() {
     let db = database();
     let agent = Agent::start(config(&nats, &db), fast_settings()).await;
     let endpoints = ymera_communication::service(agent.comm.clone()).endpoints();
-    let sends = ["send", "dlq.replay"];
-    let reads = ["status", "history", "conversations", "metrics", "dlq.list"];
+    let sends = [
+        "send",
+        "dlq.replay",
+        "agents.register",
+        "agents.heartbeat",
+        "agents.deregister",
+    ];
+    let reads = [
+        "status",
+        "history",
+        "conversations",
+        "metrics",
+        "dlq.list",
+        "agents.list",
+        "agents.get",
+    ];
     assert_eq!(endpoints.len(), sends.len() + reads.len());
     for info in &endpoints {
         let name = info.subject.strip_prefix("communication.").unwrap();
