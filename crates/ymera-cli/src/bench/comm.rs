@@ -45,6 +45,10 @@ pub struct CommBenchArgs {
     /// (rate limit raised) instead of using the running stack.
     #[arg(long)]
     pub private: bool,
+    /// Also send to `skill:<id>` (DESIGN §9: resolved at send time to the bench agent's
+    /// card) in the same run, and print its cost beside the named send (target ≤ 10 %).
+    #[arg(long)]
+    pub skill: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -160,6 +164,24 @@ pub async fn run(args: CommBenchArgs, ctx: &Context) -> anyhow::Result<ExitCode>
         )
         .await,
     );
+    if args.skill {
+        let skill = ymera.register_skill().await?;
+        let recipient = format!("skill:{skill}");
+        let target = format!("communication.send {recipient} → agent inbox");
+        results.push(
+            burst(&target, &args, &ymera.receiver, |i| {
+                ymera.send_to(i, &recipient)
+            })
+            .await,
+        );
+        results.push(
+            paced(&target, &args, &ymera.receiver, |i| {
+                ymera.send_to(i, &recipient)
+            })
+            .await,
+        );
+        ymera.deregister().await;
+    }
     drop(stack);
     print_results(ctx, &args, &results)?;
     Ok(ExitCode::SUCCESS)
@@ -447,16 +469,48 @@ impl YmeraPath {
         Ok(path)
     }
 
+    /// Registers the bench agent's card with one skill of its own; returns the skill id.
+    async fn register_skill(&self) -> anyhow::Result<String> {
+        let skill = self.agent.replace('-', "_");
+        let card = json!({
+            "name": self.agent, "description": "ymera bench comm recipient",
+            "skills": [{"id": skill, "name": "bench"}], "ttl_s": 600,
+        });
+        let _: serde_json::Value = self
+            .client
+            .request("communication.agents.register", &card)
+            .await?;
+        Ok(skill)
+    }
+
+    async fn deregister(&self) {
+        let _ = self
+            .client
+            .request::<_, serde_json::Value>(
+                "communication.agents.deregister",
+                &json!({ "name": self.agent }),
+            )
+            .await;
+    }
+
     fn send(
         &self,
         i: u64,
+    ) -> impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static {
+        self.send_to(i, &self.agent)
+    }
+
+    fn send_to(
+        &self,
+        i: u64,
+        recipient: &str,
     ) -> impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static {
         let client = self.client.clone();
         let t = self.epoch.elapsed().as_micros() as u64;
         let envelope = json!({
             "type": "event",
             "sender": format!("bench-sender-{}", i % 64),
-            "recipients": [self.agent],
+            "recipients": [recipient],
             "subject": "bench",
             "payload": {"t": t},
         });
@@ -513,6 +567,27 @@ fn print_results(
         println!(
             "P99 send→delivered at {} msg/s: {:.2} ms (target ≤ 25 ms)",
             args.rate, paced.p99_ms
+        );
+    }
+    if let (Some(named), Some(skill), Some(named_paced), Some(skill_paced)) = (
+        results.get(2),
+        results.get(4),
+        results.get(3),
+        results.get(5),
+    ) {
+        let cost = |named: f64, skill: f64| (skill / named.max(1e-9) - 1.0) * 100.0;
+        println!(
+            "skill: send vs named send: throughput {:.0} vs {:.0} msg/s ({:+.1} % time per message); \
+             P50 {:.2} vs {:.2} ms ({:+.1} %), P99 {:.2} vs {:.2} ms at {} msg/s (target ≤ +10 %)",
+            skill.per_second,
+            named.per_second,
+            cost(skill.per_second, named.per_second),
+            skill_paced.p50_ms,
+            named_paced.p50_ms,
+            cost(named_paced.p50_ms, skill_paced.p50_ms),
+            skill_paced.p99_ms,
+            named_paced.p99_ms,
+            args.rate,
         );
     }
     Ok(())
