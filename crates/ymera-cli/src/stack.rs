@@ -19,13 +19,17 @@ use ymera_devstack::{
 use crate::context::state_dir;
 
 /// The service binaries `ymera up` looks for next to the `ymera` binary.
-pub const SERVICES: [&str; 5] = [
+pub const SERVICES: [&str; 6] = [
     "communication",
     "config",
     "drafting",
     "code-analysis",
     "security",
+    "gateway",
 ];
+
+/// The gateway's public HTTP port under `ymera up` (replica r: + r).
+pub const GATEWAY_PORT: u16 = 8088;
 
 /// Options of `ymera up`.
 #[derive(Debug, Clone, clap::Args)]
@@ -61,6 +65,10 @@ pub struct UpArgs {
     /// First HTTP side port; instance r of service i listens on base + i × replicas + r.
     #[arg(long, default_value_t = 9100)]
     pub http_base_port: u16,
+    /// The gateway's public HTTP port (replica r: + r); when it is taken, the
+    /// gateway gets a free one (its log names it).
+    #[arg(long, default_value_t = GATEWAY_PORT)]
+    pub gateway_port: u16,
     /// Start only these services (default: every service binary found).
     #[arg(long, value_delimiter = ',')]
     pub services: Vec<String>,
@@ -173,6 +181,24 @@ async fn start_instance(
         let mut options = ServiceOptions::new(name, path)
             .envs(service_env(stack, args, port))
             .restart(Backoff::default());
+        if name == "gateway" {
+            let wanted = args
+                .gateway_port
+                .saturating_add(u16::try_from(instance).unwrap_or(0));
+            // A busy port (another stack) would make the gateway crash-loop.
+            let public = match std::net::TcpListener::bind(("127.0.0.1", wanted)) {
+                Ok(_) => wanted,
+                Err(_) => {
+                    println!(
+                        "gateway       port {wanted} is taken; using a free port (see its log)"
+                    );
+                    0
+                }
+            };
+            options = options
+                .env("GATEWAY_ADDR", format!("127.0.0.1:{public}"))
+                .env("GATEWAY_CORS_ORIGINS", "*");
+        }
         if name == "security" {
             // The security service creates the development admin key (mode 0600)
             // that the CLI sends when no other credential is given.
@@ -380,6 +406,11 @@ fn print_summary(info: &StackInfo, dir: &Path) {
         ]);
     }
     println!("{table}");
+    if info.services.iter().any(|(n, _)| n == "gateway") {
+        println!(
+            "HTTP API:  http://127.0.0.1:{GATEWAY_PORT}/openapi.json (default port; curl examples: crates/ymera-gateway/README.md)"
+        );
+    }
     println!(
         "Try:  ymera health   ·   ymera services   (NATS_URL={})",
         info.nats_url

@@ -10,12 +10,13 @@ use std::time::{Duration, Instant};
 use ymera_testkit::free_port;
 
 const YMERA: &str = env!("CARGO_BIN_EXE_ymera");
-const SERVICES: [&str; 5] = [
+const SERVICES: [&str; 6] = [
     "communication",
     "config",
     "drafting",
     "code-analysis",
     "security",
+    "gateway",
 ];
 
 fn built_services() -> Vec<&'static str> {
