@@ -848,9 +848,21 @@ pub fn resolve(
                     })
                 })
                 .collect();
+            let names: Vec<String> = live
+                .iter()
+                .take(20)
+                .filter_map(|a| a["name"].as_str().map(str::to_owned))
+                .collect();
+            let available = if names.is_empty() {
+                "no agent is live".to_owned()
+            } else {
+                format!("live agents: {}", names.join(", "))
+            };
             return Err(Error::new(
                 ErrorKind::ValidationFailed,
-                format!("no capable agent found: no live agent has the skill {skill:?}"),
+                format!(
+                    "no capable agent found: no live agent has the skill {skill:?}; {available}"
+                ),
             )
             .with_detail("reason", "no_capable_agent")
             .with_detail("skill", skill)
