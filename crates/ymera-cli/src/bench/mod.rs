@@ -11,6 +11,7 @@ mod comm;
 mod comm_cluster;
 mod config;
 mod drafting;
+mod gateway;
 mod security;
 
 use std::future::Future;
@@ -55,6 +56,8 @@ pub enum BenchCommand {
     Analysis(analysis::Args),
     /// `ymera backup create` / `restore` MB/s beside pg_dump / pg_restore alone.
     Backup(backup::Args),
+    /// Cached `config.get` over HTTP through the gateway beside the same request over NATS.
+    Gateway(gateway::Args),
 }
 
 /// Options shared by the benchmarks.
@@ -117,6 +120,7 @@ pub async fn run(command: BenchCommand, ctx: &Context) -> anyhow::Result<ExitCod
         BenchCommand::Drafting(args) => drafting::run(args, ctx).await,
         BenchCommand::Analysis(args) => analysis::run(args, ctx).await,
         BenchCommand::Backup(args) => backup::run(args, ctx).await,
+        BenchCommand::Gateway(args) => gateway::run(args, ctx).await,
     }
 }
 
