@@ -185,6 +185,9 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<ExitCode> {
         None,
     )];
 
+    let replication = replication_check(&client).await;
+    println!("replication: {}", replication.summary);
+
     let rounds = if args.schedule == "full" { 3 } else { 1 };
     let mut schedule = vec![
         Fault::KillNatsLeader,
@@ -259,6 +262,10 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<ExitCode> {
     }
     if lost > 0 {
         println!("FAIL: {lost} accepted messages or committed writes lost");
+        return Ok(ExitCode::FAILURE);
+    }
+    if !replication.ok {
+        println!("FAIL: replication: {}", replication.summary);
         return Ok(ExitCode::FAILURE);
     }
     if !below.is_empty() {
@@ -525,6 +532,72 @@ fn connections_on(port: u16) -> String {
         .map(|(name, n)| format!("{name}×{n}"))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// What [`replication_check`] found.
+struct Replication {
+    ok: bool,
+    summary: String,
+}
+
+/// Every platform stream and KV bucket (`YMERA_*`, `KV_YMERA_*`) at R3 with two followers,
+/// and every consumer of `YMERA_MESSAGES` replicated with it (DESIGN §11 on 3 servers).
+async fn replication_check(client: &async_nats::Client) -> Replication {
+    use futures::TryStreamExt as _;
+    let js = async_nats::jetstream::new(client.clone());
+    let mut problems = Vec::new();
+    let (mut streams, mut consumers) = (0, 0);
+    let infos: Vec<async_nats::jetstream::stream::Info> = match js.streams().try_collect().await {
+        Ok(infos) => infos,
+        Err(err) => {
+            return Replication {
+                ok: false,
+                summary: format!("listing streams: {err}"),
+            };
+        }
+    };
+    for info in infos {
+        let name = &info.config.name;
+        if !(name.starts_with("YMERA_") || name.starts_with("KV_YMERA_")) {
+            continue;
+        }
+        streams += 1;
+        let followers = info.cluster.as_ref().map_or(0, |c| c.replicas.len());
+        if info.config.num_replicas != 3 || followers != 2 {
+            problems.push(format!(
+                "{name}: R{} with {followers} followers",
+                info.config.num_replicas
+            ));
+        }
+    }
+    match js.get_stream("YMERA_MESSAGES").await {
+        Ok(stream) => match stream.consumers().try_collect::<Vec<_>>().await {
+            Ok(list) => {
+                for info in list {
+                    consumers += 1;
+                    let followers = info.cluster.as_ref().map_or(0, |c| c.replicas.len());
+                    if followers != 2 {
+                        problems.push(format!("consumer {}: {followers} followers", info.name));
+                    }
+                }
+            }
+            Err(err) => problems.push(format!("listing consumers: {err}")),
+        },
+        Err(err) => problems.push(format!("YMERA_MESSAGES: {err}")),
+    }
+    if consumers == 0 {
+        problems.push("YMERA_MESSAGES has no consumer".to_owned());
+    }
+    let ok = problems.is_empty();
+    let summary = if ok {
+        format!(
+            "{streams} platform streams/buckets at R3 (2 followers each), \
+             {consumers} YMERA_MESSAGES consumers replicated with it"
+        )
+    } else {
+        problems.join("; ")
+    };
+    Replication { ok, summary }
 }
 
 /// The `server_name` of the nats-server leading `YMERA_MESSAGES`.
