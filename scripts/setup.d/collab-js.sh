@@ -27,7 +27,7 @@ if [ -x /usr/bin/chromium ]; then
 else
     SUDO=""
     [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-    $SUDO apt-get update -qq
-    $SUDO apt-get install -y -qq chromium >/dev/null
+    $SUDO apt-get -o DPkg::Lock::Timeout=600 update -qq
+    $SUDO apt-get -o DPkg::Lock::Timeout=600 install -y -qq chromium >/dev/null
     echo "chromium     installed  $(/usr/bin/chromium --version 2>/dev/null | head -1)"
 fi
