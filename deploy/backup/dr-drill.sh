@@ -4,7 +4,7 @@
 #   deploy/backup/dr-drill.sh [SIZE_MB] [YMERA]
 #
 # 1. `ymera up` a stack in a temporary directory, fill its database with SIZE_MB (default 300)
-#    of message history and send 2,000 messages to an agent that is not there;
+#    of message history and send 1,000 messages to an agent that is not there;
 # 2. `ymera backup create --tar`;
 # 3. disaster: `ymera down` and delete every data directory;
 # 4. recovery, timed: `ymera backup verify`, `ymera backup restore --dir` (starts the new stack's
@@ -21,7 +21,7 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/ymera-dr-drill.XXXXXX")
 chmod 755 "$WORK" # PostgreSQL runs as `postgres` when this runs as root
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 up() { # <dir>
-  "$STACK" up --detach --dir "$1" --nats-port "$(port)" --nats-monitor-port "$(port)" \
+  COMM_RATE_LIMIT=1000000 LOG_LEVEL=warn "$STACK" up --detach --dir "$1" --nats-port "$(port)" --nats-monitor-port "$(port)" \
     --postgres-port "$(port)" --redis-port "$(port)" --http-base-port "$(port)" >/dev/null
 }
 cleanup() {
@@ -44,7 +44,8 @@ ROWS=$((SIZE_MB * 1000000 / 1200))
   SELECT 'drill-' || i, 'event', 'drill', '[\"drill\"]'::jsonb, 'drill ' || i,
          jsonb_build_object('text', (SELECT string_agg(md5(i::text || '.' || g::text), ' ') FROM generate_series(1, 24) g)),
          'delivered', now() FROM generate_series(1, $ROWS) i" >/dev/null
-for i in $(seq 1 2000); do echo "$i"; done | xargs -P 16 -I{} "$YMERA" --nats-url "$NATS" send --to absent-agent --subject "drill {}" >/dev/null
+for i in $(seq 1 1000); do echo "$i"; done |
+  xargs -P 8 -I{} "$YMERA" --nats-url "$NATS" send --from "drill-{}" --to absent-agent --subject "drill {}" >/dev/null
 DB_MB=$("$PSQL" -tA "$PG" -c "SELECT round(pg_database_size(current_database()) / 1e6)")
 
 t0=$(now)
