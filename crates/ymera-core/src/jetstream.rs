@@ -98,43 +98,121 @@ pub fn apply_replicas(config: &mut stream::Config, replicas: Replicas, existing:
     };
 }
 
+/// How long [`ensure_stream`] keeps retrying while JetStream is not ready (a cluster electing
+/// its meta or stream leader at start, a scale-up in progress): a service started beside a
+/// cluster that is still forming waits instead of exiting.
+const NOT_READY_DEADLINE: Duration = Duration::from_secs(30);
+
 /// Creates the stream of `config` at `replicas`, or updates the existing one in place
 /// (its replica count included, see [`apply_replicas`]). Returns the stream's info.
+///
+/// Time-outs, no responders and JetStream's "cluster not available / no leader" answers are
+/// retried with backoff for up to 30 s; any other error (a bad configuration, a permission)
+/// is returned at once.
 pub async fn ensure_stream(
+    js: &jetstream::Context,
+    config: stream::Config,
+    replicas: Replicas,
+) -> Result<stream::Info, String> {
+    let deadline = Instant::now() + NOT_READY_DEADLINE;
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match try_ensure_stream(js, config.clone(), replicas).await {
+            Ok(info) => return Ok(info),
+            Err(err) if err.transient && Instant::now() + delay < deadline => {
+                tracing::warn!(stream = %config.name, error = %err.message, "JetStream not ready, retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+            Err(err) => return Err(err.message),
+        }
+    }
+}
+
+/// An [`ensure_stream`] failure: its message, and whether waiting may cure it.
+struct EnsureError {
+    message: String,
+    transient: bool,
+}
+
+impl EnsureError {
+    fn new(name: &str, err: impl std::fmt::Display, transient: bool) -> Self {
+        Self {
+            message: format!("stream {name}: {err}"),
+            transient,
+        }
+    }
+}
+
+/// JetStream API error codes that mean "not ready yet" rather than "refused".
+fn not_ready(code: jetstream::ErrorCode) -> bool {
+    use jetstream::ErrorCode as C;
+    [
+        C::CLUSTER_NOT_AVAILABLE,
+        C::CLUSTER_NOT_ACTIVE,
+        C::CLUSTER_NOT_LEADER,
+        C::CLUSTER_NOT_ASSIGNED,
+        C::CLUSTER_NO_PEERS,
+        C::CLUSTER_INCOMPLETE,
+        C::CLUSTER_SERVER_MEMBER_CHANGE_INFLIGHT,
+    ]
+    .contains(&code)
+}
+
+fn create_error_transient(kind: &jetstream::context::CreateStreamErrorKind) -> bool {
+    use jetstream::context::CreateStreamErrorKind as K;
+    match kind {
+        K::TimedOut | K::JetStreamUnavailable => true,
+        K::JetStream(inner) => not_ready(inner.error_code()),
+        _ => false,
+    }
+}
+
+async fn try_ensure_stream(
     js: &jetstream::Context,
     mut config: stream::Config,
     replicas: Replicas,
-) -> Result<stream::Info, String> {
+) -> Result<stream::Info, EnsureError> {
+    use jetstream::context::{GetStreamErrorKind, RequestErrorKind};
+    let name = config.name.clone();
     let existing = match js.get_stream(&config.name).await {
         Ok(mut stream) => Some(
             stream
                 .info()
                 .await
-                .map_err(|e| format!("stream {}: {e}", config.name))?
+                .map_err(|e| {
+                    let transient = matches!(
+                        e.kind(),
+                        RequestErrorKind::TimedOut | RequestErrorKind::NoResponders
+                    );
+                    EnsureError::new(&name, e, transient)
+                })?
                 .config
                 .num_replicas,
         ),
-        Err(err)
-            if matches!(
-                err.kind(),
-                jetstream::context::GetStreamErrorKind::JetStream(inner)
-                    if inner.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
-            ) =>
-        {
-            None
-        }
-        Err(err) => return Err(format!("stream {}: {err}", config.name)),
+        Err(err) => match err.kind() {
+            GetStreamErrorKind::JetStream(inner)
+                if inner.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND =>
+            {
+                None
+            }
+            GetStreamErrorKind::JetStream(inner) => {
+                let transient = not_ready(inner.error_code());
+                return Err(EnsureError::new(&name, err, transient));
+            }
+            GetStreamErrorKind::Request => return Err(EnsureError::new(&name, err, true)),
+            _ => return Err(EnsureError::new(&name, err, false)),
+        },
     };
     apply_replicas(&mut config, replicas, existing);
-    let name = config.name.clone();
     let info = match existing {
-        Some(_) => js.update_stream(&config).await.map_err(|e| e.to_string()),
-        None => js
-            .create_or_update_stream(config)
-            .await
-            .map_err(|e| e.to_string()),
+        Some(_) => js.update_stream(&config).await,
+        None => js.create_or_update_stream(config).await,
     };
-    info.map_err(|e| format!("stream {name}: {e}"))
+    info.map_err(|e| {
+        let transient = create_error_transient(&e.kind());
+        EnsureError::new(&name, e, transient)
+    })
 }
 
 #[cfg(test)]
