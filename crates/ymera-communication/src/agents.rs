@@ -868,7 +868,7 @@ pub fn resolve(
             .with_detail("skill", skill)
             .with_detail("live_agents", live));
         }
-        let chosen = choose(&capable, id, |name| comm.known_backlog(name));
+        let chosen = choose(&capable, id, |name| comm.routing_backlog(name));
         comm.count_backlog(&chosen);
         resolved.push((recipient.clone(), chosen.clone()));
         *recipient = chosen;

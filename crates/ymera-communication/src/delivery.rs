@@ -123,7 +123,12 @@ pub async fn maintenance_loop(comm: Arc<Communication>) {
             _ = tokio::time::sleep(MAINTENANCE_EVERY) => {}
         }
         discover_recipients(&comm).await;
-        for (recipient, backlog) in poll_backlogs(&comm).await {
+        let polled = poll_backlogs(&comm).await;
+        comm.routed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        for (recipient, backlog) in polled {
             metrics::gauge!("ymera_comm_backlog", "recipient" => recipient.clone())
                 .set(backlog as f64);
             let mut map = comm.backlog.lock().unwrap_or_else(|p| p.into_inner());

@@ -97,6 +97,9 @@ pub struct Communication {
     workers: Mutex<HashMap<String, ()>>,
     attempts: Mutex<HashMap<(Uuid, String), u32>>,
     backlog: Mutex<HashMap<String, u64>>,
+    /// Copies routed by `skill:` resolution since the last backlog poll (added to the
+    /// polled backlog when choosing among agents; never used to refuse a send).
+    routed: Mutex<HashMap<String, u64>>,
     agents: Option<Arc<agents::Registry>>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
@@ -173,6 +176,7 @@ impl Communication {
             workers: Mutex::new(HashMap::new()),
             attempts: Mutex::new(HashMap::new()),
             backlog: Mutex::new(HashMap::new()),
+            routed: Mutex::new(HashMap::new()),
             agents: Some(registry.clone()),
             tracker: TaskTracker::new(),
             shutdown: runtime.shutdown_token(),
@@ -241,13 +245,23 @@ impl Communication {
         map.get(recipient).copied().unwrap_or(0)
     }
 
-    /// Counts one more copy for `recipient` until the next backlog poll replaces the figure
-    /// (so skill resolutions between polls spread by backlog too).
+    /// Counts one more copy routed to `recipient` until the next backlog poll (so skill
+    /// resolutions between polls spread by backlog too).
     fn count_backlog(&self, recipient: &str) {
-        let mut map = self.backlog.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.routed.lock().unwrap_or_else(|p| p.into_inner());
         if map.len() < MAX_RECIPIENTS_TRACKED || map.contains_key(recipient) {
             *map.entry(recipient.to_owned()).or_insert(0) += 1;
         }
+    }
+
+    /// The backlog `skill:` resolution compares: the last polled backlog plus the copies
+    /// routed to the agent since.
+    fn routing_backlog(&self, recipient: &str) -> u64 {
+        let routed = {
+            let map = self.routed.lock().unwrap_or_else(|p| p.into_inner());
+            map.get(recipient).copied().unwrap_or(0)
+        };
+        self.known_backlog(recipient).saturating_add(routed)
     }
 
     /// The agent card registry (`None` only before start-up finished).
