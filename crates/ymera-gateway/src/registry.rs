@@ -83,6 +83,14 @@ impl Registry {
         self.snapshot().get(subject).map(|s| s.endpoint.clone())
     }
 
+    /// Whether `subject` is routable.
+    pub fn contains(&self, subject: &str) -> bool {
+        match self.table.read() {
+            Ok(table) => table.contains_key(subject),
+            Err(poisoned) => poisoned.into_inner().contains_key(subject),
+        }
+    }
+
     /// Every endpoint, by subject.
     pub fn endpoints(&self) -> Vec<Endpoint> {
         self.snapshot()

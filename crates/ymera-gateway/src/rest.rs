@@ -61,9 +61,9 @@ async fn forward(
     if !is_plain_subject(&subject) {
         return Err(unknown(&subject));
     }
-    if state.registry.get(&subject).is_none() {
+    if !state.registry.contains(&subject) {
         state.registry.refresh_on_demand().await;
-        if state.registry.get(&subject).is_none() {
+        if !state.registry.contains(&subject) {
             return Err(unknown(&subject));
         }
     }
