@@ -6,15 +6,18 @@
 //! the bucket was lost). Calls go with the service credential. Failures are logged and
 //! retried; they never stop the service.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use crate::agent::AgentInbox;
 use crate::client::ServiceClient;
+use crate::envelope::Envelope;
 use crate::error::ErrorKind;
-use crate::runtime::Runtime;
+use crate::runtime::{Runtime, RuntimeError};
 
 /// Register subject.
 pub const REGISTER_SUBJECT: &str = "communication.agents.register";
@@ -70,6 +73,38 @@ impl InboxMetrics {
             "state": state,
         })
     }
+}
+
+/// Serves a built-in agent's inbox: subscribes `agent.<name>.inbox`, answers each envelope
+/// with `answer`, counts it in the card's [`InboxMetrics`] (an answer whose `success` is
+/// `false` counts as an error) and keeps `card` registered with those metrics
+/// ([`keep_card`]).
+pub async fn serve_inbox<F, Fut>(
+    runtime: &Runtime,
+    name: &str,
+    card: Value,
+    answer: F,
+) -> Result<(), RuntimeError>
+where
+    F: Fn(Envelope) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Value> + Send + 'static,
+{
+    let inbox = AgentInbox::subscribe(runtime, name).await?;
+    let metrics = Arc::new(InboxMetrics::default());
+    let counted = metrics.clone();
+    let answer = Arc::new(answer);
+    tokio::spawn(inbox.run(runtime.shutdown_token(), move |envelope| {
+        let metrics = counted.clone();
+        let answer = answer.clone();
+        async move {
+            let started = metrics.start();
+            let reply = answer(envelope).await;
+            metrics.finish(started, reply["success"] != false);
+            reply
+        }
+    }));
+    keep_card(runtime, card, metrics);
+    Ok(())
 }
 
 /// Registers `card` (a JSON agent card with `name` and `ttl_s`) and keeps it alive until

@@ -445,19 +445,13 @@ pub async fn serve(
         tracing::warn!(error = %e, "initial auto-save flush failed");
     }
     let max = runtime.config().max_message_size;
-    let inbox = ymera_core::agent::AgentInbox::subscribe(&runtime, NAME).await?;
-    let metrics = std::sync::Arc::new(ymera_core::agent_card::InboxMetrics::default());
-    let counted = metrics.clone();
-    tokio::spawn(inbox.run(runtime.shutdown_token(), move |envelope| {
-        let metrics = counted.clone();
-        async move {
-            let started = metrics.start();
-            let answer = crate::inbox::answer(&envelope, max).await;
-            metrics.finish(started, answer["success"] != false);
-            answer
-        }
-    }));
-    ymera_core::agent_card::keep_card(&runtime, crate::inbox::card(), metrics);
+    ymera_core::agent_card::serve_inbox(
+        &runtime,
+        NAME,
+        crate::inbox::card(),
+        move |envelope| async move { crate::inbox::answer(&envelope, max).await },
+    )
+    .await?;
     tokio::spawn(follow_broadcasts(
         state.clone(),
         runtime.client().clone(),
