@@ -116,6 +116,11 @@ pub const CATALOGUE: &[(&str, MetricKind, &str)] = &[
         "per-recipient delivery attempts that failed",
     ),
     (
+        "ymera_comm_platform_deferred_total",
+        MetricKind::Counter,
+        "delivery attempts not made or not counted because the platform itself failed",
+    ),
+    (
         "ymera_comm_messages_dead_lettered_total",
         MetricKind::Counter,
         "per-recipient copies moved to YMERA_DLQ",

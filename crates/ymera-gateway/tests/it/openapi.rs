@@ -111,7 +111,14 @@ async fn the_openapi_document_is_valid_and_every_operation_conforms() {
 
     let admin = format!("X-API-Key: {}", stack.admin);
     for header in [Some(admin.as_str()), None] {
-        let (ok, output) = schemathesis(&url, dir.path(), header);
+        let (mut ok, mut output) = schemathesis(&url, dir.path(), header);
+        // An engine error of schemathesis itself (its generator's "Inconsistent
+        // results" on the largest bodies) is not a finding about the API: run that
+        // pass once more. A check failure (a FAILURES section) is never retried.
+        if !ok && output.contains("=== ERRORS ===") && !output.contains("=== FAILURES ===") {
+            eprintln!("{output}\nschemathesis engine error only: running the pass again");
+            (ok, output) = schemathesis(&url, dir.path(), header);
+        }
         eprintln!("{output}");
         assert!(
             ok,
