@@ -1,7 +1,8 @@
 //! The agent card of a built-in agent (DESIGN §9): registered with
 //! `communication.agents.register` at start, refreshed by
 //! `communication.agents.heartbeat` every third of its TTL with the agent's own
-//! metrics ([`InboxMetrics`]: requests handled, processing time, errors, state), and
+//! metrics ([`InboxMetrics`]: requests handled, processing time, errors, state) under a
+//! per-process `instance` id (the card sums its replicas' reports), and
 //! registered again whenever the communication agent answers 404 (the card lapsed, or
 //! the bucket was lost). Calls go with the service credential. Failures are logged and
 //! retried; they never stop the service.
@@ -127,11 +128,14 @@ pub fn keep_card(runtime: &Runtime, card: Value, metrics: Arc<InboxMetrics>) {
         .unwrap_or(30)
         .max(3);
     let period = Duration::from_secs(ttl) / 3;
+    // This replica's reports are kept apart from the other replicas' on the card, which
+    // shows their sum.
+    let instance = uuid::Uuid::now_v7().simple().to_string();
     tokio::spawn(async move {
         let mut registered = false;
         loop {
             let result = if registered {
-                let beat = json!({"name": name, "metrics": metrics.report()});
+                let beat = json!({"name": name, "instance": instance, "metrics": metrics.report()});
                 client.request::<_, Value>(HEARTBEAT_SUBJECT, &beat).await
             } else {
                 client.request::<_, Value>(REGISTER_SUBJECT, &card).await

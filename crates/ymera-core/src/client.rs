@@ -1,5 +1,8 @@
 //! Connecting to NATS, and calling Ymera endpoints with typed errors.
 
+pub mod failover;
+
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::{Client, ConnectOptions, HeaderMap};
@@ -27,11 +30,21 @@ pub enum ConnectError {
 
 /// Connects with the platform's options: a connection name, credentials and
 /// TLS from `settings`, retry on the initial connect and reconnect forever.
+///
+/// Every connection gets a [`failover`] watcher: when its server is cut off from its
+/// cluster's majority (a partition between the servers), the connection moves to a server
+/// that reaches one.
 pub async fn connect_nats(
     settings: &NatsSettings,
     connection_name: &str,
 ) -> Result<Client, ConnectError> {
+    let next = Arc::new(failover::NextServer::default());
+    let chosen = Arc::clone(&next);
     let mut options = ConnectOptions::new()
+        .reconnect_to_server_callback(move |pool, _info| {
+            let target = chosen.take(&pool);
+            async move { target }
+        })
         .name(connection_name)
         .retry_on_initial_connect()
         .max_reconnects(None)
@@ -67,7 +80,10 @@ pub async fn connect_nats(
             .require_tls(true);
     }
     let urls: Vec<&str> = settings.url.split(',').map(str::trim).collect();
-    options.connect(urls).await.map_err(ConnectError::Connect)
+    let configured = failover::configured_servers(&urls);
+    let client = options.connect(urls).await.map_err(ConnectError::Connect)?;
+    failover::spawn(&client, next, configured);
+    Ok(client)
 }
 
 /// Reconnect backoff: 0 for the first try, then doubling from 50 ms to 2 s.

@@ -22,6 +22,7 @@ from typing import (
     Optional,
     Sequence,
     Set,
+    Tuple,
     Union,
 )
 
@@ -48,6 +49,223 @@ SEEN_IDS = 4096
 MAX_PENDING_REQUESTS = 10_000
 #: Largest body the SDK sends (the platform's default ``MAX_MESSAGE_SIZE``).
 MAX_MESSAGE_SIZE = 1024 * 1024
+
+#: Failover (see :class:`_Failover`): how often the agent's server is asked for its INFO,
+#: the checks in a row below a majority before the connection moves, the quiet time after
+#: a move and after a search that found no better server, one probe's time limit.
+FAILOVER_CHECK_S = 0.5
+FAILOVER_STRIKES = 2
+FAILOVER_COOLDOWN_S = 5.0
+FAILOVER_RETRY_SEARCH_S = 2.0
+FAILOVER_PROBE_TIMEOUT_S = 1.0
+_MAX_INFO_LINE = 64 * 1024
+
+
+@dataclass(frozen=True)
+class ClusterView:
+    """A nats-server's view of its cluster, from the INFO it sends a new connection."""
+
+    server_id: str
+    server_name: str
+    cluster: Optional[str]
+    #: Servers it advertises (distinct ``connect_urls``, itself included), at least 1.
+    size: int
+
+    @staticmethod
+    def from_info(info: Dict[str, Any]) -> "ClusterView":
+        urls = {str(u) for u in (info.get("connect_urls") or [])}
+        return ClusterView(
+            server_id=str(info.get("server_id") or ""),
+            server_name=str(info.get("server_name") or ""),
+            cluster=str(info["cluster"]) if info.get("cluster") else None,
+            size=max(1, len(urls)),
+        )
+
+
+def parse_info_line(line: bytes) -> Optional[ClusterView]:
+    """The view of an ``INFO {json}`` line; ``None`` for anything else."""
+    text = line.strip()
+    if not text.startswith(b"INFO"):
+        return None
+    try:
+        info = json.loads(text[4:].strip())
+    except ValueError:
+        return None
+    return ClusterView.from_info(info) if isinstance(info, dict) else None
+
+
+async def probe_server(host: str, port: int, timeout: float = FAILOVER_PROBE_TIMEOUT_S) -> Optional[ClusterView]:
+    """Reads the INFO a nats-server sends a new plain TCP connection (before any
+    authentication: no credentials, no permission), then closes it. ``None`` when no INFO
+    came in time (server down, TLS first, not a nats-server)."""
+
+    async def read() -> Optional[ClusterView]:
+        reader, writer = await asyncio.open_connection(host, port, limit=_MAX_INFO_LINE)
+        try:
+            return parse_info_line(await reader.readline())
+        finally:
+            writer.close()
+
+    try:
+        return await asyncio.wait_for(read(), timeout)
+    except (OSError, asyncio.TimeoutError, ValueError):
+        return None
+
+
+class FailoverJudge:
+    """The decision of :class:`_Failover` (the same as ``ymera_core::client::failover``):
+    the agent's server is cut off when it advertises fewer servers than a majority of the
+    largest cluster seen, ``FAILOVER_STRIKES`` checks in a row; the connection then moves to
+    another server of the same cluster that advertises a majority, if there is one."""
+
+    def __init__(self, configured: int) -> None:
+        self.largest = max(1, configured)
+        self.strikes = 0
+        self.quiet_until: Optional[float] = None
+
+    def see(self, view: ClusterView) -> None:
+        self.largest = max(self.largest, view.size)
+
+    @property
+    def majority(self) -> int:
+        return self.largest // 2 + 1
+
+    def is_minority(self, view: ClusterView) -> bool:
+        return view.size < self.majority
+
+    def check(self, current: ClusterView, now: float) -> bool:
+        """One check of the agent's server; True: search for another server now."""
+        self.see(current)
+        if not self.is_minority(current):
+            self.strikes = 0
+            return False
+        self.strikes += 1
+        return self.strikes >= FAILOVER_STRIKES and (self.quiet_until is None or now >= self.quiet_until)
+
+    def choose(self, current: ClusterView, candidates: Sequence[Tuple[str, ClusterView]]) -> Optional[str]:
+        """The ``host:port`` to move to among ``candidates`` (``host:port``, view); None: stay."""
+        for _, view in candidates:
+            self.see(view)
+        if not self.is_minority(current):
+            return None
+        best: Optional[Tuple[str, ClusterView]] = None
+        for netloc, view in candidates:
+            same_cluster = current.cluster is None or view.cluster is None or current.cluster == view.cluster
+            if view.server_id == current.server_id or not same_cluster or self.is_minority(view):
+                continue
+            if best is None or view.size > best[1].size:
+                best = (netloc, view)
+        return best[0] if best else None
+
+    def moved(self, now: float) -> None:
+        self.strikes = 0
+        self.quiet_until = now + FAILOVER_COOLDOWN_S
+
+    def found_none(self, now: float) -> None:
+        self.quiet_until = now + FAILOVER_RETRY_SEARCH_S
+
+
+def failover_supported() -> bool:
+    """nats-py has ``force_reconnect`` and the ``reconnect_to_server_handler`` option (2.12+)."""
+    return hasattr(NATS, "force_reconnect") and "reconnect_to_server_handler" in inspect.signature(NATS.connect).parameters
+
+
+class _Failover:
+    """Moves the agent's connection off a nats-server cut off from its cluster's majority.
+
+    In a partition between servers nothing breaks a client's own connection: a client of
+    the cut-off server stays on it and reaches neither a JetStream quorum nor the services
+    on the other side. A server drops a route whose peer stopped answering and stops
+    advertising that peer: the ``connect_urls`` of the INFO it sends new connections shrink.
+    Every ``FAILOVER_CHECK_S`` the watcher reads that INFO from the agent's server (a plain
+    TCP connection, see :func:`probe_server`); when :class:`FailoverJudge` finds it cut off
+    it probes the other servers of the pool and, if one advertises a majority, hands it to
+    the reconnect handler and calls ``force_reconnect``. A single server, a cluster with
+    ``no_advertise`` (no ``connect_urls``) or a split with no majority anywhere: it stays."""
+
+    def __init__(self, configured: int, reconnect_wait: float) -> None:
+        self.judge = FailoverJudge(configured)
+        self.reconnect_wait = reconnect_wait
+        self.nc: Optional[NATS] = None
+        self._next: Optional[Tuple[str, float]] = None
+        self._last_netloc: Optional[str] = None
+        self._task: Optional["asyncio.Task[None]"] = None
+
+    def handler(self, servers: List[Any], _info: Dict[str, Any]) -> Tuple[Optional[Any], float]:
+        """nats-py's ``reconnect_to_server_handler``: the server the watcher chose, once;
+        otherwise nats-py's own round robin (with a handler installed nats-py takes the
+        first of the pool every time, without a pause, so the handler does it): the server
+        with the fewest failed attempts, the one just lost last, and a pause of
+        ``reconnect_time_wait`` before a server that failed before."""
+        chosen, self._next = self._next, None
+        if chosen is not None and time.monotonic() - chosen[1] < 10:
+            for server in servers:
+                if server.uri.netloc == chosen[0]:
+                    return server, 0.0
+        if not servers:
+            return None, 0.0
+        best = min(servers, key=lambda s: (s.reconnects, s.uri.netloc == self._last_netloc))
+        return best, (self.reconnect_wait if best.reconnects > 0 else 0.0)
+
+    def start(self, nc: NATS) -> None:
+        self.nc = nc
+        self._task = asyncio.ensure_future(self._run())
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    async def _run(self) -> None:
+        nc = self.nc
+        assert nc is not None
+        while not nc.is_closed:
+            await asyncio.sleep(FAILOVER_CHECK_S)
+            try:
+                await self._check(nc)
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:  # a watcher never takes the agent down
+                log.debug("failover check failed: %r", err)
+
+    async def _check(self, nc: NATS) -> None:
+        url = nc.connected_url
+        info = getattr(nc, "_server_info", None) or {}
+        if url is None or not nc.is_connected or url.hostname is None:
+            return
+        self._last_netloc = url.netloc
+        if not info.get("cluster"):
+            return
+        current = await probe_server(url.hostname, url.port or 4222)
+        if current is None or (info.get("server_id") and current.server_id != info.get("server_id")):
+            return
+        now = time.monotonic()
+        if not self.judge.check(current, now):
+            return
+        others = [s.uri for s in nc.server_pool if s.uri.netloc != url.netloc and s.uri.hostname]
+        views = await asyncio.gather(*(probe_server(u.hostname or "", u.port or 4222) for u in others))
+        candidates = [(u.netloc, v) for u, v in zip(others, views) if v is not None]
+        target = self.judge.choose(current, candidates)
+        if target is None:
+            log.warning(
+                "NATS server %s advertises %d of %d servers (cut off from the majority) and no "
+                "other server reaches one: staying",
+                current.server_name,
+                current.size,
+                self.judge.largest,
+            )
+            self.judge.found_none(now)
+            return
+        log.warning(
+            "NATS server %s advertises %d of %d servers (cut off from the majority): moving to %s",
+            current.server_name,
+            current.size,
+            self.judge.largest,
+            target,
+        )
+        self._next = (target, now)
+        self.judge.moved(now)
+        await nc.force_reconnect()
 
 
 @dataclass
@@ -202,6 +420,7 @@ class Agent:
         self._tasks: Set["asyncio.Task[Any]"] = set()
         self._heartbeat: Optional["asyncio.Task[None]"] = None
         self._stopped = asyncio.Event()
+        self._failover: Optional[_Failover] = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -237,7 +456,14 @@ class Agent:
         }
         if self.credential:
             options["token"] = _bare(self.credential)
+        servers = {u for u in options["servers"] if u}
+        failover = _Failover(len(servers), options["reconnect_time_wait"]) if failover_supported() else None
+        if failover is not None:
+            options["reconnect_to_server_handler"] = failover.handler
         self._conn = await nats.connect(**options)
+        if failover is not None:
+            failover.start(self._conn)
+            self._failover = failover
         await self._conn.subscribe(f"agent.{self.name}.inbox", queue=self.name, cb=self._on_inbox)
         await self._conn.flush()
         self.metrics.state = "idle"
@@ -256,6 +482,9 @@ class Agent:
         if self._heartbeat is not None:
             self._heartbeat.cancel()
             self._heartbeat = None
+        if self._failover is not None:
+            self._failover.stop()
+            self._failover = None
         if self.register_card and self.registered:
             try:
                 await self.call("communication.agents.deregister", {"name": self.name}, timeout=2)
