@@ -76,8 +76,9 @@ impl std::fmt::Debug for AppState {
 
 /// The whole public HTTP API.
 pub fn router(state: AppState) -> Router {
-    let cors = cors_layer(&state.settings.cors_origins);
-    Router::new()
+    let cors =
+        (!state.settings.cors_origins.is_empty()).then(|| cors_layer(&state.settings.cors_origins));
+    let router = Router::new()
         .route(
             "/health",
             get(|| async { axum::Json(serde_json::json!({"status": "alive"})) }),
@@ -90,8 +91,33 @@ pub fn router(state: AppState) -> Router {
         .with_state(state.clone())
         .merge(collab::router(state))
         .fallback(not_found)
-        .layer(CompressionLayer::new().gzip(true).br(true))
-        .layer(cors)
+        .layer(
+            CompressionLayer::new()
+                .gzip(true)
+                .br(true)
+                .compress_when(compression_predicate()),
+        );
+    // No origins configured: no CORS layer at all (no per-request work).
+    match cors {
+        Some(cors) => router.layer(cors),
+        None => router,
+    }
+}
+
+/// Smallest response body worth compressing: below it gzip/br framing and
+/// the CPU cost outweigh the bytes saved (a small JSON reply is one packet
+/// either way).
+pub const COMPRESS_MIN_BYTES: u64 = 1024;
+
+/// Compress bodies of at least [`COMPRESS_MIN_BYTES`], never event streams,
+/// gRPC or images (tower-http's default predicate with a larger size).
+fn compression_predicate() -> impl tower_http::compression::Predicate {
+    use tower_http::compression::Predicate as _;
+    use tower_http::compression::predicate::{NotForContentType, SizeAbove};
+    SizeAbove::new(COMPRESS_MIN_BYTES)
+        .and(NotForContentType::GRPC)
+        .and(NotForContentType::IMAGES)
+        .and(NotForContentType::SSE)
 }
 
 async fn not_found(uri: axum::http::Uri) -> axum::response::Response {
@@ -184,8 +210,7 @@ pub async fn run(config: ServiceConfig, settings: Settings) -> Result<(), Runtim
     .map_err(RuntimeError::Register)?;
     let hub = events::EventHub::start(
         runtime.client().clone(),
-        settings.events_max_age,
-        settings.events_queue,
+        &settings,
         runtime.shutdown_token(),
     )
     .await
@@ -215,7 +240,7 @@ pub async fn run(config: ServiceConfig, settings: Settings) -> Result<(), Runtim
     let app = router(state);
     tokio::spawn(async move {
         let server = axum::serve(
-            listener,
+            axum::serve::ListenerExt::tap_io(listener, events::tune_connection),
             app.into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(async move { shutdown.cancelled().await });

@@ -9,11 +9,12 @@
 //! `GATEWAY_REQUEST_TIMEOUT` is 503 `unavailable` with `reason: timeout`.
 
 use std::net::SocketAddr;
+use std::sync::OnceLock;
 use std::time::Instant;
 
 use async_nats::HeaderMap as NatsHeaders;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{ConnectInfo, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use sha2::{Digest, Sha256};
@@ -33,21 +34,37 @@ pub const FORWARDED_HEADERS: [&str; 4] =
 pub async fn call(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Path(path): Path<String>,
-    headers: HeaderMap,
-    body: Body,
+    request: axum::extract::Request,
 ) -> Response {
     let started = Instant::now();
-    let result = forward(&state, peer, &path, &headers, body).await;
+    // The request's own parts: no copy of its headers.
+    let (parts, body) = request.into_parts();
+    let path = parts.uri.path().strip_prefix("/v1/").unwrap_or("");
+    let result = forward(&state, peer, path, &parts.headers, body).await;
     let response = match result {
         Ok(response) => response,
         Err(err) => error_response(&err),
     };
-    metrics::histogram!("ymera_gateway_request_duration_seconds", "route" => "rest")
-        .record(started.elapsed().as_secs_f64());
-    metrics::counter!("ymera_gateway_requests_total", "route" => "rest", "status" => response.status().as_u16().to_string())
-        .increment(1);
+    record(response.status(), started);
     response
+}
+
+/// The request metrics; the handles of the common case (200) are looked up once.
+fn record(status: axum::http::StatusCode, started: Instant) {
+    static DURATION: OnceLock<metrics::Histogram> = OnceLock::new();
+    static OK: OnceLock<metrics::Counter> = OnceLock::new();
+    DURATION
+        .get_or_init(
+            || metrics::histogram!("ymera_gateway_request_duration_seconds", "route" => "rest"),
+        )
+        .record(started.elapsed().as_secs_f64());
+    if status == axum::http::StatusCode::OK {
+        OK.get_or_init(|| metrics::counter!("ymera_gateway_requests_total", "route" => "rest", "status" => "200"))
+            .increment(1);
+    } else {
+        metrics::counter!("ymera_gateway_requests_total", "route" => "rest", "status" => status.as_u16().to_string())
+            .increment(1);
+    }
 }
 
 async fn forward(

@@ -58,6 +58,10 @@ pub const TOLERANCE: Duration = Duration::from_secs(300);
 /// A claim still `pending` after this long belongs to a gateway that died
 /// mid-send; a repeat may take it over.
 pub const PENDING_TAKEOVER: Duration = Duration::from_secs(30);
+/// The security event of a refusal (stored by the security service).
+pub const REFUSAL_SUBJECT: &str = "events.security.webhook_refused";
+/// Longest wait for JetStream to store a refusal.
+const REFUSAL_PUBLISH_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest delivery id accepted.
 const MAX_ID_LEN: usize = 256;
 
@@ -111,6 +115,50 @@ pub struct Webhooks {
     sources: watch::Receiver<GatewayDocument>,
     dedupe: kv::Store,
     client: ServiceClient,
+    secrets: SecretCache,
+}
+
+/// How long a secret read from its variable or file is reused (a rotated
+/// secret is in use within this time).
+pub const SECRET_TTL: Duration = Duration::from_secs(10);
+/// Most secrets cached (one per source reference).
+const MAX_CACHED_SECRETS: usize = 1024;
+
+/// Secrets by reference (`env:NAME` / `file:PATH`), read at most every
+/// [`SECRET_TTL`]: no file read or environment lookup per delivery.
+#[derive(Default)]
+struct SecretCache {
+    entries: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, Arc<str>)>>,
+}
+
+impl SecretCache {
+    fn get(&self, source: &WebhookSource) -> Result<Arc<str>, String> {
+        let reference = match (&source.secret_env, &source.secret_file) {
+            (Some(var), _) => format!("env:{var}"),
+            (None, Some(path)) => format!("file:{path}"),
+            (None, None) => {
+                return Err("the source names neither secret_env nor secret_file".to_owned());
+            }
+        };
+        let now = std::time::Instant::now();
+        if let Ok(entries) = self.entries.lock()
+            && let Some((at, secret)) = entries.get(&reference)
+            && now.duration_since(*at) < SECRET_TTL
+        {
+            return Ok(secret.clone());
+        }
+        let secret: Arc<str> = read_secret(source)?.into();
+        if let Ok(mut entries) = self.entries.lock() {
+            if entries.len() >= MAX_CACHED_SECRETS {
+                entries.retain(|_, (at, _)| now.duration_since(*at) < SECRET_TTL);
+                if entries.len() >= MAX_CACHED_SECRETS {
+                    entries.clear();
+                }
+            }
+            entries.insert(reference, (now, secret.clone()));
+        }
+        Ok(secret)
+    }
 }
 
 impl std::fmt::Debug for Webhooks {
@@ -165,6 +213,7 @@ impl Webhooks {
             sources,
             dedupe,
             client,
+            secrets: SecretCache::default(),
         })
     }
 }
@@ -240,7 +289,7 @@ async fn accept(
             format!("webhook body exceeds the limit of {limit} bytes"),
         )
     })?;
-    let secret = read_secret(&source).map_err(|message| {
+    let secret = webhooks.secrets.get(&source).map_err(|message| {
         tracing::error!(source = source_name, %message, "webhook secret unavailable");
         refuse(
             ErrorKind::Unavailable,
@@ -605,14 +654,25 @@ async fn record_refusal(
         "details": {"source": source, "reason": reason, "webhook_id": webhook_id, "remote": peer.ip().to_string()},
         "created_at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
     });
-    if let Err(err) = nats
-        .publish(
-            "events.security.webhook_refused",
-            Bytes::from(event.to_string()),
-        )
-        .await
-    {
-        tracing::warn!(error = %err, "publishing a webhook refusal failed");
+    // Into YMERA_EVENTS with the JetStream ack awaited (bounded), so the
+    // security service's consumer stores it in `security_events`; the
+    // event id is the Nats-Msg-Id, so a resend is a no-op.
+    let id = event["id"].as_str().unwrap_or_default().to_owned();
+    let mut msg_headers = async_nats::HeaderMap::new();
+    msg_headers.insert("Nats-Msg-Id", id.as_str());
+    let js = jetstream::new(nats.clone());
+    let published = tokio::time::timeout(REFUSAL_PUBLISH_TIMEOUT, async {
+        js.publish_with_headers(REFUSAL_SUBJECT, msg_headers, Bytes::from(event.to_string()))
+            .await
+            .map_err(|e| e.to_string())?
+            .await
+            .map_err(|e| e.to_string())
+    })
+    .await;
+    match published {
+        Ok(Ok(_)) => {}
+        Ok(Err(err)) => tracing::warn!(error = %err, "storing a webhook refusal failed"),
+        Err(_) => tracing::warn!("storing a webhook refusal timed out"),
     }
     metrics::counter!("ymera_gateway_webhook_refusals_total", "reason" => reason.to_owned())
         .increment(1);

@@ -330,3 +330,300 @@ asyncio.run(ws()) if mode == "ws" else sse()
         "the stream ends after the error"
     );
 }
+
+/// Publishes `n` events of about `size` bytes of incompressible text (so
+/// permessage-deflate cannot shrink a burst below the sockets' buffers);
+/// `data.i` counts from `first`.
+async fn publish_noise(
+    client: &async_nats::Client,
+    subject: &str,
+    first: usize,
+    n: usize,
+    size: usize,
+) {
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15 ^ first as u64;
+    for i in first..first + n {
+        let filler: String = (0..size)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                char::from(
+                    b"abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ+/"
+                        [(state % 64) as usize],
+                )
+            })
+            .collect();
+        client
+            .publish(
+                subject.to_owned(),
+                json!({"i": i, "filler": filler}).to_string().into(),
+            )
+            .await
+            .unwrap();
+    }
+    client.flush().await.unwrap();
+}
+
+/// A Python `websockets` client of `/v1/events/ws` (the repo venv's), one of
+/// three modes: `read` (offers permessage-deflate, prints the negotiated
+/// `Sec-WebSocket-Extensions`, reads `count` events and prints
+/// `[[seq, subject, i], …]`), `plain` (the same without offering deflate),
+/// `stall` (offers deflate, stops reading until a line on stdin, then reads
+/// to the end and prints the close code, reason, last error frame and how
+/// many events it got).
+const WS_CLIENT: &str = r#"
+import asyncio, json, sys
+mode, url, key, count = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+async def main():
+    import websockets
+    compression = None if mode == "plain" else "deflate"
+    # max_queue=1: a client that stops calling recv() stops reading its socket.
+    sock = await websockets.connect(url + "&token=" + key, compression=compression,
+                                    max_queue=1, max_size=None)
+    ext = sock.response.headers.get("Sec-WebSocket-Extensions", "")
+    print("EXT " + ext, flush=True)
+    got, error = [], None
+    first = json.loads(await sock.recv())
+    assert first["type"] == "ready", first
+    print("READY", flush=True)
+    if mode == "stall":
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+        try:
+            while True:
+                msg = json.loads(await sock.recv())
+                if msg["type"] == "events":
+                    got += msg["events"]
+                elif msg["type"] == "error":
+                    error = msg["error"]
+        except websockets.exceptions.ConnectionClosed as closed:
+            rcvd = closed.rcvd
+            print(json.dumps({"code": rcvd.code if rcvd else None,
+                              "reason": rcvd.reason if rcvd else None,
+                              "error": error, "events": len(got)}), flush=True)
+        return
+    while len(got) < count:
+        msg = json.loads(await sock.recv())
+        assert msg["type"] == "events", msg
+        got += [[e["seq"], e["subject"], e["data"]["i"]] for e in msg["events"]]
+    print(json.dumps(got), flush=True)
+    await sock.close()
+asyncio.run(main())
+"#;
+
+struct PyWs {
+    child: std::process::Child,
+    lines: std::io::Lines<BufReader<std::process::ChildStdout>>,
+    extensions: String,
+}
+
+impl PyWs {
+    /// Starts the client and waits for its `ready` frame.
+    fn start(mode: &str, url: &str, key: &str, count: usize) -> PyWs {
+        let mut child = Command::new(venv_python())
+            .args(["-c", WS_CLIENT, mode, url, key, &count.to_string()])
+            .stdout(Stdio::piped())
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let ext = lines.next().unwrap().unwrap();
+        let extensions = ext
+            .strip_prefix("EXT ")
+            .unwrap_or_else(|| panic!("{ext}"))
+            .to_owned();
+        assert_eq!(lines.next().unwrap().unwrap(), "READY", "{mode}");
+        PyWs {
+            child,
+            lines,
+            extensions,
+        }
+    }
+
+    fn result(&mut self) -> Value {
+        let line = self
+            .lines
+            .next()
+            .expect("the client printed nothing")
+            .unwrap();
+        assert!(self.child.wait().unwrap().success());
+        serde_json::from_str(&line).unwrap()
+    }
+}
+
+/// `<side port>/metrics` value of one unlabelled series.
+async fn metric(side: u16, name: &str) -> f64 {
+    let (_, text) = ymera_testkit::http_get(side, "/metrics").await;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+#[ignore = "fails: a reading subscriber is also ended as slow_consumer at ~8 MB/s of 16 KiB events (debug build; per-connection deflate cost suspected); see the issue 16 report"]
+async fn websocket_negotiates_deflate_and_closes_only_the_slow_subscriber() {
+    let side = ymera_testkit::free_port().unwrap();
+    let side_addr = format!("127.0.0.1:{side}");
+    let env = [
+        ("GATEWAY_EVENTS_BATCH_SIZE", "10"),
+        ("GATEWAY_EVENTS_FLUSH_INTERVAL", "20ms"),
+        ("GATEWAY_EVENTS_QUEUE", "200"),
+        ("GATEWAY_EVENTS_HEARTBEAT", "1s"),
+        ("YMERA_HTTP_ADDR", side_addr.as_str()),
+    ];
+    let stack = Stack::start(&[], 1, &env).await;
+    let ws_url = format!(
+        "{}/v1/events/ws?subjects=events.security.%3E",
+        stack.url().replace("http://", "ws://")
+    );
+    let total = 1200;
+    let mut readers: Vec<PyWs> = (0..2)
+        .map(|_| PyWs::start("read", &ws_url, &stack.admin, total))
+        .collect();
+    let mut plain = PyWs::start("plain", &ws_url, &stack.admin, total);
+    let mut stalled = PyWs::start("stall", &ws_url, &stack.admin, 0);
+    // What the server answered the offer with (RFC 7692).
+    for client in readers.iter().chain([&stalled]) {
+        assert!(
+            client.extensions.starts_with("permessage-deflate"),
+            "negotiated: {:?}",
+            client.extensions
+        );
+    }
+    assert_eq!(plain.extensions, "", "no offer, no extension");
+
+    // 1,200 events of 16 KiB that deflate cannot shrink much (~15 MB on
+    // the wire, more than the stalled client's socket buffers take), at a
+    // pace reading clients keep up with; then the stalled one reads again.
+    for chunk in 0..total / 25 {
+        publish_noise(
+            &stack.client,
+            "events.security.bulk",
+            chunk * 25,
+            25,
+            16 * 1024,
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    writeln!(stalled.child.stdin.as_mut().unwrap()).unwrap();
+    for client in readers.iter_mut().chain([&mut plain]) {
+        let got = client.result();
+        let got = got.as_array().unwrap();
+        assert_eq!(got.len(), total, "every event reaches a reading subscriber");
+        for (k, event) in got.iter().enumerate() {
+            assert_eq!(event[1], "events.security.bulk");
+            assert_eq!(event[2].as_u64(), Some(k as u64), "in order, none lost");
+            if k > 0 {
+                assert_eq!(
+                    event[0].as_u64().unwrap(),
+                    got[k - 1][0].as_u64().unwrap() + 1
+                );
+            }
+        }
+    }
+    // The stalled one got what was in flight, then the reason.
+    let ended = stalled.result();
+    assert_eq!(ended["code"], 4429, "{ended}");
+    assert_eq!(ended["reason"], "slow_consumer", "{ended}");
+    assert_eq!(
+        ended["error"]["details"]["reason"], "slow_consumer",
+        "{ended}"
+    );
+    assert!(ended["events"].as_u64().unwrap() < total as u64, "{ended}");
+    assert!(metric(side, "ymera_gateway_slow_consumers_total").await >= 1.0);
+}
+
+#[tokio::test]
+async fn a_stalled_sse_client_is_dropped_without_holding_memory() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let side = ymera_testkit::free_port().unwrap();
+    let side_addr = format!("127.0.0.1:{side}");
+    let env = [
+        ("GATEWAY_EVENTS_BATCH_SIZE", "10"),
+        ("GATEWAY_EVENTS_FLUSH_INTERVAL", "20ms"),
+        ("GATEWAY_EVENTS_QUEUE", "100"),
+        ("YMERA_HTTP_ADDR", side_addr.as_str()),
+    ];
+    let stack = Stack::start(&[], 1, &env).await;
+    let addr: std::net::SocketAddr = stack.url().trim_start_matches("http://").parse().unwrap();
+    let pid = stack.gateways[0].pid().unwrap();
+    let rss = || -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    };
+
+    // A client that reads the headers and the ready message, then nothing.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stalled = socket.connect(addr).await.unwrap();
+    stalled
+        .write_all(
+            format!(
+                "GET /v1/events?subjects=events.security.%3E HTTP/1.1\r\nHost: {addr}\r\nX-API-Key: {}\r\nAccept: text/event-stream\r\n\r\n",
+                stack.admin
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !String::from_utf8_lossy(&head).contains("event: ready") {
+        let n = stalled.read(&mut buf).await.unwrap();
+        assert!(n > 0, "{}", String::from_utf8_lossy(&head));
+        head.extend_from_slice(&buf[..n]);
+    }
+    assert!(String::from_utf8_lossy(&head).starts_with("HTTP/1.1 200"));
+    let url = format!("{}/v1/events?subjects=events.security.>", stack.url());
+    let mut reading = SseReader::open(&url, Some(&stack.admin), None)
+        .await
+        .unwrap();
+    assert_eq!(reading.next().await.unwrap().event, "ready");
+    assert_eq!(metric(side, "ymera_gateway_event_subscribers").await, 2.0);
+    let before = rss();
+
+    // Events keep coming (8 KiB each, ~2 MB/s) until the stalled client is gone.
+    let mut sent = 0usize;
+    let mut received = 0usize;
+    let started = std::time::Instant::now();
+    let mut peak = before;
+    while metric(side, "ymera_gateway_event_subscribers").await > 1.0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the stalled client was never dropped"
+        );
+        publish_noise(&stack.client, "events.security.bulk", sent, 25, 8 * 1024).await;
+        sent += 25;
+        received += reading.events(sent - received).await.len();
+        peak = peak.max(rss());
+    }
+    assert!(metric(side, "ymera_gateway_slow_consumers_total").await >= 1.0);
+    // The reader got every event, and the stalled stream held no backlog.
+    assert_eq!(received, sent);
+    assert!(
+        sent * 8 * 1024 > 8 << 20,
+        "only {sent} events sent before the drop"
+    );
+    assert!(
+        peak.saturating_sub(before) < 64 * 1024,
+        "gateway RSS grew from {before} kB to {peak} kB with a stalled client"
+    );
+    // The stalled client, reading again, finds its connection ended.
+    let ended = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match stalled.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the stalled connection is still open");
+}

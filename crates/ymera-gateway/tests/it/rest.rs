@@ -143,13 +143,27 @@ async fn every_endpoint_is_served_over_http_with_the_services_errors() {
     );
     drop(tap);
 
-    // gzip and br responses.
-    for encoding in ["gzip", "br"] {
+    // gzip and br responses for bodies of at least COMPRESS_MIN_BYTES; a small reply
+    // goes out as it is.
+    let (status, body) = post(
+        &format!("{url}/v1/config/set"),
+        Some(&admin),
+        json!({"agent": "gw-test-large", "environment": "base",
+               "config": {"notes": "compressible ".repeat(200)}})
+        .to_string(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    for (agent, encoding, expected) in [
+        ("gw-test-large", "gzip", Some("gzip")),
+        ("gw-test-large", "br", Some("br")),
+        ("gw-test", "gzip", None),
+    ] {
         let response = raw_client()
             .post(format!("{url}/v1/config/get"))
             .header("X-API-Key", &admin)
             .header("Accept-Encoding", encoding)
-            .body(json!({"agent": "gw-test"}).to_string())
+            .body(json!({ "agent": agent }).to_string())
             .send()
             .await
             .unwrap();
@@ -159,7 +173,8 @@ async fn every_endpoint_is_served_over_http_with_the_services_errors() {
                 .headers()
                 .get("content-encoding")
                 .map(|v| v.to_str().unwrap()),
-            Some(encoding)
+            expected,
+            "{agent} with Accept-Encoding: {encoding}"
         );
     }
 

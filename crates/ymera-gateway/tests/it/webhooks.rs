@@ -1,5 +1,6 @@
 //! Webhook intake across two gateway replicas, signed by the
-//! `standardwebhooks` PyPI library and GitHub's scheme.
+//! `standardwebhooks` PyPI library and GitHub's scheme; refusals end up in
+//! the security service's `security_events` (two security replicas).
 
 use std::process::Command;
 use std::time::Duration;
@@ -112,12 +113,27 @@ async fn signed_deliveries_are_sent_once_and_refusals_are_recorded() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-    // Those probes were refusals (missing headers); drain their events.
+    // Those probes were refusals (missing headers); drain (and count) their events.
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut refused = 0usize;
     while tokio::time::timeout(Duration::from_millis(50), refusals.next())
         .await
         .is_ok()
-    {}
+    {
+        refused += 1;
+    }
+    // A second security replica: the refusals are stored once, not once per replica.
+    let mut security_env = stack.servers.env();
+    security_env.push(("YMERA_SERVICE_API_KEY", stack.admin.as_str()));
+    stack
+        .services
+        .push(crate::common::spawn("security", &security_env));
+    if let Some(replica) = stack.services.last() {
+        replica
+            .wait_healthy(&stack.client, crate::common::HEALTH_TIMEOUT)
+            .await
+            .unwrap();
+    }
 
     // A signed delivery: 202 after communication.send accepted it.
     let body = json!({"type": "invoice.paid", "amount": 12, "note": "Grüße 🎉"}).to_string();
@@ -259,6 +275,32 @@ async fn signed_deliveries_are_sent_once_and_refusals_are_recorded() {
         let event: Value = serde_json::from_slice(&event.payload).unwrap();
         assert_eq!(event["event_type"], "webhook_refused");
     }
+    refused += count;
+    // Every refusal is a row of security_events (the security service's
+    // consumer of YMERA_EVENTS), counted by security.events.report — once,
+    // with two security replicas.
+    let report = || async {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("X-API-Key", stack.admin.as_str());
+        let reply = stack
+            .client
+            .request_with_headers("security.events.report", headers, "{}".into())
+            .await
+            .unwrap();
+        let report: Value = serde_json::from_slice(&reply.payload).unwrap();
+        report["event_breakdown"]["webhook_refused"]
+            .as_u64()
+            .unwrap_or(0) as usize
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut stored = report().await;
+    while stored < refused && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        stored = report().await;
+    }
+    assert_eq!(stored, refused, "webhook refusals in security_events");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(report().await, refused, "stored once");
     // Nothing else reached the agent.
     assert!(
         tokio::time::timeout(Duration::from_millis(500), received.recv())
