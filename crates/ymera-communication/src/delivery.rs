@@ -23,8 +23,9 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use rand::Rng;
-use serde_json::json;
+use serde::Serialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use uuid::Uuid;
 use ymera_core::Error;
 use ymera_core::envelope::Envelope;
 use ymera_core::error::{ERROR_CODE_HEADER, ERROR_HEADER};
@@ -413,8 +414,14 @@ async fn decide(
             publish_event(
                 comm,
                 "events.communication.delivered",
-                json!({"id": envelope.id, "recipient": recipient, "sender": envelope.sender,
-                       "attempts": attempt, "latency_ms": latency_ms, "at": Utc::now()}),
+                &DeliveredEvent {
+                    id: envelope.id,
+                    recipient,
+                    sender: &envelope.sender,
+                    attempts: attempt,
+                    latency_ms,
+                    at: Utc::now(),
+                },
             )
             .await;
             Ok(Outcome::Ack)
@@ -448,8 +455,14 @@ async fn decide(
             publish_event(
                 comm,
                 "events.communication.failed",
-                json!({"id": envelope.id, "recipient": recipient, "attempt": attempt, "error": error,
-                       "retry_in_ms": delay.as_millis() as u64, "at": Utc::now()}),
+                &FailedEvent {
+                    id: envelope.id,
+                    recipient,
+                    attempt,
+                    error: &error,
+                    retry_in_ms: delay.as_millis() as u64,
+                    at: Utc::now(),
+                },
             )
             .await;
             Ok(Outcome::Nak(delay))
@@ -592,15 +605,55 @@ async fn dead_letter(
     publish_event(
         comm,
         "events.communication.dead_lettered",
-        json!({"id": envelope.id, "recipient": recipient, "sender": envelope.sender,
-               "attempts": attempts, "last_error": truncate(&error), "at": Utc::now()}),
+        &DeadLetteredEvent {
+            id: envelope.id,
+            recipient,
+            sender: &envelope.sender,
+            attempts,
+            last_error: &truncate(&error),
+            at: Utc::now(),
+        },
     )
     .await;
     Ok(Outcome::Ack)
 }
 
-async fn publish_event(comm: &Communication, subject: &'static str, body: serde_json::Value) {
-    let Ok(bytes) = serde_json::to_vec(&body) else {
+/// `events.communication.delivered`.
+#[derive(Serialize)]
+struct DeliveredEvent<'a> {
+    id: Uuid,
+    recipient: &'a str,
+    sender: &'a str,
+    attempts: u32,
+    latency_ms: f64,
+    at: DateTime<Utc>,
+}
+
+/// `events.communication.failed`.
+#[derive(Serialize)]
+struct FailedEvent<'a> {
+    id: Uuid,
+    recipient: &'a str,
+    attempt: u32,
+    error: &'a str,
+    retry_in_ms: u64,
+    at: DateTime<Utc>,
+}
+
+/// `events.communication.dead_lettered`.
+#[derive(Serialize)]
+struct DeadLetteredEvent<'a> {
+    id: Uuid,
+    recipient: &'a str,
+    sender: &'a str,
+    attempts: u32,
+    last_error: &'a str,
+    at: DateTime<Utc>,
+}
+
+/// Publishes one delivery event (typed: encoded straight to bytes, no JSON tree).
+async fn publish_event<T: Serialize>(comm: &Communication, subject: &'static str, body: &T) {
+    let Ok(bytes) = serde_json::to_vec(body) else {
         return;
     };
     if let Err(err) = comm.client.publish(subject, Bytes::from(bytes)).await {

@@ -325,6 +325,12 @@ pub struct HistoryEntry {
     /// The metadata.
     #[sqlx(json(nullable))]
     pub metadata: Option<Value>,
+    /// The `skill:` recipients of the send and the agent each was resolved to (empty for
+    /// a send naming its recipients); read from the metadata keys the send recorded
+    /// (`agents::RESOLVED_KEY_PREFIX`).
+    #[sqlx(skip)]
+    #[serde(default)]
+    pub resolved: Vec<Resolved>,
 }
 
 /// A page of history, newest first.

@@ -31,6 +31,7 @@ pub async fn endpoint(
 pub async fn send(comm: &Arc<Communication>, mut envelope: Envelope) -> Result<SendReply, Error> {
     let resolved = resolve_skills(comm, &mut envelope)?;
     envelope.validate()?;
+    agents::record_resolved(&mut envelope, &resolved)?;
     let decision = comm
         .limiter
         .check(&envelope.sender, comm.live().rate(), 1)

@@ -104,6 +104,14 @@ pub async fn history(
     .bind(rows)
     .fetch_all(pool)
     .await
+    .map(|rows: Vec<HistoryEntry>| {
+        rows.into_iter()
+            .map(|mut row| {
+                row.resolved = crate::agents::resolved_from(row.metadata.as_ref());
+                row
+            })
+            .collect()
+    })
     .map_err(db_error)
 }
 

@@ -1,11 +1,20 @@
 //! The JetStream streams: `YMERA_MESSAGES` (one copy per recipient on
 //! `ymera.messages.<recipient>`) and `YMERA_DLQ` (`ymera.dlq.<recipient>`).
+//!
+//! Both are stored S2-compressed unless `YMERA_STREAM_COMPRESSION=none`
+//! ([`configured_compression`]); an existing stream is switched in place at start.
 
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, stream};
 
+use ymera_core::config::ConfigError;
+use ymera_core::env::Env;
+
 use crate::settings::CommSettings;
+
+/// The variable choosing the platform streams' on-disk compression: `s2` (default) or `none`.
+pub const COMPRESSION_ENV: &str = "YMERA_STREAM_COMPRESSION";
 
 /// The stream holding undelivered copies.
 pub const MESSAGES_STREAM: &str = "YMERA_MESSAGES";
@@ -57,6 +66,32 @@ pub async fn ensure_streams(
     js: &jetstream::Context,
     settings: &CommSettings,
 ) -> Result<(), String> {
+    let compression = configured_compression(&Env::from_process()).map_err(|e| e.to_string())?;
+    ensure_streams_with(js, settings, compression).await
+}
+
+/// `YMERA_STREAM_COMPRESSION` from `env`: `s2` (the default) or `none`, in any case.
+/// Anything else is a malformed setting.
+pub fn configured_compression(env: &Env<'_>) -> Result<stream::Compression, ConfigError> {
+    env.one_of_any_case(
+        COMPRESSION_ENV,
+        &[
+            ("s2", stream::Compression::S2),
+            ("none", stream::Compression::None),
+        ],
+        stream::Compression::S2,
+    )
+}
+
+/// [`ensure_streams`] with the compression given instead of read from
+/// `YMERA_STREAM_COMPRESSION`.
+pub async fn ensure_streams_with(
+    js: &jetstream::Context,
+    settings: &CommSettings,
+    compression: stream::Compression,
+) -> Result<(), String> {
+    // Spelled out also for `none`, so an update switches an S2 stream back.
+    let compression = Some(compression);
     let replicas = replicas(js).await?;
     let messages = stream::Config {
         name: MESSAGES_STREAM.to_owned(),
@@ -67,8 +102,9 @@ pub async fn ensure_streams(
         discard_new_per_subject: true,
         max_messages_per_subject: i64::from(settings.backlog_limit),
         duplicate_window: settings.duplicate_window,
-        // S2 on disk (NATS ≥ 2.10); an existing stream is switched in place by the update.
-        compression: Some(stream::Compression::S2),
+        // S2 on disk by default (NATS ≥ 2.10); an existing stream is switched in place by
+        // the update (nats-server applies it to the blocks it seals afterwards).
+        compression: compression.clone(),
         ..Default::default()
     };
     ymera_core::jetstream::ensure_stream(js, messages, replicas).await?;
@@ -81,7 +117,7 @@ pub async fn ensure_streams(
         max_messages: DLQ_MAX_MESSAGES,
         allow_direct: true,
         duplicate_window: settings.duplicate_window,
-        compression: Some(stream::Compression::S2),
+        compression,
         ..Default::default()
     };
     ymera_core::jetstream::ensure_stream(js, dlq, replicas).await?;
@@ -121,5 +157,32 @@ pub fn consumer_config(recipient: &str, settings: &CommSettings) -> consumer::pu
         max_deliver: -1,
         max_ack_pending: i64::try_from(settings.delivery_concurrency * 4).unwrap_or(1024),
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(value: Option<&'static str>) -> Env<'static> {
+        Env::from_lookup(move |name| (name == COMPRESSION_ENV).then(|| value.map(str::to_owned))?)
+    }
+
+    #[test]
+    fn compression_is_s2_unless_turned_off() {
+        assert_eq!(
+            configured_compression(&env(None)).unwrap(),
+            stream::Compression::S2
+        );
+        assert_eq!(
+            configured_compression(&env(Some("S2"))).unwrap(),
+            stream::Compression::S2
+        );
+        assert_eq!(
+            configured_compression(&env(Some("none"))).unwrap(),
+            stream::Compression::None
+        );
+        let err = configured_compression(&env(Some("gzip"))).unwrap_err();
+        assert_eq!(err.variable, COMPRESSION_ENV);
     }
 }

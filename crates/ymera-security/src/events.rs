@@ -201,7 +201,13 @@ pub async fn write_now(pool: &PgPool, events: &[SecurityEvent]) {
     write_batch(pool, events).await;
 }
 
-async fn write_batch(pool: &PgPool, batch: &[SecurityEvent]) {
+/// Inserts `batch` once (an id already stored is skipped), reporting failure
+/// to the caller (the reported-events consumer acknowledges only after it).
+pub async fn try_write(pool: &PgPool, batch: &[SecurityEvent]) -> Result<(), sqlx::Error> {
+    insert_query(batch).build().execute(pool).await.map(|_| ())
+}
+
+fn insert_query(batch: &[SecurityEvent]) -> sqlx::QueryBuilder<sqlx::Postgres> {
     let mut builder = sqlx::QueryBuilder::new(
         "INSERT INTO security_events (id, event_type, principal, tenant, key_id, details, created_at) ",
     );
@@ -215,8 +221,12 @@ async fn write_batch(pool: &PgPool, batch: &[SecurityEvent]) {
             .push_bind(e.created_at);
     });
     builder.push(" ON CONFLICT (id) DO NOTHING");
+    builder
+}
+
+async fn write_batch(pool: &PgPool, batch: &[SecurityEvent]) {
     for attempt in 0..3u64 {
-        match builder.build().execute(pool).await {
+        match insert_query(batch).build().execute(pool).await {
             Ok(_) => return,
             Err(err) => {
                 tracing::warn!(error = %err, attempt, "cannot persist security events");

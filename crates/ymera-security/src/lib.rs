@@ -21,6 +21,7 @@ pub mod callout;
 pub mod events;
 pub mod keycache;
 pub mod keys;
+pub mod reported;
 pub mod service;
 pub mod signing;
 pub mod state;
@@ -343,6 +344,11 @@ pub async fn build_state(
     let (events, rx) = events::EventRecorder::new(rt.client().clone());
     let shutdown = rt.shutdown_token();
     tokio::spawn(events::run_writer(pool.clone(), rx, shutdown.clone()));
+    tokio::spawn(reported::run(
+        rt.client().clone(),
+        pool.clone(),
+        shutdown.clone(),
+    ));
     let key_table = Arc::new(keycache::KeyCache::default());
     tokio::spawn(keycache::run_listener(
         pool.clone(),

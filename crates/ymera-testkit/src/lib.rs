@@ -38,9 +38,9 @@ pub mod proto;
 pub mod service;
 
 pub use ymera_devstack::{
-    DevstackError as TestkitError, NATS_SERVER_ENV, NatsCluster, NatsOptions, NatsServer,
-    PG_BIN_DIR_ENV, Postgres, PostgresOptions, REDIS_SERVER_ENV, Redis, RedisOptions, Result,
-    free_port, nats_server_bin, postgres_bin_dir, redis_server_bin, workspace_root,
+    DevstackError as TestkitError, NATS_SERVER_ENV, NatsCluster, NatsClusterOptions, NatsOptions,
+    NatsServer, PG_BIN_DIR_ENV, Postgres, PostgresOptions, REDIS_SERVER_ENV, Redis, RedisOptions,
+    Result, free_port, nats_server_bin, postgres_bin_dir, redis_server_bin, workspace_root,
 };
 
 pub use service::{

@@ -1,5 +1,7 @@
 //! Agent cards: the card, its parts and the replies (DESIGN §9), and their validation.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use ymera_core::Error;
@@ -108,9 +110,49 @@ pub struct Entry {
     pub heartbeat_at: DateTime<Utc>,
     /// When the card lapses without a heartbeat.
     pub expires_at: DateTime<Utc>,
-    /// The agent's last report.
+    /// The agent's last report: with `instances`, their sum ([`sum_instances`]).
     #[serde(default)]
     pub metrics: Option<ReportedMetrics>,
+    /// The last report of each replica that names its `instance` in the heartbeat
+    /// (at most [`MAX_INSTANCES`]; a replica silent for a TTL is dropped).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub instances: BTreeMap<String, InstanceReport>,
+}
+
+/// One replica's last heartbeat report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstanceReport {
+    /// Its metrics.
+    pub metrics: ReportedMetrics,
+    /// When it reported them.
+    pub at: DateTime<Utc>,
+}
+
+/// Replicas of one agent whose reports a card keeps.
+pub const MAX_INSTANCES: usize = 64;
+
+/// The agent's metrics as the sum of its replicas' reports: counts and times add up, the
+/// mean is recomputed, and the state is `processing` when any replica is (else the first
+/// replica's state).
+pub fn sum_instances(instances: &BTreeMap<String, InstanceReport>) -> Option<ReportedMetrics> {
+    let mut reports = instances.values().map(|r| &r.metrics);
+    let first = reports.next()?.clone();
+    let mut sum = reports.fold(first, |mut acc, m| {
+        acc.requests_handled = acc.requests_handled.saturating_add(m.requests_handled);
+        acc.processing_time_ms += m.processing_time_ms;
+        acc.errors = acc.errors.saturating_add(m.errors);
+        if m.state == "processing" {
+            acc.state = m.state.clone();
+        }
+        acc
+    });
+    sum.avg_processing_time_ms = if sum.requests_handled == 0 {
+        0.0
+    } else {
+        ((sum.processing_time_ms / sum.requests_handled as f64) * 1000.0).round() / 1000.0
+    };
+    sum.processing_time_ms = (sum.processing_time_ms * 1000.0).round() / 1000.0;
+    Some(sum)
 }
 
 /// `heartbeat` request.
@@ -122,6 +164,10 @@ pub struct HeartbeatRequest {
     /// Its own metrics.
     #[serde(default)]
     pub metrics: Option<ReportedMetrics>,
+    /// The replica reporting (e.g. its NATS service instance id): the card then shows the
+    /// sum of every live replica's metrics instead of the last report.
+    #[serde(default)]
+    pub instance: Option<String>,
 }
 
 /// `get` / `deregister` request.
@@ -354,6 +400,23 @@ pub(super) fn validate_metrics(metrics: &ReportedMetrics) -> Result<(), Error> {
         Ok(())
     } else {
         Err(Error::validation(v))
+    }
+}
+
+/// An `instance` of a heartbeat: 1–64 characters of `[A-Za-z0-9_-]`.
+pub(super) fn check_instance(instance: &str) -> Result<(), Error> {
+    let ok = !instance.is_empty()
+        && instance.len() <= 64
+        && instance
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::validation(vec![Violation::new(
+            "/instance",
+            "must be 1–64 characters of A-Z, a-z, 0-9, _ or -",
+        )]))
     }
 }
 

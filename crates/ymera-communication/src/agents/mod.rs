@@ -277,7 +277,8 @@ pub async fn register(
             .as_ref()
             .map(|(e, _)| e.registered_at)
             .unwrap_or(now),
-        metrics: previous.and_then(|(e, _)| e.metrics),
+        metrics: previous.as_ref().and_then(|(e, _)| e.metrics.clone()),
+        instances: previous.map(|(e, _)| e.instances).unwrap_or_default(),
         heartbeat_at: now,
         expires_at: now + chrono::Duration::seconds(i64::from(card.ttl_s)),
         card,
@@ -302,6 +303,9 @@ pub async fn heartbeat(
     if let Some(metrics) = &request.metrics {
         validate_metrics(metrics)?;
     }
+    if let Some(instance) = &request.instance {
+        check_instance(instance)?;
+    }
     check_owner(&call, &request.name)?;
     let registry = registry(&comm)?;
     for _ in 0..3 {
@@ -311,9 +315,7 @@ pub async fn heartbeat(
         let now = Utc::now();
         entry.heartbeat_at = now;
         entry.expires_at = now + chrono::Duration::seconds(i64::from(entry.card.ttl_s));
-        if request.metrics.is_some() {
-            entry.metrics = request.metrics.clone();
-        }
+        record_metrics(&mut entry, &request, now)?;
         match registry.write(&entry, Some(revision)).await {
             Ok(()) => {
                 return Ok(RegisterReply {
@@ -331,6 +333,44 @@ pub async fn heartbeat(
         "the card of {} kept changing; retry",
         request.name
     )))
+}
+
+/// Stores a heartbeat's metrics in `entry`: a report naming its `instance` replaces that
+/// replica's, replicas silent for the card's TTL are dropped and the card shows their sum;
+/// a report without one replaces the card's metrics.
+fn record_metrics(
+    entry: &mut Entry,
+    request: &HeartbeatRequest,
+    now: DateTime<Utc>,
+) -> Result<(), Error> {
+    let Some(metrics) = &request.metrics else {
+        return Ok(());
+    };
+    let Some(instance) = &request.instance else {
+        entry.metrics = Some(metrics.clone());
+        return Ok(());
+    };
+    let stale = now - chrono::Duration::seconds(i64::from(entry.card.ttl_s));
+    entry.instances.retain(|_, report| report.at > stale);
+    if !entry.instances.contains_key(instance) && entry.instances.len() >= MAX_INSTANCES {
+        return Err(Error::new(
+            ErrorKind::Unavailable,
+            format!(
+                "{MAX_INSTANCES} replicas of {} report metrics, the most allowed",
+                entry.card.name
+            ),
+        )
+        .with_detail("reason", "too_many_instances"));
+    }
+    entry.instances.insert(
+        instance.clone(),
+        InstanceReport {
+            metrics: metrics.clone(),
+            at: now,
+        },
+    );
+    entry.metrics = sum_instances(&entry.instances);
+    Ok(())
 }
 
 /// `communication.agents.deregister`.
@@ -487,6 +527,44 @@ mod tests {
             choose(&agents, id, |n| if n == "b" { 0 } else { 5 }),
             "b".to_owned()
         );
+    }
+
+    #[test]
+    fn instance_reports_are_bounded_and_lapse_after_the_ttl() {
+        let now = Utc::now();
+        let card: AgentCard =
+            serde_json::from_value(serde_json::json!({"name": "many", "ttl_s": 30})).unwrap();
+        let mut entry = Entry {
+            card,
+            registered_at: now,
+            heartbeat_at: now,
+            expires_at: now,
+            metrics: None,
+            instances: std::collections::BTreeMap::new(),
+        };
+        let beat = |instance: &str, handled: u64| HeartbeatRequest {
+            name: "many".into(),
+            metrics: Some(ReportedMetrics {
+                requests_handled: handled,
+                ..Default::default()
+            }),
+            instance: Some(instance.into()),
+        };
+        for i in 0..MAX_INSTANCES {
+            record_metrics(&mut entry, &beat(&format!("r{i}"), 1), now).unwrap();
+        }
+        assert_eq!(entry.metrics.as_ref().unwrap().requests_handled, 64);
+        // A 65th replica is refused and changes nothing; a known one still reports.
+        let err = record_metrics(&mut entry, &beat("r-new", 1), now).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Unavailable);
+        assert_eq!(entry.instances.len(), MAX_INSTANCES);
+        record_metrics(&mut entry, &beat("r0", 5), now).unwrap();
+        assert_eq!(entry.metrics.as_ref().unwrap().requests_handled, 68);
+        // After a TTL of silence the others lapse: the card shows only who reported.
+        let later = now + chrono::Duration::seconds(31);
+        record_metrics(&mut entry, &beat("r-new", 2), later).unwrap();
+        assert_eq!(entry.instances.len(), 1);
+        assert_eq!(entry.metrics.as_ref().unwrap().requests_handled, 2);
     }
 
     #[test]

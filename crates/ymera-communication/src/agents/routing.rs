@@ -90,3 +90,56 @@ pub fn choose(capable: &[String], id: Uuid, backlog: impl Fn(&str) -> u64) -> St
         .map(|n| (*n).clone())
         .unwrap_or_else(|| capable[0].clone())
 }
+
+/// The envelope metadata keys that record a `skill:` resolution: `ymera.resolved.skill:<id>`
+/// → the agent chosen. Set by [`record_resolved`], so the copy each agent receives, the
+/// stored message and `communication.history` (its `resolved`) all say which skill was
+/// asked for; a sender may not write them itself.
+pub const RESOLVED_KEY_PREFIX: &str = "ymera.resolved.";
+
+/// Refuses sender-written [`RESOLVED_KEY_PREFIX`] keys (422 naming each), then records each
+/// resolution of `resolved` in the envelope's metadata.
+pub fn record_resolved(
+    envelope: &mut ymera_core::envelope::Envelope,
+    resolved: &[crate::model::Resolved],
+) -> Result<(), Error> {
+    let forged: Vec<Violation> = envelope
+        .metadata
+        .keys()
+        .filter(|k| k.starts_with(RESOLVED_KEY_PREFIX))
+        .take(10)
+        .map(|k| {
+            Violation::new(
+                format!("/metadata/{}", k.replace('~', "~0").replace('/', "~1")),
+                format!("keys starting with {RESOLVED_KEY_PREFIX:?} are set by the platform"),
+            )
+        })
+        .collect();
+    if !forged.is_empty() {
+        return Err(Error::validation(forged));
+    }
+    for r in resolved {
+        envelope.metadata.insert(
+            format!("{RESOLVED_KEY_PREFIX}{}", r.recipient),
+            r.agent.clone(),
+        );
+    }
+    Ok(())
+}
+
+/// The resolutions recorded in a stored message's metadata ([`record_resolved`]), by
+/// requested recipient.
+pub fn resolved_from(metadata: Option<&serde_json::Value>) -> Vec<crate::model::Resolved> {
+    let Some(map) = metadata.and_then(|m| m.as_object()) else {
+        return Vec::new();
+    };
+    map.iter()
+        .filter_map(|(key, agent)| {
+            let recipient = key.strip_prefix(RESOLVED_KEY_PREFIX)?;
+            Some(crate::model::Resolved {
+                recipient: recipient.to_owned(),
+                agent: agent.as_str()?.to_owned(),
+            })
+        })
+        .collect()
+}

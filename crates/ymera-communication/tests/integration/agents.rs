@@ -115,6 +115,37 @@ async fn cards_register_list_heartbeat_and_deregister() {
     assert_eq!(again["registered_at"], view["registered_at"]);
     assert_eq!(again["metrics"]["errors"], 1);
 
+    // Two replicas naming their instance: the card shows the sum of their last reports,
+    // and a replica's newer report replaces only its own.
+    for (instance, handled, ms, state) in [
+        ("replica-a", 10, 30.0, "idle"),
+        ("replica-b", 5, 20.0, "processing"),
+        ("replica-a", 12, 40.0, "idle"),
+    ] {
+        call(
+            &raw,
+            "heartbeat",
+            json!({"name": "reviewer", "instance": instance,
+                   "metrics": {"requests_handled": handled, "processing_time_ms": ms,
+                               "avg_processing_time_ms": 1.0, "errors": 1, "state": state}}),
+        )
+        .await;
+    }
+    let summed = call(&raw, "get", json!({"name": "reviewer"})).await;
+    assert_eq!(summed["metrics"]["requests_handled"], 17);
+    assert_eq!(summed["metrics"]["errors"], 2);
+    assert_eq!(summed["metrics"]["processing_time_ms"], 60.0);
+    assert_eq!(summed["metrics"]["avg_processing_time_ms"], 3.529);
+    assert_eq!(summed["metrics"]["state"], "processing");
+    assert_refused(
+        &raw,
+        "communication",
+        "agents.heartbeat",
+        json!({"name": "reviewer", "instance": "has space"}),
+        "validation_failed",
+    )
+    .await;
+
     let gone = call(&raw, "deregister", json!({"name": "writer"})).await;
     assert_eq!(gone["deregistered"], true);
     assert_eq!(names(&call(&raw, "list", json!({})).await), ["reviewer"]);
@@ -294,8 +325,29 @@ async fn skill_recipients_resolve_to_live_agents_by_backlog_then_in_turn() {
         )
         .await
         .unwrap();
+    assert_valid("communication/history.reply.schema.json", &history);
     assert_eq!(history["messages"].as_array().unwrap().len(), ones);
-    assert_eq!(history["messages"][0]["recipients"], json!(["rev-one"]));
+    // Each row names the resolved agent and the skill that was asked for.
+    for message in history["messages"].as_array().unwrap() {
+        assert_eq!(message["recipients"], json!(["rev-one"]));
+        assert_eq!(
+            message["resolved"],
+            json!([{"recipient": "skill:review", "agent": "rev-one"}]),
+            "{message}"
+        );
+        assert_eq!(
+            message["metadata"]["ymera.resolved.skill:review"], "rev-one",
+            "{message}"
+        );
+    }
+    // A send naming its recipient records no resolution.
+    send(&client, &envelope("dave", &["rev-one"], "named")).await;
+    let named: Value = client
+        .request("communication.history", &json!({"sender": "dave"}))
+        .await
+        .unwrap();
+    assert_valid("communication/history.reply.schema.json", &named);
+    assert_eq!(named["messages"][0]["resolved"], json!([]));
     // A skill resolving to an agent already named gives one copy.
     let both = send(
         &client,
@@ -331,6 +383,16 @@ async fn skill_recipients_resolve_to_live_agents_by_backlog_then_in_turn() {
         assert_eq!(code, "422", "{bad}: {body}");
         assert!(body.to_string().contains("/recipients/0"), "{body}");
     }
+    // The resolution keys are the platform's: a sender writing one is refused (422).
+    let mut forged = envelope("carol", &["rev-one"], "x");
+    forged["metadata"] = json!({"ymera.resolved.skill:review": "rev-two"});
+    let (code, body) = refusal(&raw, "communication.send", Bytes::from(forged.to_string())).await;
+    assert_eq!(code, "422", "{body}");
+    assert!(
+        body.to_string()
+            .contains("/metadata/ymera.resolved.skill:review"),
+        "{body}"
+    );
     let carol: Value = client
         .request("communication.history", &json!({"sender": "carol"}))
         .await

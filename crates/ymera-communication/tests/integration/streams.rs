@@ -49,3 +49,56 @@ async fn streams_are_s2_compressed_and_existing_ones_updated_in_place() {
     // Idempotent: a second start changes nothing.
     ensure_streams(&js, &settings).await.unwrap();
 }
+
+/// `YMERA_STREAM_COMPRESSION=none` makes both streams uncompressed; switching the setting
+/// back to `s2` updates the existing streams in place (config shows S2, messages kept),
+/// and `none` again turns it off in place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_compression_setting_takes_effect_and_switches_existing_streams() {
+    use ymera_communication::streams::ensure_streams_with;
+    let server = nats();
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let js = jetstream::new(client);
+    let settings = CommSettings::default();
+    async fn compression(js: &jetstream::Context, name: &str) -> Option<stream::Compression> {
+        let mut stream = js.get_stream(name).await.unwrap();
+        stream.info().await.unwrap().config.compression.clone()
+    }
+    ensure_streams_with(&js, &settings, stream::Compression::None)
+        .await
+        .unwrap();
+    for name in [MESSAGES_STREAM, DLQ_STREAM] {
+        assert_ne!(
+            compression(&js, name).await,
+            Some(stream::Compression::S2),
+            "{name} created uncompressed"
+        );
+    }
+    js.publish("ymera.messages.someone", "kept".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    ensure_streams_with(&js, &settings, stream::Compression::S2)
+        .await
+        .unwrap();
+    for name in [MESSAGES_STREAM, DLQ_STREAM] {
+        assert_eq!(
+            compression(&js, name).await,
+            Some(stream::Compression::S2),
+            "{name} switched to S2 in place"
+        );
+    }
+    ensure_streams_with(&js, &settings, stream::Compression::None)
+        .await
+        .unwrap();
+    for name in [MESSAGES_STREAM, DLQ_STREAM] {
+        assert_ne!(
+            compression(&js, name).await,
+            Some(stream::Compression::S2),
+            "{name} switched off in place"
+        );
+    }
+    let mut messages = js.get_stream(MESSAGES_STREAM).await.unwrap();
+    assert_eq!(messages.info().await.unwrap().state.messages, 1, "kept");
+}
