@@ -9,7 +9,10 @@ SERVER_NAME is nats-0/1/2. Everything else (accounts, permissions, JetStream
 limits, cluster options) is used as written.
 
 Asserted: every server reports healthy JetStream (/healthz?js-enabled-only=true)
-and routes to the other 2; the communication user creates YMERA_MESSAGES with 3 replicas
+and routes to the other 2; each server's INFO advertises all 3 servers' client
+addresses (client_advertise, CLIENT_ADVERTISE: the pods' stable names, here
+127.0.0.1:<port>), which clients need to leave a server cut off from the
+majority; the communication user creates YMERA_MESSAGES with 3 replicas
 through server 0, publishes (with Nats-Msg-Id) and consumes through server 2;
 the CLI user reads the stream info through server 1.
 
@@ -80,7 +83,7 @@ def start_cluster(server, text, tmp, procs):
         with open(path, "w") as f:
             f.write(render(text, i, ports, tmp))
         log = open(os.path.join(tmp, f"nats-{i}.log"), "w")
-        env = dict(os.environ, SERVER_NAME=f"nats-{i}")
+        env = dict(os.environ, SERVER_NAME=f"nats-{i}", CLIENT_ADVERTISE=f"127.0.0.1:{ports[i][0]}")
         procs.append(subprocess.Popen([server, "-c", path], stdout=log, stderr=subprocess.STDOUT, env=env))
     deadline = time.monotonic() + 30
     while True:
@@ -116,6 +119,28 @@ def routes(http_port):
 
 
 STEP = ["start"]
+
+
+def info(client_port):
+    """The server's INFO, read before any CONNECT (what a client sees first)."""
+    with socket.create_connection(("127.0.0.1", client_port), timeout=2) as s:
+        line = s.makefile("rb").readline(1 << 16).decode()
+    if not line.startswith("INFO "):
+        raise ValueError(f"no INFO from port {client_port}: {line[:80]!r}")
+    return json.loads(line[5:])
+
+
+def check_advertised(ports):
+    """Every server advertises the 3 client addresses (its own and its peers')."""
+    want = {f"127.0.0.1:{c}" for c, _, _ in ports}
+    deadline = time.monotonic() + 10
+    while True:
+        seen = [set(info(c).get("connect_urls") or []) for c, _, _ in ports]
+        if all(s == want for s in seen):
+            return 0
+        if time.monotonic() > deadline:
+            return fail(f"INFO connect_urls {[sorted(s) for s in seen]}, expected {sorted(want)} on every server")
+        time.sleep(0.2)
 
 
 async def exercise(ports):
@@ -180,10 +205,13 @@ def main():
                 print(f"--- nats-{i}.log (tail)")
                 print("".join(open(os.path.join(tmp, f"nats-{i}.log")).readlines()[-15:]))
             return fail("cluster did not become healthy with every server routed to the other two within 30 s")
+        STEP[0] = "INFO connect_urls"
+        if check_advertised(ports):
+            return 1
         started = time.monotonic()
         rc = asyncio.run(asyncio.wait_for(exercise(ports), 60))
         if rc == 0:
-            print(f"  3 servers routed, JetStream R3 stream created, published, consumed and acked "
+            print(f"  3 servers routed and advertised, JetStream R3 stream created, published, consumed and acked "
                   f"across servers ({time.monotonic() - started:.1f}s)")
         return rc
     except Exception as e:

@@ -65,6 +65,11 @@ impl PrivateStack {
     pub fn nats_url(&self) -> String {
         self.nats.url()
     }
+
+    /// The private server's JetStream store directory (for on-disk sizes).
+    pub fn nats_store_dir(&self) -> &Path {
+        self.nats.store_dir()
+    }
 }
 
 /// The directory this run's service logs go to (kept after the run), named

@@ -136,12 +136,21 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     binaries.sort_by_key(|(name, _)| name != "security");
     let mut services = Vec::new();
     let replicas = usize::from(args.replicas);
+    let side_ports = u16::try_from(binaries.len() * replicas).unwrap_or(u16::MAX);
+    let http_base_port = side_port_block(args.http_base_port, side_ports)?;
+    if http_base_port != args.http_base_port {
+        println!(
+            "side ports    {}–{} are not all free; using {http_base_port}–{} (below the ephemeral range)",
+            args.http_base_port,
+            args.http_base_port
+                .saturating_add(side_ports.saturating_sub(1)),
+            http_base_port.saturating_add(side_ports.saturating_sub(1))
+        );
+    }
     for (i, (name, path)) in binaries.into_iter().enumerate() {
         for instance in 0..replicas {
             let offset = i * replicas + instance;
-            let port = args
-                .http_base_port
-                .saturating_add(u16::try_from(offset).unwrap_or(u16::MAX));
+            let port = http_base_port.saturating_add(u16::try_from(offset).unwrap_or(u16::MAX));
             start_instance(&mut stack, &args, &name, &path, instance, port).await?;
             services.push((name.clone(), port));
         }
@@ -166,6 +175,57 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     StackInfo::remove(&dir);
     println!("stack stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The lowest port the fallback of [`side_port_block`] hands out (above the
+/// registered ports most servers use by default).
+const FALLBACK_LOW_PORT: u16 = 10_000;
+
+/// The first of `n` consecutive ports for the services' side HTTP ports.
+///
+/// `wanted..wanted + n` when every one of them can be bound on 127.0.0.1 now;
+/// otherwise a block of `n` free ports below the kernel's ephemeral range
+/// (`/proc/sys/net/ipv4/ip_local_port_range`, from 10000 up), so that no outgoing
+/// connection and no `bind(0)` can take one of them while the stack runs (a port
+/// given to an outgoing connection cannot be bound by a listener: the service
+/// there would crash-loop). Errors when no such block is free.
+fn side_port_block(wanted: u16, n: u16) -> anyhow::Result<u16> {
+    let n = n.max(1);
+    let all_free = |start: u16| (0..n).all(|i| start.checked_add(i).is_some_and(port_is_free));
+    if all_free(wanted) {
+        return Ok(wanted);
+    }
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|t| t.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    let high = ephemeral_low.saturating_sub(n);
+    anyhow::ensure!(
+        high > FALLBACK_LOW_PORT,
+        "side ports {wanted}–{} are taken and there is no room for {n} ports below the \
+         ephemeral range (from {ephemeral_low}); pass a free --http-base-port",
+        wanted.saturating_add(n - 1)
+    );
+    // Aligned blocks, starting from one that depends on the process id: two stacks
+    // started at the same instant (tests in parallel) try different blocks first.
+    let blocks = (high - FALLBACK_LOW_PORT) / n + 1;
+    let first = u16::try_from(std::process::id() % u32::from(blocks)).unwrap_or(0);
+    for k in 0..blocks {
+        let start = FALLBACK_LOW_PORT + ((first + k) % blocks) * n;
+        if all_free(start) {
+            return Ok(start);
+        }
+    }
+    anyhow::bail!(
+        "side ports {wanted}–{} are taken and no block of {n} free ports is left below {ephemeral_low}; \
+         pass a free --http-base-port",
+        wanted.saturating_add(n - 1)
+    )
+}
+
+/// Whether a listener can bind `port` on 127.0.0.1 now (as the services do).
+fn port_is_free(port: u16) -> bool {
+    port != 0 && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
 }
 
 /// Starts instance `instance` (0-based) of service `name` on HTTP port `port`.
@@ -485,4 +545,39 @@ pub async fn down(args: DownArgs) -> anyhow::Result<ExitCode> {
     );
     println!("stack stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ephemeral_low() -> u16 {
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|t| t.split_whitespace().next()?.parse().ok())
+            .unwrap_or(32_768)
+    }
+
+    #[test]
+    fn side_port_block_keeps_a_free_block_and_leaves_a_taken_one() {
+        // A block with one port held by a listener (the middle one) is left for a
+        // block below the ephemeral range whose every port binds.
+        let held = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+        let taken = held.local_addr().unwrap().port();
+        let wanted = taken - 3;
+        let start = side_port_block(wanted, 8).unwrap();
+        assert_ne!(start, wanted, "a block holding a bound port was kept");
+        assert!(
+            start >= FALLBACK_LOW_PORT && start + 8 <= ephemeral_low(),
+            "fallback {start} is not below the ephemeral range"
+        );
+        assert!(!(start..start + 8).contains(&taken));
+        let listeners: Vec<_> = (start..start + 8)
+            .map(|p| std::net::TcpListener::bind(("127.0.0.1", p)))
+            .collect();
+        assert!(listeners.iter().all(Result::is_ok), "{listeners:?}");
+        drop(listeners);
+        // A free block is kept as asked.
+        assert_eq!(side_port_block(start, 8).unwrap(), start);
+    }
 }

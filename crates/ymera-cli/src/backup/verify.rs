@@ -114,7 +114,10 @@ pub(super) async fn load_streams(
         let ages = stream.config["max_age"].as_u64().unwrap_or(0) > 0
             || stream.config["allow_msg_ttl"].as_bool().unwrap_or(false);
         let messages_ok = messages == stream.messages || (ages && messages < stream.messages);
-        if !messages_ok || consumers != stream.consumers {
+        // More consumers than the manifest is not a loss: a service of the target stack
+        // may open a watcher (an ephemeral consumer) on a bucket as soon as it exists,
+        // before the restore's answer on a cluster (raft group forming); fewer is one.
+        if !messages_ok || consumers < stream.consumers {
             bail!(
                 "stream {} restored with {messages} messages and {consumers} consumers, the manifest says {} and {}",
                 stream.name,

@@ -11,9 +11,11 @@
 //! 3. `pg_restore` alone into a fresh database (the baseline);
 //! 4. `ymera backup restore` into another fresh database and a fresh nats-server.
 //!
-//! `--rounds` (2) alternate the four, each on fresh targets; the best round of each is
-//! reported. MB/s is the database's size (`pg_database_size`) plus, for Ymera, the streams' stored
-//! bytes, over the wall time; the ratio is Ymera's MB/s over the baseline's.
+//! `--rounds` (2) repeat the four, each on fresh targets, even rounds with the baseline
+//! first and odd rounds with Ymera first (whichever reads the data first after the fill
+//! reads colder pages); the best round of each is reported. MB/s is the database's size
+//! (`pg_database_size`) plus, for Ymera, the streams' stored bytes, over the wall time;
+//! the ratio is Ymera's MB/s over the baseline's.
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -87,67 +89,104 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<ExitCode> {
     let mut quiet = ctx.clone();
     quiet.args.json = true;
     quiet.args.nats_url = nats.url();
-    // Rounds alternate baseline and Ymera (a first, cold read favours neither); each
-    // target's best round is reported.
+    // Rounds alternate which of baseline and Ymera runs first (a first, cold read
+    // favours neither); each target's best round is reported.
     let (mut dump_s, mut create_s, mut restore_s, mut ymera_restore_s) =
         (f64::MAX, f64::MAX, f64::MAX, f64::MAX);
     let mut last = None;
     let mut pg = pg;
     for round in 0..args.rounds {
-        eprintln!("round {} of {} …", round + 1, args.rounds);
-        // 1. pg_dump alone.
+        // Even rounds run the baseline first, odd rounds Ymera first: whichever runs
+        // first after the fill (or after the other's writes) reads colder pages.
+        let ymera_first = round % 2 == 1;
+        eprintln!(
+            "round {} of {} ({} first) …",
+            round + 1,
+            args.rounds,
+            if ymera_first { "ymera" } else { "baseline" }
+        );
         let dump = work.path().join(format!("baseline-{round}.dump"));
-        let started = Instant::now();
-        backup::pg_dump(&bin_dir, &source, &dump, &hidden).await?;
-        dump_s = dump_s.min(started.elapsed().as_secs_f64());
+        let archives = work.path().join(format!("archives-{round}"));
+        let mut created = None;
+        for ymera_turn in [ymera_first, !ymera_first] {
+            if ymera_turn {
+                // 2. ymera backup create.
+                let summary = backup::create(
+                    &CreateArgs {
+                        target: TargetArgs {
+                            dir: None,
+                            database_url: Some(source.clone()),
+                        },
+                        out: archives.clone(),
+                        tar: false,
+                        settle_ms: 0,
+                        keep: None,
+                    },
+                    &quiet,
+                )
+                .await?;
+                eprintln!("  ymera backup create {:.2} s", summary.duration_s);
+                create_s = create_s.min(summary.duration_s);
+                created = Some(summary);
+            } else {
+                // 1. pg_dump alone.
+                let started = Instant::now();
+                backup::pg_dump(&bin_dir, &source, &dump, &hidden).await?;
+                let took = started.elapsed().as_secs_f64();
+                eprintln!("  pg_dump -Fc {took:.2} s");
+                dump_s = dump_s.min(took);
+            }
+        }
+        let created = created.context("create did not run")?;
 
-        // 2. ymera backup create.
-        let created = backup::create(
-            &CreateArgs {
-                target: TargetArgs {
-                    dir: None,
-                    database_url: Some(source.clone()),
-                },
-                out: work.path().join(format!("archives-{round}")),
-                tar: false,
-                settle_ms: 0,
-                keep: None,
-            },
-            &quiet,
-        )
-        .await?;
-        create_s = create_s.min(created.duration_s);
-
-        // 3. pg_restore alone into a fresh database.
+        // Fresh databases for both restores.
         let (fresh_a, fresh_b, back) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
             Ok((pg.create_database()?, pg.create_database()?, pg))
         })
         .await??;
         pg = back;
-        let started = Instant::now();
-        backup::pg_restore(&bin_dir, &fresh_a, &dump, &hidden).await?;
-        restore_s = restore_s.min(started.elapsed().as_secs_f64());
-
-        // 4. ymera backup restore into a fresh database and nats-server.
-        let target_nats = tokio::task::spawn_blocking(ymera_devstack::NatsServer::start).await??;
-        let mut target = ctx.clone();
-        target.args.json = true;
-        target.args.nats_url = target_nats.url();
-        let restored = backup::restore(
-            &RestoreArgs {
-                archive: created.archive.clone(),
-                target: TargetArgs {
-                    dir: None,
-                    database_url: Some(fresh_b),
-                },
-                replace: false,
-                cluster: 1,
-            },
-            &target,
-        )
-        .await?;
-        ymera_restore_s = ymera_restore_s.min(restored.duration_s);
-        drop(target_nats);
+        let mut restored = None;
+        for ymera_turn in [ymera_first, !ymera_first] {
+            if ymera_turn {
+                // 4. ymera backup restore into a fresh database and nats-server.
+                let target_nats =
+                    tokio::task::spawn_blocking(ymera_devstack::NatsServer::start).await??;
+                let mut target = ctx.clone();
+                target.args.json = true;
+                target.args.nats_url = target_nats.url();
+                let report = backup::restore(
+                    &RestoreArgs {
+                        archive: created.archive.clone(),
+                        target: TargetArgs {
+                            dir: None,
+                            database_url: Some(fresh_b.clone()),
+                        },
+                        replace: false,
+                        cluster: 1,
+                    },
+                    &target,
+                )
+                .await?;
+                eprintln!("  ymera backup restore {:.2} s", report.duration_s);
+                ymera_restore_s = ymera_restore_s.min(report.duration_s);
+                drop(target_nats);
+                restored = Some(report);
+            } else {
+                // 3. pg_restore alone into a fresh database.
+                let started = Instant::now();
+                backup::pg_restore(&bin_dir, &fresh_a, &dump, &hidden).await?;
+                let took = started.elapsed().as_secs_f64();
+                eprintln!("  pg_restore {took:.2} s");
+                restore_s = restore_s.min(took);
+            }
+        }
+        let restored = restored.context("restore did not run")?;
+        // Not timed: the round's copies go, so a few-GB run does not fill the disk.
+        drop_databases(&source, &[&fresh_a, &fresh_b]).await?;
+        let _ = std::fs::remove_file(&dump);
+        if round + 1 < args.rounds {
+            let _ = std::fs::remove_dir_all(&archives);
+        }
         last = Some((created, restored));
     }
     let (created, restored) = last.context("no round ran")?;
@@ -225,6 +264,33 @@ fn row(target: &'static str, megabytes: f64, seconds: f64, baseline: Option<f64>
     }
 }
 
+/// Drops the databases of `urls` (on the server of `admin_url`).
+async fn drop_databases(admin_url: &str, urls: &[&str]) -> anyhow::Result<()> {
+    use sqlx::Connection as _;
+    let mut conn = sqlx::PgConnection::connect(admin_url)
+        .await
+        .context("connecting to the benchmark's PostgreSQL")?;
+    for url in urls {
+        let name = url
+            .rsplit('/')
+            .next()
+            .and_then(|n| n.split('?').next())
+            .unwrap_or_default();
+        if name.is_empty() {
+            continue;
+        }
+        // The name is one devstack made (`create_database`), quoted as an identifier.
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+            name.replace('"', "\"\"")
+        )))
+        .execute(&mut conn)
+        .await
+        .with_context(|| format!("dropping database {name}"))?;
+    }
+    Ok(())
+}
+
 /// The platform's schema plus `size_mb` of history rows; returns the database's bytes.
 async fn fill_database(url: &str, size_mb: u64) -> anyhow::Result<u64> {
     let pool = ymera_core::store::connect_postgres(url, 2).await?;
@@ -252,6 +318,10 @@ async fn fill_database(url: &str, size_mb: u64) -> anyhow::Result<u64> {
     sqlx::query("VACUUM ANALYZE message_history")
         .execute(&pool)
         .await?;
+    // The fill's dirty pages are written now, not during the first timed read.
+    if let Err(err) = sqlx::query("CHECKPOINT").execute(&pool).await {
+        eprintln!("CHECKPOINT after the fill failed ({err}); continuing");
+    }
     let bytes: i64 = sqlx::query_scalar("SELECT pg_database_size(current_database())")
         .fetch_one(&pool)
         .await?;

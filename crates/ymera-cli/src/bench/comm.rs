@@ -6,6 +6,17 @@
 //! senders (sustained throughput: messages received per second), then an
 //! open-loop run at `--rate` messages/s for `--seconds` (latency from the
 //! start of the send to the moment the recipient receives the message).
+//!
+//! `--compression s2|none|both` (with `--private`) starts the agent with
+//! `YMERA_STREAM_COMPRESSION` set (both: one private stack each, one after the
+//! other) and adds a stored-bytes phase: with the recipient's delivery consumer
+//! paused, `--stored-messages` envelopes are sent and the size of `YMERA_MESSAGES`
+//! is read twice: JetStream's `state.bytes` (the messages' own size, the same
+//! either way) and the stream's files on disk (what S2 shrinks: sealed blocks
+//! are compressed, the tail block is not). The consumer is then resumed and every
+//! message must arrive. `--payload-bytes` adds a realistic JSON body of about
+//! that size (order-like objects: repeated keys, words, numbers) to every
+//! message of every phase, the baseline's included.
 
 use std::collections::HashSet;
 use std::process::ExitCode;
@@ -22,6 +33,7 @@ use serde_json::json;
 use tokio::sync::Semaphore;
 use ymera_core::client::ServiceClient;
 
+use super::comm_stored::{StoredResult, print_stored, stored_bytes};
 use crate::bench::new_histogram;
 use crate::context::Context;
 use crate::private_stack::PrivateStack;
@@ -49,6 +61,28 @@ pub struct CommBenchArgs {
     /// card) in the same run, and print its cost beside the named send (target ≤ 10 %).
     #[arg(long)]
     pub skill: bool,
+    /// Stream compression the private agent runs with (`YMERA_STREAM_COMPRESSION`), or
+    /// `both` (two runs); adds the stored-bytes phase. Needs `--private`.
+    #[arg(long, value_enum)]
+    pub compression: Option<CompressionChoice>,
+    /// Add a realistic JSON body of about this many bytes to every message (0: only the
+    /// timestamp, as the earlier records).
+    #[arg(long, default_value_t = 0)]
+    pub payload_bytes: usize,
+    /// Messages of the stored-bytes phase (`--compression`).
+    #[arg(long, default_value_t = 30_000)]
+    pub stored_messages: u64,
+}
+
+/// `--compression`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CompressionChoice {
+    /// S2 (the default of the agent).
+    S2,
+    /// Uncompressed.
+    None,
+    /// One run with each.
+    Both,
 }
 
 #[derive(Debug, Serialize)]
@@ -68,14 +102,14 @@ struct PhaseResult {
 }
 
 /// Shared receive-side state: distinct ids and latency.
-struct Receiver {
+pub(super) struct Receiver {
     epoch: Instant,
     seen: Mutex<HashSet<String>>,
     latency: Mutex<Histogram<u64>>,
 }
 
 impl Receiver {
-    fn new(epoch: Instant) -> Arc<Self> {
+    pub(super) fn new(epoch: Instant) -> Arc<Self> {
         Arc::new(Receiver {
             epoch,
             seen: Mutex::new(HashSet::new()),
@@ -83,7 +117,7 @@ impl Receiver {
         })
     }
 
-    fn record(&self, id: String, sent_at_us: u64) {
+    pub(super) fn record(&self, id: String, sent_at_us: u64) {
         let now = self.epoch.elapsed().as_micros() as u64;
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         if seen.insert(id) {
@@ -92,11 +126,11 @@ impl Receiver {
         }
     }
 
-    fn count(&self) -> u64 {
+    pub(super) fn count(&self) -> u64 {
         self.seen.lock().unwrap_or_else(|p| p.into_inner()).len() as u64
     }
 
-    fn reset(&self) {
+    pub(super) fn reset(&self) {
         self.seen.lock().unwrap_or_else(|p| p.into_inner()).clear();
         self.latency
             .lock()
@@ -107,28 +141,90 @@ impl Receiver {
 
 /// Runs the benchmark.
 pub async fn run(args: CommBenchArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
+    let modes: Vec<Option<&str>> = match args.compression {
+        None => vec![None],
+        Some(_) if !args.private => {
+            anyhow::bail!(
+                "--compression needs --private: it starts the agent with YMERA_STREAM_COMPRESSION"
+            )
+        }
+        Some(CompressionChoice::S2) => vec![Some("s2")],
+        Some(CompressionChoice::None) => vec![Some("none")],
+        Some(CompressionChoice::Both) => vec![Some("none"), Some("s2")],
+    };
+    let mut runs = Vec::new();
+    for mode in modes {
+        runs.push(run_once(&args, ctx, mode).await?);
+    }
+    if ctx.json() {
+        let runs: Vec<_> = runs
+            .iter()
+            .map(|(mode, results, stored)| {
+                json!({"compression": mode, "results": results, "stored": stored})
+            })
+            .collect();
+        let first = runs.first().cloned().unwrap_or(serde_json::Value::Null);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &json!({"bench": "comm", "results": first["results"], "runs": runs})
+            )?
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut lost = false;
+    for (mode, results, _) in &runs {
+        if let Some(mode) = mode {
+            println!("YMERA_STREAM_COMPRESSION={mode}");
+        }
+        print_results(&args, results);
+    }
+    let stored: Vec<&StoredResult> = runs.iter().filter_map(|(_, _, s)| s.as_ref()).collect();
+    if !stored.is_empty() {
+        print_stored(&stored);
+        lost = stored.iter().any(|s| s.received < s.messages);
+    }
+    Ok(if lost {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// `--payload-bytes`: the size of the realistic body each message gets.
+pub(super) struct BodySize(pub(super) usize);
+
+type Run = (Option<String>, Vec<PhaseResult>, Option<StoredResult>);
+
+async fn run_once(
+    args: &CommBenchArgs,
+    ctx: &Context,
+    compression: Option<&str>,
+) -> anyhow::Result<Run> {
     let stack = if args.private {
-        let stack = PrivateStack::start(
-            &["communication"],
-            &[
-                ("COMM_RATE_LIMIT", "1000000"),
-                ("COMM_DELIVERY_CONCURRENCY", "256"),
-            ],
-        )
-        .await?;
-        Some(stack)
+        let mut env = vec![
+            ("COMM_RATE_LIMIT", "1000000"),
+            ("COMM_DELIVERY_CONCURRENCY", "256"),
+        ];
+        if let Some(mode) = compression {
+            // The stored-bytes phase parks its messages in one recipient's backlog.
+            env.push(("YMERA_STREAM_COMPRESSION", mode));
+            env.push(("COMM_BACKLOG_LIMIT", "1000000"));
+        }
+        Some(PrivateStack::start(&["communication"], &env).await?)
     } else {
         None
     };
     let client = crate::bench::connect(&crate::bench::stack_url(stack.as_ref(), ctx)).await?;
     let epoch = Instant::now();
+    let body = Arc::new(BodySize(args.payload_bytes));
     let mut results = Vec::new();
 
-    let raw = RawJetStream::new(client.clone(), epoch).await?;
+    let raw = RawJetStream::new(client.clone(), epoch, body.clone()).await?;
     results.push(
         burst(
             "raw JetStream publish→consume→ack (baseline)",
-            &args,
+            args,
             &raw.receiver,
             |i| raw.send(i),
         )
@@ -137,7 +233,7 @@ pub async fn run(args: CommBenchArgs, ctx: &Context) -> anyhow::Result<ExitCode>
     results.push(
         paced(
             "raw JetStream publish→consume→ack (baseline)",
-            &args,
+            args,
             &raw.receiver,
             |i| raw.send(i),
         )
@@ -145,11 +241,11 @@ pub async fn run(args: CommBenchArgs, ctx: &Context) -> anyhow::Result<ExitCode>
     );
     raw.stop().await;
 
-    let ymera = YmeraPath::new(client.clone(), epoch, ctx).await?;
+    let ymera = YmeraPath::new(client.clone(), epoch, ctx, body.clone()).await?;
     results.push(
         burst(
             "communication.send → agent inbox",
-            &args,
+            args,
             &ymera.receiver,
             |i| ymera.send(i),
         )
@@ -158,7 +254,7 @@ pub async fn run(args: CommBenchArgs, ctx: &Context) -> anyhow::Result<ExitCode>
     results.push(
         paced(
             "communication.send → agent inbox",
-            &args,
+            args,
             &ymera.receiver,
             |i| ymera.send(i),
         )
@@ -169,22 +265,104 @@ pub async fn run(args: CommBenchArgs, ctx: &Context) -> anyhow::Result<ExitCode>
         let recipient = format!("skill:{skill}");
         let target = format!("communication.send {recipient} → agent inbox");
         results.push(
-            burst(&target, &args, &ymera.receiver, |i| {
+            burst(&target, args, &ymera.receiver, |i| {
                 ymera.send_to(i, &recipient)
             })
             .await,
         );
         results.push(
-            paced(&target, &args, &ymera.receiver, |i| {
+            paced(&target, args, &ymera.receiver, |i| {
                 ymera.send_to(i, &recipient)
             })
             .await,
         );
         ymera.deregister().await;
     }
+    let stored = match (compression, &stack) {
+        (Some(mode), Some(stack)) => Some(
+            stored_bytes(
+                args,
+                ctx,
+                &client,
+                stack.nats_store_dir(),
+                epoch,
+                body.clone(),
+                mode,
+            )
+            .await?,
+        ),
+        _ => None,
+    };
     drop(stack);
-    print_results(ctx, &args, &results)?;
-    Ok(ExitCode::SUCCESS)
+    Ok((compression.map(str::to_owned), results, stored))
+}
+
+/// About `bytes` of order-like JSON (repeated keys, words, prices), different values for
+/// every `seed` (message index), so that S2 finds only what real traffic repeats; `Null`
+/// for 0.
+fn realistic_body(bytes: usize, seed: u64) -> serde_json::Value {
+    if bytes == 0 {
+        return serde_json::Value::Null;
+    }
+    const WORDS: &[&str] = &[
+        "invoice",
+        "shipping",
+        "express",
+        "warehouse",
+        "customer",
+        "priority",
+        "refund",
+        "delivered",
+        "pending",
+        "review",
+        "account",
+        "premium",
+        "backorder",
+        "discount",
+        "quarterly",
+        "report",
+        "analysis",
+        "contract",
+        "renewal",
+        "support",
+    ];
+    // xorshift64: varied but reproducible values, no dependency.
+    let mut state = 0x9E37_79B9_7F4A_7C15_u64 ^ seed.wrapping_mul(0xBF58_476D_1CE4_E5B9) ^ 1;
+    let mut next = move |below: u64| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % below.max(1)
+    };
+    let words = |n: usize, next: &mut dyn FnMut(u64) -> u64| {
+        (0..n)
+            .map(|_| WORDS[next(WORDS.len() as u64) as usize])
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let mut body = json!({
+        "order_id": format!("ORD-{:08}", next(100_000_000)),
+        "customer": {
+            "id": format!("cus_{:016x}", next(u64::MAX)),
+            "name": "Ada Lovelace",
+            "email": "ada@example.com",
+            "tier": "premium",
+        },
+        "note": words(12, &mut next),
+        "items": [],
+    });
+    let mut items = Vec::new();
+    while body.to_string().len() < bytes {
+        items.push(json!({
+            "sku": format!("SKU-{:05}", next(100_000)),
+            "name": words(3, &mut next),
+            "qty": 1 + next(9),
+            "unit_price": (100 + next(99_900)) as f64 / 100.0,
+            "warehouse": format!("WH-{}", 1 + next(19)),
+        }));
+        body["items"] = serde_json::Value::Array(items.clone());
+    }
+    body
 }
 
 /// Sends `args.messages` with `args.concurrency` in flight and waits until
@@ -286,7 +464,7 @@ where
     )
 }
 
-async fn wait_received(receiver: &Receiver, expected: u64, bar: &ProgressBar) -> u64 {
+pub(super) async fn wait_received(receiver: &Receiver, expected: u64, bar: &ProgressBar) -> u64 {
     let mut last = (receiver.count(), Instant::now());
     loop {
         let now = receiver.count();
@@ -330,7 +508,7 @@ fn phase_result(
     }
 }
 
-fn progress(len: u64, message: &str) -> ProgressBar {
+pub(super) fn progress(len: u64, message: &str) -> ProgressBar {
     let bar = ProgressBar::new(len);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{msg:60} [{bar:30}] {pos}/{len} {elapsed}")
@@ -349,11 +527,16 @@ struct RawJetStream {
     subject: String,
     epoch: Instant,
     receiver: Arc<Receiver>,
+    body: Arc<BodySize>,
     consumer_task: tokio::task::JoinHandle<()>,
 }
 
 impl RawJetStream {
-    async fn new(client: async_nats::Client, epoch: Instant) -> anyhow::Result<Self> {
+    async fn new(
+        client: async_nats::Client,
+        epoch: Instant,
+        body: Arc<BodySize>,
+    ) -> anyhow::Result<Self> {
         let js = jetstream::new(client.clone());
         let token = client.new_inbox().replace("_INBOX.", "").replace('.', "");
         let stream = format!("BENCH_RAW_{token}");
@@ -391,6 +574,7 @@ impl RawJetStream {
             subject,
             epoch,
             receiver,
+            body,
             consumer_task,
         })
     }
@@ -401,8 +585,13 @@ impl RawJetStream {
     ) -> impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static {
         let (js, subject) = (self.js.clone(), self.subject.clone());
         let t = self.epoch.elapsed().as_micros() as u64;
+        let body = realistic_body(self.body.0, i);
         async move {
-            let body = Bytes::from(json!({"i": i, "t": t}).to_string());
+            let mut message = json!({"i": i, "t": t});
+            if !body.is_null() {
+                message["body"] = body;
+            }
+            let body = Bytes::from(message.to_string());
             js.publish(subject, body).await?.await?;
             Ok(())
         }
@@ -415,16 +604,22 @@ impl RawJetStream {
 }
 
 /// The Ymera path: `communication.send` to an agent whose inbox records receipt.
-struct YmeraPath {
-    client: ServiceClient,
-    agent: String,
-    epoch: Instant,
-    receiver: Arc<Receiver>,
-    _inbox_task: tokio::task::JoinHandle<()>,
+pub(super) struct YmeraPath {
+    pub(super) client: ServiceClient,
+    pub(super) agent: String,
+    pub(super) epoch: Instant,
+    pub(super) receiver: Arc<Receiver>,
+    pub(super) body: Arc<BodySize>,
+    pub(super) _inbox_task: tokio::task::JoinHandle<()>,
 }
 
 impl YmeraPath {
-    async fn new(nats: async_nats::Client, epoch: Instant, ctx: &Context) -> anyhow::Result<Self> {
+    pub(super) async fn new(
+        nats: async_nats::Client,
+        epoch: Instant,
+        ctx: &Context,
+        body: Arc<BodySize>,
+    ) -> anyhow::Result<Self> {
         let agent = format!(
             "bench-{}",
             &nats.new_inbox().replace("_INBOX.", "").to_lowercase()[..12]
@@ -454,6 +649,7 @@ impl YmeraPath {
             agent,
             epoch,
             receiver,
+            body,
             _inbox_task: inbox_task,
         };
         // The agent discovers a new recipient's consumer within seconds: warm up.
@@ -470,7 +666,7 @@ impl YmeraPath {
     }
 
     /// Registers the bench agent's card with one skill of its own; returns the skill id.
-    async fn register_skill(&self) -> anyhow::Result<String> {
+    pub(super) async fn register_skill(&self) -> anyhow::Result<String> {
         let skill = self.agent.replace('-', "_");
         let card = json!({
             "name": self.agent, "description": "ymera bench comm recipient",
@@ -483,7 +679,7 @@ impl YmeraPath {
         Ok(skill)
     }
 
-    async fn deregister(&self) {
+    pub(super) async fn deregister(&self) {
         let _ = self
             .client
             .request::<_, serde_json::Value>(
@@ -493,26 +689,31 @@ impl YmeraPath {
             .await;
     }
 
-    fn send(
+    pub(super) fn send(
         &self,
         i: u64,
     ) -> impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static {
         self.send_to(i, &self.agent)
     }
 
-    fn send_to(
+    pub(super) fn send_to(
         &self,
         i: u64,
         recipient: &str,
     ) -> impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static {
         let client = self.client.clone();
         let t = self.epoch.elapsed().as_micros() as u64;
+        let mut payload = json!({"t": t});
+        let body = realistic_body(self.body.0, i);
+        if !body.is_null() {
+            payload["body"] = body;
+        }
         let envelope = json!({
             "type": "event",
             "sender": format!("bench-sender-{}", i % 64),
             "recipients": [recipient],
             "subject": "bench",
-            "payload": {"t": t},
+            "payload": payload,
         });
         async move {
             let _: serde_json::Value = client.request("communication.send", &envelope).await?;
@@ -521,18 +722,7 @@ impl YmeraPath {
     }
 }
 
-fn print_results(
-    ctx: &Context,
-    args: &CommBenchArgs,
-    results: &[PhaseResult],
-) -> anyhow::Result<()> {
-    if ctx.json() {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&json!({"bench": "comm", "results": results}))?
-        );
-        return Ok(());
-    }
+fn print_results(args: &CommBenchArgs, results: &[PhaseResult]) {
     let mut table = comfy_table::Table::new();
     table
         .load_preset(comfy_table::presets::UTF8_FULL_CONDENSED)
@@ -590,5 +780,4 @@ fn print_results(
             args.rate,
         );
     }
-    Ok(())
 }

@@ -9,6 +9,7 @@ mod analysis;
 mod backup;
 mod comm;
 mod comm_cluster;
+mod comm_stored;
 mod config;
 mod drafting;
 mod gateway;

@@ -193,11 +193,20 @@ impl Traffic {
         admin_key: &str,
         ledger: Arc<Ledger>,
     ) -> anyhow::Result<Self> {
-        let client = async_nats::connect(urls.clone()).await?;
+        // The platform's connect (`ymera_core::client::connect_nats`), as every service, the
+        // gateway and the CLI use it: a client of a nats-server cut off from the cluster's
+        // majority moves to a server that reaches one.
+        let settings = ymera_core::config::NatsSettings {
+            url: urls.join(","),
+            ..ymera_core::config::NatsSettings::default()
+        };
+        let client = ymera_core::client::connect_nats(&settings, "chaos-traffic").await?;
         let agents_stop = CancellationToken::new();
         let mut agents = Vec::new();
         for agent in AGENTS {
-            let agent_client = async_nats::connect(urls.clone()).await?;
+            let agent_client =
+                ymera_core::client::connect_nats(&settings, &format!("chaos-agent-{agent}"))
+                    .await?;
             let mut inbox = agent_client
                 .subscribe(format!("agent.{agent}.inbox"))
                 .await?;

@@ -13,7 +13,6 @@ use async_nats::HeaderMap;
 use futures::StreamExt;
 use serde_json::{Value, json};
 use sqlx::Row;
-use ymera_testkit::free_port;
 
 const YMERA: &str = env!("CARGO_BIN_EXE_ymera");
 
@@ -45,6 +44,53 @@ fn all_services_built() -> bool {
         .all(|s| dir.join(format!("ymera-{s}")).is_file())
 }
 
+/// The first port of a block of `n` consecutive ports that are all free now, chosen
+/// below the kernel's ephemeral range (`ip_local_port_range`).
+///
+/// Why not `free_port()` and the ports after it: `ymera up` puts service i's side HTTP
+/// port at `--http-base-port + i` (and a cluster's node i at `--nats-port + i`, …). A
+/// port from `free_port()` is an ephemeral one (`bind(0)` hands out odd ones), so
+/// `base + 1`, `base + 3`, … are even ephemeral ports — the ones `connect()` gives every
+/// outgoing TCP connection on the machine. Under a full test run hundreds of client
+/// connections (service pools to PostgreSQL, NATS clients) hold such ports, and a
+/// listener cannot bind a port an established connection holds: the service (drafting
+/// at `base + 3` in the round-trip test) failed to bind, exited and was restarted with
+/// backoff for as long as that connection lived — "not healthy within 90 s". Below the
+/// ephemeral range no connection and no `bind(0)` ever takes a port; the block is
+/// checked free and never handed out twice by this process.
+fn port_block(n: u16) -> u16 {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    static HANDED_OUT: Mutex<Vec<(u16, u16)>> = Mutex::new(Vec::new());
+    let ephemeral_low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|t| t.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768);
+    let (low, high) = (10_000u16, ephemeral_low.saturating_sub(n));
+    assert!(
+        high > low + n,
+        "no room below the ephemeral range {ephemeral_low}"
+    );
+    // Aligned blocks: two processes picking at random collide only on the same block.
+    let blocks = (high - low) / n;
+    for attempt in 0..1_000u64 {
+        let mut hasher = std::hash::RandomState::new().build_hasher();
+        hasher.write_u64(attempt);
+        let start = low + (hasher.finish() % u64::from(blocks)) as u16 * n;
+        let mut handed_out = HANDED_OUT.lock().unwrap();
+        if handed_out
+            .iter()
+            .any(|(s, len)| start < s + len && *s < start + n)
+        {
+            continue;
+        }
+        if (start..start + n).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()) {
+            handed_out.push((start, n));
+            return start;
+        }
+    }
+    panic!("no block of {n} free ports below {ephemeral_low}");
+}
+
 /// A stack started with `ymera up --detach` in its own directory and ports.
 struct UpStack {
     dir: PathBuf,
@@ -52,24 +98,52 @@ struct UpStack {
     database_url: String,
 }
 
+/// Ports one stack may use: up to 7 nats-servers (client, monitor and route port
+/// each), PostgreSQL, Redis, the gateway's public ports and the side ports of 6
+/// services × up to 8 replicas.
+const STACK_PORTS: u16 = 80;
+
 impl UpStack {
     fn start(dir: &Path, services: Option<&str>, env: &[(&str, &str)]) -> UpStack {
-        let ports: Vec<String> = (0..5).map(|_| free_port().unwrap().to_string()).collect();
+        Self::start_with(dir, services, env, 1, 1)
+    }
+
+    /// `ymera up --cluster <cluster> --replicas <replicas>`.
+    fn start_with(
+        dir: &Path,
+        services: Option<&str>,
+        env: &[(&str, &str)],
+        cluster: u16,
+        replicas: u16,
+    ) -> UpStack {
+        let base = port_block(STACK_PORTS);
+        let port = |offset: u16| (base + offset).to_string();
+        let (nats, monitor, route) = (port(0), port(7), port(14));
+        let (postgres, redis, gateway, http) = (port(21), port(22), port(23), port(31));
+        let (cluster, replicas) = (cluster.to_string(), replicas.to_string());
         let mut args = vec![
             "up",
             "--detach",
             "--dir",
             dir.to_str().unwrap(),
             "--nats-port",
-            &ports[0],
+            &nats,
             "--nats-monitor-port",
-            &ports[1],
+            &monitor,
+            "--nats-route-port",
+            &route,
+            "--cluster",
+            &cluster,
+            "--replicas",
+            &replicas,
             "--postgres-port",
-            &ports[2],
+            &postgres,
             "--redis-port",
-            &ports[3],
+            &redis,
+            "--gateway-port",
+            &gateway,
             "--http-base-port",
-            &ports[4],
+            &http,
         ];
         if let Some(services) = services {
             args.extend(["--services", services]);
@@ -102,11 +176,32 @@ impl UpStack {
         );
     }
 
+    /// Waits until every service answers its health check (each up to 90 s); a
+    /// failure shows the end of the service's logs and of the stack's log.
     async fn wait_healthy(&self, client: &async_nats::Client, services: &[&str]) {
         for service in services {
-            ymera_devstack::wait_healthy(client, service, Duration::from_secs(90))
-                .await
-                .unwrap();
+            if let Err(err) =
+                ymera_devstack::wait_healthy(client, service, Duration::from_secs(90)).await
+            {
+                let mut logs = String::new();
+                let mut names: Vec<PathBuf> = std::fs::read_dir(self.dir.join("logs"))
+                    .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+                    .unwrap_or_default();
+                names.sort();
+                for path in names {
+                    let name = path.file_name().unwrap().to_string_lossy().into_owned();
+                    if name.starts_with(service) || name == "stack.log" {
+                        let text = std::fs::read_to_string(&path).unwrap_or_default();
+                        let tail: Vec<&str> = text.lines().rev().take(40).collect();
+                        logs.push_str(&format!("--- {name} (end)\n"));
+                        for line in tail.into_iter().rev() {
+                            logs.push_str(line);
+                            logs.push('\n');
+                        }
+                    }
+                }
+                panic!("{err}\n{logs}");
+            }
         }
     }
 }
@@ -846,5 +941,302 @@ async fn corrupted_archives_are_refused_and_change_nothing() {
     assert_eq!(
         stream_messages(&client, "YMERA_MESSAGES").await,
         messages_before
+    );
+}
+
+/// Replicas and peers of every platform stream on a stack: name → (num_replicas of its
+/// configuration, servers holding it: leader + replicas).
+async fn stream_placement(client: &async_nats::Client) -> BTreeMap<String, (usize, usize)> {
+    let js = async_nats::jetstream::new(client.clone());
+    let mut names = js.stream_names();
+    let mut out = BTreeMap::new();
+    while let Some(name) = names.next().await {
+        let name = name.unwrap();
+        if !name.starts_with("YMERA_") && !name.starts_with("KV_YMERA_") {
+            continue;
+        }
+        let info = js
+            .get_stream(&name)
+            .await
+            .unwrap()
+            .info()
+            .await
+            .unwrap()
+            .clone();
+        let peers = info
+            .cluster
+            .as_ref()
+            .map(|c| usize::from(c.leader.is_some()) + c.replicas.len())
+            .unwrap_or(1);
+        out.insert(name, (info.config.num_replicas, peers));
+    }
+    out
+}
+
+/// The cluster stack (`ymera up --cluster 3 --replicas 2`: 3-node JetStream, R3
+/// streams, 2 replicas of every service) with writes going on during `create`, then a
+/// restore into a fresh cluster stack: every stream back at R3 on 3 servers, every copy
+/// accepted before `create` started delivered once its agent is back, config versions,
+/// API keys and tokens back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cluster_stack_round_trip_under_writes() {
+    if !all_services_built() {
+        eprintln!("skipped: service binaries not built beside {YMERA}");
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let (dir_a, dir_b, out) = (
+        root.path().join("a"),
+        root.path().join("b"),
+        root.path().join("backups"),
+    );
+    let services = "security,communication,config";
+    // Copies to the absent agent stay undelivered: the circuit opens at the first failure
+    // and stays open for the whole test, so no copy runs out of attempts (the same
+    // settings as `backup_under_concurrent_writes_keeps_everything_accepted_before_it`).
+    let env_a = [
+        ("COMM_MAX_ATTEMPTS", "100"),
+        ("COMM_BREAKER_FAILURES", "1"),
+        ("COMM_BREAKER_OPEN_MS", "3600000"),
+        ("COMM_RATE_LIMIT", "1000000"),
+        ("LOG_LEVEL", "warn"),
+    ];
+    let a = UpStack::start_with(&dir_a, Some(services), &env_a, 3, 2);
+    let client = async_nats::connect(a.nats_url.split(',').collect::<Vec<_>>())
+        .await
+        .unwrap();
+    a.wait_healthy(&client, &["security", "communication", "config"])
+        .await;
+
+    // A key and a token issued with it; config versions; copies to an absent agent.
+    let admin = std::fs::read_to_string(dir_a.join("admin.key")).unwrap();
+    let mut admin_headers = HeaderMap::new();
+    admin_headers.insert("X-API-Key", admin.trim());
+    let created = call_with(
+        &client,
+        "security.keys.create",
+        json!({"owner": "cluster-test", "permissions": ["config:read"]}),
+        admin_headers,
+    )
+    .await;
+    let key = created["key"].as_str().unwrap().to_owned();
+    let mut headers = HeaderMap::new();
+    headers.insert("X-API-Key", key.as_str());
+    let issued = call_with(
+        &client,
+        "security.tokens.issue",
+        json!({"ttl_seconds": 3600}),
+        headers.clone(),
+    )
+    .await;
+    let token = issued["token"].as_str().unwrap().to_owned();
+    let mut sent = send_many(&client, "absent", 300).await;
+
+    // Writers during `create`: copies to the absent agent and config versions.
+    let accepted: Arc<Mutex<Vec<(Instant, String)>>> = Arc::default();
+    let versions: Arc<Mutex<Vec<(Instant, i64)>>> = Arc::default();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut writers = Vec::new();
+    for w in 0..2 {
+        let (client, accepted, stop) = (client.clone(), accepted.clone(), stop.clone());
+        writers.push(tokio::spawn(async move {
+            while !stop.is_cancelled() {
+                let id = uuid::Uuid::now_v7().to_string();
+                let envelope = json!({"id": id, "type": "event", "sender": format!("writer-{w}"),
+                    "recipients": ["absent"], "subject": "load", "payload": {"w": w}});
+                call(&client, "communication.send", envelope).await;
+                accepted.lock().unwrap().push((Instant::now(), id));
+            }
+        }));
+    }
+    {
+        let (client, versions, stop) = (client.clone(), versions.clone(), stop.clone());
+        writers.push(tokio::spawn(async move {
+            let mut i = 0;
+            while !stop.is_cancelled() {
+                let r = call(
+                    &client,
+                    "config.set",
+                    json!({"agent": "clustered", "environment": "production",
+                    "config": {"i": i}, "actor": "writer"}),
+                )
+                .await;
+                versions
+                    .lock()
+                    .unwrap()
+                    .push((Instant::now(), r["version"].as_i64().unwrap_or(-1)));
+                i += 1;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let placement_a = stream_placement(&client).await;
+    assert_eq!(
+        placement_a.get("YMERA_MESSAGES"),
+        Some(&(3, 3)),
+        "{placement_a:?}"
+    );
+    let started = Instant::now();
+    let (archive, summary) = create_archive(&a, &out, true);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.cancel();
+    for w in writers {
+        w.await.unwrap();
+    }
+    let during = accepted.lock().unwrap().len();
+    sent.extend(
+        accepted
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(t, _)| *t < started)
+            .map(|(_, id)| id.clone()),
+    );
+    let all_accepted: HashSet<String> = accepted
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, id)| id.clone())
+        .chain(sent.iter().cloned())
+        .collect();
+    assert!(
+        sent.len() > 300 && during > sent.len() - 300,
+        "no writes during create: {} before, {during} in all",
+        sent.len() - 300
+    );
+    let last_version = versions
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(t, _)| *t < started)
+        .map(|(_, v)| *v)
+        .max()
+        .unwrap();
+    let in_archive = summary["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "YMERA_MESSAGES")
+        .map(|s| s["messages"].as_u64().unwrap())
+        .unwrap();
+
+    // Disaster: the whole cluster stack and its data directories are gone.
+    drop(client);
+    a.down();
+    std::fs::remove_dir_all(&dir_a).unwrap();
+
+    // A fresh cluster stack (servers only) → restore: every stream at R3 on 3 servers.
+    let b = UpStack::start_with(&dir_b, Some("code-analysis"), &[], 3, 1);
+    let restored: Value = serde_json::from_str(&ok(
+        &ymera(
+            &[
+                "--json",
+                "backup",
+                "restore",
+                archive.to_str().unwrap(),
+                "--dir",
+                b.dir_arg(),
+            ],
+            &[],
+        ),
+        "backup restore into the cluster",
+    ))
+    .unwrap();
+    assert_eq!(restored["replaced"], json!([]), "{restored}");
+    let client = async_nats::connect(b.nats_url.split(',').collect::<Vec<_>>())
+        .await
+        .unwrap();
+    let mut placement_b = BTreeMap::new();
+    wait_until(
+        "every restored stream on 3 servers",
+        Duration::from_secs(30),
+        async || {
+            placement_b = stream_placement(&client).await;
+            placement_b == placement_a
+        },
+    )
+    .await;
+    assert_eq!(stream_messages(&client, "YMERA_MESSAGES").await, in_archive);
+    drop(client);
+    b.down();
+
+    // The cluster stack with 2 replicas of every service on the restored data; the absent
+    // agent comes back.
+    let env_b = [
+        ("COMM_MAX_ATTEMPTS", "100"),
+        ("COMM_BREAKER_OPEN_MS", "200"),
+        ("COMM_RETRY_BASE_MS", "20"),
+        ("COMM_RETRY_CAP_MS", "300"),
+        ("LOG_LEVEL", "warn"),
+    ];
+    let b = UpStack::start_with(&dir_b, Some(services), &env_b, 3, 2);
+    let client = async_nats::connect(b.nats_url.split(',').collect::<Vec<_>>())
+        .await
+        .unwrap();
+    let (absent, _absent_task) = spawn_agent(client.clone(), "absent");
+    b.wait_healthy(&client, &["security", "communication", "config"])
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let missing = {
+            let seen = absent.lock().unwrap();
+            sent.iter().filter(|id| !seen.contains_key(*id)).count()
+        };
+        if missing == 0 && absent.lock().unwrap().len() as u64 >= in_archive {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{missing} of {} copies accepted before create were not delivered; {} of {in_archive} in the archive arrived\n{}",
+            sent.len(),
+            absent.lock().unwrap().len(),
+            std::fs::read_to_string(dir_b.join("logs/communication-1.log")).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    {
+        let seen = absent.lock().unwrap();
+        let unknown: Vec<_> = seen
+            .keys()
+            .filter(|id| !all_accepted.contains(*id))
+            .collect();
+        assert!(
+            unknown.is_empty(),
+            "delivered copies never sent: {unknown:?}"
+        );
+    }
+    let placement = stream_placement(&client).await;
+    assert_eq!(
+        placement.get("YMERA_MESSAGES"),
+        Some(&(3, 3)),
+        "{placement:?}"
+    );
+
+    // Keys, tokens and config versions from before the backup.
+    let verified = call(&client, "security.tokens.verify", json!({"token": token})).await;
+    assert_eq!(verified["claims"]["sub"], "cluster-test", "{verified}");
+    call_with(
+        &client,
+        "security.tokens.issue",
+        json!({"ttl_seconds": 60}),
+        headers,
+    )
+    .await;
+    let history = call(
+        &client,
+        "config.history",
+        json!({"agent": "clustered", "environment": "production"}),
+    )
+    .await;
+    let restored_max = history["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v["version"].as_i64())
+        .max()
+        .unwrap_or(0);
+    assert!(
+        restored_max >= last_version,
+        "config history ends at version {restored_max}, {last_version} was accepted before create: {history}"
     );
 }
