@@ -37,6 +37,9 @@ const CHUNK: usize = 256 * 1024;
 const CHUNK_IDLE: Duration = Duration::from_secs(30);
 /// How long the server may take to answer an API request.
 const API_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a restore chunk is sent again while the restoring server's deliver subject
+/// has no interest on this client's server yet (`send_chunk`).
+const DELIVER_INTEREST_WAIT: Duration = Duration::from_secs(10);
 /// How long the server may take to load a restored stream after the last chunk.
 const RESTORE_FINISH_TIMEOUT: Duration = Duration::from_secs(600);
 /// Largest snapshot written (bounds a misbehaving server).
@@ -46,25 +49,23 @@ const MAX_STREAMS: usize = 10_000;
 
 /// One JetStream API request; an `error` member in the reply is an error.
 pub async fn api(client: &async_nats::Client, subject: &str, body: Value) -> anyhow::Result<Value> {
-    let reply = api_raw(client, subject, body.to_string().into(), API_TIMEOUT).await?;
-    Ok(reply)
+    let reply = tokio::time::timeout(
+        API_TIMEOUT,
+        client.request(subject.to_owned(), body.to_string().into()),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("{subject}: no answer within {} s", API_TIMEOUT.as_secs()))?
+    .map_err(|e| anyhow::anyhow!("{subject}: {e} (is JetStream enabled?)"))?;
+    answer(subject, &reply.payload)
 }
 
-async fn api_raw(
-    client: &async_nats::Client,
-    subject: &str,
-    body: Bytes,
-    timeout: Duration,
-) -> anyhow::Result<Value> {
-    let reply = tokio::time::timeout(timeout, client.request(subject.to_owned(), body))
-        .await
-        .map_err(|_| anyhow::anyhow!("{subject}: no answer within {} s", timeout.as_secs()))?
-        .map_err(|e| anyhow::anyhow!("{subject}: {e} (is JetStream enabled?)"))?;
-    let value: Value = serde_json::from_slice(&reply.payload)
-        .with_context(|| format!("{subject}: the answer is not JSON"))?;
+/// A JetStream API answer as JSON, or its error as one naming `what`.
+fn answer(what: &str, payload: &[u8]) -> anyhow::Result<Value> {
+    let value: Value = serde_json::from_slice(payload)
+        .with_context(|| format!("{what}: the answer is not JSON"))?;
     if let Some(err) = value.get("error") {
         bail!(
-            "{subject}: {} (JetStream error {})",
+            "{what}: {} (JetStream error {})",
             err["description"].as_str().unwrap_or("unknown error"),
             err["err_code"]
         );
@@ -228,13 +229,14 @@ pub async fn restore(
         if n == 0 {
             break;
         }
-        let answer = tokio::time::timeout(
+        let answer = send_chunk(
+            client,
+            &deliver,
+            Bytes::copy_from_slice(&buf[..n]),
             API_TIMEOUT,
-            client.request(deliver.clone(), Bytes::copy_from_slice(&buf[..n])),
         )
         .await
-        .map_err(|_| anyhow::anyhow!("restore of {name}: a chunk was not acknowledged"))?
-        .map_err(|e| anyhow::anyhow!("restore of {name}: {e}"))?;
+        .with_context(|| format!("restore of {name}"))?;
         if !answer.payload.is_empty()
             && let Ok(value) = serde_json::from_slice::<Value>(&answer.payload)
             && let Some(err) = value.get("error")
@@ -246,9 +248,41 @@ pub async fn restore(
         }
         bar.inc(n as u64);
     }
-    api_raw(client, &deliver, Bytes::new(), RESTORE_FINISH_TIMEOUT)
+    // The empty message ends the upload; the answer is the restored stream's info.
+    let done = send_chunk(client, &deliver, Bytes::new(), RESTORE_FINISH_TIMEOUT)
         .await
-        .with_context(|| format!("restore of {name}"))
+        .with_context(|| format!("restore of {name}"))?;
+    answer(&format!("restore of {name}"), &done.payload)
+}
+
+/// Sends one snapshot chunk to the restoring server and waits for its acknowledgement.
+/// On a cluster the server that answered `STREAM.RESTORE` may not be the one this client
+/// is connected to, and the deliver subject's interest reaches the client's server over
+/// the route a moment after the answer: until then a chunk gets "no responders". Such a
+/// chunk was received by nobody, so it is sent again (every 100 ms, for up to
+/// `DELIVER_INTEREST_WAIT`); any other failure ends the restore.
+async fn send_chunk(
+    client: &async_nats::Client,
+    deliver: &str,
+    chunk: Bytes,
+    timeout: Duration,
+) -> anyhow::Result<async_nats::Message> {
+    let deadline = tokio::time::Instant::now() + DELIVER_INTEREST_WAIT;
+    loop {
+        let sent = tokio::time::timeout(timeout, client.request(deliver.to_owned(), chunk.clone()))
+            .await
+            .map_err(|_| anyhow::anyhow!("no acknowledgement within {} s", timeout.as_secs()))?;
+        match sent {
+            Ok(answer) => return Ok(answer),
+            Err(e)
+                if e.kind() == async_nats::client::RequestErrorKind::NoResponders
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => bail!("{e}"),
+        }
+    }
 }
 
 async fn read_full(file: &mut tokio::fs::File, buf: &mut [u8]) -> anyhow::Result<usize> {
