@@ -380,19 +380,7 @@ where
     receiver.reset();
     let bar = progress(args.messages, &format!("{target}: burst"));
     let started = Instant::now();
-    let errors = futures::stream::iter(0..args.messages)
-        .map(|i| {
-            let fut = send(i);
-            let bar = bar.clone();
-            async move {
-                let failed = fut.await.is_err();
-                bar.inc(1);
-                u64::from(failed)
-            }
-        })
-        .buffer_unordered(args.concurrency.max(1))
-        .fold(0u64, |acc, e| async move { acc + e })
-        .await;
+    let errors = send_all(args.messages, args.concurrency, &bar, send).await;
     let expected = args.messages - errors;
     let received = wait_received(receiver, expected, &bar).await;
     let seconds = started.elapsed().as_secs_f64();
@@ -506,6 +494,33 @@ fn phase_result(
         p99_ms: ms(0.99),
         max_ms: h.max() as f64 / 1000.0,
     }
+}
+
+/// Sends messages `0..count` with `concurrency` in flight, one step of `bar` each;
+/// returns how many sends failed.
+pub(super) async fn send_all<F, Fut>(
+    count: u64,
+    concurrency: usize,
+    bar: &ProgressBar,
+    send: F,
+) -> u64
+where
+    F: Fn(u64) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    futures::stream::iter(0..count)
+        .map(|i| {
+            let fut = send(i);
+            let bar = bar.clone();
+            async move {
+                let failed = fut.await.is_err();
+                bar.inc(1);
+                u64::from(failed)
+            }
+        })
+        .buffer_unordered(concurrency.max(1))
+        .fold(0u64, |acc, e| async move { acc + e })
+        .await
 }
 
 pub(super) fn progress(len: u64, message: &str) -> ProgressBar {

@@ -9,9 +9,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream;
 use serde::Serialize;
 
-use futures::StreamExt;
-
-use super::comm::{BodySize, CommBenchArgs, YmeraPath, progress, wait_received};
+use super::comm::{BodySize, CommBenchArgs, YmeraPath, progress, send_all, wait_received};
 use crate::context::Context;
 
 /// The stored-bytes phase of one run.
@@ -63,19 +61,10 @@ pub(super) async fn stored_bytes(
     let before = js.get_stream(STREAM).await?.info().await?.state.clone();
     path.receiver.reset();
     let bar = progress(args.stored_messages, &format!("stored bytes ({mode})"));
-    let errors = futures::stream::iter(0..args.stored_messages)
-        .map(|i| {
-            let fut = path.send(i);
-            let bar = bar.clone();
-            async move {
-                let failed = fut.await.is_err();
-                bar.inc(1);
-                u64::from(failed)
-            }
-        })
-        .buffer_unordered(args.concurrency.max(1))
-        .fold(0u64, |acc, e| async move { acc + e })
-        .await;
+    let errors = send_all(args.stored_messages, args.concurrency, &bar, |i| {
+        path.send(i)
+    })
+    .await;
     anyhow::ensure!(
         errors == 0,
         "{errors} sends of the stored-bytes phase failed"

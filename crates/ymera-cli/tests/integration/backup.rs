@@ -362,6 +362,99 @@ async fn ids_in_stream(client: &async_nats::Client, stream: &str) -> HashSet<Str
     ids
 }
 
+/// Writers that keep the platform busy: `senders` tasks sending copies to `recipient`
+/// and one writing config versions of `agent`, each recording what was accepted when.
+struct Writers {
+    accepted: Arc<Mutex<Vec<(Instant, String)>>>,
+    versions: Arc<Mutex<Vec<(Instant, i64)>>>,
+    stop: tokio_util::sync::CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Writers {
+    fn start(client: &async_nats::Client, senders: usize, recipient: &str, agent: &str) -> Self {
+        let accepted: Arc<Mutex<Vec<(Instant, String)>>> = Arc::default();
+        let versions: Arc<Mutex<Vec<(Instant, i64)>>> = Arc::default();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let mut tasks = Vec::new();
+        for w in 0..senders {
+            let (client, accepted, stop) = (client.clone(), accepted.clone(), stop.clone());
+            let recipient = recipient.to_owned();
+            tasks.push(tokio::spawn(async move {
+                while !stop.is_cancelled() {
+                    let id = uuid::Uuid::now_v7().to_string();
+                    let envelope = json!({"id": id, "type": "event", "sender": format!("writer-{w}"),
+                        "recipients": [recipient], "subject": "load", "payload": {"w": w}});
+                    call(&client, "communication.send", envelope).await;
+                    accepted.lock().unwrap().push((Instant::now(), id));
+                }
+            }));
+        }
+        {
+            let (client, versions, stop) = (client.clone(), versions.clone(), stop.clone());
+            let agent = agent.to_owned();
+            tasks.push(tokio::spawn(async move {
+                let mut i = 0;
+                while !stop.is_cancelled() {
+                    let r = call(
+                        &client,
+                        "config.set",
+                        json!({"agent": agent, "environment": "production",
+                        "config": {"i": i}, "actor": "writer"}),
+                    )
+                    .await;
+                    versions
+                        .lock()
+                        .unwrap()
+                        .push((Instant::now(), r["version"].as_i64().unwrap_or(-1)));
+                    i += 1;
+                }
+            }));
+        }
+        Self {
+            accepted,
+            versions,
+            stop,
+            tasks,
+        }
+    }
+
+    /// Stops every writer and waits for it.
+    async fn finish(self) -> Self {
+        self.stop.cancel();
+        for t in self.tasks {
+            t.await.unwrap();
+        }
+        Self {
+            tasks: Vec::new(),
+            ..self
+        }
+    }
+
+    /// The ids accepted before `t`.
+    fn accepted_before(&self, t: Instant) -> Vec<String> {
+        self.accepted
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(at, _)| *at < t)
+            .map(|(_, id)| id.clone())
+            .collect()
+    }
+
+    /// The highest config version accepted before `t`.
+    fn last_version_before(&self, t: Instant) -> i64 {
+        self.versions
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(at, _)| *at < t)
+            .map(|(_, v)| *v)
+            .max()
+            .unwrap()
+    }
+}
+
 fn create_archive(stack: &UpStack, out: &Path, tar: bool) -> (PathBuf, Value) {
     let mut args = vec![
         "--json",
@@ -697,71 +790,20 @@ async fn backup_under_concurrent_writes_keeps_everything_accepted_before_it() {
 
     // Writers: messages to an absent agent and config versions, recording what was
     // accepted and when.
-    let accepted: Arc<Mutex<Vec<(Instant, String)>>> = Arc::default();
-    let versions: Arc<Mutex<Vec<(Instant, i64)>>> = Arc::default();
-    let stop = tokio_util::sync::CancellationToken::new();
-    let mut writers = Vec::new();
-    for w in 0..4 {
-        let (client, accepted, stop) = (client.clone(), accepted.clone(), stop.clone());
-        writers.push(tokio::spawn(async move {
-            while !stop.is_cancelled() {
-                let id = uuid::Uuid::now_v7().to_string();
-                let envelope = json!({"id": id, "type": "event", "sender": format!("writer-{w}"),
-                    "recipients": ["sink"], "subject": "load", "payload": {"w": w}});
-                call(&client, "communication.send", envelope).await;
-                accepted.lock().unwrap().push((Instant::now(), id));
-            }
-        }));
-    }
-    {
-        let (client, versions, stop) = (client.clone(), versions.clone(), stop.clone());
-        writers.push(tokio::spawn(async move {
-            let mut i = 0;
-            while !stop.is_cancelled() {
-                let r = call(
-                    &client,
-                    "config.set",
-                    json!({"agent": "loaded", "environment": "production",
-                    "config": {"i": i}, "actor": "writer"}),
-                )
-                .await;
-                versions
-                    .lock()
-                    .unwrap()
-                    .push((Instant::now(), r["version"].as_i64().unwrap_or(-1)));
-                i += 1;
-            }
-        }));
-    }
+    let writers = Writers::start(&client, 4, "sink", "loaded");
     tokio::time::sleep(Duration::from_secs(2)).await;
     let started = Instant::now();
     let (archive, _) = create_archive(&a, &root.path().join("out"), false);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.cancel();
-    for w in writers {
-        w.await.unwrap();
-    }
-    let before_create: Vec<String> = accepted
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|(t, _)| *t < started)
-        .map(|(_, id)| id.clone())
-        .collect();
-    let during = accepted.lock().unwrap().len() - before_create.len();
+    let writers = writers.finish().await;
+    let before_create = writers.accepted_before(started);
+    let during = writers.accepted.lock().unwrap().len() - before_create.len();
     assert!(
         before_create.len() > 100 && during > 0,
         "{} before, {during} during",
         before_create.len()
     );
-    let last_version = versions
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|(t, _)| *t < started)
-        .map(|(_, v)| *v)
-        .max()
-        .unwrap();
+    let last_version = writers.last_version_before(started);
     drop(client);
     a.down();
 
@@ -1033,42 +1075,7 @@ async fn cluster_stack_round_trip_under_writes() {
     let mut sent = send_many(&client, "absent", 300).await;
 
     // Writers during `create`: copies to the absent agent and config versions.
-    let accepted: Arc<Mutex<Vec<(Instant, String)>>> = Arc::default();
-    let versions: Arc<Mutex<Vec<(Instant, i64)>>> = Arc::default();
-    let stop = tokio_util::sync::CancellationToken::new();
-    let mut writers = Vec::new();
-    for w in 0..2 {
-        let (client, accepted, stop) = (client.clone(), accepted.clone(), stop.clone());
-        writers.push(tokio::spawn(async move {
-            while !stop.is_cancelled() {
-                let id = uuid::Uuid::now_v7().to_string();
-                let envelope = json!({"id": id, "type": "event", "sender": format!("writer-{w}"),
-                    "recipients": ["absent"], "subject": "load", "payload": {"w": w}});
-                call(&client, "communication.send", envelope).await;
-                accepted.lock().unwrap().push((Instant::now(), id));
-            }
-        }));
-    }
-    {
-        let (client, versions, stop) = (client.clone(), versions.clone(), stop.clone());
-        writers.push(tokio::spawn(async move {
-            let mut i = 0;
-            while !stop.is_cancelled() {
-                let r = call(
-                    &client,
-                    "config.set",
-                    json!({"agent": "clustered", "environment": "production",
-                    "config": {"i": i}, "actor": "writer"}),
-                )
-                .await;
-                versions
-                    .lock()
-                    .unwrap()
-                    .push((Instant::now(), r["version"].as_i64().unwrap_or(-1)));
-                i += 1;
-            }
-        }));
-    }
+    let writers = Writers::start(&client, 2, "absent", "clustered");
     tokio::time::sleep(Duration::from_secs(1)).await;
     let placement_a = stream_placement(&client).await;
     assert_eq!(
@@ -1079,20 +1086,11 @@ async fn cluster_stack_round_trip_under_writes() {
     let started = Instant::now();
     let (archive, summary) = create_archive(&a, &out, true);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    stop.cancel();
-    for w in writers {
-        w.await.unwrap();
-    }
-    let during = accepted.lock().unwrap().len();
-    sent.extend(
-        accepted
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(t, _)| *t < started)
-            .map(|(_, id)| id.clone()),
-    );
-    let all_accepted: HashSet<String> = accepted
+    let writers = writers.finish().await;
+    let during = writers.accepted.lock().unwrap().len();
+    sent.extend(writers.accepted_before(started));
+    let all_accepted: HashSet<String> = writers
+        .accepted
         .lock()
         .unwrap()
         .iter()
@@ -1104,14 +1102,7 @@ async fn cluster_stack_round_trip_under_writes() {
         "no writes during create: {} before, {during} in all",
         sent.len() - 300
     );
-    let last_version = versions
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|(t, _)| *t < started)
-        .map(|(_, v)| *v)
-        .max()
-        .unwrap();
+    let last_version = writers.last_version_before(started);
     let in_archive = summary["streams"]
         .as_array()
         .unwrap()
