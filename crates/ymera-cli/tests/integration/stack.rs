@@ -27,10 +27,12 @@ fn built_services() -> Vec<&'static str> {
         .collect()
 }
 
-fn ymera(args: &[&str]) -> Output {
+pub fn ymera(args: &[&str]) -> Output {
     Command::new(YMERA)
         .args(args)
         .env_remove("NATS_URL")
+        .env_remove("YMERA_API_KEY")
+        .env_remove("YMERA_TOKEN")
         .output()
         .unwrap()
 }
@@ -48,7 +50,7 @@ fn health(nats_url: &str, expect: usize) -> (bool, serde_json::Value) {
     (out.status.success(), json)
 }
 
-fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(value) = check() {
@@ -56,6 +58,145 @@ fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<
         }
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// A stack started as a user starts one — `ymera up --detach` on free ports, state in a
+/// temporary directory — and stopped with `ymera down` when dropped (or by [`LiveStack::down`]).
+pub struct LiveStack {
+    pub dir: tempfile::TempDir,
+    pub nats_url: String,
+    pub nats_port: u16,
+    /// The services started (the wanted ones that are built).
+    pub services: Vec<&'static str>,
+    stopped: bool,
+}
+
+impl LiveStack {
+    /// `ymera up --detach [--services …] [extra …]` (`only` empty: every built service);
+    /// returns once `ymera up` has; [`LiveStack::wait_healthy`] waits for the services.
+    pub fn up(only: &[&'static str], extra: &[&str]) -> LiveStack {
+        let built = built_services();
+        let services: Vec<&'static str> = if only.is_empty() {
+            built
+        } else {
+            for wanted in only {
+                assert!(
+                    built.contains(wanted),
+                    "ymera-{wanted} is not built beside {YMERA} (cargo build --workspace --bins)"
+                );
+            }
+            only.to_vec()
+        };
+        assert!(
+            !services.is_empty(),
+            "no service binary built beside {YMERA}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let ports: Vec<String> = (0..5).map(|_| free_port().unwrap().to_string()).collect();
+        let nats_url = format!("nats://127.0.0.1:{}", ports[0]);
+        let list = services.join(",");
+        let mut args = vec![
+            "up",
+            "--detach",
+            "--dir",
+            dir.path().to_str().unwrap(),
+            "--nats-port",
+            &ports[0],
+            "--nats-monitor-port",
+            &ports[1],
+            "--postgres-port",
+            &ports[2],
+            "--redis-port",
+            &ports[3],
+            "--http-base-port",
+            &ports[4],
+        ];
+        if !only.is_empty() {
+            args.extend(["--services", &list]);
+        }
+        args.extend(extra);
+        let up = ymera(&args);
+        let stack = LiveStack {
+            nats_port: ports[0].parse().unwrap(),
+            dir,
+            nats_url,
+            services,
+            stopped: false,
+        };
+        assert!(
+            up.status.success(),
+            "up failed: {}\n{}",
+            String::from_utf8_lossy(&up.stderr),
+            stack.log()
+        );
+        stack
+    }
+
+    /// Waits until `ymera health` sees every started service healthy; its report.
+    pub fn wait_healthy(&self) -> serde_json::Value {
+        wait_for("every service healthy", Duration::from_secs(90), || {
+            let (ok, json) = health(&self.nats_url, self.services.len());
+            ok.then_some(json)
+        })
+    }
+
+    /// Whether `ymera health` sees every started service healthy now.
+    pub fn healthy(&self) -> bool {
+        health(&self.nats_url, self.services.len()).0
+    }
+
+    /// The `ymera` binary against this stack: `--nats-url`, and the stack's development
+    /// admin key found the way a user's CLI finds it (`YMERA_HOME`).
+    pub fn ymera(&self, args: &[&str]) -> Output {
+        Command::new(YMERA)
+            .arg("--nats-url")
+            .arg(&self.nats_url)
+            .args(args)
+            .env_remove("NATS_URL")
+            .env_remove("YMERA_API_KEY")
+            .env_remove("YMERA_TOKEN")
+            .env("YMERA_HOME", self.dir.path())
+            .output()
+            .unwrap()
+    }
+
+    /// `<dir>/logs/stack.log`.
+    pub fn log(&self) -> String {
+        read(&self.dir.path().join("logs/stack.log"))
+    }
+
+    /// `<dir>/logs/<name>.log` and the like: every log file, for a failing assertion.
+    pub fn logs(&self) -> String {
+        let mut all = String::new();
+        for entry in std::fs::read_dir(self.dir.path().join("logs"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let text = read(&entry.path());
+            let tail: Vec<&str> = text.lines().rev().take(40).collect();
+            all.push_str(&format!("== {}\n", entry.path().display()));
+            for line in tail.into_iter().rev() {
+                all.push_str(line);
+                all.push('\n');
+            }
+        }
+        all
+    }
+
+    /// `ymera down`.
+    pub fn down(&mut self) -> Output {
+        self.stopped = true;
+        ymera(&["down", "--dir", self.dir.path().to_str().unwrap()])
+    }
+}
+
+impl Drop for LiveStack {
+    fn drop(&mut self) {
+        if !self.stopped {
+            let _ = self.down();
+        }
     }
 }
 
@@ -75,42 +216,10 @@ fn pids_of(binary: &Path, nats_url: &str) -> Vec<u32> {
 
 #[test]
 fn up_health_restart_down() {
-    let services = built_services();
-    assert!(
-        !services.is_empty(),
-        "no service binary built beside {YMERA}"
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let ports: Vec<String> = (0..5).map(|_| free_port().unwrap().to_string()).collect();
-    let nats_url = format!("nats://127.0.0.1:{}", ports[0]);
-    let up = ymera(&[
-        "up",
-        "--detach",
-        "--dir",
-        dir.path().to_str().unwrap(),
-        "--nats-port",
-        &ports[0],
-        "--nats-monitor-port",
-        &ports[1],
-        "--postgres-port",
-        &ports[2],
-        "--redis-port",
-        &ports[3],
-        "--http-base-port",
-        &ports[4],
-    ]);
-    let stack_log = dir.path().join("logs/stack.log");
-    assert!(
-        up.status.success(),
-        "up failed: {}\n{}",
-        String::from_utf8_lossy(&up.stderr),
-        read(&stack_log)
-    );
-
-    let report = wait_for("every service healthy", Duration::from_secs(90), || {
-        let (ok, json) = health(&nats_url, services.len());
-        ok.then_some(json)
-    });
+    let mut stack = LiveStack::up(&[], &[]);
+    let services = stack.services.clone();
+    let nats_url = stack.nats_url.clone();
+    let report = stack.wait_healthy();
     let mut names: Vec<&str> = report
         .as_array()
         .unwrap()
@@ -124,7 +233,7 @@ fn up_health_restart_down() {
 
     if services.contains(&"security") {
         use std::os::unix::fs::PermissionsExt;
-        let key = dir.path().join("admin.key");
+        let key = stack.dir.path().join("admin.key");
         let mode = std::fs::metadata(&key)
             .expect("the development admin key is written")
             .permissions()
@@ -184,17 +293,16 @@ fn up_health_restart_down() {
         Duration::from_secs(60),
         || {
             let now = pids_of(&binary, &nats_url);
-            let (ok, _) = health(&nats_url, services.len());
-            (ok && now.len() == 1 && now[0] != before[0]).then_some(())
+            (stack.healthy() && now.len() == 1 && now[0] != before[0]).then_some(())
         },
     );
     assert!(
-        read(&stack_log).contains(&format!("{victim}: exited")),
+        stack.log().contains(&format!("{victim}: exited")),
         "{}",
-        read(&stack_log)
+        stack.log()
     );
 
-    let down = ymera(&["down", "--dir", dir.path().to_str().unwrap()]);
+    let down = stack.down();
     assert!(
         down.status.success(),
         "{}",
@@ -208,7 +316,7 @@ fn up_health_restart_down() {
         );
     }
     assert!(
-        std::net::TcpStream::connect(("127.0.0.1", ports[0].parse::<u16>().unwrap())).is_err(),
+        std::net::TcpStream::connect(("127.0.0.1", stack.nats_port)).is_err(),
         "nats-server still listening"
     );
 }
