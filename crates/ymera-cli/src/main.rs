@@ -69,8 +69,29 @@ enum Command {
     Security(security::SecurityCommand),
 }
 
+/// `ymera … | head` closes stdout early: std's `print!` then panics with "failed printing
+/// to stdout: Broken pipe". Such a reader wanted no more output, so the command ends there,
+/// quietly and with 0, as `ymera analyze` does for its report; every other panic keeps the
+/// default report.
+fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
+    quiet_on_closed_stdout();
     let cli = Cli::parse();
     let ctx = Context { args: cli.global };
     let result = match cli.command {

@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
 use crate::config::ConfigError;
@@ -23,9 +22,6 @@ pub const MAX_POOL_SIZE: u32 = 100;
 pub fn pool_size(env: &Env<'_>) -> Result<u32, ConfigError> {
     env.number(POOL_SIZE_ENV, DEFAULT_POOL_SIZE, 1..=MAX_POOL_SIZE)
 }
-
-/// The platform's one ordered migration set (`migrations/`).
-pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations");
 
 /// How long a health probe of a dependency may take.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -65,8 +61,16 @@ pub async fn connect_postgres(url: &str, max_connections: u32) -> Result<PgPool,
 
 /// Applies every pending migration (under sqlx's advisory lock, so replicas
 /// starting together apply each migration once).
+///
+/// A migration applied by a newer binary that this one does not know is not an error:
+/// during a rolling upgrade the replicas of the old version keep (re)starting on a
+/// database the new version already migrated (migrations only add, ARCHITECTURE.md
+/// invariants). A known migration whose contents changed still is.
 pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
-    MIGRATOR.run(pool).await.map_err(StoreError::Migrate)
+    // The platform's one ordered migration set (`migrations/`).
+    let mut migrator = sqlx::migrate!("../../migrations");
+    migrator.set_ignore_missing(true);
+    migrator.run(pool).await.map_err(StoreError::Migrate)
 }
 
 /// Connects to Redis with a connection manager that reconnects by itself.

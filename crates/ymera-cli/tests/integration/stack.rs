@@ -149,16 +149,21 @@ impl LiveStack {
     /// The `ymera` binary against this stack: `--nats-url`, and the stack's development
     /// admin key found the way a user's CLI finds it (`YMERA_HOME`).
     pub fn ymera(&self, args: &[&str]) -> Output {
-        Command::new(YMERA)
+        self.command(args).output().unwrap()
+    }
+
+    /// The `ymera` command of [`LiveStack::ymera`], not started.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(YMERA);
+        command
             .arg("--nats-url")
             .arg(&self.nats_url)
             .args(args)
             .env_remove("NATS_URL")
             .env_remove("YMERA_API_KEY")
             .env_remove("YMERA_TOKEN")
-            .env("YMERA_HOME", self.dir.path())
-            .output()
-            .unwrap()
+            .env("YMERA_HOME", self.dir.path());
+        command
     }
 
     /// `<dir>/logs/stack.log`.
@@ -230,6 +235,23 @@ fn up_health_restart_down() {
     let mut expected = services.clone();
     expected.sort();
     assert_eq!(names, expected, "{report}");
+
+    // `ymera health | head -0`: the reader is gone before the table is printed; the
+    // command ends quietly instead of panicking on the closed stdout.
+    {
+        use std::process::Stdio;
+        let mut child = stack
+            .command(&["health"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert_eq!(out.status.code(), Some(0), "{stderr}");
+    }
 
     if services.contains(&"security") {
         use std::os::unix::fs::PermissionsExt;

@@ -229,3 +229,33 @@ async fn the_running_job_prunes_on_its_interval() {
     );
     runtime.shutdown_token().cancel();
 }
+
+/// A rolling upgrade: a newer binary applied a migration this one does not know; this
+/// binary still starts (migrates without error) instead of crash-looping, and a
+/// migration it knows whose recorded checksum differs is still refused.
+#[tokio::test]
+async fn a_database_migrated_by_a_newer_version_still_starts_an_older_one() {
+    let pg = Postgres::start().unwrap();
+    let pool = migrated(&pg).await;
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (99991231000000, 'from a newer version', true, '\\x00', 1)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    ymera_core::store::migrate(&pool)
+        .await
+        .expect("an unknown, newer migration is not an error");
+    sqlx::query(
+        "UPDATE _sqlx_migrations SET checksum = '\\x00' \
+         WHERE version = (SELECT min(version) FROM _sqlx_migrations)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let err = ymera_core::store::migrate(&pool)
+        .await
+        .expect_err("a changed known migration is refused");
+    assert!(err.to_string().contains("modified"), "{err}");
+}
