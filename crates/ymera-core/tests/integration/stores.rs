@@ -106,10 +106,11 @@ fn sample(text: &str, name_and_labels: &str) -> Option<f64> {
 }
 
 /// `ymera_dependency_up{service="example", dependency}` from `/metrics`,
-/// polled until every pair in `want` has its value (25 s: one probe round is
-/// 15 s plus a 2 s probe).
+/// polled until every pair in `want` has its value (one probe round is 15 s plus a
+/// 2 s probe; 60 s leaves room for a loaded machine, where a fresh database's
+/// migrations alone once took over 25 s in CI).
 async fn wait_dependencies(port: u16, want: &[(&str, f64)]) -> String {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(25);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
         let (_, body) = ymera_testkit::try_http_get(port, "/metrics")
             .await
