@@ -107,8 +107,8 @@ fn sample(text: &str, name_and_labels: &str) -> Option<f64> {
 
 /// `ymera_dependency_up{service="example", dependency}` from `/metrics`,
 /// polled until every pair in `want` has its value (one probe round is 15 s plus a
-/// 2 s probe; 60 s leaves room for a loaded machine, where a fresh database's
-/// migrations alone once took over 25 s in CI).
+/// 2 s probe; 60 s leaves room for a loaded machine: on one CI run the example
+/// service had not started 25 s after its migrations began).
 async fn wait_dependencies(port: u16, want: &[(&str, f64)]) -> String {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
