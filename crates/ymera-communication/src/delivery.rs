@@ -33,7 +33,8 @@ use ymera_core::resilience::BreakerState;
 
 use crate::journal::{self, DeliveryState, DeliveryUpdate};
 use crate::streams::{
-    self, ACCEPTED_AT_HEADER, ATTEMPTS_HEADER, LAST_ERROR_HEADER, MESSAGES_STREAM, RECIPIENT_HEADER,
+    self, ACCEPTED_AT_HEADER, ATTEMPTS_HEADER, LAST_ERROR_HEADER, MESSAGES_STREAM,
+    RECIPIENT_HEADER, RELAYED_HEADER,
 };
 use crate::{Communication, MAX_RECIPIENTS_TRACKED};
 
@@ -312,7 +313,14 @@ async fn decide(
     };
     let envelope = Arc::new(envelope);
     let accepted_at = accepted_at(message).unwrap_or(envelope.created_at);
-    let redelivered = message.info().map(|i| i.delivered > 1).unwrap_or(true);
+    // A relayed copy is treated as a redelivery: past the duplicate window JetStream does
+    // not drop a repeat of a copy whose first publish was stored after all, so the journal
+    // says whether it was delivered already ([`crate::outbox`]).
+    let redelivered = message.info().map(|i| i.delivered > 1).unwrap_or(true)
+        || message
+            .headers
+            .as_ref()
+            .is_some_and(|h| h.get(RELAYED_HEADER).is_some());
     let mut attempts = comm.cached_attempts(envelope.id, recipient);
     if attempts.is_none() && redelivered {
         match journal::copy_state(comm.journal.pool(), envelope.id, recipient).await {

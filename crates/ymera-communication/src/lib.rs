@@ -8,8 +8,14 @@
 //! per-recipient circuit breaker, and dead-letter it to `YMERA_DLQ` after the
 //! last attempt. Every state change is written to PostgreSQL ([`journal`]).
 //!
+//! When JetStream cannot acknowledge a copy within `COMM_PUBLISH_TIMEOUT_MS` (a
+//! `YMERA_MESSAGES` leader election, a reconnect), send keeps it in the PostgreSQL
+//! outbox instead and a relay publishes it later with the same `Nats-Msg-Id`
+//! ([`outbox`]).
+//!
 //! Invariants:
-//! - a send is answered `accepted` only after JetStream stored every copy;
+//! - a send is answered `accepted` only after every copy is stored: in JetStream, or
+//!   (committed) in the outbox, which leaves a copy only once JetStream acknowledged it;
 //! - a copy is acknowledged to JetStream only after its final state is stored;
 //! - a final state (delivered, dead_lettered, expired) is never overwritten;
 //! - the communication agent never depends on another service's crate.
@@ -21,6 +27,7 @@ pub mod delivery;
 pub mod dlq;
 pub mod journal;
 pub mod model;
+pub mod outbox;
 pub mod queries;
 pub mod send;
 pub mod settings;
@@ -91,6 +98,7 @@ pub struct Communication {
     client: async_nats::Client,
     js: jetstream::Context,
     journal: Journal,
+    outbox: outbox::Outbox,
     limiter: RateLimiter,
     breakers: BreakerRegistry,
     stats: Stats,
@@ -151,6 +159,7 @@ impl Communication {
             .await
             .map_err(|e| RuntimeError::Register(format!("JetStream: {e}")))?;
         Stats::register();
+        outbox::Outbox::register();
         metrics::gauge!("ymera_comm_backlog_capacity").set(f64::from(settings.backlog_limit));
         let live = follow_settings(
             runtime,
@@ -171,6 +180,7 @@ impl Communication {
             settings,
             client,
             js,
+            outbox: outbox::Outbox::new(pool.clone()),
             journal: Journal::start(pool),
             stats: Stats::default(),
             workers: Mutex::new(HashMap::new()),
@@ -185,6 +195,7 @@ impl Communication {
         delivery::discover_recipients(&comm).await;
         tokio::spawn(delivery::maintenance_loop(comm.clone()));
         tokio::spawn(retention_loop(comm.clone()));
+        tokio::spawn(outbox::relay_loop(comm.clone()));
         Ok(comm)
     }
 
@@ -202,6 +213,11 @@ impl Communication {
     /// The journal (PostgreSQL).
     pub fn journal(&self) -> &Journal {
         &self.journal
+    }
+
+    /// The send outbox of this instance.
+    pub fn outbox(&self) -> &outbox::Outbox {
+        &self.outbox
     }
 
     /// The counters of this instance.
