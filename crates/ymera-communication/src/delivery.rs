@@ -312,6 +312,14 @@ async fn decide(
         }
     };
     let envelope = Arc::new(envelope);
+    // A repeat of a copy this instance is trying right now (a relayed copy whose first
+    // publish was stored after all, a redelivery while the first attempt still runs) is
+    // tried again once that attempt's state is stored: then the journal says delivered.
+    let Some(_trying) = comm.try_copy(envelope.id, recipient) else {
+        tracing::debug!(id = %envelope.id, recipient, "copy already being tried here; later");
+        comm.stats.platform_deferred();
+        return Ok(Outcome::Nak(PLATFORM_RETRY));
+    };
     let accepted_at = accepted_at(message).unwrap_or(envelope.created_at);
     // A relayed copy is treated as a redelivery: past the duplicate window JetStream does
     // not drop a repeat of a copy whose first publish was stored after all, so the journal

@@ -35,7 +35,7 @@ pub mod stats;
 pub mod store;
 pub mod streams;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -104,6 +104,10 @@ pub struct Communication {
     stats: Stats,
     workers: Mutex<HashMap<String, ()>>,
     attempts: Mutex<HashMap<(Uuid, String), u32>>,
+    /// Copies this instance is trying now (envelope id, recipient): a repeat of one (a
+    /// relayed or redelivered copy) waits until its state is stored. At most the copies
+    /// in flight (`max_ack_pending` per recipient).
+    trying: Mutex<HashSet<(Uuid, String)>>,
     backlog: Mutex<HashMap<String, u64>>,
     /// Copies routed by `skill:` resolution since the last backlog poll (added to the
     /// polled backlog when choosing among agents; never used to refuse a send).
@@ -185,6 +189,7 @@ impl Communication {
             stats: Stats::default(),
             workers: Mutex::new(HashMap::new()),
             attempts: Mutex::new(HashMap::new()),
+            trying: Mutex::new(HashSet::new()),
             backlog: Mutex::new(HashMap::new()),
             routed: Mutex::new(HashMap::new()),
             agents: Some(registry.clone()),
@@ -234,6 +239,17 @@ impl Communication {
     pub async fn wait_idle(&self) {
         self.tracker.close();
         self.tracker.wait().await;
+    }
+
+    /// Marks the copy `(id, recipient)` as being tried by this instance until the guard
+    /// drops; `None` when it is being tried already.
+    fn try_copy(&self, id: Uuid, recipient: &str) -> Option<TryingGuard<'_>> {
+        let key = (id, recipient.to_owned());
+        let mut set = self.trying.lock().unwrap_or_else(|p| p.into_inner());
+        if !set.insert(key.clone()) {
+            return None;
+        }
+        Some(TryingGuard { comm: self, key })
     }
 
     fn cached_attempts(&self, id: Uuid, recipient: &str) -> Option<u32> {
@@ -305,5 +321,18 @@ async fn retention_loop(comm: Arc<Communication>) {
                 }
             }
         }
+    }
+}
+
+/// A copy this instance is trying ([`Communication::try_copy`]).
+struct TryingGuard<'a> {
+    comm: &'a Communication,
+    key: (Uuid, String),
+}
+
+impl Drop for TryingGuard<'_> {
+    fn drop(&mut self) {
+        let mut set = self.comm.trying.lock().unwrap_or_else(|p| p.into_inner());
+        set.remove(&self.key);
     }
 }

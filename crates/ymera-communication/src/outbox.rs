@@ -20,13 +20,16 @@
 //! publishes every pending copy with the same `Nats-Msg-Id`
 //! (`<id>.<recipient>`) and `Ymera-Accepted-At` as the direct publish, and
 //! removes the acknowledged copies (a row goes when none is left). A copy the
-//! first publish did store after all is dropped by JetStream's duplicate
-//! window; a row older than the window is first checked against the journal:
-//! a copy with any delivery state is in the stream already and is not
-//! published again. Relayed copies carry `Ymera-Relayed: 1`, and the delivery
-//! worker reads the journal before trying one (as for a redelivery), so a
-//! repeat that got past the window is acknowledged, not delivered, once the
-//! first copy is delivered.
+//! first publish did store after all (its acknowledgement lost in the election)
+//! is caught three ways: the relay first checks the journal (a copy with any
+//! delivery state was in the stream and is not published again); JetStream's
+//! duplicate window drops a repeat of a copy still stored (not one already
+//! delivered and removed from the work queue: a new leader rebuilds its duplicate
+//! ids from the messages it still holds); and relayed copies carry
+//! `Ymera-Relayed: 1`, so the delivery worker reads the journal before trying one
+//! (as for a redelivery) and waits while this instance is trying the same copy
+//! ([`crate::delivery`]). A repeat is delivered twice only when both copies are
+//! tried at once by two replicas (at least once, DESIGN §11).
 //!
 //! A resend of an id while its row waits (the client's retry) adds the
 //! recipients not there yet and is answered `accepted` with `duplicate: true`
@@ -76,9 +79,6 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// The copy was accepted, so it is never dropped; `ymera_comm_outbox_oldest_seconds`
 /// and the `YmeraSendOutboxStuck` alert show a row that waits.
 const MAX_REFUSED_BACKOFF: Duration = Duration::from_secs(30);
-/// A row older than the duplicate window less this is checked against the journal
-/// before it is published again.
-const WINDOW_MARGIN: Duration = Duration::from_secs(10);
 /// Longest error text kept on a row.
 const MAX_ERROR_CHARS: usize = 500;
 
@@ -416,7 +416,6 @@ struct Claimed {
     body: Vec<u8>,
     recipients: Vec<String>,
     accepted_at: DateTime<Utc>,
-    created_at: DateTime<Utc>,
     attempts: i32,
 }
 
@@ -431,7 +430,7 @@ async fn relay_pass(comm: &Arc<Communication>) -> Result<usize, sqlx::Error> {
         "UPDATE message_outbox SET next_attempt_at = now() + make_interval(secs => $2) \
          WHERE message_id IN (SELECT message_id FROM message_outbox WHERE next_attempt_at <= now() \
            ORDER BY next_attempt_at, created_at LIMIT $1 FOR UPDATE SKIP LOCKED) \
-         RETURNING message_id, body, recipients, accepted_at, created_at, attempts",
+         RETURNING message_id, body, recipients, accepted_at, attempts",
     )
     .bind(RELAY_BATCH)
     .bind(lease.as_secs_f64())
@@ -532,23 +531,16 @@ async fn ensure_consumers(
     missing
 }
 
-/// Copies of rows older than the duplicate window (less a margin) that the journal has a
-/// state for: JetStream held them (the first publish was stored after all), so they are
-/// not published again — past the window JetStream would not drop the repeat.
+/// Copies of `rows` that the journal has a state for: JetStream held them (the first
+/// publish was stored after all, and a delivery worker took it), so they are not
+/// published again. The duplicate window does not cover this: `YMERA_MESSAGES` is a work
+/// queue, so a copy already delivered and acknowledged is gone from the stream, and a
+/// leader elected since rebuilt its duplicate ids from the messages still stored.
 async fn already_in_stream(
     comm: &Communication,
     rows: &[Claimed],
 ) -> Result<HashSet<(String, String)>, sqlx::Error> {
-    let window = comm.settings.duplicate_window.saturating_sub(WINDOW_MARGIN);
-    let oldest_fresh = Utc::now() - chrono::Duration::from_std(window).unwrap_or_default();
-    let old: Vec<&Claimed> = rows
-        .iter()
-        .filter(|r| r.created_at < oldest_fresh)
-        .collect();
-    if old.is_empty() {
-        return Ok(HashSet::new());
-    }
-    let ids: Vec<&str> = old.iter().map(|r| r.message_id.as_str()).collect();
+    let ids: Vec<&str> = rows.iter().map(|r| r.message_id.as_str()).collect();
     let found: Vec<(String, String)> = sqlx::query_as(
         "SELECT message_id, recipient FROM message_deliveries WHERE message_id = ANY($1)",
     )
