@@ -33,7 +33,8 @@ use ymera_core::resilience::BreakerState;
 
 use crate::journal::{self, DeliveryState, DeliveryUpdate};
 use crate::streams::{
-    self, ACCEPTED_AT_HEADER, ATTEMPTS_HEADER, LAST_ERROR_HEADER, MESSAGES_STREAM, RECIPIENT_HEADER,
+    self, ACCEPTED_AT_HEADER, ATTEMPTS_HEADER, LAST_ERROR_HEADER, MESSAGES_STREAM,
+    RECIPIENT_HEADER, RELAYED_HEADER,
 };
 use crate::{Communication, MAX_RECIPIENTS_TRACKED};
 
@@ -311,8 +312,23 @@ async fn decide(
         }
     };
     let envelope = Arc::new(envelope);
+    // A repeat of a copy this instance is trying right now (a relayed copy whose first
+    // publish was stored after all, a redelivery while the first attempt still runs) is
+    // tried again once that attempt's state is stored: then the journal says delivered.
+    let Some(_trying) = comm.try_copy(envelope.id, recipient) else {
+        tracing::debug!(id = %envelope.id, recipient, "copy already being tried here; later");
+        comm.stats.platform_deferred();
+        return Ok(Outcome::Nak(PLATFORM_RETRY));
+    };
     let accepted_at = accepted_at(message).unwrap_or(envelope.created_at);
-    let redelivered = message.info().map(|i| i.delivered > 1).unwrap_or(true);
+    // A relayed copy is treated as a redelivery: past the duplicate window JetStream does
+    // not drop a repeat of a copy whose first publish was stored after all, so the journal
+    // says whether it was delivered already ([`crate::outbox`]).
+    let redelivered = message.info().map(|i| i.delivered > 1).unwrap_or(true)
+        || message
+            .headers
+            .as_ref()
+            .is_some_and(|h| h.get(RELAYED_HEADER).is_some());
     let mut attempts = comm.cached_attempts(envelope.id, recipient);
     if attempts.is_none() && redelivered {
         match journal::copy_state(comm.journal.pool(), envelope.id, recipient).await {

@@ -8,8 +8,14 @@
 //! per-recipient circuit breaker, and dead-letter it to `YMERA_DLQ` after the
 //! last attempt. Every state change is written to PostgreSQL ([`journal`]).
 //!
+//! When JetStream cannot acknowledge a copy within `COMM_PUBLISH_TIMEOUT_MS` (a
+//! `YMERA_MESSAGES` leader election, a reconnect), send keeps it in the PostgreSQL
+//! outbox instead and a relay publishes it later with the same `Nats-Msg-Id`
+//! ([`outbox`]).
+//!
 //! Invariants:
-//! - a send is answered `accepted` only after JetStream stored every copy;
+//! - a send is answered `accepted` only after every copy is stored: in JetStream, or
+//!   (committed) in the outbox, which leaves a copy only once JetStream acknowledged it;
 //! - a copy is acknowledged to JetStream only after its final state is stored;
 //! - a final state (delivered, dead_lettered, expired) is never overwritten;
 //! - the communication agent never depends on another service's crate.
@@ -21,6 +27,7 @@ pub mod delivery;
 pub mod dlq;
 pub mod journal;
 pub mod model;
+pub mod outbox;
 pub mod queries;
 pub mod send;
 pub mod settings;
@@ -28,7 +35,7 @@ pub mod stats;
 pub mod store;
 pub mod streams;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -91,11 +98,16 @@ pub struct Communication {
     client: async_nats::Client,
     js: jetstream::Context,
     journal: Journal,
+    outbox: outbox::Outbox,
     limiter: RateLimiter,
     breakers: BreakerRegistry,
     stats: Stats,
     workers: Mutex<HashMap<String, ()>>,
     attempts: Mutex<HashMap<(Uuid, String), u32>>,
+    /// Copies this instance is trying now (envelope id, recipient): a repeat of one (a
+    /// relayed or redelivered copy) waits until its state is stored. At most the copies
+    /// in flight (`max_ack_pending` per recipient).
+    trying: Mutex<HashSet<(Uuid, String)>>,
     backlog: Mutex<HashMap<String, u64>>,
     /// Copies routed by `skill:` resolution since the last backlog poll (added to the
     /// polled backlog when choosing among agents; never used to refuse a send).
@@ -151,6 +163,7 @@ impl Communication {
             .await
             .map_err(|e| RuntimeError::Register(format!("JetStream: {e}")))?;
         Stats::register();
+        outbox::Outbox::register();
         metrics::gauge!("ymera_comm_backlog_capacity").set(f64::from(settings.backlog_limit));
         let live = follow_settings(
             runtime,
@@ -171,10 +184,12 @@ impl Communication {
             settings,
             client,
             js,
+            outbox: outbox::Outbox::new(pool.clone()),
             journal: Journal::start(pool),
             stats: Stats::default(),
             workers: Mutex::new(HashMap::new()),
             attempts: Mutex::new(HashMap::new()),
+            trying: Mutex::new(HashSet::new()),
             backlog: Mutex::new(HashMap::new()),
             routed: Mutex::new(HashMap::new()),
             agents: Some(registry.clone()),
@@ -185,6 +200,7 @@ impl Communication {
         delivery::discover_recipients(&comm).await;
         tokio::spawn(delivery::maintenance_loop(comm.clone()));
         tokio::spawn(retention_loop(comm.clone()));
+        tokio::spawn(outbox::relay_loop(comm.clone()));
         Ok(comm)
     }
 
@@ -204,6 +220,11 @@ impl Communication {
         &self.journal
     }
 
+    /// The send outbox of this instance.
+    pub fn outbox(&self) -> &outbox::Outbox {
+        &self.outbox
+    }
+
     /// The counters of this instance.
     pub fn stats(&self) -> &Stats {
         &self.stats
@@ -218,6 +239,17 @@ impl Communication {
     pub async fn wait_idle(&self) {
         self.tracker.close();
         self.tracker.wait().await;
+    }
+
+    /// Marks the copy `(id, recipient)` as being tried by this instance until the guard
+    /// drops; `None` when it is being tried already.
+    fn try_copy(&self, id: Uuid, recipient: &str) -> Option<TryingGuard<'_>> {
+        let key = (id, recipient.to_owned());
+        let mut set = self.trying.lock().unwrap_or_else(|p| p.into_inner());
+        if !set.insert(key.clone()) {
+            return None;
+        }
+        Some(TryingGuard { comm: self, key })
     }
 
     fn cached_attempts(&self, id: Uuid, recipient: &str) -> Option<u32> {
@@ -289,5 +321,18 @@ async fn retention_loop(comm: Arc<Communication>) {
                 }
             }
         }
+    }
+}
+
+/// A copy this instance is trying ([`Communication::try_copy`]).
+struct TryingGuard<'a> {
+    comm: &'a Communication,
+    key: (Uuid, String),
+}
+
+impl Drop for TryingGuard<'_> {
+    fn drop(&mut self) {
+        let mut set = self.comm.trying.lock().unwrap_or_else(|p| p.into_inner());
+        set.remove(&self.key);
     }
 }

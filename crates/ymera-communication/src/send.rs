@@ -1,11 +1,12 @@
 //! `communication.send`: validate, rate-limit, store one copy per recipient
-//! in JetStream, record, answer.
+//! in JetStream (or, while JetStream cannot acknowledge it, in the PostgreSQL
+//! outbox: [`crate::outbox`]), record, answer.
 
 use std::sync::Arc;
 
-use async_nats::jetstream::message::PublishMessage as Publish;
 use bytes::Bytes;
 use chrono::Utc;
+use tokio::time::Instant;
 use ymera_core::Error;
 use ymera_core::envelope::Envelope;
 use ymera_core::error::ErrorKind;
@@ -15,7 +16,7 @@ use crate::Communication;
 use crate::agents;
 use crate::auth::{self, SendMessages};
 use crate::model::{MessageStatus, Resolved, SendReply};
-use crate::streams::{ACCEPTED_AT_HEADER, message_subject};
+use crate::outbox::{self, CopyResult};
 
 /// `communication.send`: the envelope's sender is checked against the
 /// caller ([`auth::check_sender`]), then [`send`].
@@ -41,31 +42,57 @@ pub async fn send(comm: &Arc<Communication>, mut envelope: Envelope) -> Result<S
         return Err(err);
     }
     check_backlog(comm, &envelope)?;
-    for recipient in &envelope.recipients {
-        crate::delivery::ensure_worker(comm, recipient).await?;
-    }
+    // One bound for everything JetStream must answer (consumers, acknowledgements):
+    // past it the copies go to the outbox rather than keep the sender waiting.
+    let deadline = Instant::now() + comm.settings.publish_timeout;
+    let consumers = ensure_workers(comm, &envelope.recipients, deadline).await?;
     let accepted_at = Utc::now();
     let body = Bytes::from(serde_json::to_vec(&envelope).map_err(Error::internal)?);
-    let mut acks = Vec::with_capacity(envelope.recipients.len());
-    for recipient in &envelope.recipients {
-        let publish = Publish::build()
-            .payload(body.clone())
-            .message_id(format!("{}.{recipient}", envelope.id))
-            .header(ACCEPTED_AT_HEADER, accepted_at.to_rfc3339().as_str());
-        let ack = comm
-            .js
-            .send_publish(message_subject(recipient), publish)
-            .await
-            .map_err(|e| store_error(recipient, &e.to_string()))?;
-        acks.push((recipient, ack));
-    }
+    let id = envelope.id.to_string();
+    let results = match consumers {
+        Ok(()) => {
+            let copies = envelope
+                .recipients
+                .iter()
+                .map(|r| (r.clone(), outbox::copy(&id, r, body.clone(), accepted_at)))
+                .collect();
+            outbox::publish_all(&comm.js, copies, deadline).await
+        }
+        Err(reason) => envelope
+            .recipients
+            .iter()
+            .map(|_| CopyResult::Pending(reason.clone()))
+            .collect(),
+    };
     let mut duplicates = 0;
-    for (recipient, ack) in acks {
-        let ack = ack
-            .await
-            .map_err(|e| store_error(recipient, &e.to_string()))?;
-        if ack.duplicate {
-            duplicates += 1;
+    let mut pending = Vec::new();
+    let mut reason = String::new();
+    for (recipient, result) in envelope.recipients.iter().zip(results) {
+        match result {
+            CopyResult::Stored { duplicate } => duplicates += usize::from(duplicate),
+            CopyResult::Pending(why) => {
+                pending.push(recipient.clone());
+                reason = why;
+            }
+            CopyResult::Refused(err) => return Err(err),
+        }
+    }
+    if !pending.is_empty() {
+        let waiting = comm
+            .outbox
+            .store(
+                &id,
+                &body,
+                &pending,
+                accepted_at,
+                &reason,
+                comm.settings.outbox_limit,
+            )
+            .await?;
+        // A resend of an id whose copies all wait in the outbox already: the same as a
+        // resend JetStream dropped as a duplicate.
+        if waiting {
+            duplicates += pending.len();
         }
     }
     let duplicate = duplicates == envelope.recipients.len();
@@ -83,6 +110,36 @@ pub async fn send(comm: &Arc<Communication>, mut envelope: Envelope) -> Result<S
         duplicate,
         resolved,
     })
+}
+
+/// Starts the delivery consumer of every recipient this instance has none for, by
+/// `deadline`. `Ok(Err(reason))` when JetStream did not answer in time (no meta or stream
+/// leader now): the copies then wait in the outbox, whose relay creates the consumers.
+async fn ensure_workers(
+    comm: &Arc<Communication>,
+    recipients: &[String],
+    deadline: Instant,
+) -> Result<Result<(), String>, Error> {
+    for recipient in recipients {
+        match tokio::time::timeout_at(deadline, crate::delivery::ensure_worker(comm, recipient))
+            .await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(err))
+                if err.details.get("reason").and_then(|r| r.as_str())
+                    == Some("too_many_recipients") =>
+            {
+                return Err(err);
+            }
+            Ok(Err(err)) => return Ok(Err(err.message)),
+            Err(_) => {
+                return Ok(Err(format!(
+                    "no answer creating the delivery consumer of {recipient}"
+                )));
+            }
+        }
+    }
+    Ok(Ok(()))
 }
 
 /// Replaces each `skill:<id>` recipient by the live agent chosen for it
@@ -127,17 +184,4 @@ fn backlog_full(recipient: &str, limit: u64) -> Error {
     .with_detail("reason", "backlog_full")
     .with_detail("recipient", recipient)
     .with_detail("limit", limit)
-}
-
-fn store_error(recipient: &str, message: &str) -> Error {
-    if message.contains("maximum messages per subject") {
-        return Error::new(
-            ErrorKind::Unavailable,
-            format!("recipient {recipient} has the most undelivered messages allowed; retry later"),
-        )
-        .with_detail("reason", "backlog_full")
-        .with_detail("recipient", recipient);
-    }
-    tracing::warn!(error = %message, recipient, "JetStream did not store a copy");
-    Error::dependency_down("jetstream")
 }

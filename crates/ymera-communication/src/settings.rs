@@ -49,6 +49,13 @@ pub struct CommSettings {
     pub inbox_timeout: Duration,
     /// JetStream duplicate window for resends of one id (`COMM_DUPLICATE_WINDOW_S`, default 120).
     pub duplicate_window: Duration,
+    /// How long a send waits for JetStream to acknowledge its copies before it keeps
+    /// them in the PostgreSQL outbox instead (`COMM_PUBLISH_TIMEOUT_MS`, default 1000;
+    /// [`crate::outbox`]).
+    pub publish_timeout: Duration,
+    /// Most messages waiting in the outbox; past it a send JetStream cannot store is
+    /// answered 503 (`COMM_OUTBOX_LIMIT`, default 100000).
+    pub outbox_limit: u64,
     /// Failures in a row that open a recipient's circuit (`COMM_BREAKER_FAILURES`, default 5).
     pub breaker_failures: u32,
     /// How long an open circuit stays open before a probe (`COMM_BREAKER_OPEN_MS`, default 30000).
@@ -75,6 +82,8 @@ impl Default for CommSettings {
             backlog_limit: 10_000,
             inbox_timeout: Duration::from_secs(5),
             duplicate_window: Duration::from_secs(120),
+            publish_timeout: Duration::from_secs(1),
+            outbox_limit: 100_000,
             breaker_failures: 5,
             breaker_open: Duration::from_secs(30),
             delivery_concurrency: 32,
@@ -114,6 +123,12 @@ impl CommSettings {
                 d.duplicate_window,
                 1..=7 * 86_400,
             )?,
+            publish_timeout: env.millis(
+                "COMM_PUBLISH_TIMEOUT_MS",
+                d.publish_timeout,
+                10..=60_000,
+            )?,
+            outbox_limit: env.number("COMM_OUTBOX_LIMIT", d.outbox_limit, 1..=10_000_000)?,
             breaker_failures: env.number("COMM_BREAKER_FAILURES", d.breaker_failures, 1..=1000)?,
             breaker_open: env.millis("COMM_BREAKER_OPEN_MS", d.breaker_open, 1..=3_600_000)?,
             delivery_concurrency: env.number(

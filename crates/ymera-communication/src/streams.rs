@@ -22,6 +22,9 @@ pub const MESSAGES_STREAM: &str = "YMERA_MESSAGES";
 pub const DLQ_STREAM: &str = "YMERA_DLQ";
 /// Header with the instant (RFC 3339) the copy was accepted.
 pub const ACCEPTED_AT_HEADER: &str = "Ymera-Accepted-At";
+/// Header on copies the send outbox relay published (`1`): the delivery worker checks the
+/// journal before trying one, as it does for a redelivery (see [`crate::outbox`]).
+pub const RELAYED_HEADER: &str = "Ymera-Relayed";
 /// Header on DLQ messages: the recipient.
 pub const RECIPIENT_HEADER: &str = "Ymera-Recipient";
 /// Header on DLQ messages: attempts spent.

@@ -156,6 +156,36 @@ pub const CATALOGUE: &[(&str, MetricKind, &str)] = &[
         "per-recipient queue capacity (10000)",
     ),
     (
+        "ymera_comm_outbox_depth",
+        MetricKind::Gauge,
+        "messages in the send outbox waiting for JetStream (every replica's, as last counted)",
+    ),
+    (
+        "ymera_comm_outbox_oldest_seconds",
+        MetricKind::Gauge,
+        "age of the oldest message in the send outbox",
+    ),
+    (
+        "ymera_comm_outbox_written_total",
+        MetricKind::Counter,
+        "copies written to the send outbox because JetStream did not acknowledge them in time",
+    ),
+    (
+        "ymera_comm_outbox_relayed_total",
+        MetricKind::Counter,
+        "outbox copies the relay had stored in JetStream",
+    ),
+    (
+        "ymera_comm_outbox_skipped_total",
+        MetricKind::Counter,
+        "outbox copies older than the duplicate window found in the journal, not published again",
+    ),
+    (
+        "ymera_comm_outbox_refused_total",
+        MetricKind::Counter,
+        "sends answered 503 because JetStream could not store them and the send outbox was full",
+    ),
+    (
         "ymera_config_cache_hits_total",
         MetricKind::Counter,
         "config.get answered from cache",

@@ -95,6 +95,10 @@ struct PhaseResult {
     errors: u64,
     seconds: f64,
     per_second: f64,
+    /// Sends answered per second, until the last send's answer (the burst; in the paced
+    /// phase the offered rate bounds it): beside `per_second` it says whether sending or
+    /// delivering is the limit.
+    answered_per_second: f64,
     p50_ms: f64,
     p95_ms: f64,
     p99_ms: f64,
@@ -381,6 +385,7 @@ where
     let bar = progress(args.messages, &format!("{target}: burst"));
     let started = Instant::now();
     let errors = send_all(args.messages, args.concurrency, &bar, send).await;
+    let answered = started.elapsed().as_secs_f64();
     let expected = args.messages - errors;
     let received = wait_received(receiver, expected, &bar).await;
     let seconds = started.elapsed().as_secs_f64();
@@ -388,10 +393,8 @@ where
     phase_result(
         target,
         "burst",
-        args.messages,
-        received,
-        errors,
-        seconds,
+        (args.messages, received, errors),
+        (seconds, answered),
         receiver,
     )
 }
@@ -437,6 +440,7 @@ where
     for task in tasks {
         let _ = task.await;
     }
+    let answered = started.elapsed().as_secs_f64();
     let errors = errors.load(std::sync::atomic::Ordering::Relaxed);
     let received = wait_received(receiver, total - errors, &bar).await;
     let seconds = started.elapsed().as_secs_f64();
@@ -444,10 +448,8 @@ where
     phase_result(
         target,
         &format!("{} msg/s", args.rate),
-        total,
-        received,
-        errors,
-        seconds,
+        (total, received, errors),
+        (seconds, answered),
         receiver,
     )
 }
@@ -469,15 +471,16 @@ pub(super) async fn wait_received(receiver: &Receiver, expected: u64, bar: &Prog
     }
 }
 
+/// `counts`: sent, received, errors; `times`: until the last delivery, until the last
+/// send's answer (seconds from the phase's start).
 fn phase_result(
     target: &str,
     phase: &str,
-    sent: u64,
-    received: u64,
-    errors: u64,
-    seconds: f64,
+    counts: (u64, u64, u64),
+    times: (f64, f64),
     receiver: &Receiver,
 ) -> PhaseResult {
+    let ((sent, received, errors), (seconds, answered)) = (counts, times);
     let h = receiver.latency.lock().unwrap_or_else(|p| p.into_inner());
     let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     PhaseResult {
@@ -489,6 +492,7 @@ fn phase_result(
         errors,
         seconds,
         per_second: received as f64 / seconds.max(1e-9),
+        answered_per_second: (sent - errors) as f64 / answered.max(1e-9),
         p50_ms: ms(0.5),
         p95_ms: ms(0.95),
         p99_ms: ms(0.99),
@@ -742,7 +746,17 @@ fn print_results(args: &CommBenchArgs, results: &[PhaseResult]) {
     table
         .load_preset(comfy_table::presets::UTF8_FULL_CONDENSED)
         .set_header([
-            "target", "phase", "sent", "received", "lost", "errors", "msg/s", "p50", "p95", "p99",
+            "target",
+            "phase",
+            "sent",
+            "received",
+            "lost",
+            "errors",
+            "msg/s",
+            "answered/s",
+            "p50",
+            "p95",
+            "p99",
             "max",
         ]);
     for r in results {
@@ -754,6 +768,7 @@ fn print_results(args: &CommBenchArgs, results: &[PhaseResult]) {
             r.lost.to_string(),
             r.errors.to_string(),
             format!("{:.0}", r.per_second),
+            format!("{:.0}", r.answered_per_second),
             format!("{:.2} ms", r.p50_ms),
             format!("{:.2} ms", r.p95_ms),
             format!("{:.2} ms", r.p99_ms),

@@ -7,6 +7,7 @@ mod attempts;
 mod common;
 mod failures;
 mod faults;
+mod outbox;
 mod proto;
 mod queries;
 mod requests;
