@@ -107,6 +107,7 @@ struct Tally {
     duplicates: u64,
     /// Event numbers outside the run (never expected).
     strays: u64,
+    events: u64,
 }
 
 impl Tally {
@@ -116,12 +117,13 @@ impl Tally {
             unique: 0,
             duplicates: 0,
             strays: 0,
+            events,
         }
     }
 
     fn mark(&mut self, n: u64) {
         let (word, bit) = ((n / 64) as usize, 1u64 << (n % 64));
-        match self.seen.get_mut(word) {
+        match self.seen.get_mut(word).filter(|_| n < self.events) {
             Some(w) if *w & bit != 0 => self.duplicates += 1,
             Some(w) => {
                 *w |= bit;
