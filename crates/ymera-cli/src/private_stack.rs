@@ -75,6 +75,11 @@ impl PrivateStack {
             .and_then(Service::pid)
     }
 
+    /// The private nats-server's process id.
+    pub fn nats_pid(&self) -> u32 {
+        self.nats.pid()
+    }
+
     /// The private server's JetStream store directory (for on-disk sizes).
     pub fn nats_store_dir(&self) -> &Path {
         self.nats.store_dir()

@@ -73,6 +73,8 @@ pub struct Plan {
     pub base: String,
     /// The gateway's process id, when this process started it.
     pub gateway_pid: Option<u32>,
+    /// The nats-server's process id, when this process started it.
+    pub nats_pid: Option<u32>,
     /// What `GATEWAY_EVENTS_FLUSH_INTERVAL` is (for the report).
     pub flush_interval: String,
     /// Sent as `X-API-Key` / `Authorization` on every subscription.
@@ -466,6 +468,30 @@ fn rss_kib(pid: Option<u32>) -> Option<u64> {
         .ok()
 }
 
+/// CPU time (user + system) of a process so far, in seconds
+/// (`/proc/<pid>/stat` fields 14 and 15, in USER_HZ = 100 ticks a second on Linux).
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
+}
+
+/// CPU used by the processes of the run while the events were published and
+/// delivered, in cores (CPU seconds / wall seconds).
+#[derive(Debug, Clone, Serialize)]
+pub struct Cpu {
+    /// Wall seconds from the first publish until the last event arrived (or the wait ended).
+    pub seconds: f64,
+    /// The gateway.
+    pub gateway_cores: Option<f64>,
+    /// This process: the subscribers, the publisher and the baseline.
+    pub client_cores: Option<f64>,
+    /// The nats-server.
+    pub nats_server_cores: Option<f64>,
+}
+
 /// Raises this process's soft `RLIMIT_NOFILE` to its hard limit (the
 /// services a private stack spawns inherit it); returns the soft limit now.
 pub fn raise_open_files_limit() -> anyhow::Result<u64> {
@@ -554,6 +580,7 @@ pub struct Report {
     /// Baseline first, then WebSocket, SSE, and every gateway subscriber.
     pub results: Vec<Row>,
     pub memory: Memory,
+    pub cpu: Cpu,
     /// Every event reached every subscriber (none missing, none connected late).
     pub every_event_delivered: bool,
     /// The gateway subscribers' P99 ≤ 50 ms.
@@ -704,6 +731,8 @@ pub async fn run(plan: &Plan, nats: &async_nats::Client, nats_url: &str) -> anyh
     let period = Duration::from_secs_f64(1.0 / plan.event_rate.max(0.001));
     let mut ticker = tokio::time::interval(period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let cpu_pids = [plan.gateway_pid, Some(std::process::id()), plan.nats_pid];
+    let cpu_before = cpu_pids.map(|pid| pid.and_then(cpu_seconds));
     let published_from = Instant::now();
     for n in 0..events {
         ticker.tick().await;
@@ -737,6 +766,18 @@ pub async fn run(plan: &Plan, nats: &async_nats::Client, nats_url: &str) -> anyh
     // Late duplicates would come right after.
     tokio::time::sleep(Duration::from_millis(500)).await;
     draining.finish_and_clear();
+    let busy = published_from.elapsed().as_secs_f64();
+    let cpu_after = cpu_pids.map(|pid| pid.and_then(cpu_seconds));
+    let cores = |i: usize| match (cpu_before[i], cpu_after[i]) {
+        (Some(b), Some(a)) if busy > 0.0 => Some((a - b) / busy),
+        _ => None,
+    };
+    let cpu = Cpu {
+        seconds: busy,
+        gateway_cores: cores(0),
+        client_cores: cores(1),
+        nats_server_cores: cores(2),
+    };
     let rss_end = rss_kib(plan.gateway_pid);
     stop.cancel();
     let (base_outcome, base_histogram, _) = base.await.context("the baseline subscriber failed")?;
@@ -797,6 +838,7 @@ pub async fn run(plan: &Plan, nats: &async_nats::Client, nats_url: &str) -> anyh
         connect_seconds,
         results,
         memory,
+        cpu,
         every_event_delivered,
         p99_target_met,
     })
@@ -887,6 +929,15 @@ pub fn print(report: &Report) {
         per(m.kib_per_idle_subscriber),
         per(m.kib_per_idle_ws),
         per(m.kib_per_idle_sse)
+    );
+    let cores = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| format!("{v:.2}"));
+    println!(
+        "CPU while publishing and delivering ({:.1} s), in cores: gateway {}, this client {}, nats-server {} (of {} on this machine)",
+        report.cpu.seconds,
+        cores(report.cpu.gateway_cores),
+        cores(report.cpu.client_cores),
+        cores(report.cpu.nats_server_cores),
+        std::thread::available_parallelism().map_or(0, std::num::NonZero::get)
     );
     println!(
         "targets: every event reaches every subscriber: {}; fan-out P99 ≤ 50 ms: {}",

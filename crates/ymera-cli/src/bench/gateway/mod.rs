@@ -206,6 +206,7 @@ async fn run_fanout(args: Args, ctx: &Context) -> anyhow::Result<ExitCode> {
         seconds: args.options.seconds.max(1),
         base,
         gateway_pid: stack.as_ref().and_then(|s| s.service_pid("gateway")),
+        nats_pid: stack.as_ref().map(PrivateStack::nats_pid),
         flush_interval: match (&flush, args.options.private) {
             (Some(_), _) => format!("{} ms", args.flush_interval_ms.unwrap_or_default()),
             (None, true) => "50 ms (gateway default)".to_owned(),
