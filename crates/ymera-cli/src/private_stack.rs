@@ -66,6 +66,20 @@ impl PrivateStack {
         self.nats.url()
     }
 
+    /// The process id of the running service `name` (e.g. `gateway`), for
+    /// reading its memory from `/proc/<pid>/status`.
+    pub fn service_pid(&self, name: &str) -> Option<u32> {
+        self.services
+            .iter()
+            .find(|s| s.name() == name)
+            .and_then(Service::pid)
+    }
+
+    /// The private nats-server's process id.
+    pub fn nats_pid(&self) -> u32 {
+        self.nats.pid()
+    }
+
     /// The private server's JetStream store directory (for on-disk sizes).
     pub fn nats_store_dir(&self) -> &Path {
         self.nats.store_dir()

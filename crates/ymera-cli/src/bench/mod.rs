@@ -57,7 +57,8 @@ pub enum BenchCommand {
     Analysis(analysis::Args),
     /// `ymera backup create` / `restore` MB/s beside pg_dump / pg_restore alone.
     Backup(backup::Args),
-    /// Cached `config.get` over HTTP through the gateway beside the same request over NATS.
+    /// Cached `config.get` over HTTP through the gateway beside the same request over NATS,
+    /// webhook intake, and (`--phase fanout`) event-stream fan-out to many subscribers.
     Gateway(gateway::Args),
 }
 

@@ -4,5 +4,6 @@
 mod agents;
 mod analyze;
 mod backup;
+mod bench;
 mod rollout;
 mod stack;

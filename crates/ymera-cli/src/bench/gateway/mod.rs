@@ -7,10 +7,15 @@
 //!   environment): signed Standard Webhooks deliveries accepted per second
 //!   beside `communication.send` over NATS, and the exactly-once check of
 //!   the recipient's inbox ([`webhooks`]).
+//! - Fan-out (`--phase fanout`, not part of `all`): `--subscribers` live
+//!   WebSocket and SSE event streams on one gateway, events published on
+//!   NATS at `--event-rate`, per (event, subscriber) latency beside a NATS
+//!   core subscriber, delivery checked, memory per idle subscriber ([`fanout`]).
 //!
 //! The HTTP client is [`http::HttpPool`]: HTTP/1.1 keep-alive on hyper's
 //! connection API, one connection per request in flight.
 
+mod fanout;
 mod http;
 mod webhooks;
 
@@ -35,6 +40,8 @@ pub enum Phase {
     Rest,
     /// Webhook intake only (needs `--private`).
     Webhooks,
+    /// Event-stream fan-out to many WebSocket and SSE subscribers (not part of `all`).
+    Fanout,
 }
 
 /// Options of `ymera bench gateway`.
@@ -48,10 +55,26 @@ pub struct Args {
     /// What to measure.
     #[arg(long, value_enum, default_value_t = Phase::All)]
     pub phase: Phase,
+    /// Fan-out: live event-stream subscribers on the gateway.
+    #[arg(long, default_value_t = 5000)]
+    pub subscribers: usize,
+    /// Fan-out: events published per second (for `--seconds`).
+    #[arg(long, default_value_t = 200.0)]
+    pub event_rate: f64,
+    /// Fan-out: the share of subscribers on the WebSocket (0–1); the rest use SSE.
+    #[arg(long, default_value_t = 0.5)]
+    pub ws_share: f64,
+    /// Fan-out with `--private`: the gateway's GATEWAY_EVENTS_FLUSH_INTERVAL in
+    /// milliseconds (default: the gateway's default, 50 ms).
+    #[arg(long)]
+    pub flush_interval_ms: Option<u64>,
 }
 
 /// Runs the benchmark.
 pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<ExitCode> {
+    if args.phase == Phase::Fanout {
+        return run_fanout(args, ctx).await;
+    }
     let port = ymera_devstack::free_port()?;
     let addr = format!("127.0.0.1:{port}");
     let secret = webhooks::new_secret();
@@ -80,10 +103,10 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<ExitCode> {
     let client = ServiceClient::new(nats.clone()).with_credential(credential.clone());
     let http = HttpPool::new(&base)?;
     let mut verified = true;
-    if args.phase != Phase::Webhooks {
+    if matches!(args.phase, Phase::All | Phase::Rest) {
         rest(&args.options, &http, &client, credential, &base, ctx).await?;
     }
-    if args.phase != Phase::Rest {
+    if matches!(args.phase, Phase::All | Phase::Webhooks) {
         if stack.is_some() {
             let (mut results, checks) = webhooks::run(
                 &args.options,
@@ -130,6 +153,84 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<ExitCode> {
     }
     drop(stack);
     Ok(if verified {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// `--phase fanout`: its own stack (config and the gateway; the event
+/// streams need nothing else with `YMERA_AUTH=off`).
+async fn run_fanout(args: Args, ctx: &Context) -> anyhow::Result<ExitCode> {
+    use anyhow::Context as _;
+    anyhow::ensure!(args.subscribers > 0, "--subscribers must be at least 1");
+    anyhow::ensure!(
+        args.event_rate > 0.0 && args.event_rate.is_finite(),
+        "--event-rate must be positive"
+    );
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&args.ws_share),
+        "--ws-share must be between 0 and 1"
+    );
+    // Two descriptors per subscriber (client and gateway side) when the
+    // gateway is ours, plus what the servers hold.
+    let open_files = fanout::raise_open_files_limit()?;
+    let needed = args.subscribers as u64 * if args.options.private { 2 } else { 1 } + 512;
+    if open_files < needed {
+        eprintln!(
+            "warning: RLIMIT_NOFILE is {open_files}, {needed} descriptors are needed for {} subscribers",
+            args.subscribers
+        );
+    }
+    let flush = args.flush_interval_ms.map(|ms| format!("{ms}ms"));
+    let (stack, base) = if args.options.private {
+        let port = ymera_devstack::free_port()?;
+        let addr = format!("127.0.0.1:{port}");
+        let mut env = vec![("GATEWAY_ADDR", addr.as_str())];
+        if let Some(flush) = &flush {
+            env.push(("GATEWAY_EVENTS_FLUSH_INTERVAL", flush.as_str()));
+        }
+        let stack = PrivateStack::start(&["config", "gateway"], &env)
+            .await
+            .context("starting the private stack")?;
+        (Some(stack), format!("http://{addr}"))
+    } else {
+        (None, args.gateway_url.clone())
+    };
+    let nats_url = crate::bench::stack_url(stack.as_ref(), ctx);
+    let nats = crate::bench::connect(&nats_url).await?;
+    let plan = fanout::Plan {
+        subscribers: args.subscribers,
+        ws_share: args.ws_share,
+        event_rate: args.event_rate,
+        seconds: args.options.seconds.max(1),
+        base,
+        gateway_pid: stack.as_ref().and_then(|s| s.service_pid("gateway")),
+        nats_pid: stack.as_ref().map(PrivateStack::nats_pid),
+        flush_interval: match (&flush, args.options.private) {
+            (Some(_), _) => format!("{} ms", args.flush_interval_ms.unwrap_or_default()),
+            (None, true) => "50 ms (gateway default)".to_owned(),
+            (None, false) => "the gateway's".to_owned(),
+        },
+        credential: if args.options.private {
+            None
+        } else {
+            ctx.credential()
+        },
+    };
+    let report = fanout::run(&plan, &nats, &nats_url).await?;
+    if ctx.json() {
+        let mut value = serde_json::to_value(&report)?;
+        if let Value::Object(map) = &mut value {
+            map.insert("bench".to_owned(), json!("gateway-fanout"));
+        }
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        fanout::print(&report);
+    }
+    drop(nats);
+    drop(stack);
+    Ok(if report.every_event_delivered {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
