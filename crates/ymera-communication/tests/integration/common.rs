@@ -42,8 +42,13 @@ pub fn fast_settings() -> CommSettings {
 }
 
 pub fn config(nats: &NatsServer, db: &str) -> ServiceConfig {
+    config_at(&nats.url(), db)
+}
+
+/// [`config`] for a server (or cluster member) given by its URL.
+pub fn config_at(url: &str, db: &str) -> ServiceConfig {
     let mut config = ServiceConfig::default();
-    config.nats.url = nats.url();
+    config.nats.url = url.to_owned();
     config.postgres_url = Some(db.to_owned());
     config.log_filter = "warn".into();
     config.auth = ymera_core::config::AuthMode::Off;

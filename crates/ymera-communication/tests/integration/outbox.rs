@@ -16,11 +16,10 @@ use sqlx::PgPool;
 use ymera_communication::settings::CommSettings;
 use ymera_communication::streams::{MESSAGES_STREAM, ensure_streams};
 use ymera_core::client::ServiceClient;
-use ymera_core::config::ServiceConfig;
 use ymera_core::error::ErrorKind;
 use ymera_testkit::{NatsCluster, eventually};
 
-use crate::common::{Agent, Recipient, client, database, envelope, fast_settings, pool};
+use crate::common::{Agent, Recipient, client, config_at, database, envelope, fast_settings, pool};
 
 /// A short publish timeout: a leaderless send is answered after ~300 ms.
 fn outbox_settings() -> CommSettings {
@@ -28,15 +27,6 @@ fn outbox_settings() -> CommSettings {
         publish_timeout: Duration::from_millis(300),
         ..fast_settings()
     }
-}
-
-fn config_at(url: &str, db: &str) -> ServiceConfig {
-    let mut config = ServiceConfig::default();
-    config.nats.url = url.to_owned();
-    config.postgres_url = Some(db.to_owned());
-    config.log_filter = "warn".into();
-    config.auth = ymera_core::config::AuthMode::Off;
-    config
 }
 
 /// One send, no retry: what the caller is answered.
