@@ -39,7 +39,9 @@
 //! rows wait, counted by the insert itself (shared by every replica; sends in
 //! flight at once can overshoot it by their number). Past it the send is
 //! answered 503 `unavailable` with `details.outbox = "full"` and nothing is
-//! written (no row, no history). A relay pass claims at most [`RELAY_BATCH`]
+//! written (no row, no history); the direct publish may still be committed by a
+//! leader that regains its quorum (a 503 is "not accepted", and the client's
+//! resend of the same id is deduplicated). A relay pass claims at most [`RELAY_BATCH`]
 //! rows, and every JetStream wait has the publish timeout.
 //!
 //! Not covered: copies of a multi-recipient message that JetStream did store

@@ -350,19 +350,24 @@ async fn two_replicas_relay_every_outbox_row_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_outbox_answers_503_and_stores_nothing() {
     let mut cluster = NatsCluster::start(3).unwrap();
-    let url = cluster.url_list()[0].clone();
     let db = database();
     let settings = CommSettings {
         outbox_limit: 3,
         ..outbox_settings()
     };
+    // Keep a server that does not lead YMERA_MESSAGES, so no publish is proposed while
+    // quorum is lost. (With the leader kept, it holds the refused send's proposal and
+    // commits it when quorum returns: a 503 is "not accepted", and a resend of the same
+    // id is what the client does next — DESIGN §11.)
+    let keep = (stream_leader(&cluster, &settings).await + 1) % 3;
+    let url = cluster.url_list()[keep].clone();
     let agent = Agent::start(config_at(&url, &db), settings).await;
     let pool = pool(&db).await;
     let client = client(&url).await;
     let recipient = Recipient::start(&url, "patient", false).await;
     warm_up(&client, &recipient, "patient").await;
 
-    lose_quorum(&mut cluster, 0);
+    lose_quorum(&mut cluster, keep);
     let mut ids = Vec::new();
     let mut first = None;
     for i in 0..3 {
@@ -396,7 +401,7 @@ async fn a_full_outbox_answers_503_and_stores_nothing() {
             .unwrap();
     assert_eq!(history, 0, "the refused send left a history row");
 
-    regain_quorum(&mut cluster, 0);
+    regain_quorum(&mut cluster, keep);
     exactly_once(&recipient, &ids, 1).await;
     assert_eq!(
         recipient.count_of(&refused_id),
@@ -410,7 +415,8 @@ async fn a_full_outbox_answers_503_and_stores_nothing() {
     exactly_once(&recipient, &ids, 1).await;
 }
 
-/// (d) A relayed copy JetStream refuses because its recipient's backlog is full is
+/// (d) A relayed copy JetStream refuses because its recipient's backlog is full (the
+/// recipient away) is
 /// accepted already, so it is kept (with the refusal as its `last_error`) and relayed
 /// once the backlog has room: every message delivered once, none dropped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -422,6 +428,8 @@ async fn a_relayed_copy_refused_for_a_full_backlog_waits_for_room() {
     let db = database();
     let settings = CommSettings {
         backlog_limit: LIMIT,
+        // The recipient is away for the whole test: no copy may run out of attempts.
+        max_attempts: 100_000,
         ..outbox_settings()
     };
     // Keep a server that does not lead YMERA_MESSAGES: with the leader gone there is
@@ -432,18 +440,10 @@ async fn a_relayed_copy_refused_for_a_full_backlog_waits_for_room() {
     let agent = Agent::start(config_at(&url, &db), settings).await;
     let pool = pool(&db).await;
     let client = client(&url).await;
-    let recipient = Recipient::start(&url, "parked", false).await;
+    let mut recipient = Recipient::start(&url, "parked", false).await;
     warm_up(&client, &recipient, "parked").await;
-    // The recipient's consumer paused: what JetStream stores stays in its backlog.
-    let js = jetstream::new(async_nats::connect(url.as_str()).await.unwrap());
-    let stream = js.get_stream(MESSAGES_STREAM).await.unwrap();
-    let consumer = ymera_communication::streams::consumer_name("parked");
-    let until = async_nats::datetime::add_std_duration(
-        async_nats::datetime::now(),
-        Duration::from_secs(600),
-    )
-    .unwrap();
-    stream.pause_consumer(&consumer, until).await.unwrap();
+    // The recipient away: what JetStream stores stays in its backlog, retried.
+    recipient.down().await;
 
     lose_quorum(&mut cluster, keep);
     let mut ids = Vec::new();
@@ -475,14 +475,9 @@ async fn a_relayed_copy_refused_for_a_full_backlog_waits_for_room() {
     .await;
     let counters = agent.comm.outbox().counters();
     assert_eq!(counters.relayed + counters.skipped, u64::from(LIMIT));
-    assert_eq!(recipient.count(), 1, "only the warm-up while paused");
+    assert_eq!(recipient.count(), 1, "only the warm-up while away");
 
-    js.get_stream(MESSAGES_STREAM)
-        .await
-        .unwrap()
-        .resume_consumer(&consumer)
-        .await
-        .unwrap();
+    recipient.up().await;
     exactly_once(&recipient, &ids, 1).await;
     eventually(Duration::from_secs(60), "the outbox drained", || async {
         outbox_ids(&pool).await.is_empty()
