@@ -123,6 +123,35 @@ pub async fn delete_stream(client: &async_nats::Client, name: &str) -> anyhow::R
     Ok(())
 }
 
+/// The durable consumers of `stream`. The manifest counts only these: an ephemeral one
+/// (a service's key-value watcher) belongs to a process of the stack that was backed
+/// up, and a restored copy of it is dropped by the server once nobody reads it.
+pub async fn durable_consumers(client: &async_nats::Client, stream: &str) -> anyhow::Result<u64> {
+    let mut durable = 0u64;
+    let mut offset = 0u64;
+    loop {
+        let page = api(
+            client,
+            &format!("$JS.API.CONSUMER.LIST.{stream}"),
+            json!({ "offset": offset }),
+        )
+        .await?;
+        let consumers = page["consumers"].as_array().cloned().unwrap_or_default();
+        durable += consumers
+            .iter()
+            .filter(|c| {
+                c["config"]["durable_name"]
+                    .as_str()
+                    .is_some_and(|d| !d.is_empty())
+            })
+            .count() as u64;
+        offset += consumers.len() as u64;
+        if consumers.is_empty() || offset >= page["total"].as_u64().unwrap_or(0) {
+            return Ok(durable);
+        }
+    }
+}
+
 /// Snapshots `stream` with its consumers into `file`; returns the part's description
 /// and the file's sha256 and size.
 pub async fn snapshot(
@@ -131,6 +160,10 @@ pub async fn snapshot(
     file: &Path,
     bar: &ProgressBar,
 ) -> anyhow::Result<(StreamPart, String, u64)> {
+    // Counted before the snapshot: a durable consumer made meanwhile is in it too.
+    let durable = durable_consumers(client, stream)
+        .await
+        .with_context(|| format!("listing the consumers of {stream}"))?;
     let inbox = client.new_inbox();
     let mut chunks = client.subscribe(inbox.clone()).await?;
     client.flush().await?;
@@ -187,7 +220,7 @@ pub async fn snapshot(
         name: stream.to_owned(),
         messages: state["messages"].as_u64().unwrap_or(0),
         bytes: state["bytes"].as_u64().unwrap_or(0),
-        consumers: state["consumer_count"].as_u64().unwrap_or(0),
+        consumers: durable,
         config,
         state,
     };

@@ -79,7 +79,8 @@ pub struct StreamPart {
     pub messages: u64,
     /// Stored bytes.
     pub bytes: u64,
-    /// Consumers in the snapshot (their configuration and ack state).
+    /// Durable consumers in the snapshot (their configuration and ack state); ephemeral
+    /// ones (key-value watchers of the backed-up processes) are not counted.
     pub consumers: u64,
     /// The stream configuration (sent back in the restore request).
     pub config: serde_json::Value,

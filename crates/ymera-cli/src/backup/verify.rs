@@ -108,16 +108,20 @@ pub(super) async fn load_streams(
         let file = manifest::part_path(root, &part.file)?;
         let info = jetstream::restore(client, stream, &file, max_replicas, &stream_bar).await?;
         stream_bar.finish();
-        let (messages, consumers) = jetstream::counts(&info);
+        let (messages, all_consumers) = jetstream::counts(&info);
+        let consumers = jetstream::durable_consumers(client, &stream.name).await?;
         // A stream with max_age (dead letters) or per-message TTLs (agent cards) drops
         // what aged out since the snapshot: fewer messages is expected there, never more.
         let ages = stream.config["max_age"].as_u64().unwrap_or(0) > 0
             || stream.config["allow_msg_ttl"].as_bool().unwrap_or(false);
         let messages_ok = messages == stream.messages || (ages && messages < stream.messages);
-        // More consumers than the manifest is not a loss: a service of the target stack
-        // may open a watcher (an ephemeral consumer) on a bucket as soon as it exists,
-        // before the restore's answer on a cluster (raft group forming); fewer is one.
-        if !messages_ok || consumers < stream.consumers {
+        // The manifest counts durable consumers (ephemeral ones, watchers of the backed-up
+        // stack's processes, are dropped by the server once nobody reads them); an
+        // archive written before counted every consumer, so its figure is met by all of
+        // them. More is not a loss (a service of the target stack may open a watcher as
+        // soon as the bucket exists); fewer is one.
+        let consumers_ok = consumers >= stream.consumers || all_consumers >= stream.consumers;
+        if !messages_ok || !consumers_ok {
             bail!(
                 "stream {} restored with {messages} messages and {consumers} consumers, the manifest says {} and {}",
                 stream.name,
