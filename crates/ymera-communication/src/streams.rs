@@ -147,6 +147,10 @@ pub(crate) async fn replicas(
     })
 }
 
+/// Copies a recipient's consumer may have unacknowledged per inbox slot
+/// (`COMM_DELIVERY_CONCURRENCY`).
+pub const ACK_PENDING_PER_SLOT: usize = 16;
+
 /// The durable pull consumer of one recipient.
 pub fn consumer_config(recipient: &str, settings: &CommSettings) -> consumer::pull::Config {
     consumer::pull::Config {
@@ -158,7 +162,12 @@ pub fn consumer_config(recipient: &str, settings: &CommSettings) -> consumer::pu
         // with its instance: JetStream hands it out again.
         ack_wait: settings.inbox_timeout + Duration::from_secs(10),
         max_deliver: -1,
-        max_ack_pending: i64::try_from(settings.delivery_concurrency * 4).unwrap_or(1024),
+        // Copies pulled and not yet acknowledged: in an inbox attempt (at most
+        // `delivery_concurrency`) or awaiting their journal write and ack. 16× leaves the
+        // journal big batches (BENCHMARKS.md, "Sending or delivering?": 4× capped a
+        // recipient near 11,000 msg/s, 16× reached 14,800–16,500).
+        max_ack_pending: i64::try_from(settings.delivery_concurrency * ACK_PENDING_PER_SLOT)
+            .unwrap_or(i64::MAX),
         ..Default::default()
     }
 }
