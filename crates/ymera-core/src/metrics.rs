@@ -326,13 +326,23 @@ impl ProcessStats {
     /// Reads `/proc/self/{stat,status,fd,limits}` and `/proc/stat`; `None`
     /// where `/proc` is not mounted (not Linux).
     pub fn read() -> Option<ProcessStats> {
-        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        Self::read_at("self")
+    }
+
+    /// The same figures of another process (a benchmark's gateway, say); `None` when
+    /// it is gone or `/proc` is not mounted.
+    pub fn of(pid: u32) -> Option<ProcessStats> {
+        Self::read_at(&pid.to_string())
+    }
+
+    fn read_at(dir: &str) -> Option<ProcessStats> {
+        let stat = std::fs::read_to_string(format!("/proc/{dir}/stat")).ok()?;
         let fields = parse_stat(&stat)?;
-        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-        let open_fds = std::fs::read_dir("/proc/self/fd")
+        let status = std::fs::read_to_string(format!("/proc/{dir}/status")).unwrap_or_default();
+        let open_fds = std::fs::read_dir(format!("/proc/{dir}/fd"))
             .map(|dir| dir.count() as u64)
             .unwrap_or(0);
-        let max_fds = std::fs::read_to_string("/proc/self/limits")
+        let max_fds = std::fs::read_to_string(format!("/proc/{dir}/limits"))
             .ok()
             .and_then(|limits| parse_max_open_files(&limits));
         let boot_time = std::fs::read_to_string("/proc/stat")

@@ -34,7 +34,7 @@ use tokio::sync::Semaphore;
 use ymera_core::client::ServiceClient;
 
 use super::comm_stored::{StoredResult, print_stored, stored_bytes};
-use crate::bench::new_histogram;
+use crate::bench::{new_histogram, progress};
 use crate::context::Context;
 use crate::private_stack::PrivateStack;
 
@@ -525,17 +525,6 @@ where
         .buffer_unordered(concurrency.max(1))
         .fold(0u64, |acc, e| async move { acc + e })
         .await
-}
-
-pub(super) fn progress(len: u64, message: &str) -> ProgressBar {
-    let bar = ProgressBar::new(len);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{msg:60} [{bar:30}] {pos}/{len} {elapsed}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
-    bar.set_message(message.to_owned());
-    bar
 }
 
 /// The baseline: a stream, a pull consumer that acks, publishes awaiting the

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream;
 use serde::Serialize;
 
-use super::comm::{BodySize, CommBenchArgs, YmeraPath, progress, send_all, wait_received};
+use super::comm::{BodySize, CommBenchArgs, YmeraPath, send_all, wait_received};
+use super::progress;
 use crate::context::Context;
 
 /// The stored-bytes phase of one run.

@@ -23,13 +23,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use serde::Serialize;
 use ymera_code_analysis::{Language, Limits, analyze_file};
 
 use self::corpus::{collect, default_corpus, generate_corpus, tempfile_dir};
 use self::lizard::{lizard_python, time_lizard};
-use crate::bench::BenchOptions;
+use crate::bench::{BenchOptions, progress};
 use crate::context::Context;
 
 /// The lizard release the metrics follow (and the one timed).
@@ -338,15 +338,6 @@ fn run_blocking(args: Args, json: bool) -> anyhow::Result<ExitCode> {
         load_after.as_deref().unwrap_or("n/a")
     );
     Ok(ExitCode::SUCCESS)
-}
-
-fn progress(len: u64, label: &str) -> ProgressBar {
-    let bar = ProgressBar::new(len);
-    if let Ok(style) = ProgressStyle::with_template("{msg:44} [{bar:30}] {pos}/{len} {elapsed}") {
-        bar.set_style(style.progress_chars("=> "));
-    }
-    bar.set_message(label.to_owned());
-    bar
 }
 
 /// Reads and analyses every file once with `threads` workers pulling from a

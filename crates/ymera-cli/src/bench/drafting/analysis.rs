@@ -11,8 +11,8 @@ use ymera_core::client::Credential;
 
 use super::document::{DOCUMENT_WORDS, document};
 use super::textstat::{run_textstat, textstat_python};
-use super::{Args, Verdict, progress, result_from};
-use crate::bench::{BenchResult, new_histogram, report};
+use super::{Args, Verdict, result_from};
+use crate::bench::{BenchResult, new_histogram, progress, report};
 use crate::context::Context;
 
 /// Reply header with the service's own time for an analysis (µs).

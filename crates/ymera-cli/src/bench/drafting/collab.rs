@@ -18,8 +18,8 @@ use ymera_core::client::{Credential, ServiceClient};
 
 use super::document::Rng;
 use super::editor::{Broadcast, Editor, Pending, apply_b64, doc_text, key_of, local_edit, new_doc};
-use super::{Args, Verdict, progress, result_from};
-use crate::bench::{BenchResult, new_histogram, report};
+use super::{Args, Verdict, result_from};
+use crate::bench::{BenchResult, new_histogram, progress, report};
 use crate::context::Context;
 
 /// Target: broadcast P99.

@@ -29,7 +29,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use hdrhistogram::Histogram;
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use serde_json::json;
 
@@ -185,15 +184,4 @@ fn result_from(target: &str, h: &Histogram<u64>, throughput: f64, errors: u64) -
         ratio_to_baseline: 1.0,
         errors,
     }
-}
-
-fn progress(len: u64, message: &str) -> ProgressBar {
-    let bar = ProgressBar::new(len);
-    bar.set_style(
-        ProgressStyle::with_template("{msg:52} [{bar:30}] {pos}/{len} {elapsed}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
-    bar.set_message(message.to_owned());
-    bar
 }
