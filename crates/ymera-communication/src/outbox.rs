@@ -193,12 +193,7 @@ fn transient_api_error(api: &jetstream::Error) -> bool {
 /// The answer to a copy JetStream refused (as before the outbox).
 pub(crate) fn refusal(recipient: &str, message: &str) -> Error {
     if message.contains("maximum messages per subject") {
-        return Error::new(
-            ErrorKind::Unavailable,
-            format!("recipient {recipient} has the most undelivered messages allowed; retry later"),
-        )
-        .with_detail("reason", "backlog_full")
-        .with_detail("recipient", recipient);
+        return crate::send::backlog_full(recipient, None);
     }
     tracing::warn!(error = %message, recipient, "JetStream did not store a copy");
     Error::dependency_down("jetstream")

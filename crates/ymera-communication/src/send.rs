@@ -168,20 +168,28 @@ fn check_backlog(comm: &Communication, envelope: &Envelope) -> Result<(), Error>
     for recipient in &envelope.recipients {
         let backlog = comm.known_backlog(recipient);
         if backlog >= limit {
-            return Err(backlog_full(recipient, limit));
+            return Err(backlog_full(recipient, Some(limit)));
         }
     }
     Ok(())
 }
 
-fn backlog_full(recipient: &str, limit: u64) -> Error {
-    Error::new(
-        ErrorKind::Unavailable,
-        format!(
+/// 503 `backlog_full` for `recipient`: seen by this instance's backlog poll (`limit`
+/// known), or JetStream's own refusal of a copy over `max_msgs_per_subject`.
+pub(crate) fn backlog_full(recipient: &str, limit: Option<u64>) -> Error {
+    let message = match limit {
+        Some(limit) => format!(
             "recipient {recipient} has {limit} undelivered messages, the most allowed; retry later"
         ),
-    )
-    .with_detail("reason", "backlog_full")
-    .with_detail("recipient", recipient)
-    .with_detail("limit", limit)
+        None => {
+            format!("recipient {recipient} has the most undelivered messages allowed; retry later")
+        }
+    };
+    let err = Error::new(ErrorKind::Unavailable, message)
+        .with_detail("reason", "backlog_full")
+        .with_detail("recipient", recipient);
+    match limit {
+        Some(limit) => err.with_detail("limit", limit),
+        None => err,
+    }
 }
