@@ -89,6 +89,11 @@ fn quiet_on_closed_stdout() {
     }));
 }
 
+/// mimalloc: the benchmarks' clients (thousands of sockets, many small
+/// buffers) should not measure glibc's malloc.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     quiet_on_closed_stdout();

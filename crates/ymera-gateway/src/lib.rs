@@ -46,9 +46,29 @@ use crate::registry::Registry;
 /// The micro-service name.
 pub const NAME: &str = "gateway";
 
-/// What every HTTP handler of the gateway shares (cheap to clone).
+/// What every HTTP handler of the gateway shares: one `Arc`, so the clone
+/// axum makes per request is one reference count (the NATS client alone is
+/// several).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    /// The state of `shared`.
+    pub fn new(shared: Shared) -> AppState {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The parts of [`AppState`].
+pub struct Shared {
     /// The NATS connection (the gateway's own; callers' credentials travel
     /// in request headers).
     pub nats: async_nats::Client,
@@ -69,7 +89,7 @@ pub struct AppState {
 impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AppState")
-            .field("settings", &self.settings)
+            .field("settings", &self.0.settings)
             .finish_non_exhaustive()
     }
 }
@@ -215,7 +235,7 @@ pub async fn run(config: ServiceConfig, settings: Settings) -> Result<(), Runtim
     )
     .await
     .map_err(RuntimeError::Register)?;
-    let state = AppState {
+    let state = AppState::new(Shared {
         nats: runtime.client().clone(),
         settings: Arc::new(settings.clone()),
         config: Arc::new(config),
@@ -226,7 +246,7 @@ pub async fn run(config: ServiceConfig, settings: Settings) -> Result<(), Runtim
         )),
         webhooks: Some(Arc::new(webhooks)),
         events: Some(hub),
-    };
+    });
     tokio::spawn(registry.refresh_loop(settings.registry_refresh, runtime.shutdown_token()));
     let listener = tokio::net::TcpListener::bind(settings.addr)
         .await
