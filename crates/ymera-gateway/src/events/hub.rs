@@ -3,21 +3,28 @@
 //! The feed batches the events of the process's ordered consumer
 //! (`GATEWAY_EVENTS_BATCH_SIZE` / `GATEWAY_EVENTS_FLUSH_INTERVAL`) and
 //! encodes each batch once, as an SSE message and as a WebSocket text frame;
-//! every live subscriber gets the same `Arc` from a broadcast ring and writes
-//! those shared bytes (a subscriber whose patterns or permissions keep only
-//! part of a batch builds its own from the events' shared encodings). The
-//! ring is the only per-subscriber queue: a subscriber more than
-//! `GATEWAY_EVENTS_QUEUE` events behind the feed is ended as `slow_consumer`.
+//! every live subscriber gets the same `Arc` from the process's ring and
+//! writes those shared bytes (a subscriber whose patterns or permissions keep
+//! only part of a batch builds its own from the events' shared encodings).
+//!
+//! The ring is the only per-subscriber queue, and it is bounded in events,
+//! not by its readers: it keeps the newest batches that cover the last
+//! `GATEWAY_EVENTS_QUEUE` events, whoever has read them. A subscriber is a
+//! position in it; one that falls further behind (its batch left the ring)
+//! is ended as `slow_consumer` when it reads next. So a stalled client —
+//! whose writer is not even polled while its socket is full — holds one
+//! batch at most, and the process's memory for the live feed is the ring's,
+//! not a multiple of the clients'.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::VecDeque;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, stream};
 use bytes::{BufMut, Bytes, BytesMut};
 use futures::{Stream, StreamExt};
 use serde_json::Value;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{mpsc, watch};
 use ymera_core::{Error, ErrorKind};
 
 use super::{STREAM, STREAM_SUBJECTS, StoredEvent, Subscription, slow_consumer};
@@ -123,12 +130,64 @@ impl Delivery {
     }
 }
 
+/// The newest batches of the live feed: those covering the last `queue`
+/// events (and always the newest one).
+#[derive(Debug, Default)]
+struct Ring {
+    batches: VecDeque<Arc<HubBatch>>,
+    /// Events in `batches`.
+    held: u64,
+    /// Events published so far (the `end` of the newest batch).
+    published: u64,
+}
+
+impl Ring {
+    /// Appends `events` as a batch and lets the oldest batches go.
+    fn push(&mut self, events: Vec<Arc<EncodedEvent>>, queue: u64) -> u64 {
+        let count = events.len() as u64;
+        self.published += count;
+        self.held += count;
+        self.batches.push_back(Arc::new(HubBatch {
+            sse: sse_message(&events),
+            ws: ws_message(&events),
+            events,
+            end: self.published,
+        }));
+        // Drop the oldest batch while the rest still covers `queue` events.
+        while let Some(oldest) = self.batches.front() {
+            let rest = self.held - oldest.events.len() as u64;
+            if rest < queue {
+                break;
+            }
+            self.held = rest;
+            self.batches.pop_front();
+        }
+        self.published
+    }
+
+    /// The first batch after position `read` (events read so far): `Ok(None)`
+    /// when there is none yet, `Err` when it left the ring.
+    fn after(&self, read: u64) -> Result<Option<Arc<HubBatch>>, ()> {
+        if read >= self.published {
+            return Ok(None);
+        }
+        let oldest_start = self.published - self.held;
+        if read < oldest_start {
+            return Err(());
+        }
+        // Batches are in order of `end`; few are searched (a subscriber is
+        // usually one batch behind).
+        let index = self.batches.partition_point(|b| b.end <= read);
+        Ok(self.batches.get(index).cloned())
+    }
+}
+
 /// The process's live feed and the stream.
 pub struct EventHub {
     js: jetstream::Context,
-    live: broadcast::Sender<Arc<HubBatch>>,
-    /// Events published on `live` so far.
-    published: AtomicU64,
+    ring: RwLock<Ring>,
+    /// The ring's `published`, for waking the subscribers.
+    live: watch::Sender<u64>,
     batch_size: usize,
     flush: Duration,
     queue: u64,
@@ -165,13 +224,10 @@ impl EventHub {
         };
         ymera_core::jetstream::ensure_stream(&js, config, replicas).await?;
         let queue = settings.events_queue.max(1);
-        // Every batch holds at least one event, so a ring of `queue` batches
-        // never drops one a subscriber within `queue` events still needs.
-        let (live, _) = broadcast::channel(queue);
         let hub = Arc::new(EventHub {
             js,
-            live,
-            published: AtomicU64::new(0),
+            ring: RwLock::new(Ring::default()),
+            live: watch::Sender::new(0),
             batch_size: settings.events_batch_size.max(1),
             flush: settings.events_flush_interval,
             queue: queue as u64,
@@ -185,17 +241,29 @@ impl EventHub {
         if events.is_empty() {
             return;
         }
-        let end = self
+        let published = self
+            .ring
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(events, self.queue);
+        self.live.send_replace(published);
+    }
+
+    /// The ring's position now: a new live subscriber reads from here.
+    fn position(&self) -> u64 {
+        self.ring
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
             .published
-            .fetch_add(events.len() as u64, Ordering::Relaxed)
-            + events.len() as u64;
-        let batch = HubBatch {
-            sse: sse_message(&events),
-            ws: ws_message(&events),
-            events,
-            end,
-        };
-        let _ = self.live.send(Arc::new(batch));
+    }
+
+    /// The first batch after `read`; `slow_consumer` when it left the ring.
+    fn batch_after(&self, read: u64) -> Result<Option<Arc<HubBatch>>, Error> {
+        self.ring
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .after(read)
+            .map_err(|()| slow_consumer())
     }
 
     /// The live feed: one ordered consumer from now on, batched into the ring.
@@ -307,10 +375,15 @@ impl EventHub {
     /// nothing published after `last_seq()` is missed.
     pub(super) async fn source(&self, sub: &Subscription) -> Result<Source, Error> {
         match sub.since {
-            None => Ok(Source::Live {
-                rx: self.live.subscribe(),
-                queue: self.queue,
-            }),
+            None => {
+                // Subscribed to the wake-ups before reading the position: a
+                // batch published in between is found by the first read.
+                let wake = self.live.subscribe();
+                Ok(Source::Live {
+                    wake,
+                    read: self.position(),
+                })
+            }
             Some(since) => {
                 let source = self
                     .consumer(Some(since + 1), &sub.patterns)
@@ -392,10 +465,12 @@ async fn replay(
 /// Where a subscriber's batches come from.
 #[derive(Debug)]
 pub(super) enum Source {
-    /// The shared live ring.
+    /// A position in the shared live ring.
     Live {
-        rx: broadcast::Receiver<Arc<HubBatch>>,
-        queue: u64,
+        /// Changes when a batch is published.
+        wake: watch::Receiver<u64>,
+        /// Events of the feed this subscriber has read (or skipped).
+        read: u64,
     },
     /// Its own consumer (a resume), through a bounded queue.
     Replay {
@@ -412,39 +487,32 @@ impl Source {
         sub: &Subscription,
     ) -> Result<Delivery, Error> {
         match self {
-            Source::Live { rx, queue, .. } => loop {
-                match rx.recv().await {
-                    Ok(batch) => {
-                        let behind = hub
-                            .published
-                            .load(Ordering::Relaxed)
-                            .saturating_sub(batch.end);
-                        if behind > *queue {
-                            return Err(slow_consumer());
-                        }
-                        let admitted = batch
+            Source::Live { wake, read } => loop {
+                wake.borrow_and_update();
+                let Some(batch) = hub.batch_after(*read)? else {
+                    if wake.changed().await.is_err() {
+                        return Err(Error::new(ErrorKind::Unavailable, "the event feed stopped"));
+                    }
+                    continue;
+                };
+                *read = batch.end;
+                let admitted = batch
+                    .events
+                    .iter()
+                    .filter(|e| sub.admits(&e.subject))
+                    .count();
+                if admitted == batch.events.len() {
+                    return Ok(Delivery::Shared(batch));
+                }
+                if admitted > 0 {
+                    return Ok(Delivery::Own(
+                        batch
                             .events
                             .iter()
                             .filter(|e| sub.admits(&e.subject))
-                            .count();
-                        if admitted == batch.events.len() {
-                            return Ok(Delivery::Shared(batch));
-                        }
-                        if admitted > 0 {
-                            return Ok(Delivery::Own(
-                                batch
-                                    .events
-                                    .iter()
-                                    .filter(|e| sub.admits(&e.subject))
-                                    .cloned()
-                                    .collect(),
-                            ));
-                        }
-                    }
-                    Err(broadcast::error::RecvError::Lagged(_)) => return Err(slow_consumer()),
-                    Err(broadcast::error::RecvError::Closed) => {
-                        return Err(Error::new(ErrorKind::Unavailable, "the event feed stopped"));
-                    }
+                            .cloned()
+                            .collect(),
+                    ));
                 }
             },
             Source::Replay { rx } => match rx.recv().await {
@@ -453,5 +521,48 @@ impl Source {
                 None => Err(Error::new(ErrorKind::Unavailable, "the event stream ended")),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn events(from: u64, n: u64) -> Vec<Arc<EncodedEvent>> {
+        (from..from + n)
+            .map(|seq| {
+                Arc::new(EncodedEvent {
+                    seq,
+                    subject: "events.t".to_owned(),
+                    json: Bytes::from_static(b"{}"),
+                })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_ring_keeps_the_last_queue_events_and_reports_who_fell_out() {
+        let mut ring = Ring::default();
+        assert!(matches!(ring.after(0), Ok(None)));
+        for i in 0..10 {
+            ring.push(events(i * 3 + 1, 3), 7);
+        }
+        // 30 published; 7 must stay covered: the batches of 22..=30 (9 events).
+        assert_eq!(ring.published, 30);
+        assert_eq!(ring.held, 9);
+        assert_eq!(ring.batches.len(), 3);
+        assert!(ring.after(20).is_err(), "8+ events behind a queue of 7");
+        let next = ring.after(21).unwrap().unwrap();
+        assert_eq!((next.events[0].seq, next.end), (22, 24));
+        assert_eq!(
+            ring.after(25).unwrap().unwrap().end,
+            27,
+            "mid-batch: that batch"
+        );
+        assert!(matches!(ring.after(30), Ok(None)));
+        // A batch bigger than the queue is kept whole, and alone.
+        ring.push(events(31, 20), 7);
+        assert_eq!((ring.held, ring.batches.len()), (20, 1));
+        assert!(ring.after(30).unwrap().is_some());
     }
 }

@@ -611,8 +611,11 @@ async fn a_stalled_sse_client_is_dropped_without_holding_memory() {
         sent * 8 * 1024 > 8 << 20,
         "only {sent} events sent before the drop"
     );
+    // The live ring holds the last GATEWAY_EVENTS_QUEUE (100) events, ~2.4 MB of
+    // encodings here, whoever is behind: measured +14–16 MB with the allocator's
+    // slack; +55 MB when the ring kept what its slowest reader had not read.
     assert!(
-        peak.saturating_sub(before) < 64 * 1024,
+        peak.saturating_sub(before) < 32 * 1024,
         "gateway RSS grew from {before} kB to {peak} kB with a stalled client"
     );
     // The stalled client, reading again, finds its connection ended.
