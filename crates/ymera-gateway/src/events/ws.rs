@@ -14,8 +14,12 @@
 //! Frames: `{"type":"ready","subjects","last_seq"}`, then
 //! `{"type":"events","events":[…],"last_seq"}`; a ping every
 //! `GATEWAY_EVENTS_HEARTBEAT`; on an early end `{"type":"error","error":{…}}`
-//! and a close frame (4429 `slow_consumer`, 4503 otherwise). A frame the
-//! socket does not take within [`STALL`] ends the connection.
+//! and a close frame (4429 `slow_consumer`, 4503 otherwise), after which the
+//! connection waits (up to [`CLOSE_GRACE`]) for the client's close frame,
+//! reading what the client sent: closing a socket with unread input makes
+//! the kernel reset it, and the client would lose the frames still in
+//! flight, the close frame with them. A frame the socket does not take
+//! within [`STALL`] ends the connection.
 
 use std::time::Duration;
 
@@ -155,11 +159,28 @@ async fn close(socket: &mut HttpWebSocket, err: &Error) {
         4503
     };
     let text = json!({"type": "error", "error": {"code": err.kind.slug(), "message": err.message, "details": err.details}});
-    let _ = tokio::time::timeout(CLOSE_GRACE, async {
+    let sent = tokio::time::timeout(CLOSE_GRACE, async {
         socket.feed(Frame::text(text.to_string())).await?;
         socket
             .send(Frame::close(CloseCode::from(code), reason.as_bytes()))
             .await
+    })
+    .await;
+    if matches!(sent, Ok(Ok(()))) {
+        await_close(socket).await;
+    }
+}
+
+/// The end of the closing handshake: reads (and drops) what the client sends
+/// until its close frame, within [`CLOSE_GRACE`], so the socket is closed
+/// with no unread input (which would reset it and lose the frames in flight).
+async fn await_close(socket: &mut HttpWebSocket) {
+    let _ = tokio::time::timeout(CLOSE_GRACE, async {
+        while let Some(frame) = socket.next().await {
+            if frame.opcode() == OpCode::Close {
+                break;
+            }
+        }
     })
     .await;
 }
@@ -169,9 +190,12 @@ async fn close(socket: &mut HttpWebSocket, err: &Error) {
 /// [`CLOSE_GRACE`], and the connection is dropped.
 async fn stalled(socket: &mut HttpWebSocket) {
     metrics::counter!("ymera_gateway_slow_consumers_total").increment(1);
-    let _ = tokio::time::timeout(
+    let sent = tokio::time::timeout(
         CLOSE_GRACE,
         socket.send(Frame::close(CloseCode::from(4429), "slow_consumer")),
     )
     .await;
+    if matches!(sent, Ok(Ok(()))) {
+        await_close(socket).await;
+    }
 }

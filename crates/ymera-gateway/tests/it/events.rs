@@ -461,7 +461,6 @@ async fn metric(side: u16, name: &str) -> f64 {
 }
 
 #[tokio::test]
-#[ignore = "fails: a reading subscriber is also ended as slow_consumer at ~8 MB/s of 16 KiB events (debug build; per-connection deflate cost suspected); see the issue 16 report"]
 async fn websocket_negotiates_deflate_and_closes_only_the_slow_subscriber() {
     let side = ymera_testkit::free_port().unwrap();
     let side_addr = format!("127.0.0.1:{side}");
