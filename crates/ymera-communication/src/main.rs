@@ -1,10 +1,5 @@
 //! `ymera-communication`: the communication agent process.
 
-/// mimalloc instead of glibc's malloc: every message allocates envelopes,
-/// headers and journal rows on both runtime threads.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> std::process::ExitCode {
     ymera_core::service::main("ymera-communication", |config, env| async move {
         let settings = ymera_communication::settings::CommSettings::read(&env)?;
