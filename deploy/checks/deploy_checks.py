@@ -428,6 +428,13 @@ def cmd_k8s(root, rendered, core_out=None, require_secrets=False):
     else:
         if nats["spec"].get("replicas") != 3:
             problem(f"{label}: StatefulSet nats must have 3 replicas")
+        # Streams and buckets at R3, set, not guessed: a service that starts
+        # while the cluster is still forming must not create them at R1.
+        config = named.get(("ConfigMap", "ymera-config")) or next(
+            (d for d in by_kind.get("ConfigMap", []) if d["metadata"]["name"].startswith("ymera-config")), None)
+        js_replicas = (config or {}).get("data", {}).get("YMERA_JS_REPLICAS")
+        if js_replicas != "3":
+            problem(f"{label}: ConfigMap ymera-config must set YMERA_JS_REPLICAS=3 for the 3-server cluster, has {js_replicas!r}")
         headless = named.get(("Service", nats["spec"]["serviceName"]))
         if headless is None or headless["spec"].get("clusterIP") != "None":
             problem(f"{label}: StatefulSet nats serviceName must be a headless Service")
