@@ -34,6 +34,9 @@ const origin = `http://127.0.0.1:${server.address().port}`
 const browser = await puppeteer.launch({
   executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
   headless: true,
+  // DevTools over a pipe, not a port: Chromium exits when the pipe closes, so a
+  // test that kills this process (kill_on_drop) leaves no browser behind.
+  pipe: true,
   args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--no-first-run']
 })
 const page = await browser.newPage()
