@@ -132,7 +132,7 @@ async fn ymera_up_cluster_3_replicas_2_and_health_shows_every_instance() {
     use std::os::unix::fs::PermissionsExt;
     use std::process::{Command, Stdio};
 
-    use ymera_devstack::{StackInfo, beside_current_exe, free_port, pid_alive};
+    use ymera_devstack::{StackInfo, beside_current_exe, pid_alive};
 
     use crate::up::{descendants, free_port_range};
 
@@ -155,9 +155,10 @@ async fn ymera_up_cluster_3_replicas_2_and_health_shows_every_instance() {
         .args(["--nats-port", &nats_port.to_string()])
         .args(["--nats-monitor-port", &free_port_range(3).to_string()])
         .args(["--nats-route-port", &free_port_range(3).to_string()])
-        .args(["--postgres-port", &free_port().unwrap().to_string()])
-        .args(["--redis-port", &free_port().unwrap().to_string()])
-        .args(["--http-base-port", &free_port_range(10).to_string()])
+        .args(["--postgres-port", &free_port_range(1).to_string()])
+        .args(["--redis-port", &free_port_range(1).to_string()])
+        // 6 services × 2 replicas.
+        .args(["--http-base-port", &free_port_range(12).to_string()])
         .env_remove("NATS_URL")
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&out).unwrap())

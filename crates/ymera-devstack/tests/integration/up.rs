@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ymera_devstack::{
-    HEALTH_TIMEOUT, StackInfo, beside_current_exe, children_of, free_port, pid_alive, wait_healthy,
+    HEALTH_TIMEOUT, StackInfo, beside_current_exe, children_of, pid_alive, wait_healthy,
 };
 
 /// Every live process below `pid`, depth first.
@@ -31,19 +31,30 @@ fn command_line(pid: u32) -> String {
         .unwrap_or_default()
 }
 
-/// A base port with the next `count - 1` ports free too (services listen on base + i).
+/// A base port with the next `count - 1` ports free too (services listen on base + i),
+/// below the kernel's ephemeral range: a block inside it can be taken between this
+/// check and the services' bind by any outgoing connection of the tests running in
+/// parallel (seen in CI: one communication replica refused its port for 2 minutes).
 pub fn free_port_range(count: u16) -> u16 {
-    for _ in 0..50 {
-        let base = free_port().unwrap();
-        let free = (0..count).all(|i| {
-            base.checked_add(i)
-                .is_some_and(|port| TcpListener::bind(("127.0.0.1", port)).is_ok())
-        });
+    const LOW: u16 = 10_000;
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|t| t.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    let span = u32::from(ephemeral_low - LOW - count);
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos()
+        ^ std::process::id().wrapping_mul(2_654_435_761);
+    for k in 0..200u32 {
+        let base = LOW + (seed.wrapping_add(k.wrapping_mul(7_919)) % span) as u16;
+        let free = (0..count).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok());
         if free {
             return base;
         }
     }
-    panic!("no {count} consecutive free ports");
+    panic!("no {count} consecutive free ports below {ephemeral_low}");
 }
 
 /// Kills whatever the test leaves behind if it fails half-way.
@@ -82,7 +93,7 @@ async fn kill_9_of_ymera_up_leaves_no_process_behind() {
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let state = dir.path().join("stack");
     let output = dir.path().join("up.out");
-    let port = || free_port().unwrap().to_string();
+    let port = || free_port_range(1).to_string();
     let up = Command::new(&ymera)
         .arg("up")
         .arg("--dir")
