@@ -94,6 +94,10 @@ pub(super) async fn load_postgres(
     Ok(counts.values().sum())
 }
 
+/// How long a restored stream's consumers may take to be listed (a cluster assigns them
+/// after the restore answered).
+const CONSUMERS_SETTLE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Every stream snapshot restored into `client`'s server and compared with the manifest.
 pub(super) async fn load_streams(
     root: &Path,
@@ -108,8 +112,19 @@ pub(super) async fn load_streams(
         let file = manifest::part_path(root, &part.file)?;
         let info = jetstream::restore(client, stream, &file, max_replicas, &stream_bar).await?;
         stream_bar.finish();
-        let (messages, all_consumers) = jetstream::counts(&info);
-        let consumers = jetstream::durable_consumers(client, &stream.name).await?;
+        let (messages, mut all_consumers) = jetstream::counts(&info);
+        let mut consumers = jetstream::durable_consumers(client, &stream.name).await?;
+        // On a cluster the restored consumers are assigned through the meta leader after
+        // the restore answered: a short count is looked at again for a while.
+        let deadline = std::time::Instant::now() + CONSUMERS_SETTLE;
+        while consumers < stream.consumers
+            && all_consumers < stream.consumers
+            && std::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            consumers = jetstream::durable_consumers(client, &stream.name).await?;
+            all_consumers = all_consumers.max(consumers);
+        }
         // A stream with max_age (dead letters) or per-message TTLs (agent cards) drops
         // what aged out since the snapshot: fewer messages is expected there, never more.
         let ages = stream.config["max_age"].as_u64().unwrap_or(0) > 0
