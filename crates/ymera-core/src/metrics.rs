@@ -29,9 +29,32 @@ pub fn install() -> PrometheusHandle {
             // Fails only if a recorder is already installed.
             let _ = metrics::set_global_recorder(recorder);
             describe_catalogue();
+            spawn_upkeep(&handle);
             handle
         })
         .clone()
+}
+
+/// How often histogram samples are folded into their buckets.
+const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Folds histogram samples into their buckets every [`UPKEEP_EVERY`] on the current
+/// runtime. A recorder made with `build_recorder` keeps every sample until `/metrics` is
+/// rendered, so a process nobody scrapes grew without bound under load (`ymera-config` by
+/// ~1.6 MB/s at 90,000 requests/s). Without a runtime (tests), rendering still drains.
+fn spawn_upkeep(handle: &PrometheusHandle) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let handle = handle.clone();
+    runtime.spawn(async move {
+        let mut tick = tokio::time::interval(UPKEEP_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            handle.run_upkeep();
+        }
+    });
 }
 
 /// The kind of a catalogued metric.
