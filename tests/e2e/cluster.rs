@@ -242,8 +242,14 @@ async fn an_explicit_replica_count_is_used_exactly() {
 async fn config_reads_on_either_replica_see_every_committed_write() {
     let cluster = Cluster::start();
     let client = cluster.client().await;
-    let _a = cluster.spawn("config", 1, &[]);
-    let _b = cluster.spawn("config", 2, &[]);
+    // The shared version floor lives in Redis, as compose and k8s ship it: without
+    // Redis a replica learns of a change only from the change event, which a read sent
+    // after the write's reply can overtake on another route of the cluster (seen in CI).
+    let redis = ymera_devstack::Redis::start().unwrap();
+    let redis_url = redis.url();
+    let with_redis = [("REDIS_URL", redis_url.as_str())];
+    let _a = cluster.spawn("config", 1, &with_redis);
+    let _b = cluster.spawn("config", 2, &with_redis);
     wait_healthy(&client, "config").await;
     wait_instances(&client, "config", 2).await;
 

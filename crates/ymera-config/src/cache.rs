@@ -10,7 +10,11 @@
 //! a cached snapshot older than either is a miss. A change to `base` raises
 //! the floor of every environment of the agent. So once the event has been
 //! published, no replica serves the old document, and a replica that missed
-//! the event (NATS reconnect) still sees the Redis floor.
+//! the event (NATS reconnect) still sees the Redis floor. Without Redis
+//! (`REDIS_URL` unset, or Redis not answering) the local floor is all there
+//! is: a replica serves the previous version until the change event reaches
+//! it, which a read sent after the write's reply can overtake on another
+//! route of a NATS cluster — read-your-writes across replicas needs Redis.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
