@@ -177,50 +177,27 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The lowest port the fallback of [`side_port_block`] hands out (above the
-/// registered ports most servers use by default).
-const FALLBACK_LOW_PORT: u16 = 10_000;
-
 /// The first of `n` consecutive ports for the services' side HTTP ports.
 ///
 /// `wanted..wanted + n` when every one of them can be bound on 127.0.0.1 now;
 /// otherwise a block of `n` free ports below the kernel's ephemeral range
-/// (`/proc/sys/net/ipv4/ip_local_port_range`, from 10000 up), so that no outgoing
-/// connection and no `bind(0)` can take one of them while the stack runs (a port
-/// given to an outgoing connection cannot be bound by a listener: the service
-/// there would crash-loop). Errors when no such block is free.
+/// ([`ymera_devstack::free_port_block`]), so that no outgoing connection and no
+/// `bind(0)` can take one of them while the stack runs (a port given to an outgoing
+/// connection cannot be bound by a listener: the service there would crash-loop).
+/// Errors when no such block is free.
 fn side_port_block(wanted: u16, n: u16) -> anyhow::Result<u16> {
     let n = n.max(1);
-    let all_free = |start: u16| (0..n).all(|i| start.checked_add(i).is_some_and(port_is_free));
-    if all_free(wanted) {
+    if (0..n).all(|i| wanted.checked_add(i).is_some_and(port_is_free)) {
         return Ok(wanted);
     }
-    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|t| t.split_whitespace().next()?.parse::<u16>().ok())
-        .unwrap_or(32_768);
-    let high = ephemeral_low.saturating_sub(n);
-    anyhow::ensure!(
-        high > FALLBACK_LOW_PORT,
-        "side ports {wanted}–{} are taken and there is no room for {n} ports below the \
-         ephemeral range (from {ephemeral_low}); pass a free --http-base-port",
-        wanted.saturating_add(n - 1)
-    );
-    // Aligned blocks, starting from one that depends on the process id: two stacks
-    // started at the same instant (tests in parallel) try different blocks first.
-    let blocks = (high - FALLBACK_LOW_PORT) / n + 1;
-    let first = u16::try_from(std::process::id() % u32::from(blocks)).unwrap_or(0);
-    for k in 0..blocks {
-        let start = FALLBACK_LOW_PORT + ((first + k) % blocks) * n;
-        if all_free(start) {
-            return Ok(start);
-        }
-    }
-    anyhow::bail!(
-        "side ports {wanted}–{} are taken and no block of {n} free ports is left below {ephemeral_low}; \
-         pass a free --http-base-port",
-        wanted.saturating_add(n - 1)
-    )
+    ymera_devstack::free_port_block(n).map_err(|_| {
+        anyhow::anyhow!(
+            "side ports {wanted}–{} are taken and no block of {n} free ports is left below {}; \
+             pass a free --http-base-port",
+            wanted.saturating_add(n - 1),
+            ymera_devstack::ephemeral_low()
+        )
+    })
 }
 
 /// Whether a listener can bind `port` on 127.0.0.1 now (as the services do).
@@ -551,13 +528,6 @@ pub async fn down(args: DownArgs) -> anyhow::Result<ExitCode> {
 mod tests {
     use super::*;
 
-    fn ephemeral_low() -> u16 {
-        std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-            .ok()
-            .and_then(|t| t.split_whitespace().next()?.parse().ok())
-            .unwrap_or(32_768)
-    }
-
     #[test]
     fn side_port_block_keeps_a_free_block_and_leaves_a_taken_one() {
         // A block with one port held by a listener (the middle one) is left for a
@@ -568,7 +538,7 @@ mod tests {
         let start = side_port_block(wanted, 8).unwrap();
         assert_ne!(start, wanted, "a block holding a bound port was kept");
         assert!(
-            start >= FALLBACK_LOW_PORT && start + 8 <= ephemeral_low(),
+            start >= ymera_devstack::PORT_BLOCK_LOW && start + 8 <= ymera_devstack::ephemeral_low(),
             "fallback {start} is not below the ephemeral range"
         );
         assert!(!(start..start + 8).contains(&taken));

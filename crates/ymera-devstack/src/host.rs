@@ -131,6 +131,61 @@ pub(crate) fn ensure_traversable_by_others(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The lowest port [`free_port_block`] hands out (above the registered ports most
+/// servers use by default).
+pub const PORT_BLOCK_LOW: u16 = 10_000;
+
+/// The first port of the kernel's ephemeral range
+/// (`/proc/sys/net/ipv4/ip_local_port_range`; 32768 when it cannot be read).
+pub fn ephemeral_low() -> u16 {
+    fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|t| t.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
+}
+
+/// The first port of a block of `n` consecutive ports on 127.0.0.1 that are all free
+/// now, below the kernel's ephemeral range ([`ephemeral_low`]), from
+/// [`PORT_BLOCK_LOW`] up.
+///
+/// For a server given `base + i` (`ymera up`'s side ports, a cluster's node ports):
+/// the ports after one from [`free_port`] are ephemeral ones, which `connect()` gives
+/// every outgoing TCP connection on the machine, and a listener cannot bind a port an
+/// established connection holds — the server there crash-loops for as long as that
+/// connection lives. Below the ephemeral range neither a connection nor `bind(0)` takes
+/// a port. Blocks are aligned and tried from a random one, so two processes picking at
+/// once collide only on the same block; this process never hands a block out twice.
+pub fn free_port_block(n: u16) -> Result<u16> {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    static HANDED_OUT: Mutex<Vec<(u16, u16)>> = Mutex::new(Vec::new());
+    const ATTEMPTS: u32 = 1_000;
+    let n = n.max(1);
+    let high = ephemeral_low().saturating_sub(n);
+    if high <= PORT_BLOCK_LOW + n {
+        return Err(DevstackError::NoFreePort { attempts: 0 });
+    }
+    let blocks = (high - PORT_BLOCK_LOW) / n;
+    for attempt in 0..ATTEMPTS {
+        let mut hasher = std::hash::RandomState::new().build_hasher();
+        hasher.write_u32(attempt);
+        let start = PORT_BLOCK_LOW + (hasher.finish() % u64::from(blocks)) as u16 * n;
+        let mut handed_out = HANDED_OUT
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if handed_out
+            .iter()
+            .any(|(s, len)| start < s + len && *s < start + n)
+        {
+            continue;
+        }
+        if (start..start + n).all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok()) {
+            handed_out.push((start, n));
+            return Ok(start);
+        }
+    }
+    Err(DevstackError::NoFreePort { attempts: ATTEMPTS })
+}
+
 /// A TCP port on 127.0.0.1 that was free a moment ago (bind to port 0, read it, release it).
 ///
 /// Ports are never handed out twice in one process, so servers started concurrently do not

@@ -126,7 +126,7 @@ pub use binaries::{
 };
 pub use cluster::{MAX_CLUSTER_SIZE, NatsCluster, NatsClusterOptions};
 pub use error::DevstackError;
-pub use host::free_port;
+pub use host::{PORT_BLOCK_LOW, ephemeral_low, free_port, free_port_block};
 pub use nats::{NatsOptions, NatsServer};
 pub use postgres::{Postgres, PostgresOptions};
 pub use process::{children_of, pid_alive};

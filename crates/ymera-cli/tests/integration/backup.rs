@@ -44,51 +44,12 @@ fn all_services_built() -> bool {
         .all(|s| dir.join(format!("ymera-{s}")).is_file())
 }
 
-/// The first port of a block of `n` consecutive ports that are all free now, chosen
-/// below the kernel's ephemeral range (`ip_local_port_range`).
-///
-/// Why not `free_port()` and the ports after it: `ymera up` puts service i's side HTTP
-/// port at `--http-base-port + i` (and a cluster's node i at `--nats-port + i`, …). A
-/// port from `free_port()` is an ephemeral one (`bind(0)` hands out odd ones), so
-/// `base + 1`, `base + 3`, … are even ephemeral ports — the ones `connect()` gives every
-/// outgoing TCP connection on the machine. Under a full test run hundreds of client
-/// connections (service pools to PostgreSQL, NATS clients) hold such ports, and a
-/// listener cannot bind a port an established connection holds: the service (drafting
-/// at `base + 3` in the round-trip test) failed to bind, exited and was restarted with
-/// backoff for as long as that connection lived — "not healthy within 90 s". Below the
-/// ephemeral range no connection and no `bind(0)` ever takes a port; the block is
-/// checked free and never handed out twice by this process.
+/// The first port of a block of `n` consecutive ports, free now and below the kernel's
+/// ephemeral range: `ymera up` puts service i's side port at `--http-base-port + i`, and a
+/// port after one from `free_port()` may be held by any outgoing connection (drafting at
+/// `base + 3` once failed to bind for 90 s). See [`ymera_devstack::free_port_block`].
 fn port_block(n: u16) -> u16 {
-    use std::hash::{BuildHasher as _, Hasher as _};
-    static HANDED_OUT: Mutex<Vec<(u16, u16)>> = Mutex::new(Vec::new());
-    let ephemeral_low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|t| t.split_whitespace().next()?.parse().ok())
-        .unwrap_or(32_768);
-    let (low, high) = (10_000u16, ephemeral_low.saturating_sub(n));
-    assert!(
-        high > low + n,
-        "no room below the ephemeral range {ephemeral_low}"
-    );
-    // Aligned blocks: two processes picking at random collide only on the same block.
-    let blocks = (high - low) / n;
-    for attempt in 0..1_000u64 {
-        let mut hasher = std::hash::RandomState::new().build_hasher();
-        hasher.write_u64(attempt);
-        let start = low + (hasher.finish() % u64::from(blocks)) as u16 * n;
-        let mut handed_out = HANDED_OUT.lock().unwrap();
-        if handed_out
-            .iter()
-            .any(|(s, len)| start < s + len && *s < start + n)
-        {
-            continue;
-        }
-        if (start..start + n).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()) {
-            handed_out.push((start, n));
-            return start;
-        }
-    }
-    panic!("no block of {n} free ports below {ephemeral_low}");
+    ymera_devstack::free_port_block(n).unwrap()
 }
 
 /// A stack started with `ymera up --detach` in its own directory and ports.

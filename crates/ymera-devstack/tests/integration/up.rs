@@ -4,7 +4,6 @@
 //! Runs the built `ymera` binary (beside this test in `target/<profile>/`; the workspace
 //! build makes it, as it makes the service binaries the e2e suite runs).
 
-use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -32,29 +31,9 @@ fn command_line(pid: u32) -> String {
 }
 
 /// A base port with the next `count - 1` ports free too (services listen on base + i),
-/// below the kernel's ephemeral range: a block inside it can be taken between this
-/// check and the services' bind by any outgoing connection of the tests running in
-/// parallel (seen in CI: one communication replica refused its port for 2 minutes).
+/// below the ephemeral range ([`ymera_devstack::free_port_block`]).
 pub fn free_port_range(count: u16) -> u16 {
-    const LOW: u16 = 10_000;
-    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|t| t.split_whitespace().next()?.parse::<u16>().ok())
-        .unwrap_or(32_768);
-    let span = u32::from(ephemeral_low - LOW - count);
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos()
-        ^ std::process::id().wrapping_mul(2_654_435_761);
-    for k in 0..200u32 {
-        let base = LOW + (seed.wrapping_add(k.wrapping_mul(7_919)) % span) as u16;
-        let free = (0..count).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok());
-        if free {
-            return base;
-        }
-    }
-    panic!("no {count} consecutive free ports below {ephemeral_low}");
+    ymera_devstack::free_port_block(count).unwrap()
 }
 
 /// Kills whatever the test leaves behind if it fails half-way.
