@@ -112,7 +112,7 @@ pub(super) async fn load_streams(
         let file = manifest::part_path(root, &part.file)?;
         let info = jetstream::restore(client, stream, &file, max_replicas, &stream_bar).await?;
         stream_bar.finish();
-        let (messages, mut all_consumers) = jetstream::counts(&info);
+        let (messages, all_consumers) = jetstream::counts(&info);
         let mut consumers = jetstream::durable_consumers(client, &stream.name).await?;
         // On a cluster the restored consumers are assigned through the meta leader after
         // the restore answered: a short count is looked at again for a while.
@@ -123,7 +123,6 @@ pub(super) async fn load_streams(
         {
             tokio::time::sleep(std::time::Duration::from_millis(250)).await;
             consumers = jetstream::durable_consumers(client, &stream.name).await?;
-            all_consumers = all_consumers.max(consumers);
         }
         // A stream with max_age (dead letters) or per-message TTLs (agent cards) drops
         // what aged out since the snapshot: fewer messages is expected there, never more.

@@ -143,7 +143,7 @@ struct Ring {
 
 impl Ring {
     /// Appends `events` as a batch and lets the oldest batches go.
-    fn push(&mut self, events: Vec<Arc<EncodedEvent>>, queue: u64) -> u64 {
+    fn push(&mut self, events: Vec<Arc<EncodedEvent>>, queue: u64) {
         let count = events.len() as u64;
         self.published += count;
         self.held += count;
@@ -162,7 +162,6 @@ impl Ring {
             self.held = rest;
             self.batches.pop_front();
         }
-        self.published
     }
 
     /// The first batch after position `read` (events read so far): `Ok(None)`
@@ -186,8 +185,8 @@ impl Ring {
 pub struct EventHub {
     js: jetstream::Context,
     ring: RwLock<Ring>,
-    /// The ring's `published`, for waking the subscribers.
-    live: watch::Sender<u64>,
+    /// Wakes the live subscribers when a batch is in the ring.
+    live: watch::Sender<()>,
     batch_size: usize,
     flush: Duration,
     queue: u64,
@@ -227,7 +226,7 @@ impl EventHub {
         let hub = Arc::new(EventHub {
             js,
             ring: RwLock::new(Ring::default()),
-            live: watch::Sender::new(0),
+            live: watch::Sender::new(()),
             batch_size: settings.events_batch_size.max(1),
             flush: settings.events_flush_interval,
             queue: queue as u64,
@@ -241,12 +240,11 @@ impl EventHub {
         if events.is_empty() {
             return;
         }
-        let published = self
-            .ring
+        self.ring
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .push(events, self.queue);
-        self.live.send_replace(published);
+        self.live.send_replace(());
     }
 
     /// The ring's position now: a new live subscriber reads from here.
@@ -468,7 +466,7 @@ pub(super) enum Source {
     /// A position in the shared live ring.
     Live {
         /// Changes when a batch is published.
-        wake: watch::Receiver<u64>,
+        wake: watch::Receiver<()>,
         /// Events of the feed this subscriber has read (or skipped).
         read: u64,
     },
@@ -496,23 +494,17 @@ impl Source {
                     continue;
                 };
                 *read = batch.end;
-                let admitted = batch
+                if batch.events.iter().all(|e| sub.admits(&e.subject)) {
+                    return Ok(Delivery::Shared(batch));
+                }
+                let own: Vec<_> = batch
                     .events
                     .iter()
                     .filter(|e| sub.admits(&e.subject))
-                    .count();
-                if admitted == batch.events.len() {
-                    return Ok(Delivery::Shared(batch));
-                }
-                if admitted > 0 {
-                    return Ok(Delivery::Own(
-                        batch
-                            .events
-                            .iter()
-                            .filter(|e| sub.admits(&e.subject))
-                            .cloned()
-                            .collect(),
-                    ));
+                    .cloned()
+                    .collect();
+                if !own.is_empty() {
+                    return Ok(Delivery::Own(own));
                 }
             },
             Source::Replay { rx } => match rx.recv().await {

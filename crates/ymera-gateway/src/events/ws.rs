@@ -159,8 +159,16 @@ async fn close(socket: &mut HttpWebSocket, err: &Error) {
         4503
     };
     let text = json!({"type": "error", "error": {"code": err.kind.slug(), "message": err.message, "details": err.details}});
+    closing(socket, Some(Frame::text(text.to_string())), code, &reason).await;
+}
+
+/// The closing handshake: `last` (if any) and the close frame, sent within
+/// [`CLOSE_GRACE`], then [`await_close`].
+async fn closing(socket: &mut HttpWebSocket, last: Option<Frame>, code: u16, reason: &str) {
     let sent = tokio::time::timeout(CLOSE_GRACE, async {
-        socket.feed(Frame::text(text.to_string())).await?;
+        if let Some(frame) = last {
+            socket.feed(frame).await?;
+        }
         socket
             .send(Frame::close(CloseCode::from(code), reason.as_bytes()))
             .await
@@ -190,12 +198,5 @@ async fn await_close(socket: &mut HttpWebSocket) {
 /// [`CLOSE_GRACE`], and the connection is dropped.
 async fn stalled(socket: &mut HttpWebSocket) {
     metrics::counter!("ymera_gateway_slow_consumers_total").increment(1);
-    let sent = tokio::time::timeout(
-        CLOSE_GRACE,
-        socket.send(Frame::close(CloseCode::from(4429), "slow_consumer")),
-    )
-    .await;
-    if matches!(sent, Ok(Ok(()))) {
-        await_close(socket).await;
-    }
+    closing(socket, None, 4429, "slow_consumer").await;
 }
