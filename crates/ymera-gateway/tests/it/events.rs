@@ -629,3 +629,54 @@ async fn a_stalled_sse_client_is_dropped_without_holding_memory() {
     .await;
     assert!(ended.is_ok(), "the stalled connection is still open");
 }
+
+/// Two gateway replicas: each serves every live event, and a client whose gateway
+/// is killed (kill -9) resumes on the other with `Last-Event-ID` — the events
+/// published while it was away arrive once each, in order, with no gap.
+#[tokio::test]
+async fn a_client_of_a_killed_gateway_resumes_on_the_other_without_a_gap() {
+    let env = [
+        ("GATEWAY_EVENTS_BATCH_SIZE", "10"),
+        ("GATEWAY_EVENTS_FLUSH_INTERVAL", "20ms"),
+    ];
+    let mut stack = Stack::start(&[], 2, &env).await;
+    let admin = stack.admin.clone();
+    let url_of = |i: usize| format!("{}/v1/events?subjects=events.security.>", stack.urls[i]);
+    let (first_url, second_url) = (url_of(0), url_of(1));
+    let mut on_first = SseReader::open(&first_url, Some(&admin), None)
+        .await
+        .unwrap();
+    let mut on_second = SseReader::open(&second_url, Some(&admin), None)
+        .await
+        .unwrap();
+    for reader in [&mut on_first, &mut on_second] {
+        assert_eq!(reader.next().await.unwrap().event, "ready");
+    }
+
+    publish(&stack.client, "events.security.replicas", 30, 10).await;
+    let seen_first = on_first.events(30).await;
+    let seen_second = on_second.events(30).await;
+    assert_eq!(
+        seen_first, seen_second,
+        "both replicas serve the same live events"
+    );
+    let seqs: Vec<u64> = seen_first.iter().map(|(s, _)| *s).collect();
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+
+    // The first gateway dies; 30 more events while its client is away.
+    stack.gateways[0].kill().unwrap();
+    drop(on_first);
+    publish(&stack.client, "events.security.replicas", 30, 10).await;
+    let live = on_second.events(30).await;
+    let last = *seqs.last().unwrap();
+    let expected: Vec<u64> = (last + 1..=last + 30).collect();
+    assert_eq!(live.iter().map(|(s, _)| *s).collect::<Vec<_>>(), expected);
+
+    // Its client comes back on the second gateway from its last id.
+    let mut resumed = SseReader::open(&second_url, Some(&admin), Some(last))
+        .await
+        .unwrap();
+    assert_eq!(resumed.next().await.unwrap().event, "ready");
+    let missed = resumed.events(30).await;
+    assert_eq!(missed, live, "the missed events, once each, in order");
+}
